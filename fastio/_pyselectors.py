@@ -1,0 +1,124 @@
+"""Pure-Python fallback selectors: the stdlib classes plus fastio's extras.
+
+Used when the compiled core is absent (FASTIO_NO_EXTENSIONS=1, a non-CPython
+interpreter, or a failed build). Behaviour is the stdlib's; the additions are
+`select_fds()` and the `flags` argument of register()/modify().
+"""
+
+import select
+import selectors
+
+from selectors import EVENT_READ, EVENT_WRITE
+
+_SELECTOR_EVENTS = EVENT_READ | EVENT_WRITE
+
+
+class _Extras:
+    """`select_fds()` and `flags` on top of a stdlib selector class."""
+
+    #: Extra poller bits register()/modify() accept through ``flags``.
+    _flag_mask = 0
+
+    def select_fds(self, timeout=None):
+        """Wait like select(), but return ``(fd, events)`` pairs instead of keys."""
+        return [(key.fd, events) for key, events in self.select(timeout)]
+
+    def _check_flags(self, flags):
+        if flags & ~self._flag_mask:
+            raise ValueError("unsupported flags for %s: %r" % (type(self).__name__, flags))
+
+    def register(self, fileobj, events, data=None, *, flags=0):
+        self._check_flags(flags)
+        if not flags:
+            return super().register(fileobj, events, data)
+        key = selectors._BaseSelectorImpl.register(self, fileobj, events, data)
+        mask = flags
+        if events & EVENT_READ:
+            mask |= self._EVENT_READ
+        if events & EVENT_WRITE:
+            mask |= self._EVENT_WRITE
+        try:
+            self._selector.register(key.fd, mask)
+        except BaseException:
+            selectors._BaseSelectorImpl.unregister(self, fileobj)
+            raise
+        self._fastio_flags[key.fd] = flags
+        return key
+
+    def unregister(self, fileobj):
+        key = super().unregister(fileobj)
+        self._fastio_flags.pop(key.fd, None)
+        return key
+
+    def modify(self, fileobj, events, data=None, *, flags=None):
+        if flags is None:
+            try:
+                fd = self._fileobj_lookup(fileobj)
+            except ValueError:
+                fd = None
+            if not self._fastio_flags.get(fd):
+                return super().modify(fileobj, events, data)
+            flags = self._fastio_flags[fd]
+        self._check_flags(flags)
+        try:
+            key = self._fd_to_key[self._fileobj_lookup(fileobj)]
+        except KeyError:
+            raise KeyError("{!r} is not registered".format(fileobj)) from None
+        mask = flags
+        if events & EVENT_READ:
+            mask |= self._EVENT_READ
+        if events & EVENT_WRITE:
+            mask |= self._EVENT_WRITE
+        try:
+            self._selector.modify(key.fd, mask)
+        except BaseException:
+            selectors._BaseSelectorImpl.unregister(self, fileobj)
+            self._fastio_flags.pop(key.fd, None)
+            raise
+        self._fastio_flags[key.fd] = flags
+        key = key._replace(events=events, data=data)
+        self._fd_to_key[key.fd] = key
+        return key
+
+    @property
+    def _fastio_flags(self):
+        try:
+            return self.__dict__["_fastio_flags_map"]
+        except KeyError:
+            return self.__dict__.setdefault("_fastio_flags_map", {})
+
+
+class SelectSelector(_Extras, selectors.SelectSelector):
+    __doc__ = selectors.SelectSelector.__doc__
+
+    def register(self, fileobj, events, data=None, *, flags=0):
+        self._check_flags(flags)
+        return selectors.SelectSelector.register(self, fileobj, events, data)
+
+    def unregister(self, fileobj):
+        return selectors.SelectSelector.unregister(self, fileobj)
+
+    def modify(self, fileobj, events, data=None, *, flags=None):
+        if flags:
+            self._check_flags(flags)
+        return selectors.SelectSelector.modify(self, fileobj, events, data)
+
+
+if hasattr(selectors, "PollSelector"):
+
+    class PollSelector(_Extras, selectors.PollSelector):
+        __doc__ = selectors.PollSelector.__doc__
+        _flag_mask = select.POLLPRI | getattr(select, "POLLRDHUP", 0)
+
+
+if hasattr(selectors, "EpollSelector"):
+
+    class EpollSelector(_Extras, selectors.EpollSelector):
+        __doc__ = selectors.EpollSelector.__doc__
+        _flag_mask = (
+            select.EPOLLET
+            | select.EPOLLONESHOT
+            | getattr(select, "EPOLLEXCLUSIVE", 0)
+            | getattr(select, "EPOLLRDHUP", 0)
+            | select.EPOLLPRI
+        )

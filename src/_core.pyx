@@ -1,0 +1,57 @@
+# cython: language_level=3
+"""fastio._core: the readiness core.
+
+One poller per syscall (epoll, poll, select) over one fd table and one wait
+loop; a Waker for cross-thread wake-ups; and SelectorCore, the C half of
+fastio.selectors' classes. See src/fastio_platform.h for the syscalls.
+"""
+
+from cpython.dict cimport PyDict_GetItem
+from cpython.exc cimport PyErr_CheckSignals, PyErr_SetFromErrno
+from cpython.list cimport PyList_New
+from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_FromLong
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.object cimport PyObject
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
+from libc.math cimport ceil
+from libc.stdint cimport int64_t, uint16_t, uint32_t
+from libc.string cimport memcpy, memset
+
+from fastio_platform cimport *
+
+import errno as _errno
+import math as _math
+import os as _os
+import selectors as _stdlib_selectors
+
+HAVE_EPOLL = bool(FASTIO_HAVE_EPOLL)
+HAVE_POLL = bool(FASTIO_HAVE_POLL)
+HAVE_EVENTFD = bool(FASTIO_HAVE_EVENTFD)
+# The C constants, under their C names.
+globals().update({
+    "FD_SETSIZE": FD_SETSIZE,
+    "POLLIN": POLLIN,
+    "POLLPRI": POLLPRI,
+    "POLLOUT": POLLOUT,
+    "POLLERR": POLLERR,
+    "POLLHUP": POLLHUP,
+    "POLLNVAL": POLLNVAL,
+    "POLLRDHUP": POLLRDHUP,
+    "EPOLLIN": EPOLLIN,
+    "EPOLLPRI": EPOLLPRI,
+    "EPOLLOUT": EPOLLOUT,
+    "EPOLLERR": EPOLLERR,
+    "EPOLLHUP": EPOLLHUP,
+    "EPOLLRDHUP": EPOLLRDHUP,
+    "EPOLLET": EPOLLET,
+    "EPOLLONESHOT": EPOLLONESHOT,
+    "EPOLLEXCLUSIVE": EPOLLEXCLUSIVE,
+})
+
+include "timeout.pxi"
+include "poller.pxi"
+include "epoll.pxi"
+include "poll.pxi"
+include "select.pxi"
+include "waker.pxi"
+include "selector.pxi"

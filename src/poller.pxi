@@ -1,0 +1,336 @@
+# Poller: what the three backends share.
+#
+# The fd table maps fd -> (registered mask, slot). It is a flat array indexed
+# by fd for the fds processes really have (below `_direct_limit`), and a dict
+# for the rest, so registering fd 2**31 - 1 costs a dict entry, not 16 GiB.
+# `slot` is backend-specific (poll: index in its pollfd array); -1 = absent.
+#
+# The wait loop lives here once: PEP 475 semantics (on EINTR run the signal
+# handlers, let an exception from them propagate, retry with the time left)
+# and the result buffer, which grows with the number of registered fds so no
+# call ever caps the events it can return.
+#
+# Threads: a wait runs without the GIL. Registration changes made by other
+# threads meanwhile are safe (epoll: the kernel; poll: the wait works on a
+# private copy of the pollfd array; select: on copies of the fd_sets) and
+# take effect at the next wait. Two concurrent waits on one poller raise
+# RuntimeError, as select.poll does. close() from another thread does not
+# free anything a wait is using; the blocked wait returns normally when it
+# wakes and every later call raises ValueError.
+
+cdef struct fdentry:
+    uint32_t mask
+    int slot
+
+cdef enum:
+    FDTABLE_DIRECT_MAX = 1 << 20
+
+
+cdef inline object _raise_errno(int err):
+    raise OSError(err, _os.strerror(err))
+
+
+cdef long long fd_from_object(object obj) except -1:
+    """Return the fd of an int or of an object with fileno(); stdlib errors."""
+    cdef int overflow = 0
+    cdef long long fd
+    if not isinstance(obj, int):
+        meth = getattr(obj, "fileno", None)
+        if meth is None:
+            raise TypeError(
+                "argument must be an int, or have a fileno() method.")
+        obj = meth()
+        if not isinstance(obj, int):
+            raise TypeError("fileno() returned a non-integer")
+    fd = PyLong_AsLongLongAndOverflow(obj, &overflow)
+    if overflow:
+        raise OverflowError("Python int too large to convert to C int")
+    if fd < 0:
+        raise ValueError(
+            "file descriptor cannot be a negative integer (%d)" % fd)
+    return fd
+
+
+cdef uint32_t mask_from_object(object obj) except? 0xFFFFFFFF:
+    cdef long long v = obj
+    if v < 0 or v > 0xFFFFFFFF:
+        raise OverflowError("event mask out of range: %r" % (obj,))
+    return <uint32_t>v
+
+
+cdef class Poller:
+    """Base of the readiness pollers: one fd table, one wait loop.
+
+    Subclasses supply only the syscalls (`_sys_add`, `_sys_mod`, `_sys_del`,
+    `_wait_once`). Event masks use the native poll bits (POLLIN, POLLOUT...).
+    """
+
+    cdef fdentry *_entries
+    cdef Py_ssize_t _cap
+    cdef long long _direct_limit
+    cdef dict _far
+    cdef Py_ssize_t _count
+    cdef fastio_event *_buf
+    cdef Py_ssize_t _bufcap
+    cdef bint _busy
+    cdef bint _kernel_table
+    cdef int _err
+    cdef readonly bint closed
+    cdef readonly uint32_t flag_mask
+
+    def __cinit__(self, *args, **kwargs):
+        self._direct_limit = FDTABLE_DIRECT_MAX
+        self._far = {}
+
+    def __dealloc__(self):
+        PyMem_Free(self._entries)
+        PyMem_Free(self._buf)
+
+    def __len__(self):
+        return self._count
+
+    # ---------------------------------------------------------- fd table
+
+    cdef inline bint _lookup(self, long long fd, uint32_t *mask, int *slot):
+        cdef fdentry *e
+        if fd < self._cap:
+            e = &self._entries[fd]
+            if e.slot < 0:
+                return False
+            mask[0] = e.mask
+            slot[0] = e.slot
+            return True
+        if fd < self._direct_limit or not self._far:
+            return False
+        item = self._far.get(fd)
+        if item is None:
+            return False
+        mask[0] = item[0]
+        slot[0] = item[1]
+        return True
+
+    cdef int _store(self, long long fd, uint32_t mask, int slot) except -1:
+        cdef Py_ssize_t newcap, i
+        cdef fdentry *entries
+        if fd >= self._direct_limit:
+            self._far[fd] = (mask, slot)
+            return 0
+        if fd >= self._cap:
+            newcap = self._cap if self._cap else 64
+            while newcap <= fd:
+                newcap *= 2
+            entries = <fdentry *>PyMem_Realloc(self._entries, newcap * sizeof(fdentry))
+            if entries == NULL:
+                raise MemoryError()
+            for i in range(self._cap, newcap):
+                entries[i].slot = -1
+                entries[i].mask = 0
+            self._entries = entries
+            self._cap = newcap
+        self._entries[fd].mask = mask
+        self._entries[fd].slot = slot
+        return 0
+
+    cdef int _forget(self, long long fd) except -1:
+        if fd < self._cap:
+            self._entries[fd].slot = -1
+            self._entries[fd].mask = 0
+        elif fd >= self._direct_limit:
+            self._far.pop(fd, None)
+        return 0
+
+    cdef inline int _check_open(self) except -1:
+        if self.closed:
+            raise ValueError("I/O operation on closed poller")
+        return 0
+
+    # ------------------------------------------------------ backend hooks
+
+    cdef int _sys_add(self, long long fd, uint32_t mask) except -1:
+        """Register `fd` with the kernel; return its slot."""
+        return 0
+
+    cdef int _sys_mod(self, long long fd, int slot, uint32_t mask) except -1:
+        return 0
+
+    cdef int _sys_del(self, long long fd, int slot, uint32_t mask) except -1:
+        return 0
+
+    cdef Py_ssize_t _wait_once(self, int64_t timeout_ns, Py_ssize_t maxevents) except -2:
+        """Wait once into `_buf`; return the count, or -1 with `_err` set."""
+        return 0
+
+    # ------------------------------------------------------- C-level API
+
+    cdef int _add(self, long long fd, uint32_t mask) except -1:
+        cdef uint32_t old
+        cdef int slot
+        cdef bint present
+        self._check_open()
+        present = self._lookup(fd, &old, &slot)
+        if present and not self._kernel_table:
+            raise FileExistsError(EEXIST, _os.strerror(EEXIST))
+        # epoll: the kernel is the judge. An fd closed without unregister()
+        # left the interest list by itself, so its number may be added again.
+        slot = self._sys_add(fd, mask)
+        self._store(fd, mask, slot)
+        if not present:
+            self._count += 1
+        return 0
+
+    cdef int _mod(self, long long fd, uint32_t mask) except -1:
+        cdef uint32_t old
+        cdef int slot
+        self._check_open()
+        if not self._lookup(fd, &old, &slot):
+            raise FileNotFoundError(ENOENT, _os.strerror(ENOENT))
+        self._sys_mod(fd, slot, mask)
+        self._store(fd, mask, slot)
+        return 0
+
+    cdef int _del(self, long long fd) except -1:
+        cdef uint32_t old
+        cdef int slot
+        self._check_open()
+        if not self._lookup(fd, &old, &slot):
+            raise FileNotFoundError(ENOENT, _os.strerror(ENOENT))
+        # Forget it first: if the kernel refuses (the fd was closed: EBADF, or
+        # its number now names another file: ENOENT) it is gone all the same.
+        self._forget(fd)
+        self._count -= 1
+        self._sys_del(fd, slot, old)
+        return 0
+
+    cdef int _reset(self) except -1:
+        """Forget every registration, ignoring fds the kernel already dropped."""
+        cdef Py_ssize_t fd
+        for fd in range(self._cap):
+            if self._entries[fd].slot >= 0:
+                try:
+                    self._del(fd)
+                except OSError:
+                    pass
+        for far_fd in list(self._far):
+            try:
+                self._del(far_fd)
+            except OSError:
+                pass
+        return 0
+
+    cdef inline uint32_t _mask_of(self, long long fd):
+        """Return the registered mask of `fd`, or 0 if it is not registered."""
+        cdef uint32_t mask = 0
+        cdef int slot
+        if fd < self._cap:
+            return self._entries[fd].mask if self._entries[fd].slot >= 0 else 0
+        self._lookup(fd, &mask, &slot)
+        return mask
+
+    cdef int _reserve(self, Py_ssize_t n) except -1:
+        """Make `_buf` hold at least `n` events (and as many raw epoll events)."""
+        cdef size_t item = sizeof(fastio_event)
+        cdef void *buf
+        if n < 1:
+            n = 1
+        if n <= self._bufcap:
+            return 0
+        if FASTIO_EPOLL_EVENT_SIZE > item:
+            item = FASTIO_EPOLL_EVENT_SIZE
+        n = n + n // 4
+        buf = PyMem_Realloc(self._buf, n * item)
+        if buf == NULL:
+            raise MemoryError()
+        self._buf = <fastio_event *>buf
+        self._bufcap = n
+        return 0
+
+    cdef Py_ssize_t _wait(self, int64_t timeout_ns, Py_ssize_t maxevents) except -1:
+        """Wait for events into `_buf`; the caller must `_release()` after reading."""
+        cdef Py_ssize_t n
+        cdef int64_t deadline = 0
+        self._check_open()
+        if self._busy:
+            raise RuntimeError("concurrent poll() invocation")
+        self._busy = True
+        try:
+            if timeout_ns > 0:
+                deadline = fastio_monotonic_ns() + timeout_ns
+            while True:
+                n = self._wait_once(timeout_ns, maxevents)
+                if n >= 0:
+                    return n
+                if self._err != EINTR:
+                    _raise_errno(self._err)
+                if PyErr_CheckSignals() < 0:
+                    return -1
+                if self.closed:
+                    return 0
+                if timeout_ns > 0:
+                    timeout_ns = deadline - fastio_monotonic_ns()
+                    if timeout_ns < 0:
+                        return 0
+        except BaseException:
+            self._busy = False
+            raise
+
+    cdef inline void _release(self) noexcept:
+        self._busy = False
+
+    # --------------------------------------------------------- Python API
+
+    def register(self, fd, eventmask=POLLIN | POLLOUT):
+        """Watch `fd` (an int or an object with fileno()) for `eventmask`.
+
+        :raises FileExistsError: `fd` is already registered.
+        """
+        self._add(fd_from_object(fd), mask_from_object(eventmask))
+
+    def modify(self, fd, eventmask):
+        """Change the events watched on a registered `fd`.
+
+        :raises FileNotFoundError: `fd` is not registered.
+        """
+        self._mod(fd_from_object(fd), mask_from_object(eventmask))
+
+    def unregister(self, fd):
+        """Stop watching `fd`.
+
+        :raises FileNotFoundError: `fd` is not registered.
+        :raises OSError: the kernel refused (the fd was closed); it is
+            forgotten all the same.
+        """
+        self._del(fd_from_object(fd))
+
+    def poll(self, timeout=None, int maxevents=-1):
+        """Wait for events and return a list of ``(fd, events)``.
+
+        :param timeout: seconds; None or negative waits forever. Rounded up
+            to the syscall's resolution, so the wait is never shorter.
+        :param maxevents: at most this many events (<= 0: no limit).
+        """
+        cdef int64_t ns
+        cdef Py_ssize_t n, i
+        if timeout is not None and timeout < 0:
+            timeout = None
+        ns = timeout_to_ns(timeout, self._timeout_unit())
+        n = self._wait(ns, maxevents)
+        try:
+            result = PyList_New(0)
+            for i in range(n):
+                result.append((self._buf[i].fd, self._buf[i].events))
+        finally:
+            self._release()
+        return result
+
+    cdef int64_t _timeout_unit(self):
+        return NS_PER_MS
+
+    def close(self):
+        """Release the poller. Calling it again does nothing."""
+        self.closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()

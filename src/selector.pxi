@@ -1,0 +1,334 @@
+# SelectorCore: the C half of fastio.selectors' classes.
+#
+# fastio.selectors defines `class EpollSelector(SelectorCore, BaseSelector)`
+# and friends: this base does the work, the stdlib ABC supplies the type
+# identity and __enter__/__exit__, and the Python subclass gives instances a
+# __dict__ (the stdlib test suite replaces methods on instances).
+#
+# The behaviour copies the stdlib's selectors.py line by line, including its
+# quirks (PollSelector/EpollSelector.modify don't validate events;
+# SelectSelector.modify re-registers and so does; select() masks events with
+# key.events), and evaluates the same Python expressions wherever an argument
+# is not a plain int, so odd arguments fail with the same exception types.
+#
+# The state is the stdlib's: `_fd_to_key` is a real dict {fd: SelectorKey}
+# and `_map` the stdlib's _SelectorMapping over it, so code that reaches for
+# these private names keeps working. `_selector` is the poller made by
+# `_selector_cls()`; when it is one of ours, calls skip Python entirely, and
+# when it is anything else (a mock, a subclass's own poller) every call goes
+# through its Python methods, as the stdlib's would.
+
+cdef object SelectorKey = _stdlib_selectors.SelectorKey
+cdef object _SelectorMapping = _stdlib_selectors._SelectorMapping
+cdef object _fileobj_to_fd = _stdlib_selectors._fileobj_to_fd
+
+cdef enum:
+    EVENT_READ = 1
+    EVENT_WRITE = 2
+
+
+cdef inline uint32_t poller_bits(object events) except? 0xFFFFFFFF:
+    """Map selector events to POLLIN/POLLOUT bits (EPOLLIN/EPOLLOUT alike)."""
+    cdef int overflow = 0
+    cdef long long v
+    if type(events) is int:
+        v = PyLong_AsLongLongAndOverflow(events, &overflow)
+        if not overflow:
+            return (POLLIN if v & EVENT_READ else 0) | (POLLOUT if v & EVENT_WRITE else 0)
+    return ((POLLIN if events & EVENT_READ else 0)
+            | (POLLOUT if events & EVENT_WRITE else 0))
+
+
+cdef inline int selector_events(uint32_t revents) noexcept:
+    """Map reported poller bits to selector events, as the stdlib does.
+
+    Anything but "readable" (writable, hang-up, error) counts as writable,
+    and anything but "writable" as readable, so a hang-up wakes both sides.
+    """
+    return ((EVENT_WRITE if revents & ~POLLIN else 0)
+            | (EVENT_READ if revents & ~POLLOUT else 0))
+
+
+cdef inline object masked(int events, object key):
+    """Return `events & key.events`."""
+    cdef object kev = <object>PyTuple_GET_ITEM(key, 2)
+    cdef int overflow = 0
+    cdef long long v
+    if type(kev) is int:
+        v = PyLong_AsLongLongAndOverflow(kev, &overflow)
+        if not overflow:
+            return PyLong_FromLong(events & v)
+    return events & kev
+
+
+cdef inline bint is_key(object key):
+    return type(key) is SelectorKey or (isinstance(key, tuple) and PyTuple_GET_SIZE(key) == 4)
+
+
+cdef inline bint valid_events(object events) except -1:
+    """Apply the stdlib's register() check: non-zero, only READ and WRITE bits."""
+    if type(events) is int and (events == 1 or events == 2 or events == 3):
+        return True
+    return not ((not events) or (events & ~(EVENT_READ | EVENT_WRITE)))
+
+
+cdef class SelectorCore:
+    """Selector state and hot paths shared by every fastio selector class."""
+
+    cdef object _sel
+    cdef Poller _poller
+    cdef int64_t _unit
+    cdef bint _reregisters
+    cdef public dict _fd_to_key
+    cdef public object _map
+
+    def __init__(self):
+        self._fd_to_key = {}
+        self._map = _SelectorMapping(self)
+        self._reregisters = getattr(type(self), "_modify_reregisters", False)
+        self._selector = self._selector_cls()
+
+    @property
+    def _selector(self):
+        return self._sel
+
+    @_selector.setter
+    def _selector(self, value):
+        self._sel = value
+        self._poller = value if isinstance(value, Poller) else None
+        self._unit = self._poller._timeout_unit() if self._poller is not None else NS_PER_MS
+
+    # ------------------------------------------------------------ lookup
+
+    cdef object _lookup(self, object fileobj):
+        """Return the fd of `fileobj` as the stdlib's _fileobj_lookup does."""
+        cdef object fd
+        if type(fileobj) is int:
+            if fileobj < 0:
+                raise ValueError("Invalid file descriptor: {}".format(fileobj))
+            return fileobj
+        try:
+            fd = fileobj.fileno()
+        except (AttributeError, TypeError, ValueError):
+            fd = None
+        if type(fd) is int and fd >= 0:
+            return fd
+        try:
+            return _fileobj_to_fd(fileobj)
+        except ValueError:
+            # A closed socket has fileno() == -1: find it by identity.
+            for key in self._fd_to_key.values():
+                if key.fileobj is fileobj:
+                    return key.fd
+            raise
+
+    def _fileobj_lookup(self, fileobj):
+        """Return the fd of `fileobj`; search registered keys if it has none."""
+        return self._lookup(fileobj)
+
+    cdef uint32_t _flags_for(self, object flags) except? 0xFFFFFFFF:
+        cdef uint32_t v
+        if flags is None or (type(flags) is int and flags == 0):
+            return 0
+        v = mask_from_object(flags)
+        if self._poller is not None and v & ~self._poller.flag_mask:
+            raise ValueError("unsupported flags for %s: %#x" % (type(self).__name__, v))
+        return v
+
+    # ---------------------------------------------------------- register
+
+    def register(self, fileobj, events, data=None, *, flags=0):
+        """Same contract as `selectors.BaseSelector.register`.
+
+        :param flags: extra poller bits (see fastio.selectors).
+        """
+        cdef uint32_t mask
+        if not valid_events(events):
+            raise ValueError("Invalid events: {!r}".format(events))
+        fd = self._lookup(fileobj)
+        key = fastio_key_new(SelectorKey, fileobj, fd, events, data)
+        fd_to_key = self._fd_to_key
+        if fd in fd_to_key:
+            raise KeyError("{!r} (FD {}) is already registered".format(fileobj, fd))
+        mask = poller_bits(events) | self._flags_for(flags)
+        fd_to_key[fd] = key
+        try:
+            if self._poller is not None:
+                self._poller._add(fd_as_c(fd), mask)
+            else:
+                self._sel.register(fd, mask)
+        except BaseException:
+            del fd_to_key[fd]
+            raise
+        return key
+
+    def unregister(self, fileobj):
+        """Same contract as `selectors.BaseSelector.unregister`."""
+        try:
+            key = self._fd_to_key.pop(self._lookup(fileobj))
+        except KeyError:
+            raise KeyError("{!r} is not registered".format(fileobj)) from None
+        fd = <object>PyTuple_GET_ITEM(key, 1)
+        try:
+            if self._poller is not None:
+                self._poller._del(fd_as_c(fd))
+            else:
+                self._sel.unregister(fd)
+        except OSError:
+            # The fd was closed since it was registered.
+            pass
+        return key
+
+    def modify(self, fileobj, events, data=None, *, flags=None):
+        """Same contract as `selectors.BaseSelector.modify`.
+
+        :param flags: extra poller bits; None keeps the registered ones. When
+            given, the fd is re-armed in the kernel even if nothing changed.
+        """
+        cdef uint32_t mask, flag_bits
+        cdef Poller poller = self._poller
+        try:
+            key = self._fd_to_key[self._lookup(fileobj)]
+        except KeyError:
+            raise KeyError("{!r} is not registered".format(fileobj)) from None
+        fd = <object>PyTuple_GET_ITEM(key, 1)
+        if flags is not None or events != <object>PyTuple_GET_ITEM(key, 2):
+            if self._reregisters and not valid_events(events):
+                # SelectSelector.modify() is unregister() + register().
+                self.unregister(fileobj)
+                raise ValueError("Invalid events: {!r}".format(events))
+            mask = poller_bits(events)
+            if flags is not None:
+                flag_bits = self._flags_for(flags)
+            elif poller is not None:
+                flag_bits = poller._mask_of(fd_as_c(fd)) & poller.flag_mask
+            else:
+                flag_bits = 0
+            try:
+                if poller is not None:
+                    poller._mod(fd_as_c(fd), mask | flag_bits)
+                else:
+                    self._sel.modify(fd, mask | flag_bits)
+            except BaseException:
+                # Leave no half-registered fd behind: drop it from the map and,
+                # unlike the stdlib, from the poller too.
+                del self._fd_to_key[fd]
+                if poller is not None:
+                    try:
+                        poller._del(fd_as_c(fd))
+                    except OSError:
+                        pass
+                raise
+            key = fastio_key_new(SelectorKey,
+                                 fileobj if self._reregisters else <object>PyTuple_GET_ITEM(key, 0),
+                                 fd, events, data)
+            self._fd_to_key[fd] = key
+        elif data != <object>PyTuple_GET_ITEM(key, 3):
+            key = fastio_key_new(SelectorKey, <object>PyTuple_GET_ITEM(key, 0), fd,
+                                 <object>PyTuple_GET_ITEM(key, 2), data)
+            self._fd_to_key[fd] = key
+        return key
+
+    # ------------------------------------------------------------ select
+
+    def select(self, timeout=None):
+        """Same contract as `selectors.BaseSelector.select`.
+
+        The wait runs without the GIL; a timeout rounds up to whole ms
+        (epoll, poll) or µs (select), so it never ends early.
+        """
+        cdef int64_t ns = timeout_to_ns(timeout, self._unit)
+        cdef Poller poller = self._poller
+        cdef Py_ssize_t n, i
+        cdef fastio_event *buf
+        cdef PyObject *key
+        cdef int events
+        cdef dict fd_to_key = self._fd_to_key
+        if poller is None:
+            return self._select_python(ns)
+        n = poller._wait(ns, -1)
+        try:
+            ready = []
+            buf = poller._buf
+            for i in range(n):
+                key = PyDict_GetItem(fd_to_key, PyLong_FromLong(buf[i].fd))
+                if key == NULL or not is_key(<object>key):
+                    continue
+                events = selector_events(buf[i].events)
+                ready.append((<object>key, masked(events, <object>key)))
+        finally:
+            poller._release()
+        return ready
+
+    cdef list _select_python(self, int64_t ns):
+        """select() over a poller that is not ours, through its poll()."""
+        ready = []
+        for fd, revents in self._sel.poll(None if ns < 0 else ns / 1e9):
+            key = self._fd_to_key.get(fd)
+            if key:
+                ready.append((key, masked(selector_events(revents), key)))
+        return ready
+
+    def select_fds(self, timeout=None):
+        """Wait like select(), but return ``(fd, events)`` pairs: no keys built.
+
+        `events` are EVENT_READ / EVENT_WRITE bits masked by the fd's
+        registered events; fds not registered are dropped.
+        """
+        cdef int64_t ns = timeout_to_ns(timeout, self._unit)
+        cdef Poller poller = self._poller
+        cdef Py_ssize_t n, i
+        cdef fastio_event *buf
+        cdef uint32_t mask
+        cdef int slot, events
+        if poller is None:
+            return [(key.fd, events) for key, events in self._select_python(ns)]
+        n = poller._wait(ns, -1)
+        try:
+            ready = []
+            buf = poller._buf
+            for i in range(n):
+                if not poller._lookup(buf[i].fd, &mask, &slot):
+                    continue
+                events = selector_events(buf[i].events) & selector_events_registered(mask)
+                ready.append((buf[i].fd, events))
+        finally:
+            poller._release()
+        return ready
+
+    # ------------------------------------------------------------ the map
+
+    def get_key(self, fileobj):
+        """Same contract as `selectors.BaseSelector.get_key`."""
+        if self._map is None:
+            raise RuntimeError("Selector is closed")
+        try:
+            return self._fd_to_key[self._lookup(fileobj)]
+        except KeyError:
+            raise KeyError("{!r} is not registered".format(fileobj)) from None
+
+    def get_map(self):
+        """Same contract as `selectors.BaseSelector.get_map`."""
+        return self._map
+
+    def close(self):
+        """Same contract as `selectors.BaseSelector.close`."""
+        self._fd_to_key.clear()
+        self._map = None
+        if self._poller is not None and not self._poller._kernel_table:
+            # poll/select state is ours alone: drop it, as the stdlib's
+            # poll object would be dropped with the selector.
+            self._poller._reset()
+
+
+cdef inline int selector_events_registered(uint32_t mask) noexcept:
+    return (EVENT_READ if mask & POLLIN else 0) | (EVENT_WRITE if mask & POLLOUT else 0)
+
+
+cdef inline long long fd_as_c(object fd) except? -1:
+    """Return a key's fd as a C integer."""
+    cdef int overflow = 0
+    cdef long long v = PyLong_AsLongLongAndOverflow(fd, &overflow)
+    if overflow:
+        raise OverflowError("Python int too large to convert to C int")
+    return v

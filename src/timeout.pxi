@@ -1,0 +1,51 @@
+# Timeouts: seconds in, whole units out, never early.
+#
+# The stdlib rounds a selector timeout *up* to the syscall's resolution
+# (math.ceil(timeout * 1e3) ms for epoll and poll; microseconds for select),
+# so a wait never ends before the time asked for. fastio does the same and
+# raises the same exception types for the same bad values: TypeError for
+# what cannot be compared with 0, ValueError for NaN, OverflowError past the
+# syscall's range (INT_MAX ms for epoll/poll, ~292 years for select).
+
+cdef enum:
+    NS_PER_MS = 1000000
+    NS_PER_US = 1000
+
+cdef int64_t MAX_MS = 2147483647
+cdef int64_t MAX_US = 9223372036854775 # int64 nanoseconds / 1000
+
+
+cdef int64_t timeout_to_ns(object timeout, int64_t unit_ns) except -2:
+    """Return `timeout` seconds as ns rounded up to `unit_ns`; -1 means forever.
+
+    None waits forever; zero or negative (including -inf) means don't block.
+    """
+    cdef double t, units
+    cdef int64_t limit = MAX_MS if unit_ns == NS_PER_MS else MAX_US
+    if timeout is None:
+        return -1
+    if type(timeout) is float or type(timeout) is int:
+        t = timeout
+        if t <= 0:
+            return 0
+        if t != t:
+            raise ValueError("cannot convert float NaN to integer")
+        units = ceil(t * (1e9 / <double>unit_ns))
+        if units > <double>limit:
+            raise OverflowError("timeout is too large")
+        return <int64_t>units * unit_ns
+    # Anything else goes through the stdlib's own expressions, so it fails
+    # (or not) exactly as the stdlib does.
+    if timeout <= 0:
+        return 0
+    units_obj = _math.ceil(timeout * (1e9 / <double>unit_ns))
+    if units_obj > limit:
+        raise OverflowError("timeout is too large")
+    return <int64_t>units_obj * unit_ns
+
+
+cdef inline int ns_to_ms(int64_t ns) noexcept nogil:
+    """Round a ns timeout up to whole ms for epoll_wait/poll (-1 stays -1)."""
+    if ns < 0:
+        return -1
+    return <int>((ns + NS_PER_MS - 1) // NS_PER_MS)
