@@ -7,10 +7,10 @@ DEPS   := $(VENV)/.deps-stamp
 BENCH_DEPS := $(VENV)/.bench-deps-stamp
 
 BUILD_DEPS := "setuptools>=64" "Cython>=3.0.8" wheel
-TEST_DEPS  := "pytest>=7" "hypothesis>=6"
+TEST_DEPS  := "pytest>=7" "hypothesis>=6" mypy
 BENCH_PKGS := uvloop
 
-.PHONY: all venv build test bench clean
+.PHONY: all venv build test bench wheel wheels-all sdist typecheck clean
 
 all: build
 
@@ -36,5 +36,24 @@ test: build
 bench: build $(BENCH_DEPS)
 	$(VPY) -m benchmarks $(BENCH_ARGS)
 
+# A manylinux2014 wheel, repaired with auditwheel, tested in a clean venv.
+wheel:
+	.ci/wheel $(PYTHON)
+
+# The same for every CPython 3.9-3.13 that pyenv has here.
+wheels-all:
+	@set -e; for v in 3.9 3.10 3.11 3.12 3.13; do \
+	    py=$$(pyenv prefix $$v 2>/dev/null)/bin/python; \
+	    if [ -x "$$py" ]; then .ci/wheel "$$py"; else echo "== skip $$v: not in pyenv"; fi; \
+	done
+
+sdist: $(DEPS)
+	$(VPY) -m pip install -q --disable-pip-version-check build
+	$(VPY) -m build --sdist --outdir dist .
+
+typecheck: build
+	$(VPY) -m pip install -q --disable-pip-version-check mypy
+	$(VPY) -m mypy
+
 clean:
-	rm -rf build dist *.egg-info fastio/*.so src/*.c src/*.html .pytest_cache .hypothesis
+	rm -rf build dist wheelhouse *.egg-info fastio/*.so src/*.c src/*.html .pytest_cache .hypothesis

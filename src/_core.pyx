@@ -6,7 +6,7 @@ loop; a Waker for cross-thread wake-ups; and SelectorCore, the C half of
 fastio.selectors' classes. See src/fastio_platform.h for the syscalls.
 """
 
-from cpython.dict cimport PyDict_GetItem
+from cpython.dict cimport PyDict_GetItem, PyDict_SetDefault
 from cpython.exc cimport PyErr_CheckSignals, PyErr_SetFromErrno
 from cpython.list cimport PyList_New
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_FromLong

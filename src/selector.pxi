@@ -148,10 +148,9 @@ cdef class SelectorCore:
         fd = self._lookup(fileobj)
         key = fastio_key_new(SelectorKey, fileobj, fd, events, data)
         fd_to_key = self._fd_to_key
-        if fd in fd_to_key:
-            raise KeyError("{!r} (FD {}) is already registered".format(fileobj, fd))
         mask = poller_bits(events) | self._flags_for(flags)
-        fd_to_key[fd] = key
+        if <object>PyDict_SetDefault(fd_to_key, fd, key) is not key:
+            raise KeyError("{!r} (FD {}) is already registered".format(fileobj, fd))
         try:
             if self._poller is not None:
                 self._poller._add(fd_as_c(fd), mask)

@@ -1,0 +1,239 @@
+"""Shared pieces of the benchmark suites: timing, CPU pinning, machine info, output."""
+
+import contextlib
+import dataclasses
+import datetime
+import gc
+import itertools
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import fastio
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+REPO_DIR = Path(__file__).resolve().parent.parent
+
+
+@dataclasses.dataclass
+class Config:
+    """What the command line asked of every suite."""
+
+    profile: str = "default"  # "quick" | "default" | "full"
+    repeats: int = None  # None: the suite's default for the profile
+    out: Path = RESULTS_DIR
+
+
+def progress(message):
+    """Print a progress line to stderr (stdout carries only the tables)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def warn_if_fallback():
+    """Shout when fastio runs its pure-Python fallback; return the warning or None."""
+    if fastio.IMPLEMENTATION == "cython":
+        return None
+    message = (
+        'fastio.IMPLEMENTATION is "%s": the compiled core is not built (or is disabled), '
+        "so every fastio number below measures the pure-Python fallback, not fastio's extension."
+        % fastio.IMPLEMENTATION
+    )
+    bar = "!" * 78
+    progress("%s\n!! WARNING: %s\n%s" % (bar, message, bar))
+    return message
+
+
+def raise_nofile():
+    """Raise the soft RLIMIT_NOFILE to the hard limit; return the soft limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+@contextlib.contextmanager
+def pinned(cpu=1):
+    """Pin this process to `cpu` (else the first allowed one) for the block; yield the CPU.
+
+    One fixed core keeps caches warm and stops the scheduler from moving the
+    benchmark mid-batch. Yields None where affinity is not supported.
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        yield None
+        return
+    before = os.sched_getaffinity(0)
+    target = cpu if cpu in before else min(before)
+    os.sched_setaffinity(0, {target})
+    try:
+        yield target
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def make_batch(stmt, names):
+    """Compile a function running `stmt` n times and returning the ns it took.
+
+    As in timeit, the statement is inlined in the loop and its names are fast
+    locals, so the harness adds no call of its own to what is measured.
+    """
+    params = "".join(", %s=%s" % (name, name) for name in names)
+    source = (
+        "def batch(_n, _clock=_clock, _repeat=_repeat%s):\n"
+        "    _t0 = _clock()\n"
+        "    for _ in _repeat(None, _n):\n"
+        "        %s\n"
+        "    return _clock() - _t0\n" % (params, stmt)
+    )
+    namespace = dict(names, _clock=time.perf_counter_ns, _repeat=itertools.repeat)
+    exec(compile(source, "<batch: %s>" % stmt, "exec"), namespace)
+    return namespace["batch"]
+
+
+def timed(batch, n):
+    """Run one batch with the GC off, so no collection lands inside it."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return batch(n)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def calibrate(batch, target_ns):
+    """Return the loop count whose batch takes about `target_ns`."""
+    n = 1
+    while True:
+        elapsed = timed(batch, n)
+        # Extrapolate only from a batch long enough for the clock to be exact.
+        if elapsed >= target_ns / 20:
+            return max(1, round(n * target_ns / elapsed))
+        n *= 10
+
+
+def measure(batches, calls_per_iter, repeats, target_ns):
+    """Time each system's batch `repeats` times; return {name: [ns per call, ...]}, loops.
+
+    Systems run interleaved, in an order that rotates every repeat, so drift
+    and bursts of noise on a shared machine hit all of them alike.
+    """
+    gc.collect()
+    names = list(batches)
+    loops = {name: calibrate(batch, target_ns) for name, batch in batches.items()}
+    samples = {name: [] for name in names}
+    for r in range(repeats):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            elapsed = timed(batches[name], loops[name])
+            samples[name].append(elapsed / (loops[name] * calls_per_iter))
+    return samples, loops
+
+
+def summarize(samples):
+    """Reduce per-repeat ns/call to median, min and max."""
+    return {
+        "median_ns": round(statistics.median(samples), 2),
+        "min_ns": round(min(samples), 2),
+        "max_ns": round(max(samples), 2),
+        "samples_ns": [round(s, 2) for s in samples],
+    }
+
+
+def _unit(ns):
+    """Pick (divisor, suffix, decimals) to show `ns` with about three digits."""
+    if ns < 1e3:
+        return 1, "ns", 0
+    if ns < 1e4:
+        return 1e3, "µs", 2
+    if ns < 1e6:
+        return 1e3, "µs", 1
+    return 1e6, "ms", 2
+
+
+def format_ns(ns):
+    """Format a duration for a table: 87 ns, 1.23 µs, 45.2 µs, 1.05 ms."""
+    if ns is None:
+        return "-"
+    div, suffix, dec = _unit(ns)
+    return "%.*f %s" % (dec, ns / div, suffix)
+
+
+def format_spread(summary):
+    """Format a summary as "median unit (min–max)", all in the median's unit."""
+    div, suffix, dec = _unit(summary["median_ns"])
+    return "%.*f %s (%.*f–%.*f)" % (
+        dec, summary["median_ns"] / div, suffix, dec, summary["min_ns"] / div, dec, summary["max_ns"] / div,
+    )
+
+
+def _cpu_model():
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    return platform.processor() or None
+
+
+def _git_revision():
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_DIR, capture_output=True, text=True, timeout=5
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=REPO_DIR, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def machine_info():
+    """Describe the machine and the build being measured."""
+    core = sys.modules.get("fastio._core")
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "python": sys.version.split()[0],
+        "python_implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "loadavg": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "fastio_version": fastio.__version__,
+        "fastio_implementation": fastio.IMPLEMENTATION,
+        "fastio_core": getattr(core, "__file__", None),
+        "git": _git_revision(),
+    }
+
+
+def machine_line(machine, cpu):
+    """One Markdown line naming the machine, for the head of a report."""
+    return "Python %s · %s · %s · pinned to CPU %s · fastio %s (%s) · git %s · %s" % (
+        machine["python"],
+        machine["platform"],
+        machine["cpu_model"],
+        cpu,
+        machine["fastio_version"],
+        machine["fastio_implementation"],
+        machine["git"] or "-",
+        machine["date"],
+    )
+
+
+def write_results(out_dir, name, result, markdown):
+    """Write <out_dir>/<name>.json and .md; return the paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / (name + ".json"), out_dir / (name + ".md")
+    json_path.write_text(json.dumps(result, indent=1) + "\n")
+    md_path.write_text(markdown + "\n")
+    return json_path, md_path
