@@ -79,7 +79,10 @@ def _extensions():
         "initializedcheck": debug,
         "cdivision": True,
         "embedsignature": True,
-        "freethreading_compatible": True,
+        # Not yet: the pollers' fd tables and buffers rely on the GIL to
+        # serialise calls on one object. On a free-threaded build, importing
+        # fastio._core re-enables the GIL (CPython warns once).
+        "freethreading_compatible": False,
     }
     return cythonize(
         [ext],

@@ -10,7 +10,9 @@ import selectors
 
 from selectors import EVENT_READ, EVENT_WRITE
 
-_SELECTOR_EVENTS = EVENT_READ | EVENT_WRITE
+# Bound now: after fastio.install() the module attributes name our classes.
+_BaseSelectorImpl = selectors._BaseSelectorImpl
+_StdSelectSelector = selectors.SelectSelector
 
 
 class _Extras:
@@ -31,7 +33,7 @@ class _Extras:
         self._check_flags(flags)
         if not flags:
             return super().register(fileobj, events, data)
-        key = selectors._BaseSelectorImpl.register(self, fileobj, events, data)
+        key = _BaseSelectorImpl.register(self, fileobj, events, data)
         mask = flags
         if events & EVENT_READ:
             mask |= self._EVENT_READ
@@ -40,7 +42,7 @@ class _Extras:
         try:
             self._selector.register(key.fd, mask)
         except BaseException:
-            selectors._BaseSelectorImpl.unregister(self, fileobj)
+            _BaseSelectorImpl.unregister(self, fileobj)
             raise
         self._fastio_flags[key.fd] = flags
         return key
@@ -51,14 +53,24 @@ class _Extras:
         return key
 
     def modify(self, fileobj, events, data=None, *, flags=None):
+        try:
+            fd = self._fileobj_lookup(fileobj)
+        except ValueError:
+            fd = None
         if flags is None:
-            try:
-                fd = self._fileobj_lookup(fileobj)
-            except ValueError:
-                fd = None
             if not self._fastio_flags.get(fd):
                 return super().modify(fileobj, events, data)
             flags = self._fastio_flags[fd]
+            try:
+                key = self._fd_to_key[fd]
+            except KeyError:
+                raise KeyError("{!r} is not registered".format(fileobj)) from None
+            if events == key.events:
+                # Same events, flags kept: no syscall, as the stdlib.
+                if data != key.data:
+                    key = key._replace(events=events, data=data)
+                    self._fd_to_key[key.fd] = key
+                return key
         self._check_flags(flags)
         try:
             key = self._fd_to_key[self._fileobj_lookup(fileobj)]
@@ -72,7 +84,7 @@ class _Extras:
         try:
             self._selector.modify(key.fd, mask)
         except BaseException:
-            selectors._BaseSelectorImpl.unregister(self, fileobj)
+            _BaseSelectorImpl.unregister(self, fileobj)
             self._fastio_flags.pop(key.fd, None)
             raise
         self._fastio_flags[key.fd] = flags
@@ -88,20 +100,20 @@ class _Extras:
             return self.__dict__.setdefault("_fastio_flags_map", {})
 
 
-class SelectSelector(_Extras, selectors.SelectSelector):
+class SelectSelector(_Extras, _StdSelectSelector):
     __doc__ = selectors.SelectSelector.__doc__
 
     def register(self, fileobj, events, data=None, *, flags=0):
         self._check_flags(flags)
-        return selectors.SelectSelector.register(self, fileobj, events, data)
+        return _StdSelectSelector.register(self, fileobj, events, data)
 
     def unregister(self, fileobj):
-        return selectors.SelectSelector.unregister(self, fileobj)
+        return _StdSelectSelector.unregister(self, fileobj)
 
     def modify(self, fileobj, events, data=None, *, flags=None):
         if flags:
             self._check_flags(flags)
-        return selectors.SelectSelector.modify(self, fileobj, events, data)
+        return _StdSelectSelector.modify(self, fileobj, events, data)
 
 
 if hasattr(selectors, "PollSelector"):

@@ -14,6 +14,10 @@
 #ifndef FASTIO_PLATFORM_H
 #define FASTIO_PLATFORM_H
 
+#if defined(_MSC_VER) && !defined(__cplusplus) && !defined(inline)
+#  define inline __inline
+#endif
+
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
@@ -55,7 +59,7 @@
 #  define POLLNVAL 0x020
 #endif
 #ifndef POLLRDHUP
-#  define POLLRDHUP 0x2000
+#  define POLLRDHUP 0 /* Linux only: a flag that asks for nothing elsewhere */
 #endif
 #if !FASTIO_HAVE_EPOLL
 #  define EPOLLIN 0x001

@@ -74,6 +74,7 @@ cdef class Poller:
     cdef Py_ssize_t _bufcap
     cdef bint _busy
     cdef bint _kernel_table
+    cdef bint _any_fd
     cdef int _err
     cdef readonly bint closed
     cdef readonly uint32_t flag_mask
@@ -212,9 +213,37 @@ cdef class Poller:
                     pass
         for far_fd in list(self._far):
             try:
-                self._del(far_fd)
+                self._del_obj(far_fd)
             except OSError:
                 pass
+        return 0
+
+    cdef int _add_obj(self, object fd, uint32_t mask) except -1:
+        """Register an fd given as a Python int (the selectors' entry point)."""
+        cdef int overflow = 0
+        cdef long long cfd = PyLong_AsLongLongAndOverflow(fd, &overflow)
+        if not overflow and (cfd <= 2147483647 or self._any_fd):
+            return self._add(cfd, mask)
+        if not self._any_fd:
+            # The int -> C int conversion fails before anything else is checked.
+            raise OverflowError("Python int too large to convert to C int")
+        # select: accepted now, refused by every wait, as the stdlib does.
+        self._check_open()
+        if fd in self._far:
+            raise FileExistsError(EEXIST, _os.strerror(EEXIST))
+        self._far[fd] = (mask, 0)
+        self._count += 1
+        return 0
+
+    cdef int _del_obj(self, object fd) except -1:
+        cdef int overflow = 0
+        cdef long long cfd = PyLong_AsLongLongAndOverflow(fd, &overflow)
+        if not overflow:
+            return self._del(cfd)
+        self._check_open()
+        if self._far.pop(fd, None) is None:
+            raise FileNotFoundError(ENOENT, _os.strerror(ENOENT))
+        self._count -= 1
         return 0
 
     cdef inline uint32_t _mask_of(self, long long fd):

@@ -21,6 +21,7 @@ cdef class SelectPoller(Poller):
         FD_ZERO(&self._wset)
         self._maxfd = -1
         self.flag_mask = 0
+        self._any_fd = True
         if not FASTIO_WINSOCK:
             self._direct_limit = FD_SETSIZE
 

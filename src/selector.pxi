@@ -153,7 +153,7 @@ cdef class SelectorCore:
             raise KeyError("{!r} (FD {}) is already registered".format(fileobj, fd))
         try:
             if self._poller is not None:
-                self._poller._add(fd_as_c(fd), mask)
+                self._poller._add_obj(fd, mask)
             else:
                 self._sel.register(fd, mask)
         except BaseException:
@@ -170,7 +170,7 @@ cdef class SelectorCore:
         fd = <object>PyTuple_GET_ITEM(key, 1)
         try:
             if self._poller is not None:
-                self._poller._del(fd_as_c(fd))
+                self._poller._del_obj(fd)
             else:
                 self._sel.unregister(fd)
         except OSError:
@@ -192,10 +192,12 @@ cdef class SelectorCore:
             raise KeyError("{!r} is not registered".format(fileobj)) from None
         fd = <object>PyTuple_GET_ITEM(key, 1)
         if flags is not None or events != <object>PyTuple_GET_ITEM(key, 2):
-            if self._reregisters and not valid_events(events):
-                # SelectSelector.modify() is unregister() + register().
+            if self._reregisters:
+                # SelectSelector.modify() is unregister() + register(), and
+                # a register() that fails leaves the fd unregistered.
+                self._flags_for(flags)
                 self.unregister(fileobj)
-                raise ValueError("Invalid events: {!r}".format(events))
+                return self.register(fileobj, events, data)
             mask = poller_bits(events)
             if flags is not None:
                 flag_bits = self._flags_for(flags)
@@ -218,13 +220,14 @@ cdef class SelectorCore:
                     except OSError:
                         pass
                 raise
-            key = fastio_key_new(SelectorKey,
-                                 fileobj if self._reregisters else <object>PyTuple_GET_ITEM(key, 0),
-                                 fd, events, data)
+            key = fastio_key_new(SelectorKey, <object>PyTuple_GET_ITEM(key, 0), fd, events, data)
             self._fd_to_key[fd] = key
         elif data != <object>PyTuple_GET_ITEM(key, 3):
+            # Events compare equal but may differ in type (1.0 == 1): the
+            # poll-like stdlib classes store the new ones, SelectSelector not.
             key = fastio_key_new(SelectorKey, <object>PyTuple_GET_ITEM(key, 0), fd,
-                                 <object>PyTuple_GET_ITEM(key, 2), data)
+                                 <object>PyTuple_GET_ITEM(key, 2) if self._reregisters else events,
+                                 data)
             self._fd_to_key[fd] = key
         return key
 

@@ -23,13 +23,12 @@ cdef class Waker:
     def __cinit__(self):
         cdef int fds[2]
         self._rfd = self._wfd = -1
-        if fastio_waker_open(fds) == 0:
+        if not FASTIO_WINSOCK:
+            if fastio_waker_open(fds) < 0:
+                _raise_errno(fastio_last_error())
             self._rfd = fds[0]
             self._wfd = fds[1]
             return
-        err = fastio_last_error()
-        if err != ENOSYS:
-            _raise_errno(err)
         import socket
         self._socks = socket.socketpair()
         for s in self._socks:

@@ -1,0 +1,193 @@
+"""Shared fixtures: every behaviour test runs on fastio AND on the stdlib.
+
+The stdlib classes are the reference model: a test that fails on a "stdlib-*"
+param is a wrong test, one that fails only on "fastio-*" is a fastio bug.
+
+`impl` ("fastio" | "stdlib") x `backend` ("epoll" | "poll" | "select") give
+`selector_cls` with ids such as ``fastio-epoll`` and ``stdlib-poll``.
+`epoll_cls` / `poll_cls` / `select_cls` give one backend for the current impl.
+
+The stdlib classes are captured when this file is imported, before any test
+can call `fastio.install()`, so "stdlib" always means the stdlib's own class.
+"""
+
+import os
+import selectors
+import socket
+
+try:
+    import resource
+except ImportError:  # not on Windows
+    resource = None
+
+import pytest
+
+import fastio
+import fastio.selectors as fastio_selectors
+
+BACKENDS = ("epoll", "poll", "select")
+IMPLS = ("fastio", "stdlib")
+CLASS_NAMES = {"epoll": "EpollSelector", "poll": "PollSelector", "select": "SelectSelector"}
+
+# Snapshot before any install(): install() rebinds these names in `selectors`.
+STDLIB_CLASSES = {b: getattr(selectors, n, None) for b, n in CLASS_NAMES.items()}
+FASTIO_CLASSES = {b: getattr(fastio_selectors, n, None) for b, n in CLASS_NAMES.items()}
+DEFAULT_CLASSES = {"fastio": fastio_selectors.DefaultSelector, "stdlib": selectors.DefaultSelector}
+
+
+def selector_class(impl, backend):
+    """Return the selector class of `backend` for `impl`, or skip if absent."""
+    classes = FASTIO_CLASSES if impl == "fastio" else STDLIB_CLASSES
+    cls = classes[backend]
+    if cls is None:
+        pytest.skip("%s has no %s on this platform" % (impl, CLASS_NAMES[backend]))
+    return cls
+
+
+def pytest_sessionstart(session):
+    # CI sets FASTIO_REQUIRE_EXTENSIONS=1: a suite that silently tested the
+    # pure-Python fallback there would prove nothing about the compiled core.
+    if os.environ.get("FASTIO_REQUIRE_EXTENSIONS", "") not in ("", "0"):
+        if fastio.IMPLEMENTATION != "cython":
+            pytest.exit(
+                "FASTIO_REQUIRE_EXTENSIONS=1 but fastio.IMPLEMENTATION == %r "
+                "(expected 'cython'): build the extension first (make build)"
+                % (fastio.IMPLEMENTATION,),
+                returncode=3,
+            )
+
+
+def pytest_report_header(config):
+    return "fastio IMPLEMENTATION=%s" % (fastio.IMPLEMENTATION,)
+
+
+@pytest.fixture(params=IMPLS)
+def impl(request):
+    """The implementation under test: "fastio" or the "stdlib" reference."""
+    return request.param
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """The readiness syscall: "epoll", "poll" or "select"."""
+    return request.param
+
+
+@pytest.fixture
+def selector_cls(impl, backend):
+    """The selector class for (impl, backend); ids read ``fastio-epoll``."""
+    return selector_class(impl, backend)
+
+
+@pytest.fixture
+def epoll_cls(impl):
+    return selector_class(impl, "epoll")
+
+
+@pytest.fixture
+def poll_cls(impl):
+    return selector_class(impl, "poll")
+
+
+@pytest.fixture
+def select_cls(impl):
+    return selector_class(impl, "select")
+
+
+@pytest.fixture
+def default_cls(impl):
+    """`DefaultSelector` of the current impl."""
+    return DEFAULT_CLASSES[impl]
+
+
+@pytest.fixture
+def fastio_cls(backend):
+    """fastio's class of the current backend (for side-by-side comparisons)."""
+    return selector_class("fastio", backend)
+
+
+@pytest.fixture
+def stdlib_cls(backend):
+    """The stdlib's class of the current backend (the reference)."""
+    return selector_class("stdlib", backend)
+
+
+@pytest.fixture
+def selector(selector_cls):
+    """A fresh selector of `selector_cls`, closed after the test."""
+    sel = selector_cls()
+    yield sel
+    sel.close()
+
+
+@pytest.fixture
+def socketpair():
+    """Factory: ``socketpair()`` returns a connected pair, closed after the test."""
+    made = []
+
+    def make(*args):
+        pair = socket.socketpair(*args)
+        made.extend(pair)
+        return pair
+
+    yield make
+    for sock in made:
+        sock.close()
+
+
+class _Pipes:
+    """Pipe factory that remembers which ends it still owns.
+
+    Close ends through `close()`, never `os.close()`: closing an fd number
+    twice could close an unrelated file that reused the number.
+    """
+
+    def __init__(self):
+        self._open = set()
+
+    def __call__(self):
+        r, w = os.pipe()
+        self._open.update((r, w))
+        return r, w
+
+    def close(self, fd):
+        self._open.discard(fd)
+        os.close(fd)
+
+    def close_all(self):
+        while self._open:
+            os.close(self._open.pop())
+
+
+@pytest.fixture
+def pipe():
+    """Factory: ``pipe()`` returns (read_fd, write_fd); ``pipe.close(fd)`` closes an end."""
+    pipes = _Pipes()
+    yield pipes
+    pipes.close_all()
+
+
+@pytest.fixture
+def fd_limit():
+    """Raise the soft RLIMIT_NOFILE to the hard limit; return the new soft limit.
+
+    The old soft limit is restored after the test (fds already open stay valid).
+    """
+    if resource is None:
+        pytest.skip("needs the resource module (RLIMIT_NOFILE)")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 16)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (OSError, ValueError):
+        target = soft
+    yield target
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def open_fd_count():
+    """Return how many fds this process has open (Linux /proc, else a guess)."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 64
