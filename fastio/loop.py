@@ -27,10 +27,9 @@ import threading
 from fastio import _pollers, _streams
 from fastio._ext import loop as _ext_loop
 
-if _ext_loop is not None:
-    _impl = _ext_loop
-else:
-    from fastio import _pyloop as _impl
+from fastio import _pyloop
+
+_impl = _ext_loop if _ext_loop is not None else _pyloop
 
 from fastio._streams import Protocol, Server
 
@@ -48,20 +47,13 @@ def _noop_signal_handler(signum, frame):
     pass
 
 
-class Loop(_impl.LoopCore):
-    """A callback event loop over a fastio poller.
-
-    :param selector: the backend: None for the best available (epoll, then
-        poll, then select), a fastio poller, or a selector (see
-        `fastio._pollers.make_poller`). The loop owns it and closes it.
-    """
+class _LoopAPI:
+    """Everything of Loop above the core: shared by the Cython and Python cores."""
 
     # pika's event bits; equal to poll(2)'s POLLIN, POLLOUT, POLLERR.
     READ = 0x001
     WRITE = 0x004
     ERROR = 0x008
-
-    _transport_class = Transport
 
     def __init__(self, selector=None):
         poller = _pollers.make_poller(selector)
@@ -296,3 +288,24 @@ class Loop(_impl.LoopCore):
     def __repr__(self):
         return "<%s running=%s closed=%s>" % (
             type(self).__name__, self.is_running(), self._closed)
+
+
+class Loop(_LoopAPI, _impl.LoopCore):
+    """A callback event loop over a fastio poller.
+
+    :param selector: the backend: None for the best available (epoll, then
+        poll, then select), a fastio poller, or a selector (see
+        `fastio._pollers.make_poller`). The loop owns it and closes it.
+    """
+
+    _transport_class = _impl.Transport
+
+
+class _PyLoop(_LoopAPI, _pyloop.LoopCore):
+    """Loop on the pure-Python core, whether or not the extension is built.
+
+    What Loop is under FASTIO_NO_EXTENSIONS=1; tests run it side by side
+    with the Cython one.
+    """
+
+    _transport_class = _pyloop.Transport
