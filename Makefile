@@ -10,7 +10,7 @@ BUILD_DEPS := "setuptools>=64" "Cython>=3.0.8" wheel
 TEST_DEPS  := "pytest>=7" "pytest-timeout>=2" "hypothesis>=6" "pika>=1.3" uvloop
 BENCH_PKGS := uvloop
 
-.PHONY: all venv build test bench clean
+.PHONY: all venv build test bench bench-loop clean
 
 all: build
 
@@ -35,6 +35,9 @@ test: build
 
 bench: build $(BENCH_DEPS)
 	$(VPY) -m benchmarks $(BENCH_ARGS)
+
+bench-loop: build $(BENCH_DEPS)
+	$(VPY) benchmarks/bench_loop.py $(BENCH_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info fastio/*.so src/*.c src/*.html .pytest_cache .hypothesis

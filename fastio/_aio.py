@@ -23,12 +23,10 @@ def run(main, *, debug=None):
         with asyncio.Runner(debug=debug, loop_factory=new_event_loop) as runner:
             return runner.run(main)
     # 3.9/3.10: asyncio.run() with the policy's loop factory swapped in.
+    # An instance attribute shadows the policy's method until deleted.
     policy = asyncio.get_event_loop_policy()
-    old = policy.new_event_loop
     policy.new_event_loop = new_event_loop
     try:
         return asyncio.run(main, debug=debug)
     finally:
         del policy.new_event_loop
-        if policy.new_event_loop != old:
-            policy.new_event_loop = old

@@ -322,9 +322,18 @@ class LoopCore:
         # Run what is ready now; what those callbacks schedule runs next time.
         ready = self._ready
         self._ready = []
-        for handle in ready:
-            if not handle._cancelled:
-                handle._run()
+        i = 0
+        try:
+            while i < len(ready):
+                handle = ready[i]
+                i += 1
+                if not handle._cancelled:
+                    handle._run()
+        except BaseException:
+            # KeyboardInterrupt/SystemExit leave run_forever(); the rest of
+            # the batch stays queued for the next run, as in asyncio.
+            self._ready[:0] = ready[i:]
+            raise
 
     def _clear(self):
         self._ready = []

@@ -458,10 +458,18 @@ cdef class LoopCore:
         # Run what is ready now; what those callbacks schedule runs next time.
         ready = self._ready
         self._ready = []
-        for i in range(PyList_GET_SIZE(ready)):
-            handle = <Handle>PyList_GET_ITEM(ready, i)
-            if not handle._cancelled:
-                handle._run()
+        i = 0
+        try:
+            while i < PyList_GET_SIZE(ready):
+                handle = <Handle>PyList_GET_ITEM(ready, i)
+                i += 1
+                if not handle._cancelled:
+                    handle._run()
+        except BaseException:
+            # KeyboardInterrupt/SystemExit leave run_forever(); the rest of
+            # the batch stays queued for the next run, as in asyncio.
+            self._ready[:0] = ready[i:]
+            raise
         return 0
 
     cdef int _run_handler(self, handler, int fd, unsigned int events) except -1:

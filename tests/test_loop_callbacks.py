@@ -265,3 +265,21 @@ def test_signal_handler_runs_inside_the_loop(any_loop):
 def test_signal_handler_refuses_sigkill(any_loop):
     with pytest.raises(RuntimeError):
         any_loop.loop.add_signal_handler(signal.SIGKILL, lambda: None)
+
+
+def test_keyboard_interrupt_leaves_the_loop_and_keeps_the_rest(any_loop):
+    loop = any_loop.loop
+    out = []
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    loop.call_soon(out.append, 1)
+    loop.call_soon(interrupt)
+    loop.call_soon(out.append, 2)
+    with pytest.raises(KeyboardInterrupt):
+        loop.run_forever()
+    assert out == [1]
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert out == [1, 2]
