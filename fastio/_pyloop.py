@@ -184,7 +184,12 @@ class LoopCore:
             except OSError:
                 pass  # closed before it was removed: already out of the kernel
         else:
-            self._poller.modify(fd, mask)
+            try:
+                self._poller.modify(fd, mask)
+            except FileNotFoundError:
+                # The fd was closed without remove_*() and its number reused:
+                # the kernel forgot it, so it is a new registration.
+                self._poller.register(fd, mask)
         entry.mask = mask
 
     def _set_io(self, fd, reader, handle):

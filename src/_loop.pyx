@@ -292,7 +292,12 @@ cdef class LoopCore:
             except OSError:
                 pass  # closed before it was removed: already out of the kernel
         else:
-            self._poller.modify(fd, mask)
+            try:
+                self._poller.modify(fd, mask)
+            except FileNotFoundError:
+                # The fd was closed without remove_*() and its number reused:
+                # the kernel forgot it, so it is a new registration.
+                self._poller.register(fd, mask)
         entry.mask = mask
         return 0
 

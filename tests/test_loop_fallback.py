@@ -47,10 +47,11 @@ def test_fallback_loop_smoke():
 @pytest.mark.skipif(os.environ.get("FASTIO_NO_EXTENSIONS") not in (None, "", "0"),
                     reason="this whole session already runs on the fallback")
 def test_fallback_loop_suite():
-    files = ["test_loop_callbacks.py", "test_loop_tcp.py", "test_pika_ioloop.py"]
+    files = ["test_loop_callbacks.py", "test_loop_tcp.py", "test_loop_backends.py",
+             "test_pika_ioloop.py"]
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-         "-k", "fastio and not fastio-python"] + [os.path.join(HERE, f) for f in files],
+         "-k", "not asyncio and not fastio-python"] + [os.path.join(HERE, f) for f in files],
         env=_env(), capture_output=True, text=True, timeout=110, cwd=os.path.dirname(HERE))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout and "failed" not in proc.stdout
