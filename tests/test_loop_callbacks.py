@@ -283,3 +283,24 @@ def test_keyboard_interrupt_leaves_the_loop_and_keeps_the_rest(any_loop):
     loop.call_soon(loop.stop)
     loop.run_forever()
     assert out == [1, 2]
+
+
+def test_reader_removed_by_another_callback_of_the_batch_does_not_run(any_loop):
+    loop = any_loop.loop
+    pairs = [socket.socketpair() for _ in range(2)]
+    ran = []
+
+    def on_read(me, other):
+        ran.append(me)
+        loop.remove_reader(pairs[me][0].fileno())
+        loop.remove_reader(pairs[other][0].fileno())
+
+    for i, (a, b) in enumerate(pairs):
+        b.send(b"x")  # both readable before the loop polls
+        loop.add_reader(a.fileno(), on_read, i, 1 - i)
+    loop.call_later(0.05, loop.stop)
+    loop.run_forever()
+    assert len(ran) == 1
+    for a, b in pairs:
+        a.close()
+        b.close()
