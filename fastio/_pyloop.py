@@ -28,11 +28,12 @@ _monotonic = time.monotonic
 class Handle:
     """A callback scheduled on the loop; `cancel()` keeps it from running."""
 
-    __slots__ = ("_callback", "_args", "_cancelled", "_loop")
+    __slots__ = ("_callback", "_args", "_context", "_cancelled", "_loop")
 
-    def __init__(self, callback, args, loop):
+    def __init__(self, callback, args, loop, context=None):
         self._callback = callback
         self._args = args
+        self._context = context
         self._cancelled = False
         self._loop = loop
 
@@ -49,7 +50,10 @@ class Handle:
 
     def _run(self):
         try:
-            self._callback(*self._args)
+            if self._context is not None:
+                self._context.run(self._callback, *self._args)
+            else:
+                self._callback(*self._args)
         except Exception as exc:
             self._loop.call_exception_handler({
                 "message": "Exception in callback %r" % (self._callback,),
@@ -63,8 +67,8 @@ class TimerHandle(Handle):
 
     __slots__ = ("_when", "_seq", "_scheduled")
 
-    def __init__(self, when, seq, callback, args, loop):
-        Handle.__init__(self, callback, args, loop)
+    def __init__(self, when, seq, callback, args, loop, context=None):
+        Handle.__init__(self, callback, args, loop, context)
         self._when = when
         self._seq = seq
         self._scheduled = True
@@ -122,13 +126,13 @@ class LoopCore:
 
     def call_soon(self, callback, *args, context=None):
         """Run `callback(*args)` at the next iteration; return its Handle."""
-        handle = Handle(callback, args, self)
+        handle = Handle(callback, args, self, context)
         self._ready.append(handle)
         return handle
 
     def call_soon_threadsafe(self, callback, *args, context=None):
         """Like call_soon() but callable from any thread; wakes the loop."""
-        handle = Handle(callback, args, self)
+        handle = Handle(callback, args, self, context)
         # A deque that is never replaced: appends from other threads cannot
         # land in a list the loop has already swapped out (see _run_once).
         self._threadsafe.append(handle)
@@ -138,13 +142,13 @@ class LoopCore:
     def call_at(self, when, callback, *args, context=None):
         """Run `callback(*args)` at loop time `when`; return its TimerHandle."""
         self._timer_seq += 1
-        timer = TimerHandle(float(when), self._timer_seq, callback, args, self)
+        timer = TimerHandle(float(when), self._timer_seq, callback, args, self, context)
         _heapq.heappush(self._timers, timer)
         return timer
 
     def call_later(self, delay, callback, *args, context=None):
         """Run `callback(*args)` `delay` seconds from now; return its TimerHandle."""
-        return self.call_at(_monotonic() + delay, callback, *args)
+        return self.call_at(_monotonic() + delay, callback, *args, context=context)
 
     def _timer_cancelled(self):
         # Cancelled timers stay in the heap until due; rebuild it when they

@@ -9,6 +9,12 @@
 `start`). It is not an asyncio loop: coroutines run on
 `fastio.new_event_loop()` instead.
 
+Differences from asyncio: a callback runs in the `contextvars.Context`
+passed as ``context=``, but without one it runs in the loop's current
+context (asyncio copies the caller's context on every call_soon, a good
+part of its per-callback cost); I/O callbacks run as soon as their event is
+seen rather than through the ready queue.
+
 The per-event dispatch, the ready queue, the timer heap and the transports
 are fastio._loop (Cython) or, without the extension, fastio._pyloop.
 

@@ -58,6 +58,7 @@ cdef class Handle:
 
     cdef object _callback
     cdef tuple _args
+    cdef object _context
     cdef bint _cancelled
     cdef LoopCore _loop
 
@@ -79,7 +80,9 @@ cdef class Handle:
 
     cdef int _run(self) except -1:
         try:
-            if self._args:
+            if self._context is not None:
+                self._context.run(self._callback, *self._args)
+            elif self._args:
                 self._callback(*self._args)
             else:
                 self._callback()
@@ -217,12 +220,14 @@ cdef class LoopCore:
     def call_soon(self, callback, *args, context=None):
         """Run `callback(*args)` at the next iteration; return its Handle."""
         cdef Handle handle = Handle.__new__(Handle, callback, args, self)
+        handle._context = context
         self._ready.append(handle)
         return handle
 
     def call_soon_threadsafe(self, callback, *args, context=None):
         """Like call_soon() but callable from any thread; wakes the loop."""
         cdef Handle handle = Handle.__new__(Handle, callback, args, self)
+        handle._context = context
         # A deque that is never replaced: appends from other threads cannot
         # land in a list the loop has already swapped out (see _run_once).
         self._threadsafe.append(handle)
@@ -231,14 +236,15 @@ cdef class LoopCore:
 
     def call_at(self, when, callback, *args, context=None):
         """Run `callback(*args)` at loop time `when`; return its TimerHandle."""
-        return self._call_at(when, callback, args)
+        return self._call_at(when, callback, args, context)
 
     def call_later(self, delay, callback, *args, context=None):
         """Run `callback(*args)` `delay` seconds from now; return its TimerHandle."""
-        return self._call_at(_now() + <double>delay, callback, args)
+        return self._call_at(_now() + <double>delay, callback, args, context)
 
-    cdef TimerHandle _call_at(self, double when, callback, tuple args):
+    cdef TimerHandle _call_at(self, double when, callback, tuple args, context):
         cdef TimerHandle timer = TimerHandle.__new__(TimerHandle, callback, args, self)
+        timer._context = context
         self._timer_seq += 1
         timer._when = when
         timer._seq = self._timer_seq

@@ -304,3 +304,20 @@ def test_reader_removed_by_another_callback_of_the_batch_does_not_run(any_loop):
     for a, b in pairs:
         a.close()
         b.close()
+
+
+def test_callback_runs_in_the_given_context(any_loop):
+    import contextvars
+
+    loop = any_loop.loop
+    var = contextvars.ContextVar("var", default="outer")
+    ctx = contextvars.copy_context()
+    ctx.run(var.set, "inner")
+    seen = []
+    loop.call_soon(lambda: seen.append(var.get()), context=ctx)
+    loop.call_later(0.001, lambda: seen.append(var.get()), context=ctx)
+    loop.call_soon_threadsafe(lambda: seen.append(var.get()), context=ctx)
+    loop.call_later(0.01, loop.stop)
+    loop.run_forever()
+    assert seen == ["inner", "inner", "inner"]
+    assert var.get() == "outer"
