@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import random
 import resource
 import socket
 import struct
@@ -64,7 +65,7 @@ def _port(server):
 def test_echo_round_trips_verify_bytes(any_loop):
     loop = any_loop.loop
     server = any_loop.create_server(Echo)
-    rng = __import__("random").Random(3)
+    rng = random.Random(3)
     payloads = [os.urandom(n) for n in (1, 100, 4096, 65537, 300_000)]
     for payload in payloads:
         client = Collector(loop, expect=len(payload))
