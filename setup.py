@@ -64,14 +64,20 @@ def _extensions():
         libraries.append("ws2_32")
     else:
         compile_args += ["-O0", "-g"] if debug else ["-O2"]
-    ext = Extension(
-        "fastio._core",
-        ["src/_core.pyx"],
-        include_dirs=["src"],
-        define_macros=macros,
-        libraries=libraries,
-        extra_compile_args=compile_args,
-    )
+    exts = [
+        Extension(
+            name,
+            [source],
+            include_dirs=["src"],
+            define_macros=macros,
+            libraries=libraries,
+            extra_compile_args=compile_args,
+        )
+        for name, source in (
+            ("fastio._core", "src/_core.pyx"),
+            ("fastio._loop", "src/_loop.pyx"),
+        )
+    ]
     directives = {
         "language_level": "3",
         "boundscheck": debug,
@@ -85,7 +91,7 @@ def _extensions():
         "freethreading_compatible": False,
     }
     return cythonize(
-        [ext],
+        exts,
         include_path=["src"],
         compiler_directives=directives,
         quiet=True,

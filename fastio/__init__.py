@@ -2,12 +2,36 @@
 
 `fastio.selectors` is a drop-in, faster `selectors`; `install()` makes the
 stdlib (asyncio, socketserver, subprocess, multiprocessing) use it unchanged.
+`fastio.loop.Loop` is a small callback loop with fast TCP transports (also
+pika's ioloop); `new_event_loop()` / `run()` run asyncio over fastio.
 `IMPLEMENTATION` is "cython" with the compiled core, "python" on the fallback.
 """
 
 from fastio._ext import IMPLEMENTATION
 from fastio._install import install, installed, uninstall
 
-__all__ = ["IMPLEMENTATION", "install", "installed", "uninstall", "__version__"]
+__all__ = [
+    "IMPLEMENTATION",
+    "install",
+    "installed",
+    "uninstall",
+    "Loop",
+    "new_event_loop",
+    "run",
+    "__version__",
+]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # Lazy: `import fastio` for the selectors should not import asyncio.
+    if name == "Loop":
+        from fastio.loop import Loop
+
+        return Loop
+    if name in ("new_event_loop", "run"):
+        from fastio import _aio
+
+        return getattr(_aio, name)
+    raise AttributeError("module 'fastio' has no attribute %r" % (name,))

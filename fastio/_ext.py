@@ -1,20 +1,22 @@
 """Find the compiled core, honouring FASTIO_NO_EXTENSIONS / FASTIO_REQUIRE_EXTENSIONS.
 
 `core` is the `fastio._core` extension module, or None when fastio runs on
-its pure-Python fallback. `IMPLEMENTATION` names which: "cython" or "python".
+its pure-Python fallback; `loop` likewise for `fastio._loop` (the event
+loop's hot path). `IMPLEMENTATION` names which: "cython" or "python".
 """
 
+import importlib
 import os
 import platform
 
-__all__ = ["core", "IMPLEMENTATION"]
+__all__ = ["core", "loop", "IMPLEMENTATION"]
 
 
 def _flag(name):
     return os.environ.get(name, "") not in ("", "0")
 
 
-def _load():
+def _load(name="_core"):
     require = _flag("FASTIO_REQUIRE_EXTENSIONS")
     if _flag("FASTIO_NO_EXTENSIONS") or platform.python_implementation() != "CPython":
         if require:
@@ -24,16 +26,18 @@ def _load():
             )
         return None
     try:
-        from fastio import _core
+        module = importlib.import_module("fastio." + name)
     except ImportError as exc:
         if require:
             raise ImportError(
-                "FASTIO_REQUIRE_EXTENSIONS is set, but fastio._core could not be "
-                "imported: %s (build it with `make build` or reinstall fastio)" % (exc,)
+                "FASTIO_REQUIRE_EXTENSIONS is set, but fastio.%s could not be "
+                "imported: %s (build it with `make build` or reinstall fastio)" % (name, exc)
             ) from exc
         return None
-    return _core
+    return module
 
 
 core = _load()
+# The loop's extension needs the core's pollers: both or neither.
+loop = _load("_loop") if core is not None else None
 IMPLEMENTATION = "cython" if core is not None else "python"

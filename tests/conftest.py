@@ -25,6 +25,9 @@ import pytest
 import fastio
 import fastio.selectors as fastio_selectors
 
+# The loop tests' fixtures (any_loop, LoopAdapter) live beside this file.
+pytest_plugins = ["loop_fixtures"]
+
 BACKENDS = ("epoll", "poll", "select")
 IMPLS = ("fastio", "stdlib")
 CLASS_NAMES = {"epoll": "EpollSelector", "poll": "PollSelector", "select": "SelectSelector"}

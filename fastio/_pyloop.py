@@ -1,0 +1,638 @@
+"""Pure-Python twin of src/_loop.pyx: the loop's hot path without a compiler.
+
+Used when the extension is absent (FASTIO_NO_EXTENSIONS=1, PyPy). The classes,
+names and behaviour match the Cython module one for one; fastio.loop builds
+everything else on top of whichever of the two it got. Keep the two in step:
+a change here is a change in src/_loop.pyx, and tests run on both.
+"""
+
+import collections
+import heapq as _heapq
+import socket
+import time
+
+__all__ = ["Handle", "TimerHandle", "LoopCore", "Transport"]
+
+POLLIN = 0x001
+POLLOUT = 0x004
+POLLERR = 0x008
+POLLHUP = 0x010
+# Readiness bits that wake a reader / a writer: an error or hang-up wakes both,
+# as the stdlib selectors do, so whoever waits learns it from recv()/send().
+_READ_BITS = ~POLLOUT
+_WRITE_BITS = ~POLLIN
+
+_monotonic = time.monotonic
+
+
+class Handle:
+    """A callback scheduled on the loop; `cancel()` keeps it from running."""
+
+    __slots__ = ("_callback", "_args", "_context", "_cancelled", "_loop")
+
+    def __init__(self, callback, args, loop, context=None):
+        self._callback = callback
+        self._args = args
+        self._context = context
+        self._cancelled = False
+        self._loop = loop
+
+    def cancel(self):
+        """Keep the callback from running; calling it again does nothing."""
+        self._cancelled = True
+
+    def cancelled(self):
+        return self._cancelled
+
+    def __repr__(self):
+        state = " cancelled" if self._cancelled else ""
+        return "<%s%s %r>" % (type(self).__name__, state, self._callback)
+
+    def _run(self):
+        try:
+            if self._context is not None:
+                self._context.run(self._callback, *self._args)
+            else:
+                self._callback(*self._args)
+        except Exception as exc:
+            self._loop.call_exception_handler({
+                "message": "Exception in callback %r" % (self._callback,),
+                "exception": exc,
+                "handle": self,
+            })
+
+
+class TimerHandle(Handle):
+    """A callback due at loop time `when()`."""
+
+    __slots__ = ("_when", "_seq", "_scheduled")
+
+    def __init__(self, when, seq, callback, args, loop, context=None):
+        Handle.__init__(self, callback, args, loop, context)
+        self._when = when
+        self._seq = seq
+        self._scheduled = True
+
+    def when(self):
+        """Return the loop time at which the callback is due."""
+        return self._when
+
+    def cancel(self):
+        """Keep the callback from running; same contract as asyncio's."""
+        if not self._cancelled:
+            self._cancelled = True
+            if self._scheduled:
+                self._loop._timer_cancelled()
+
+    def __lt__(self, other):
+        return (self._when, self._seq) < (other._when, other._seq)
+
+
+class _FdEntry:
+    __slots__ = ("reader", "writer", "handler", "handler_events", "mask")
+
+    def __init__(self):
+        self.reader = self.writer = self.handler = None
+        self.handler_events = self.mask = 0
+
+
+
+class LoopCore:
+    """The loop's engine: ready queue, timer heap, fd table, one iteration.
+
+    :param poller: a fastio poller (register/modify/unregister/poll with
+        POLLIN/POLLOUT bits).
+    :param waker: a fastio Waker, registered here for call_soon_threadsafe().
+    """
+
+    def __init__(self, poller, waker):
+        self._poller = poller
+        self._waker = waker
+        self._ready = []
+        self._threadsafe = collections.deque()
+        self._timers = []
+        self._timer_seq = 0
+        self._timer_cancelled_count = 0
+        self._fds = {}
+        self._stopping = False
+        self._wfd = waker.fileno()
+        poller.register(self._wfd, POLLIN)
+
+    # ------------------------------------------------------------ callbacks
+
+    def time(self):
+        """Return the loop's clock: time.monotonic()."""
+        return _monotonic()
+
+    def call_soon(self, callback, *args, context=None):
+        """Run `callback(*args)` at the next iteration; return its Handle."""
+        handle = Handle(callback, args, self, context)
+        self._ready.append(handle)
+        return handle
+
+    def call_soon_threadsafe(self, callback, *args, context=None):
+        """Like call_soon() but callable from any thread; wakes the loop."""
+        handle = Handle(callback, args, self, context)
+        # A deque that is never replaced: appends from other threads cannot
+        # land in a list the loop has already swapped out (see _run_once).
+        self._threadsafe.append(handle)
+        self._waker.wake()
+        return handle
+
+    def call_at(self, when, callback, *args, context=None):
+        """Run `callback(*args)` at loop time `when`; return its TimerHandle."""
+        self._timer_seq += 1
+        timer = TimerHandle(float(when), self._timer_seq, callback, args, self, context)
+        _heapq.heappush(self._timers, timer)
+        return timer
+
+    def call_later(self, delay, callback, *args, context=None):
+        """Run `callback(*args)` `delay` seconds from now; return its TimerHandle."""
+        return self.call_at(_monotonic() + delay, callback, *args, context=context)
+
+    def _timer_cancelled(self):
+        # Cancelled timers stay in the heap until due; rebuild it when they
+        # are the majority so a cancel-heavy load keeps it small.
+        self._timer_cancelled_count += 1
+        n = len(self._timers)
+        if n > 64 and self._timer_cancelled_count * 2 > n:
+            live = []
+            for t in self._timers:
+                if t._cancelled:
+                    t._scheduled = False
+                else:
+                    live.append(t)
+            _heapq.heapify(live)
+            self._timers = live
+            self._timer_cancelled_count = 0
+
+    # ------------------------------------------------------------ fd table
+
+    def _entry(self, fd):
+        entry = self._fds.get(fd)
+        if entry is None:
+            entry = self._fds[fd] = _FdEntry()
+        return entry
+
+    def _update(self, fd, entry):
+        mask = (POLLIN if entry.reader is not None else 0) | (
+            POLLOUT if entry.writer is not None else 0) | entry.handler_events
+        if mask == entry.mask:
+            return
+        if entry.mask == 0:
+            self._poller.register(fd, mask)
+        elif mask == 0:
+            del self._fds[fd]
+            try:
+                self._poller.unregister(fd)
+            except OSError:
+                pass  # closed before it was removed: already out of the kernel
+        else:
+            try:
+                self._poller.modify(fd, mask)
+            except FileNotFoundError:
+                # The fd was closed without remove_*() and its number reused:
+                # the kernel forgot it, so it is a new registration.
+                self._poller.register(fd, mask)
+        entry.mask = mask
+
+    def _set_io(self, fd, reader, handle):
+        fd = _fileno(fd)
+        entry = self._entry(fd)
+        if entry.handler is not None:
+            raise ValueError("fd %d has a handler; remove_handler() first" % fd)
+        old = entry.reader if reader else entry.writer
+        if reader:
+            entry.reader = handle
+        else:
+            entry.writer = handle
+        try:
+            self._update(fd, entry)
+        except BaseException:
+            if reader:
+                entry.reader = old
+            else:
+                entry.writer = old
+            if entry.mask == 0:
+                self._fds.pop(fd, None)
+            raise
+        if old is not None and old is not handle:
+            old._cancelled = True
+
+    def add_reader(self, fd, callback, *args):
+        """Call `callback(*args)` whenever `fd` is readable."""
+        self._set_io(fd, True, Handle(callback, args, self))
+
+    def add_writer(self, fd, callback, *args):
+        """Call `callback(*args)` whenever `fd` is writable."""
+        self._set_io(fd, False, Handle(callback, args, self))
+
+    def remove_reader(self, fd):
+        """Stop watching `fd` for reading; return whether it was watched."""
+        return self._remove_io(_fileno(fd), True)
+
+    def remove_writer(self, fd):
+        """Stop watching `fd` for writing; return whether it was watched."""
+        return self._remove_io(_fileno(fd), False)
+
+    def _remove_io(self, fd, reader):
+        entry = self._fds.get(fd)
+        if entry is None:
+            return False
+        old = entry.reader if reader else entry.writer
+        if old is None:
+            return False
+        if reader:
+            entry.reader = None
+        else:
+            entry.writer = None
+        old._cancelled = True
+        self._update(fd, entry)
+        return True
+
+    def add_handler(self, fd, handler, events):
+        """pika: call `handler(fd, events)` on READ/WRITE/ERROR readiness."""
+        fd = _fileno(fd)
+        entry = self._entry(fd)
+        if entry.reader is not None or entry.writer is not None or entry.handler is not None:
+            raise ValueError("fd %d is already watched" % fd)
+        entry.handler = handler
+        entry.handler_events = events & (POLLIN | POLLOUT | POLLERR)
+        try:
+            self._update(fd, entry)
+        except BaseException:
+            self._fds.pop(fd, None)
+            raise
+
+    def update_handler(self, fd, events):
+        """pika: change the events a handler added by add_handler() watches."""
+        entry = self._fds.get(_fileno(fd))
+        if entry is None or entry.handler is None:
+            raise ValueError("fd %r has no handler" % (fd,))
+        entry.handler_events = events & (POLLIN | POLLOUT | POLLERR)
+        self._update(_fileno(fd), entry)
+
+    def remove_handler(self, fd):
+        """pika: stop calling the handler of `fd`."""
+        fd = _fileno(fd)
+        entry = self._fds.get(fd)
+        if entry is None or entry.handler is None:
+            return
+        entry.handler = None
+        entry.handler_events = 0
+        self._update(fd, entry)
+
+    # ------------------------------------------------------------ iteration
+
+    def _run_once(self):
+        """Wait for I/O or the first timer, then run what is due."""
+        if self._ready or self._threadsafe or self._stopping:
+            timeout = 0
+        elif self._timers:
+            timeout = self._timers[0]._when - _monotonic()
+            if timeout < 0:
+                timeout = 0
+        else:
+            timeout = None
+        events = self._poller.poll(timeout)
+        fds = self._fds
+        for fd, ev in events:
+            if fd == self._wfd:
+                self._waker.drain()
+                continue
+            entry = fds.get(fd)
+            if entry is None:
+                continue
+            if entry.handler is not None:
+                handler_events = ev & (POLLIN | POLLOUT | POLLERR)
+                if ev & POLLHUP:
+                    handler_events |= POLLIN
+                self._run_handler(entry.handler, fd, handler_events)
+                continue
+            # Discussion: I/O callbacks run right here, not through the ready
+            # queue as in asyncio: one less handle trip per event. The entry is
+            # read at call time, so a reader removed by an earlier callback of
+            # this batch does not run.
+            if ev & _READ_BITS and entry.reader is not None:
+                entry.reader._run()
+            if ev & _WRITE_BITS and entry.writer is not None:
+                entry.writer._run()
+        # Timers due now (never early: compared with the clock, not the
+        # poll timeout) join the ready queue in deadline order.
+        timers = self._timers
+        if timers:
+            now = _monotonic()
+            while timers and timers[0]._when <= now:
+                timer = _heapq.heappop(timers)
+                timer._scheduled = False
+                if timer._cancelled:
+                    self._timer_cancelled_count -= 1
+                else:
+                    self._ready.append(timer)
+        threadsafe = self._threadsafe
+        while threadsafe:
+            self._ready.append(threadsafe.popleft())
+        # Run what is ready now; what those callbacks schedule runs next time.
+        ready = self._ready
+        self._ready = []
+        i = 0
+        try:
+            while i < len(ready):
+                handle = ready[i]
+                i += 1
+                if not handle._cancelled:
+                    handle._run()
+        except BaseException:
+            # KeyboardInterrupt/SystemExit leave run_forever(); the rest of
+            # the batch stays queued for the next run, as in asyncio.
+            self._ready[:0] = ready[i:]
+            raise
+
+    def _clear(self):
+        self._ready = []
+        self._threadsafe.clear()
+        self._timers = []
+        self._fds = {}
+
+    def _run_handler(self, handler, fd, events):
+        try:
+            handler(fd, events)
+        except Exception as exc:
+            self.call_exception_handler({
+                "message": "Exception in fd handler %r" % (handler,),
+                "exception": exc,
+            })
+
+    def _run_forever_core(self):
+        # As asyncio: at least one iteration, so callbacks scheduled before a
+        # stop() still run; the iteration that sees stop() is the last.
+        try:
+            while True:
+                self._run_once()
+                if self._stopping:
+                    break
+        finally:
+            self._stopping = False
+
+
+def _fileno(fd):
+    if isinstance(fd, int):
+        return fd
+    return fd.fileno()
+
+
+# ---------------------------------------------------------------- transport
+
+
+class Transport:
+    """A TCP transport: non-blocking socket <-> asyncio-shaped protocol.
+
+    Writes go out at once; what the kernel does not take waits in a buffer
+    flushed on writability. `pause_writing()` is called above the high-water
+    mark and `resume_writing()` once the buffer drains below the low one.
+    """
+
+    max_size = 256 * 1024
+
+    def __init__(self, loop, sock, protocol, extra, server=None):
+        self._loop = loop
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._protocol = protocol
+        self._extra = extra
+        self._server = server
+        self._buffer = bytearray()
+        self._high = 64 * 1024
+        self._low = 16 * 1024
+        self._closing = False
+        self._conn_lost = 0
+        self._eof = False
+        self._reading_paused = False
+        self._protocol_paused = False
+        self._reader = Handle(self._read_ready, (), loop)
+        self._writer = Handle(self._write_ready, (), loop)
+        if server is not None:
+            server._attach()
+
+    # --- event side
+
+    def _start(self):
+        self._protocol.connection_made(self)
+        if not self._closing and not self._reading_paused:
+            self._reader._cancelled = False
+            self._loop._set_io(self._fd, True, self._reader)
+
+    def _read_ready(self):
+        try:
+            data = self._sock.recv(self.max_size)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._fatal_error(exc, "Fatal read error on socket transport")
+            return
+        if data:
+            try:
+                self._protocol.data_received(data)
+            except Exception as exc:
+                self._fatal_error(exc, "protocol.data_received() call failed.")
+            return
+        self._loop._remove_io(self._fd, True)
+        try:
+            keep_open = self._protocol.eof_received()
+        except Exception as exc:
+            self._fatal_error(exc, "protocol.eof_received() call failed.")
+            return
+        if not keep_open:
+            self.close()
+
+    def _write_ready(self):
+        buf = self._buffer
+        try:
+            n = self._sock.send(buf)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._loop._remove_io(self._fd, False)
+            buf.clear()
+            self._fatal_error(exc, "Fatal write error on socket transport")
+            return
+        if n:
+            del buf[:n]
+        self._maybe_resume_protocol()
+        if not buf:
+            self._loop._remove_io(self._fd, False)
+            if self._closing:
+                self._conn_lost += 1
+                self._call_connection_lost(None)
+            elif self._eof:
+                self._sock.shutdown(socket.SHUT_WR)
+
+    # --- user side
+
+    def write(self, data):
+        """Send `data` (bytes-like), buffering what the kernel does not take.
+
+        :raises RuntimeError: after write_eof().
+        """
+        if self._eof:
+            raise RuntimeError("Cannot call write() after write_eof()")
+        if not data or self._conn_lost:
+            return
+        buf = self._buffer
+        if not buf:
+            try:
+                n = self._sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError as exc:
+                self._fatal_error(exc, "Fatal write error on socket transport")
+                return
+            if n == len(data):
+                return
+            data = memoryview(data)[n:]
+            self._writer._cancelled = False
+            self._loop._set_io(self._fd, False, self._writer)
+        buf += data
+        self._maybe_pause_protocol()
+
+    def writelines(self, list_of_data):
+        """Send each bytes-like of `list_of_data`, as one write."""
+        self.write(b"".join(list_of_data))
+
+    def write_eof(self):
+        """Shut down the sending side once the buffer is flushed."""
+        if self._closing or self._eof:
+            return
+        self._eof = True
+        if not self._buffer:
+            self._sock.shutdown(socket.SHUT_WR)
+
+    def can_write_eof(self):
+        return True
+
+    def close(self):
+        """Stop reading, flush the buffer, then close; connection_lost(None)."""
+        if self._closing:
+            return
+        self._closing = True
+        self._loop._remove_io(self._fd, True)
+        if not self._buffer:
+            self._conn_lost += 1
+            self._loop.call_soon(self._call_connection_lost, None)
+
+    def abort(self):
+        """Close at once, dropping buffered data; connection_lost(None)."""
+        self._force_close(None)
+
+    def is_closing(self):
+        return self._closing
+
+    def pause_reading(self):
+        """Stop calling data_received() until resume_reading()."""
+        if self._closing or self._reading_paused:
+            return
+        self._reading_paused = True
+        self._loop._remove_io(self._fd, True)
+
+    def resume_reading(self):
+        """Undo pause_reading()."""
+        if self._closing or not self._reading_paused:
+            return
+        self._reading_paused = False
+        self._reader._cancelled = False
+        self._loop._set_io(self._fd, True, self._reader)
+
+    def is_reading(self):
+        return not self._reading_paused and not self._closing
+
+    def get_write_buffer_size(self):
+        """Return the number of bytes waiting in the write buffer."""
+        return len(self._buffer)
+
+    def get_write_buffer_limits(self):
+        return (self._low, self._high)
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        """Set the flow-control marks (asyncio defaults: 64 KiB / 16 KiB).
+
+        :raises ValueError: unless high >= low >= 0.
+        """
+        if high is None:
+            high = 64 * 1024 if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError("high (%r) must be >= low (%r) must be >= 0" % (high, low))
+        self._high = high
+        self._low = low
+        self._maybe_pause_protocol()
+
+    def get_extra_info(self, name, default=None):
+        """Return 'peername', 'sockname' or 'socket' (else `default`)."""
+        return self._extra.get(name, default)
+
+    def get_protocol(self):
+        return self._protocol
+
+    def set_protocol(self, protocol):
+        self._protocol = protocol
+
+    # --- internals
+
+    def _maybe_pause_protocol(self):
+        if len(self._buffer) <= self._high or self._protocol_paused:
+            return
+        self._protocol_paused = True
+        try:
+            self._protocol.pause_writing()
+        except Exception as exc:
+            self._loop.call_exception_handler({
+                "message": "protocol.pause_writing() failed",
+                "exception": exc, "transport": self, "protocol": self._protocol})
+
+    def _maybe_resume_protocol(self):
+        if not self._protocol_paused or len(self._buffer) > self._low:
+            return
+        self._protocol_paused = False
+        try:
+            self._protocol.resume_writing()
+        except Exception as exc:
+            self._loop.call_exception_handler({
+                "message": "protocol.resume_writing() failed",
+                "exception": exc, "transport": self, "protocol": self._protocol})
+
+    def _fatal_error(self, exc, message):
+        # A connection the peer broke is the protocol's business, reported
+        # through connection_lost(exc); anything else is also logged.
+        if not isinstance(exc, OSError):
+            self._loop.call_exception_handler({
+                "message": message, "exception": exc,
+                "transport": self, "protocol": self._protocol})
+        self._force_close(exc)
+
+    def _force_close(self, exc):
+        if self._conn_lost:
+            return
+        if self._buffer:
+            self._buffer.clear()
+            self._loop._remove_io(self._fd, False)
+        if not self._closing:
+            self._closing = True
+            self._loop._remove_io(self._fd, True)
+        self._conn_lost += 1
+        self._loop.call_soon(self._call_connection_lost, exc)
+
+    def _call_connection_lost(self, exc):
+        try:
+            self._protocol.connection_lost(exc)
+        finally:
+            self._sock.close()
+            self._protocol = None
+            server = self._server
+            if server is not None:
+                self._server = None
+                server._detach()
+
+    def __repr__(self):
+        return "<%s fd=%d%s>" % (type(self).__name__, self._fd,
+                                 " closing" if self._closing else "")

@@ -1,0 +1,317 @@
+"""fastio's event loop: asyncio-shaped callbacks and TCP, pika's ioloop API.
+
+`Loop` reads like a small asyncio loop (`call_soon`, `call_later`, `call_at`,
+`call_soon_threadsafe`, `add_reader`, `add_writer`, `add_signal_handler`,
+`run_forever`, `run_until_complete`, `stop`, `close`, `create_server`,
+`create_connection`) and is at the same time the ioloop pika's
+`SelectorIOServicesAdapter` drives (`READ`/`WRITE`/`ERROR`, `add_handler`,
+`update_handler`, `remove_handler`, `remove_timeout`, `add_callback`,
+`start`). It is not an asyncio loop: coroutines run on
+`fastio.new_event_loop()` instead.
+
+Differences from asyncio: a callback runs in the `contextvars.Context`
+passed as ``context=``, but without one it runs in the loop's current
+context (asyncio copies the caller's context on every call_soon, a good
+part of its per-callback cost); I/O callbacks run as soon as their event is
+seen rather than through the ready queue.
+
+The per-event dispatch, the ready queue, the timer heap and the transports
+are fastio._loop (Cython) or, without the extension, fastio._pyloop.
+
+Synchronous use: `create_connection()` and `Server.wait_closed()` return an
+`asyncio.Future` bound to this loop (no coroutine needed);
+`run_until_complete(fut)` runs the loop until it is done and returns its
+result, and `fut.add_done_callback(cb)` works from plain callbacks.
+"""
+
+import asyncio
+import logging
+import signal
+import socket
+import threading
+
+from fastio import _pollers, _streams
+from fastio._ext import loop as _ext_loop
+
+from fastio import _pyloop
+
+_impl = _ext_loop if _ext_loop is not None else _pyloop
+
+from fastio._streams import Protocol, Server
+
+__all__ = ["Loop", "Handle", "TimerHandle", "Transport", "Server", "Protocol"]
+
+Handle = _impl.Handle
+TimerHandle = _impl.TimerHandle
+Transport = _impl.Transport
+
+logger = logging.getLogger("fastio.loop")
+
+
+def _noop_signal_handler(signum, frame):
+    # The wakeup fd only gets the signal number if a Python handler is set.
+    pass
+
+
+class _LoopAPI:
+    """Everything of Loop above the core: shared by the Cython and Python cores."""
+
+    # pika's event bits; equal to poll(2)'s POLLIN, POLLOUT, POLLERR.
+    READ = 0x001
+    WRITE = 0x004
+    ERROR = 0x008
+
+    def __init__(self, selector=None):
+        poller = _pollers.make_poller(selector)
+        waker = _pollers.Waker()
+        super().__init__(poller, waker)
+        self._poller_ref = poller
+        self._waker_ref = waker
+        self._closed = False
+        self._thread_id = None
+        self._exception_handler = None
+        self._signal_handlers = {}
+        self._signal_socks = None
+        self._old_wakeup_fd = -1
+
+    # ------------------------------------------------------------- running
+
+    def run_forever(self):
+        """Run until stop() is called.
+
+        :raises RuntimeError: the loop is closed or already running.
+        """
+        if self._closed:
+            raise RuntimeError("Event loop is closed")
+        if self._thread_id is not None:
+            raise RuntimeError("This event loop is already running")
+        self._thread_id = threading.get_ident()
+        try:
+            self._run_forever_core()
+        finally:
+            self._thread_id = None
+
+    def run_until_complete(self, future):
+        """Run until `future` (from create_future()) is done; return its result.
+
+        :raises RuntimeError: the loop stopped first.
+        """
+        if not asyncio.isfuture(future):
+            raise TypeError("fastio.loop.Loop runs futures, not coroutines; "
+                            "use fastio.run() for coroutines")
+        future.add_done_callback(self._stop_on_done)
+        try:
+            self.run_forever()
+        finally:
+            future.remove_done_callback(self._stop_on_done)
+        if not future.done():
+            raise RuntimeError("Event loop stopped before Future completed.")
+        return future.result()
+
+    def _stop_on_done(self, future):
+        self.stop()
+
+    def create_future(self):
+        """Return an `asyncio.Future` whose callbacks run on this loop."""
+        return asyncio.Future(loop=self)
+
+    def stop(self):
+        """Stop after the current iteration; from any thread.
+
+        Called before run_forever()/start(), makes the next run do one
+        iteration and return.
+        """
+        self._stopping = True
+        if self._thread_id is not None and self._thread_id != threading.get_ident():
+            self._waker_ref.wake()
+
+    def is_running(self):
+        return self._thread_id is not None
+
+    def is_closed(self):
+        return self._closed
+
+    def close(self):
+        """Drop pending callbacks and release the poller; idempotent.
+
+        :raises RuntimeError: the loop is running.
+        """
+        if self.is_running():
+            raise RuntimeError("Cannot close a running event loop")
+        if self._closed:
+            return
+        for sig in list(self._signal_handlers):
+            self.remove_signal_handler(sig)
+        self._closed = True
+        self._clear()
+        self._poller_ref.close()
+        self._waker_ref.close()
+
+    def get_debug(self):
+        return False
+
+    # ------------------------------------------------------ pika's ioloop
+
+    def start(self):
+        """pika: run until stop()."""
+        self.run_forever()
+
+    def add_callback(self, callback):
+        """pika: call `callback()` on the loop; thread-safe."""
+        self.call_soon_threadsafe(callback)
+
+    def remove_timeout(self, timeout_handle):
+        """pika: cancel a handle returned by call_later()."""
+        timeout_handle.cancel()
+
+    # ----------------------------------------------------------- errors
+
+    def set_exception_handler(self, handler):
+        """Route callback errors to `handler(loop, context)`; None restores the default."""
+        if handler is not None and not callable(handler):
+            raise TypeError("A callable object or None is expected, got %r" % (handler,))
+        self._exception_handler = handler
+
+    def get_exception_handler(self):
+        return self._exception_handler
+
+    def default_exception_handler(self, context):
+        """Log `context['message']` with the exception's traceback."""
+        exc = context.get("exception")
+        exc_info = (type(exc), exc, exc.__traceback__) if exc is not None else False
+        details = "".join("\n%s: %r" % (k, v) for k, v in sorted(context.items())
+                          if k not in ("message", "exception"))
+        logger.error("%s%s", context.get("message", "Unhandled error in event loop"),
+                     details, exc_info=exc_info)
+
+    def call_exception_handler(self, context):
+        """Report `context` to the exception handler; never raises."""
+        handler = self._exception_handler
+        try:
+            if handler is None:
+                self.default_exception_handler(context)
+            else:
+                handler(self, context)
+        except Exception:
+            logger.exception("Exception in the exception handler (context %r)", context)
+
+    # ---------------------------------------------------------- signals
+
+    # Discussion: signal.set_wakeup_fd() makes the C-level handler write the
+    # signal number into a socket the loop reads, so the Python handler runs
+    # inside the loop, never between two bytecodes of whatever it
+    # interrupted. A socket pair, not the core Waker: an eventfd takes only
+    # 8-byte writes, and the waker's byte would not say which signal.
+
+    def add_signal_handler(self, sig, callback, *args):
+        """Run `callback(*args)` in the loop each time signal `sig` arrives.
+
+        :raises ValueError: not in the main thread, or an invalid signal.
+        :raises RuntimeError: for SIGKILL/SIGSTOP or a closed loop.
+        """
+        if self._closed:
+            raise RuntimeError("Event loop is closed")
+        if threading.current_thread() is not threading.main_thread():
+            raise ValueError("signals can only be handled from the main thread")
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            raise RuntimeError("sig %d cannot be caught" % sig)
+        signal.Signals(sig)  # ValueError for an unknown number
+        if self._signal_socks is None:
+            rsock, wsock = socket.socketpair()
+            rsock.setblocking(False)
+            wsock.setblocking(False)
+            self._old_wakeup_fd = signal.set_wakeup_fd(wsock.fileno())
+            self._signal_socks = (rsock, wsock)
+            self.add_reader(rsock.fileno(), self._read_signals)
+        self._signal_handlers[sig] = (callback, args)
+        try:
+            signal.signal(sig, _noop_signal_handler)
+            signal.siginterrupt(sig, False)
+        except (OSError, RuntimeError):
+            del self._signal_handlers[sig]
+            if not self._signal_handlers:
+                self._close_signal_socks()
+            raise
+
+    def remove_signal_handler(self, sig):
+        """Restore the default action of `sig`; return whether it was handled."""
+        if self._signal_handlers.pop(sig, None) is None:
+            return False
+        signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT
+                      else signal.SIG_DFL)
+        if not self._signal_handlers:
+            self._close_signal_socks()
+        return True
+
+    def _close_signal_socks(self):
+        rsock, wsock = self._signal_socks
+        self._signal_socks = None
+        signal.set_wakeup_fd(self._old_wakeup_fd)
+        self.remove_reader(rsock.fileno())
+        rsock.close()
+        wsock.close()
+
+    def _read_signals(self):
+        while self._signal_socks is not None:
+            try:
+                data = self._signal_socks[0].recv(4096)
+            except (BlockingIOError, InterruptedError):
+                return
+            if not data:
+                return
+            for signum in data:
+                entry = self._signal_handlers.get(signum)
+                if entry is not None:
+                    self.call_soon(entry[0], *entry[1])
+
+    # ----------------------------------------------------------- streams
+
+    def create_server(self, protocol_factory, host=None, port=None, *,
+                      backlog=100, reuse_port=False, sock=None):
+        """Listen on `host`:`port` (or on a bound, listening `sock`).
+
+        Unlike asyncio's, returns the listening Server at once (no coroutine);
+        each accepted connection gets `protocol_factory()` and a Transport.
+        `host` None listens on all interfaces; port 0 picks a free port.
+
+        :raises OSError: bind/listen failed (nothing is left open).
+        """
+        return _streams.start_server(self, protocol_factory, host, port,
+                                     backlog, reuse_port, sock)
+
+    def create_connection(self, protocol_factory, host, port):
+        """Connect to `host`:`port` without blocking on the connect.
+
+        Name resolution (getaddrinfo) is synchronous: pass numeric addresses
+        or names the resolver answers at once.
+
+        :returns: an `asyncio.Future` bound to this loop, resolving to
+            ``(transport, protocol)`` or to the connect error; run it with
+            `run_until_complete()` or chain `add_done_callback()`.
+        """
+        return _streams.open_connection(self, protocol_factory, host, port)
+
+    def __repr__(self):
+        return "<%s running=%s closed=%s>" % (
+            type(self).__name__, self.is_running(), self._closed)
+
+
+class Loop(_LoopAPI, _impl.LoopCore):
+    """A callback event loop over a fastio poller.
+
+    :param selector: the backend: None for the best available (epoll, then
+        poll, then select), a fastio poller, or a selector (see
+        `fastio._pollers.make_poller`). The loop owns it and closes it.
+    """
+
+    _transport_class = _impl.Transport
+
+
+class _PyLoop(_LoopAPI, _pyloop.LoopCore):
+    """Loop on the pure-Python core, whether or not the extension is built.
+
+    What Loop is under FASTIO_NO_EXTENSIONS=1; tests run it side by side
+    with the Cython one.
+    """
+
+    _transport_class = _pyloop.Transport

@@ -1,0 +1,91 @@
+"""Loop fixtures (a pytest plugin loaded by conftest.py): every loop behaviour
+runs on fastio and on asyncio.
+`any_loop` is parametrized over fastio's Loop (the Cython core when built),
+fastio's pure-Python core (`_PyLoop`, what FASTIO_NO_EXTENSIONS=1 gives) and
+asyncio's default loop as the reference, behind `LoopAdapter`: the few calls
+whose shape differs (asyncio's coroutines vs fastio's synchronous
+create_server / future-returning create_connection) go through it, the rest
+of a test talks to `adapter.loop` directly.
+"""
+
+import asyncio
+
+import pytest
+
+import fastio
+from fastio.loop import Loop, _PyLoop
+
+LOOP_KINDS = ["fastio", "fastio-python", "asyncio"]
+FASTIO_KINDS = ["fastio", "fastio-python"]
+
+
+class LoopAdapter:
+    """A loop under test plus the calls that differ between fastio and asyncio."""
+
+    def __init__(self, kind):
+        self.kind = kind
+        if kind == "fastio":
+            self.loop = Loop()
+        elif kind == "fastio-python":
+            self.loop = _PyLoop()
+        else:
+            self.loop = asyncio.new_event_loop()
+        self.is_asyncio = kind == "asyncio"
+
+    def _complete(self, aw, timeout):
+        fut = asyncio.ensure_future(aw, loop=self.loop) if self.is_asyncio else aw
+        return self.run_until(fut, timeout)
+
+    def run_until(self, fut, timeout=10.0):
+        """Run until `fut` is done; fail (not hang) after `timeout` seconds."""
+        def expire():
+            if not fut.done():
+                fut.cancel()
+        timer = self.loop.call_later(timeout, expire)
+        try:
+            return self.loop.run_until_complete(fut)
+        except asyncio.CancelledError:
+            raise AssertionError("timed out after %ss" % timeout) from None
+        finally:
+            timer.cancel()
+
+    def create_server(self, factory, host="127.0.0.1", port=0, **kwargs):
+        if self.is_asyncio:
+            return self._complete(
+                self.loop.create_server(factory, host, port, **kwargs), 10)
+        return self.loop.create_server(factory, host, port, **kwargs)
+
+    def start_connection(self, factory, host, port):
+        """Start connecting; return a future of (transport, protocol)."""
+        aw = self.loop.create_connection(factory, host, port)
+        return asyncio.ensure_future(aw, loop=self.loop) if self.is_asyncio else aw
+
+    def connect(self, factory, host, port, timeout=10.0):
+        return self.run_until(self.start_connection(factory, host, port), timeout)
+
+    def wait_server_closed(self, server, timeout=10.0):
+        if self.is_asyncio:
+            return self._complete(server.wait_closed(), timeout)
+        return self.run_until(server.wait_closed(), timeout)
+
+    def close(self):
+        if not self.loop.is_closed():
+            self.loop.close()
+
+
+@pytest.fixture(params=LOOP_KINDS)
+def any_loop(request):
+    adapter = LoopAdapter(request.param)
+    yield adapter
+    adapter.close()
+
+
+@pytest.fixture(params=FASTIO_KINDS)
+def fastio_loop(request):
+    adapter = LoopAdapter(request.param)
+    yield adapter
+    adapter.close()
+
+
+def pytest_report_header(config):
+    return "fastio implementation: %s" % fastio.IMPLEMENTATION

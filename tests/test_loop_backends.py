@@ -1,0 +1,106 @@
+"""Loop(selector=...) on each backend: fastio pollers, fastio and stdlib selectors."""
+
+import os
+import selectors
+import socket
+import threading
+
+import pytest
+
+import fastio.selectors
+from fastio._ext import core
+from fastio.loop import Loop, Protocol, _PyLoop
+
+
+def _backends():
+    # (id, what to pass to Loop): None, a class, or a factory of an instance.
+    out = [("default", None), ("stdlib-select-class", selectors.SelectSelector),
+           ("fastio-DefaultSelector", lambda: fastio.selectors.DefaultSelector())]
+    if core is not None:
+        out += [("core-epoll-class", core.EpollPoller), ("core-poll-class", core.PollPoller),
+                ("core-select", lambda: core.SelectPoller())]
+    return out
+
+
+BACKENDS = _backends()
+
+
+@pytest.fixture(params=[b for _, b in BACKENDS], ids=[n for n, _ in BACKENDS])
+def loop(request):
+    backend = request.param
+    if backend is not None and not isinstance(backend, type):
+        backend = backend()
+    lp = Loop(backend)
+    yield lp
+    lp.close()
+
+
+class Echo(Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.transport.write(data)
+
+
+class Client(Protocol):
+    def __init__(self, loop, n):
+        self.n = n
+        self.data = bytearray()
+        self.done = loop.create_future()
+
+    def data_received(self, data):
+        self.data += data
+        if len(self.data) >= self.n:
+            self.done.set_result(bytes(self.data))
+
+
+def test_echo_timers_and_threadsafe_on_backend(loop):
+    server = loop.create_server(Echo, "127.0.0.1", 0)
+    payload = os.urandom(500_000)
+    client = Client(loop, len(payload))
+    tr, _ = loop.run_until_complete(
+        loop.create_connection(lambda: client, "127.0.0.1", server.sockets[0].getsockname()[1]))
+    tr.write(payload)
+    failsafe = loop.call_later(10, client.done.cancel)
+    assert loop.run_until_complete(client.done) == payload
+    failsafe.cancel()
+
+    order = []
+    loop.call_later(0.02, order.append, "late")
+    loop.call_later(0.01, order.append, "early")
+    threading.Thread(target=loop.call_soon_threadsafe, args=(order.append, "thread")).start()
+    loop.call_later(0.04, loop.stop)
+    loop.run_forever()
+    assert order == ["thread", "early", "late"]
+    tr.close()
+    server.close()
+
+
+def test_fd_closed_without_remove_reader_can_be_reused(loop):
+    a, b = socket.socketpair()
+    loop.add_reader(a.fileno(), lambda: None)
+    fd = a.fileno()
+    a.close()
+    b.close()
+    c, d = socket.socketpair()
+    assert c.fileno() == fd
+    got = []
+    loop.add_writer(c.fileno(), lambda: (got.append("w"), loop.remove_writer(c.fileno()),
+                                         loop.stop()))
+    loop.remove_reader(fd)
+    loop.call_later(5, loop.stop)
+    loop.run_forever()
+    assert got == ["w"]
+    c.close()
+    d.close()
+
+
+def test_python_core_on_default_backend():
+    lp = _PyLoop()
+    out = []
+    lp.call_later(0.005, out.append, 1)
+    lp.call_later(0.01, lp.stop)
+    lp.run_forever()
+    lp.close()
+    assert out == [1]

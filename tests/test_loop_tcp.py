@@ -1,0 +1,336 @@
+"""TCP transports and servers, on fastio (both cores) and asyncio as reference."""
+
+import hashlib
+import os
+import random
+import resource
+import socket
+import struct
+
+import pytest
+
+from fastio.loop import Protocol
+
+
+class Collector(Protocol):
+    """Record everything a connection sees; futures for the milestones."""
+
+    def __init__(self, loop, expect=None):
+        self.loop = loop
+        self.expect = expect
+        self.data = bytearray()
+        self.events = []
+        self.transport = None
+        self.got_all = loop.create_future()
+        self.lost = loop.create_future()
+        self.eof = loop.create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.events.append("made")
+
+    def data_received(self, data):
+        self.data += data
+        if self.expect is not None and len(self.data) >= self.expect and not self.got_all.done():
+            self.got_all.set_result(bytes(self.data))
+
+    def eof_received(self):
+        self.events.append("eof")
+        self.eof.set_result(bytes(self.data))
+
+    def pause_writing(self):
+        self.events.append("pause")
+
+    def resume_writing(self):
+        self.events.append("resume")
+
+    def connection_lost(self, exc):
+        self.events.append("lost")
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+
+class Echo(Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.transport.write(data)
+
+
+def _port(server):
+    return server.sockets[0].getsockname()[1]
+
+
+def test_echo_round_trips_verify_bytes(any_loop):
+    loop = any_loop.loop
+    server = any_loop.create_server(Echo)
+    rng = random.Random(3)
+    payloads = [os.urandom(n) for n in (1, 100, 4096, 65537, 300_000)]
+    for payload in payloads:
+        client = Collector(loop, expect=len(payload))
+        tr, _ = any_loop.connect(lambda: client, "127.0.0.1", _port(server))
+        # several writes of random sizes, like a real client
+        pos = 0
+        while pos < len(payload):
+            step = rng.randint(1, 70_000)
+            tr.write(payload[pos:pos + step])
+            pos += step
+        assert any_loop.run_until(client.got_all) == payload
+        tr.close()
+        assert any_loop.run_until(client.lost) is None
+    server.close()
+
+
+def test_write_larger_than_socket_buffer_is_buffered_then_flushed(any_loop):
+    loop = any_loop.loop
+    size = 16 * 1024 * 1024
+    payload = os.urandom(size)
+    received = []
+
+    class Sink(Collector):
+        def eof_received(self):
+            received.append(hashlib.sha256(self.data).hexdigest())
+
+    server = any_loop.create_server(lambda: Sink(loop))
+    client = Collector(loop)
+    tr, _ = any_loop.connect(lambda: client, "127.0.0.1", _port(server))
+    tr.write(payload)
+    assert tr.get_write_buffer_size() > 0  # the kernel could not take it all
+    tr.write_eof()
+    done = loop.create_future()
+
+    def check():
+        if received:
+            done.set_result(received[0])
+        else:
+            loop.call_later(0.005, check)
+
+    check()
+    assert any_loop.run_until(done, timeout=30) == hashlib.sha256(payload).hexdigest()
+    assert tr.get_write_buffer_size() == 0
+    tr.close()
+    server.close()
+
+
+def test_peer_that_never_reads_pauses_writer_with_bounded_buffer(any_loop):
+    loop = any_loop.loop
+    servers = []
+
+    class Stubborn(Protocol):
+        def connection_made(self, transport):
+            transport.pause_reading()
+            servers.append(transport)
+
+    class Producer(Collector):
+        chunk = b"x" * 16384
+
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self.paused = False
+            self.writes = 0
+            self.pump()
+
+        def pump(self):
+            while not self.paused:
+                self.transport.write(self.chunk)
+                self.writes += 1
+                self.max_buffer = self.transport.get_write_buffer_size()
+                if self.writes > 10_000:  # 160 MiB: flow control is broken
+                    break
+
+        def pause_writing(self):
+            super().pause_writing()
+            self.paused = True
+            self.loop.call_soon(self.paused_at.set_result, self.transport.get_write_buffer_size())
+
+        def resume_writing(self):
+            super().resume_writing()
+            self.paused = False
+            if not self.resumed.done():
+                self.resumed.set_result(None)
+
+    server = any_loop.create_server(Stubborn)
+    client = Producer(loop)
+    client.paused_at = loop.create_future()
+    client.resumed = loop.create_future()
+    tr, _ = any_loop.connect(lambda: client, "127.0.0.1", _port(server))
+    buffered = any_loop.run_until(client.paused_at)
+    low, high = tr.get_write_buffer_limits()
+    assert (low, high) == (16 * 1024, 64 * 1024)
+    assert high < buffered <= high + len(Producer.chunk)
+    assert client.writes < 10_000
+    # a while later, still paused and still bounded
+    nap = loop.create_future()
+    loop.call_later(0.1, nap.set_result, None)
+    any_loop.run_until(nap)
+    assert client.events.count("pause") == 1 and "resume" not in client.events
+    assert tr.get_write_buffer_size() == buffered
+    # the peer starts reading: the buffer drains and the writer resumes
+    servers[0].resume_reading()
+    any_loop.run_until(client.resumed)
+    assert tr.get_write_buffer_size() <= low
+    tr.abort()
+    server.close()
+
+
+def test_set_write_buffer_limits_validates_and_applies(any_loop):
+    loop = any_loop.loop
+    server = any_loop.create_server(Echo)
+    client = Collector(loop)
+    tr, _ = any_loop.connect(lambda: client, "127.0.0.1", _port(server))
+    tr.set_write_buffer_limits(high=1000, low=100)
+    assert tr.get_write_buffer_limits() == (100, 1000)
+    tr.set_write_buffer_limits(high=400)
+    assert tr.get_write_buffer_limits() == (100, 400)
+    with pytest.raises(ValueError):
+        tr.set_write_buffer_limits(high=1, low=2)
+    tr.close()
+    any_loop.run_until(client.lost)
+    server.close()
+
+
+def test_half_close_keeps_transport_open_for_the_reply(any_loop):
+    loop = any_loop.loop
+
+    class Replier(Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+            self.data = bytearray()
+
+        def data_received(self, data):
+            self.data += data
+
+        def eof_received(self):
+            self.transport.write(b"got " + bytes(self.data))
+            self.transport.close()
+            return True  # keep open: the reply goes out after our EOF
+
+    server = any_loop.create_server(Replier)
+    client = Collector(loop)
+    tr, _ = any_loop.connect(lambda: client, "127.0.0.1", _port(server))
+    tr.write(b"hello")
+    tr.write_eof()
+    with pytest.raises(RuntimeError):
+        tr.write(b"more")
+    assert any_loop.run_until(client.eof) == b"got hello"
+    assert any_loop.run_until(client.lost) is None
+    assert client.events == ["made", "eof", "lost"]
+    server.close()
+
+
+def test_reset_by_peer_ends_in_connection_lost_with_error(any_loop):
+    loop = any_loop.loop
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = Collector(loop)
+    any_loop.connect(lambda: client, "127.0.0.1", listener.getsockname()[1])
+    listener.settimeout(5)
+    conn, _ = listener.accept()  # already in the backlog
+    # SO_LINGER 0: close() sends RST instead of FIN
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()
+    exc = any_loop.run_until(client.lost)
+    assert isinstance(exc, ConnectionResetError)
+    assert "eof" not in client.events
+    listener.close()
+
+
+def test_abort_drops_buffer_and_reports_connection_lost(any_loop):
+    loop = any_loop.loop
+
+    class Stubborn(Protocol):
+        def connection_made(self, transport):
+            transport.pause_reading()
+
+    server = any_loop.create_server(Stubborn)
+    client = Collector(loop)
+    tr, _ = any_loop.connect(lambda: client, "127.0.0.1", _port(server))
+    tr.write(b"y" * (8 * 1024 * 1024))
+    assert tr.get_write_buffer_size() > 0
+    tr.abort()
+    assert tr.get_write_buffer_size() == 0
+    assert any_loop.run_until(client.lost) is None
+    assert tr.is_closing()
+    server.close()
+
+
+def test_extra_info_and_tcp_nodelay(any_loop):
+    loop = any_loop.loop
+    accepted = []
+
+    class Keep(Protocol):
+        def connection_made(self, transport):
+            accepted.append(transport)
+
+    server = any_loop.create_server(Keep)
+    client = Collector(loop)
+    tr, _ = any_loop.connect(lambda: client, "127.0.0.1", _port(server))
+    sock = tr.get_extra_info("socket")
+    assert tr.get_extra_info("peername") == ("127.0.0.1", _port(server))
+    assert tr.get_extra_info("sockname") == sock.getsockname()
+    assert tr.get_extra_info("nonexistent", "dflt") == "dflt"
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    nap = loop.create_future()
+    loop.call_later(0.02, nap.set_result, None)
+    any_loop.run_until(nap)
+    srv_sock = accepted[0].get_extra_info("socket")
+    assert srv_sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    assert accepted[0].get_extra_info("peername") == sock.getsockname()
+    tr.close()
+    accepted[0].close()
+    any_loop.run_until(client.lost)
+    server.close()
+
+
+def test_connection_refused(any_loop):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    with pytest.raises(ConnectionRefusedError):
+        any_loop.connect(Protocol, "127.0.0.1", port)
+
+
+def test_server_close_stops_accepting(any_loop):
+    server = any_loop.create_server(Echo)
+    port = _port(server)
+    assert server.is_serving() and len(server.sockets) == 1
+    server.close()
+    assert not server.is_serving()
+    any_loop.wait_server_closed(server)
+    with pytest.raises(ConnectionRefusedError):
+        any_loop.connect(Protocol, "127.0.0.1", port)
+
+
+def test_1000_concurrent_connections(any_loop):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 4096
+    if soft < want:
+        if hard != resource.RLIM_INFINITY and hard < want:
+            pytest.skip("RLIMIT_NOFILE hard limit %d < %d" % (hard, want))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    loop = any_loop.loop
+    n = 1000
+    server = any_loop.create_server(Echo, backlog=1024)
+    port = _port(server)
+    clients = [Collector(loop, expect=8) for _ in range(n)]
+    futs = [any_loop.start_connection(lambda c=c: c, "127.0.0.1", port) for c in clients]
+    all_done = loop.create_future()
+    state = {"left": n}
+
+    def one_done(_):
+        state["left"] -= 1
+        if state["left"] == 0:
+            all_done.set_result(None)
+
+    for i, c in enumerate(clients):
+        c.got_all.add_done_callback(one_done)
+    for i, fut in enumerate(futs):
+        fut.add_done_callback(
+            lambda f, i=i: f.exception() is None and f.result()[0].write(b"%08d" % i))
+    any_loop.run_until(all_done, timeout=60)
+    assert [bytes(c.data) for c in clients] == [b"%08d" % i for i in range(n)]
+    for c in clients:
+        c.transport.close()
+    server.close()
+    any_loop.run_until(clients[-1].lost)

@@ -1,0 +1,162 @@
+"""pika's SelectorIOServicesAdapter driving fastio's Loop (both cores)."""
+
+import socket
+import threading
+import time
+
+import pytest
+
+pika_adapter = pytest.importorskip("pika.adapters.utils.selector_ioloop_adapter")
+
+
+@pytest.fixture
+def services(fastio_loop):
+    return pika_adapter.SelectorIOServicesAdapter(fastio_loop.loop), fastio_loop.loop
+
+
+def test_loop_has_pikas_event_bits(services):
+    _, loop = services
+    assert (loop.READ, loop.WRITE, loop.ERROR) == (0x1, 0x4, 0x8)
+
+
+def test_timers_fire_in_order_and_cancel(services):
+    nbio, loop = services
+    out = []
+    nbio.call_later(0.02, lambda: out.append(2))
+    nbio.call_later(0.01, lambda: out.append(1))
+    nbio.call_later(0.015, lambda: out.append("cancelled")).cancel()
+    loop.call_later(0.001, lambda: out.append(0))
+    handle = loop.call_later(0.005, lambda: out.append("removed"))
+    loop.remove_timeout(handle)
+    nbio.call_later(0.04, nbio.stop)
+    nbio.run()
+    assert out == [0, 1, 2]
+
+
+def test_stop_before_start_returns_at_once(services):
+    nbio, loop = services
+    out = []
+    loop.add_callback(lambda: out.append("queued before start"))
+    loop.stop()
+    t0 = time.monotonic()
+    loop.start()
+    assert time.monotonic() - t0 < 1
+    assert out == ["queued before start"]
+
+
+def test_add_callback_threadsafe_from_threads(services):
+    nbio, loop = services
+    count = [0]
+    total = 4 * 2000
+
+    def bump():
+        count[0] += 1
+        if count[0] == total:
+            nbio.stop()
+
+    def worker():
+        for _ in range(2000):
+            nbio.add_callback_threadsafe(bump)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    nbio.call_later(0, lambda: [t.start() for t in threads])
+    failsafe = nbio.call_later(30, nbio.stop)
+    nbio.run()
+    failsafe.cancel()
+    for t in threads:
+        t.join()
+    assert count[0] == total
+
+
+def test_reader_and_writer(services):
+    nbio, loop = services
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    got = []
+
+    def on_writable():
+        b.send(b"via writer")
+        assert nbio.remove_writer(b.fileno()) is True
+
+    def on_readable():
+        got.append(a.recv(100))
+        nbio.remove_reader(a.fileno())
+        nbio.stop()
+
+    nbio.set_reader(a.fileno(), on_readable)
+    nbio.set_writer(b.fileno(), on_writable)
+    failsafe = nbio.call_later(5, nbio.stop)
+    nbio.run()
+    failsafe.cancel()
+    assert got == [b"via writer"]
+    assert nbio.remove_reader(a.fileno()) is False
+    a.close()
+    b.close()
+
+
+def test_reader_and_writer_on_one_fd(services):
+    nbio, loop = services
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    events = []
+
+    def on_writable():
+        events.append("w")
+        nbio.remove_writer(a.fileno())
+        b.send(b"!")
+
+    def on_readable():
+        events.append(a.recv(10))
+        nbio.stop()
+
+    nbio.set_reader(a.fileno(), on_readable)
+    nbio.set_writer(a.fileno(), on_writable)
+    failsafe = nbio.call_later(5, nbio.stop)
+    nbio.run()
+    failsafe.cancel()
+    assert events == ["w", b"!"]
+    nbio.remove_reader(a.fileno())
+    a.close()
+    b.close()
+
+
+def test_connect_socket_through_the_adapter(services):
+    nbio, loop = services
+    listener = socket.create_server(("127.0.0.1", 0))
+    sock = socket.socket()
+    sock.setblocking(False)
+    results = []
+
+    def on_done(result):
+        results.append(result)
+        nbio.stop()
+
+    nbio.connect_socket(sock, listener.getsockname(), on_done)
+    failsafe = nbio.call_later(5, nbio.stop)
+    nbio.run()
+    failsafe.cancel()
+    assert results == [None]  # pika reports success as None
+    conn, _ = listener.accept()
+    assert conn.getpeername() == sock.getsockname()
+    for s in (conn, sock, listener):
+        s.close()
+
+
+def test_handler_exception_goes_to_exception_handler(services):
+    nbio, loop = services
+    contexts = []
+    loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+    a, b = socket.socketpair()
+
+    def handler(fd, events):
+        loop.remove_handler(fd)
+        raise ValueError("handler failed")
+
+    loop.add_handler(a.fileno(), handler, loop.READ)
+    b.send(b"x")
+    loop.call_later(0.05, loop.stop)
+    loop.start()
+    assert [type(c["exception"]) for c in contexts] == [ValueError]
+    a.close()
+    b.close()
