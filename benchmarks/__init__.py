@@ -9,4 +9,6 @@ rabbitmq), write ``benchmarks/bench_<name>.py`` and list it in `SUITES`;
 #: Suite name -> module, in the order `python -m benchmarks` runs them.
 SUITES = {
     "selectors": "benchmarks.bench_selectors",
+    "loop": "benchmarks.bench_loop",
+    "echo": "benchmarks.bench_echo",
 }

@@ -1,28 +1,21 @@
 """Loop micro-benchmarks: fastio's Loop vs asyncio vs uvloop, in one run.
 
-    python benchmarks/bench_loop.py [--repeats 7] [--n 200000]
+    python -m benchmarks --only loop [--quick | --full] [--repeats N]
 
 Each case runs on every loop in one process, in an order that rotates each
 repeat (so no loop always runs first, on a cold cache, or last, on a warm
 one); the table shows the median per-operation time and fastio's speed
-relative to the others (>1.00x: fastio is faster). Self-contained so it can
-be wired into `python -m benchmarks` as `run(args)`.
+relative to the others (>1.00x: fastio is faster).
 """
 
-import argparse
 import asyncio
 import gc
 import socket
-import statistics
-import sys
 import time
 
-if __package__ in (None, ""):
-    sys.path.insert(0, __import__("os").path.dirname(__import__("os").path.dirname(
-        __import__("os").path.abspath(__file__))))
-
-import fastio
 from fastio.loop import Loop
+
+from benchmarks import harness
 
 try:
     import uvloop
@@ -101,7 +94,7 @@ CASES = [
 
 
 def measure(loops, n, repeats):
-    """Return {case: {loop: [seconds per op, ...]}}, orders rotated per repeat."""
+    """Return {case: {loop: [ns per op, ...]}}, orders rotated per repeat."""
     names = list(loops)
     results = {case: {name: [] for name in names} for case, _, _ in CASES}
     for r in range(repeats):
@@ -112,39 +105,61 @@ def measure(loops, n, repeats):
                 loop = loops[name]()
                 gc.collect()
                 try:
-                    results[case][name].append(fn(loop, ops) / ops)
+                    results[case][name].append(fn(loop, ops) / ops * 1e9)
                 finally:
                     loop.close()
     return results
 
 
-def table(results):
-    names = list(next(iter(results.values())))
+#: Targets of the loop issue: fastio ahead of asyncio, at least level with uvloop.
+TARGETS = {"asyncio": 1.0, "uvloop": 1.0}
+
+
+def run(config):
+    """Run the loop micro-benchmarks; return JSON-able results."""
+    profile = getattr(config, "profile", "default")
+    repeats = getattr(config, "repeats", None) or {"quick": 3, "full": 11}.get(profile, 7)
+    n = {"quick": 50_000, "full": 400_000}.get(profile, 200_000)
+    loops = _loops()
+    with harness.pinned(1) as cpu:
+        machine = harness.machine_info()
+        samples = measure(loops, n, repeats)
+    cases = {}
+    for case, per_loop in samples.items():
+        cases[case] = {name: harness.summarize(v) for name, v in per_loop.items()}
+    return {
+        "suite": "loop",
+        "machine": machine,
+        "config": {"repeats": repeats, "n": n, "pinned_cpu": cpu, "profile": profile},
+        "cases": cases,
+    }
+
+
+def to_markdown(result):
+    """Render the results as a Markdown report (targets first)."""
+    cases = result["cases"]
+    names = list(next(iter(cases.values())))
     others = [x for x in names if x != "fastio"]
-    head = "| case | " + " | ".join("%s ns/op" % x for x in names)
-    head += "".join(" | fastio vs %s" % x for x in others) + " |"
-    lines = [head, "|" + "---|" * (1 + len(names) + len(others))]
-    for case, per_loop in results.items():
-        med = {x: statistics.median(v) for x, v in per_loop.items()}
-        cells = ["%.0f" % (med[x] * 1e9) for x in names]
-        cells += ["%.2fx" % (med[x] / med["fastio"]) for x in others]
-        lines.append("| %s | %s |" % (case, " | ".join(cells)))
+    lines = [
+        "# fastio loop micro-benchmarks",
+        "",
+        harness.machine_line(result["machine"], result["config"]["pinned_cpu"]),
+        "",
+        "Median ns per operation over %d repeats, loops in rotating order; "
+        "ratio = other / fastio (>1.00x: fastio is faster)." % result["config"]["repeats"],
+        "",
+        "| case | " + " | ".join("%s ns/op" % x for x in names)
+        + "".join(" | fastio vs %s" % x for x in others) + " | target |",
+        "|" + "---|" * (2 + len(names) + len(others)),
+    ]
+    for case, per_loop in cases.items():
+        med = {x: per_loop[x]["median_ns"] for x in names}
+        ratios = {x: med[x] / med["fastio"] for x in others}
+        ok = all(ratios[x] >= TARGETS.get(x, 0) for x in others)
+        cells = ["%.0f" % med[x] for x in names] + ["%.2fx" % ratios[x] for x in others]
+        lines.append("| %s | %s | %s |" % (case, " | ".join(cells), "PASS" if ok else "**FAIL**"))
     return "\n".join(lines)
 
 
-def run(args=None):
-    """Run the loop benchmarks and print a Markdown table; return the results."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--n", type=int, default=200_000)
-    opts = parser.parse_args(args)
-    loops = _loops()
-    results = measure(loops, opts.n, opts.repeats)
-    print("fastio %s (%s), Python %s, %d repeats, medians; ratio >1 = fastio faster\n"
-          % (fastio.__version__, fastio.IMPLEMENTATION, sys.version.split()[0], opts.repeats))
-    print(table(results))
-    return results
-
-
 if __name__ == "__main__":
-    run()
+    print(to_markdown(run(harness.Config())))
