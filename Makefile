@@ -8,7 +8,7 @@ BENCH_DEPS := $(VENV)/.bench-deps-stamp
 
 BUILD_DEPS := "setuptools>=64" "Cython>=3.0.8" wheel
 TEST_DEPS  := "pytest>=7" "pytest-timeout>=2" "hypothesis>=6" "pika>=1.3" uvloop mypy
-BENCH_PKGS := uvloop
+BENCH_PKGS := uvloop matplotlib
 
 .PHONY: all venv build test bench wheel wheels-all sdist typecheck clean
 

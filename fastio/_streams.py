@@ -70,6 +70,7 @@ class Server:
         self._backlog = backlog
         self._active = 0
         self._waiters = []
+        self._accept_paused = False
         for sock in sockets:
             loop.add_reader(sock.fileno(), self._accept, sock)
 
@@ -94,6 +95,20 @@ class Server:
             self._loop.remove_reader(sock.fileno())
             sock.close()
         self._wake_waiters()
+
+    def pause_accepting(self):
+        """Stop taking new connections (they wait in the kernel's backlog)."""
+        if self._sockets is not None and not self._accept_paused:
+            self._accept_paused = True
+            for sock in self._sockets:
+                self._loop.remove_reader(sock.fileno())
+
+    def resume_accepting(self):
+        """Undo pause_accepting()."""
+        if self._sockets is not None and self._accept_paused:
+            self._accept_paused = False
+            for sock in self._sockets:
+                self._loop.add_reader(sock.fileno(), self._accept, sock)
 
     def wait_closed(self):
         """Return a future done once closed with no connection left."""
@@ -144,7 +159,7 @@ class Server:
             transport._start()
 
     def _resume_accept(self, sock):
-        if self._sockets is not None and sock in self._sockets:
+        if self._sockets is not None and sock in self._sockets and not self._accept_paused:
             self._loop.add_reader(sock.fileno(), self._accept, sock)
 
     def __repr__(self):

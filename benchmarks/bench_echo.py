@@ -1,0 +1,556 @@
+"""Compare echo servers side by side: req/s, p99 latency and server CPU per request.
+
+Every server in `SERVERS` is started once, pinned to CPU 0, and loaded in turn
+by fastio's own load generator (`fastio.echo.client.bench`, in this process,
+pinned to CPU 1): for each cell (message size x connections) and each repeat,
+the servers run in an order that rotates every repeat, so drift on a noisy
+machine hits them alike; medians over repeats are reported. Each client reply
+is verified byte for byte: a server that echoes wrong bytes is a correctness
+failure, not a number.
+
+Discussion: server CPU per request. A client that saturates its core caps
+req/s for every server alike and hides how much each server spends; the CPU
+time the server burns per request does not. It is read from /proc around the
+measured window only (connect, warm-up and drain are outside it):
+
+* precise: the sum of `/proc/<pid>/task/<tid>/schedstat` on-CPU nanoseconds
+  (user + system) over every thread of the server and of its descendants
+  (found through `/proc/<pid>/task/<tid>/children`), used when the set of
+  threads is the same at both ends of the window;
+* otherwise (a thread or child process came or went mid-window):
+  utime + stime of every live process of the tree plus the root's
+  cutime + cstime from `/proc/<pid>/stat`, in clock ticks (10 ms). A child
+  that exits and is reaped mid-window moves its whole CPU time into the
+  root's cutime, so the difference still counts only what it spent in the
+  window. This is how the fork server is covered.
+
+The servers are data: `SERVERS` maps a name to a command line (`--port P` is
+appended). fastio's own servers (`python -m fastio echo --backend ...`) are
+listed too and skipped, with a note, while `python -m fastio echo --help`
+fails.
+"""
+
+import dataclasses
+import functools
+import importlib.util
+import os
+import select
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from fastio.echo import client
+
+from benchmarks import harness
+
+PEERS = Path(__file__).resolve().parent / "peers"
+C_SOURCE = Path(__file__).resolve().parent / "c_echo" / "echo_epoll.c"
+C_BINARY = harness.REPO_DIR / "build" / "c_echo" / "echo_epoll"
+PY = sys.executable
+SERVER_CPU, CLIENT_CPU = 0, 1
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+HEADLINE = (1024, 100)  # (size, connections) of the issue's target
+
+
+@dataclasses.dataclass
+class Server:
+    """One echo server to compare: its command line and what it needs to run."""
+
+    argv: tuple
+    kind: str  # "reference", "peer" or "fastio"
+    requires: str = None  # "cc", "uvloop" or "fastio-echo"
+    core: bool = False  # also measured in the default profile's spread cells
+
+
+def _peer(script, *flags, **kw):
+    return Server((PY, str(PEERS / script)) + flags, "peer", **kw)
+
+
+def _fastio(backend, core=False):
+    return Server((PY, "-m", "fastio", "echo", "--backend", backend), "fastio", "fastio-echo", core)
+
+
+SERVERS = {
+    "c-epoll": Server((str(C_BINARY),), "reference", "cc", core=True),
+    "select-1k": _peer("select_server.py"),
+    "select-64k": _peer("select_server.py", "--recv-size", "65536"),
+    "selectors": _peer("selectors_server.py", core=True),
+    "threads": _peer("thread_server.py"),
+    "fork": _peer("fork_server.py"),
+    "asyncio-protocol": _peer("asyncio_server.py", core=True),
+    "asyncio-streams": _peer("asyncio_server.py", "--streams"),
+    "uvloop-protocol": _peer("asyncio_server.py", "--uvloop", requires="uvloop", core=True),
+    "uvloop-streams": _peer("asyncio_server.py", "--uvloop", "--streams", requires="uvloop"),
+    "fastio-epoll": _fastio("epoll", core=True),
+    "fastio-poll": _fastio("poll"),
+    "fastio-select": _fastio("select"),
+}
+
+SIZES = (64, 1024, 16384)
+CONNECTIONS = (1, 10, 100, 1000)
+SPREAD = ((64, 100), (16384, 100), (1024, 1), (1024, 1000))
+
+# cells: list of ((size, connections), "all" | "core"); duration/warmup in seconds.
+PROFILES = {
+    "quick": dict(repeats=3, duration=0.5, warmup=0.2, cells=[(HEADLINE, "all")]),
+    "default": dict(repeats=3, duration=1.5, spread_duration=1.0, warmup=0.3,
+                    cells=[(HEADLINE, "all")] + [(cell, "core") for cell in SPREAD]),
+    "full": dict(repeats=3, duration=2.0, warmup=0.5,
+                 cells=[((size, conns), "all") for size in SIZES for conns in CONNECTIONS]),
+}
+
+
+class Unavailable(Exception):
+    """A server cannot run here; the message says why."""
+
+
+# --- CPU time of a process tree ---------------------------------------------------
+
+
+def _read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def _tree(pid):
+    """Return the pids of `pid` and its live descendants."""
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        try:
+            for tid in os.listdir("/proc/%d/task" % p):
+                todo.extend(int(c) for c in _read("/proc/%d/task/%s/children" % (p, tid)).split())
+        except OSError:  # exited meanwhile
+            pass
+    return pids
+
+
+def cpu_sample(pid):
+    """Sample the CPU time of `pid`'s tree: (thread ids, schedstat ns, stat ticks)."""
+    tids, ns, ticks = set(), 0, 0
+    for p in _tree(pid):
+        try:
+            fields = _read("/proc/%d/stat" % p).rsplit(")", 1)[1].split()
+            # fields[11:15] are utime, stime, cutime, cstime (stat(5) fields 14-17)
+            ticks += int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if p == pid else 0)
+            for tid in os.listdir("/proc/%d/task" % p):
+                ns += int(_read("/proc/%d/task/%s/schedstat" % (p, tid)).split()[0])
+                tids.add(int(tid))
+        except (OSError, IndexError, ValueError):
+            pass
+    return frozenset(tids), ns, ticks
+
+
+def cpu_delta(before, after):
+    """Return (ns of CPU between two samples, method): schedstat if the threads stayed, else stat ticks."""
+    if before[0] == after[0]:
+        return after[1] - before[1], "schedstat"
+    return (after[2] - before[2]) * 1e9 / CLK_TCK, "stat"
+
+
+# --- server processes ---------------------------------------------------------------
+
+
+def free_port():
+    """Return a TCP port on 127.0.0.1 nobody listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pin_to_server_cpu():
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {SERVER_CPU if SERVER_CPU in allowed else min(allowed)})
+
+
+def build_c_server():
+    """Compile the C epoll server into build/ unless it is up to date; return its path."""
+    if C_BINARY.exists() and C_BINARY.stat().st_mtime >= C_SOURCE.stat().st_mtime:
+        return C_BINARY
+    C_BINARY.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        done = subprocess.run(["cc", "-O2", "-o", str(C_BINARY), str(C_SOURCE)], capture_output=True, text=True)
+    except OSError as exc:
+        raise Unavailable("no C compiler (cc): %s" % exc) from None
+    if done.returncode != 0:
+        raise Unavailable("cc failed: %s" % done.stderr.strip().splitlines()[-1:])
+    return C_BINARY
+
+
+@functools.lru_cache(maxsize=None)
+def missing(requirement):
+    """Return why `requirement` is not met here, or None when it is (asked once per run)."""
+    try:
+        if requirement == "cc":
+            build_c_server()
+        elif requirement == "uvloop" and importlib.util.find_spec("uvloop") is None:
+            return "uvloop is not installed (`make bench` installs it)"
+        elif requirement == "fastio-echo":
+            done = subprocess.run([PY, "-m", "fastio", "echo", "--help"], capture_output=True, timeout=30,
+                                  cwd=harness.REPO_DIR)
+            if done.returncode != 0:
+                return "fastio server not available (`python -m fastio echo --help` failed)"
+    except Unavailable as exc:
+        return str(exc)
+    return None
+
+
+class RunningServer:
+    """A server process pinned to the server CPU, started in its own session."""
+
+    def __init__(self, name, server, upper=False, ready_timeout=20.0):
+        self.name, self.port = name, free_port()
+        argv = list(server.argv) + ["--port", str(self.port)] + (["--upper"] if upper else [])
+        self.stderr = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=self.stderr, stdin=subprocess.DEVNULL, cwd=harness.REPO_DIR,
+            preexec_fn=_pin_to_server_cpu, start_new_session=True,
+        )
+        deadline = time.monotonic() + ready_timeout
+        line = b""
+        while not line.startswith(b"READY"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
+                self.stop()
+                raise Unavailable("no READY within %.0f s" % ready_timeout)
+            line = self.proc.stdout.readline()
+            if not line:
+                self.stop()
+                raise Unavailable("exited before READY: %s" % self.error_tail())
+        # Whatever it prints later must not fill the pipe and block it.
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+        self.baseline = self.fd_count(), cpu_sample(self.proc.pid)[0]
+
+    def error_tail(self):
+        """Return the last line the server wrote on stderr."""
+        self.stderr.seek(0)
+        lines = self.stderr.read().decode(errors="replace").strip().splitlines()
+        return lines[-1] if lines else "(no stderr) exit status %s" % self.proc.poll()
+
+    def fd_count(self):
+        try:
+            return len(os.listdir("/proc/%d/fd" % self.proc.pid))
+        except OSError:
+            return -1
+
+    def wait_idle(self, timeout=5.0):
+        """Wait until the server has closed the last run's connections (fds and threads back to baseline)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.fd_count() <= self.baseline[0] and cpu_sample(self.proc.pid)[0] == self.baseline[1]:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def stop(self):
+        """SIGTERM the server, then SIGKILL its whole session if it lingers; return its exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # a fork server's stragglers
+        except (ProcessLookupError, PermissionError):
+            pass
+        status = self.proc.wait()
+        self.proc.stdout.close()
+        return status
+
+
+# --- measuring --------------------------------------------------------------------------
+
+
+def measure_once(server, size, connections, duration, warmup):
+    """Load `server` for one window; return the client's result plus server CPU per request."""
+    server.wait_idle()
+    marks = {}
+    pid = server.proc.pid
+    result = client.bench(
+        "127.0.0.1", server.port, connections=connections, size=size, duration=duration, pipeline=1,
+        warmup=warmup, timeout=10.0,
+        on_start=lambda: marks.__setitem__("start", cpu_sample(pid)),
+        on_stop=lambda: marks.__setitem__("stop", cpu_sample(pid)),
+    )
+    if "start" in marks and "stop" in marks and result["requests"]:
+        ns, method = cpu_delta(marks["start"], marks["stop"])
+        result["server_cpu_us_per_req"] = round(ns / 1e3 / result["requests"], 3)
+        result["server_cpu_pct"] = round(100 * ns / 1e9 / result["duration_s"], 1)
+        result["cpu_method"] = method
+    else:
+        result["server_cpu_us_per_req"] = result["server_cpu_pct"] = result["cpu_method"] = None
+    return result
+
+
+def _median(values):
+    values = [v for v in values if v is not None]
+    return round(statistics.median(values), 3) if values else None
+
+
+def summarize(runs):
+    """Reduce one server's runs in a cell to medians."""
+    return {
+        "req_per_s": _median([r["req_per_s"] for r in runs]),
+        "p99_us": _median([r["latency_us"]["p99"] for r in runs]),
+        "p50_us": _median([r["latency_us"]["p50"] for r in runs]),
+        "server_cpu_us_per_req": _median([r["server_cpu_us_per_req"] for r in runs]),
+        "server_cpu_pct": _median([r["server_cpu_pct"] for r in runs]),
+        "client_cpu_pct": _median([r["client_cpu_pct"] for r in runs]),
+        "cpu_methods": sorted({r["cpu_method"] for r in runs if r["cpu_method"]}),
+        "samples": [{k: r[k] for k in ("req_per_s", "server_cpu_us_per_req", "client_cpu_pct")}
+                    | {"p99_us": r["latency_us"]["p99"]} for r in runs],
+    }
+
+
+def evaluate_target(cell):
+    """Check the issue's target in the headline cell for each fastio server present."""
+    if cell is None:
+        return [{"server": None, "result": "headline cell not measured", "checks": []}]
+    got = cell["servers"]
+    fastio_names = [name for name in got if SERVERS[name].kind == "fastio"]
+    if not fastio_names:
+        return [{"server": None, "result": "fastio server not available", "checks": []}]
+    out = []
+    for name in fastio_names:
+        me, checks = got[name], []
+        for ref, metric, goal in (
+            ("c-epoll", "server_cpu_us_per_req", "<= 1.10x"),
+            ("uvloop-protocol", "server_cpu_us_per_req", "< 1.00x"),
+            ("selectors", "server_cpu_us_per_req", "< 1.00x"),
+            ("uvloop-protocol", "req_per_s", ">= 1.00x"),
+            ("selectors", "req_per_s", ">= 1.00x"),
+        ):
+            other = got.get(ref, {}).get(metric)
+            ratio = me[metric] / other if other and me[metric] is not None else None
+            if ratio is None:
+                ok = None
+            elif goal == "<= 1.10x":
+                ok = ratio <= 1.10
+            elif goal == "< 1.00x":
+                ok = ratio < 1.0
+            else:
+                ok = ratio >= 1.0
+            checks.append({"vs": ref, "metric": metric, "goal": goal,
+                           "ratio": None if ratio is None else round(ratio, 3), "pass": ok})
+        verdict = ("PASS" if all(c["pass"] for c in checks)
+                   else "FAIL" if any(c["pass"] is False for c in checks) else "INCOMPLETE")
+        out.append({"server": name, "result": verdict, "checks": checks})
+    return out
+
+
+def run(config):
+    """Run the echo suite under `config`; return JSON-able results."""
+    profile = PROFILES[config.profile]
+    repeats = config.repeats or profile["repeats"]
+    warning = harness.warn_if_fallback()
+    nofile = harness.raise_nofile()
+    needed = {"core": [n for n, s in SERVERS.items() if s.core], "all": list(SERVERS)}
+    wanted = list(dict.fromkeys(n for _, which in profile["cells"] for n in needed[which]))
+    skipped, errors, running, cells = [], [], {}, []
+    try:
+        for name in wanted:
+            try:
+                reason = missing(SERVERS[name].requires)
+                if reason:
+                    raise Unavailable(reason)
+                running[name] = RunningServer(name, SERVERS[name])
+            except (Unavailable, OSError, subprocess.SubprocessError) as exc:
+                skipped.append({"server": name, "reason": str(exc)})
+                harness.progress("[echo] %s: skipped (%s)" % (name, exc))
+        total = sum(repeats * len([n for n in needed[w] if n in running]) for _, w in profile["cells"])
+        done = 0
+        t_start = time.monotonic()
+        with harness.pinned(CLIENT_CPU) as cpu:
+            machine = harness.machine_info()
+            for i, ((size, conns), which) in enumerate(profile["cells"]):
+                duration = profile["duration"] if i == 0 else profile.get("spread_duration", profile["duration"])
+                names = [n for n in needed[which] if n in running]
+                runs = {n: [] for n in names}
+                for r in range(repeats):
+                    shift = r % max(1, len(names))
+                    for name in names[shift:] + names[:shift]:
+                        done += 1
+                        head = "[echo %d/%d %.0fs] %d B x %d conns, %s, repeat %d" % (
+                            done, total, time.monotonic() - t_start, size, conns, name, r + 1)
+                        server = running[name]
+                        if server.proc.poll() is not None:
+                            errors.append({"server": name, "cell": [size, conns],
+                                           "error": "server exited: %s" % server.error_tail()})
+                            harness.progress("%s: server is gone" % head)
+                            continue
+                        try:
+                            res = measure_once(server, size, conns, duration, profile["warmup"])
+                        except OSError as exc:
+                            errors.append({"server": name, "cell": [size, conns], "error": str(exc)})
+                            harness.progress("%s: FAILED %s" % (head, exc))
+                            continue
+                        if res["errors"]:
+                            errors.append({"server": name, "cell": [size, conns],
+                                           "error": "%d echo errors: %s" % (res["errors"], res["error_messages"][:1])})
+                        runs[name].append(res)
+                        harness.progress("%s: %.0f req/s, server %s µs/req, p99 %s µs, client CPU %.0f%%%s" % (
+                            head, res["req_per_s"], res["server_cpu_us_per_req"], res["latency_us"]["p99"],
+                            res["client_cpu_pct"], ", %d ERRORS" % res["errors"] if res["errors"] else ""))
+                cells.append({"size": size, "connections": conns, "duration_s": duration,
+                              "servers": {n: summarize(v) for n, v in runs.items() if v}})
+    finally:
+        for name, server in running.items():
+            status = server.stop()
+            if status not in (0, -signal.SIGTERM):
+                harness.progress("[echo] %s exited with status %s on SIGTERM" % (name, status))
+    headline = next((c for c in cells if (c["size"], c["connections"]) == HEADLINE), None)
+    targets = evaluate_target(headline)
+    harness.progress("[echo] target: " + "; ".join("%s %s" % (t["server"] or "", t["result"]) for t in targets))
+    result = {
+        "suite": "echo",
+        "machine": machine,
+        "config": {
+            "profile": config.profile, "repeats": repeats, "warmup_s": profile["warmup"],
+            "pipeline": 1, "server_cpu": SERVER_CPU, "client_cpu": cpu, "rlimit_nofile": nofile,
+            "load_generator": "fastio.echo.client.bench (in-process)",
+            "servers": {name: " ".join(Path(a).name if "/" in a else a for a in s.argv) for name, s in SERVERS.items()},
+        },
+        "warnings": [warning] if warning else [],
+        "targets": targets,
+        "cells": cells,
+        "skipped": skipped,
+        "errors": errors,
+    }
+    result["plots"] = write_plots(result, config.out)
+    if warning:
+        harness.progress("!! WARNING: " + warning)
+    return result
+
+
+# --- output ---------------------------------------------------------------------------------
+
+
+def _cell_label(cell):
+    size = cell["size"]
+    return "%s × %d" % ("%d KiB" % (size // 1024) if size >= 1024 else "%d B" % size, cell["connections"])
+
+
+def write_plots(result, out_dir):
+    """Write the headline bar chart and (with several cells) the CPU-per-request matrix as PNG; return names."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        harness.progress("[echo] matplotlib not installed: no plots")
+        return []
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = []
+    headline = next((c for c in result["cells"] if (c["size"], c["connections"]) == HEADLINE), None)
+    if headline and headline["servers"]:
+        rows = sorted(headline["servers"].items(), key=lambda kv: kv[1]["server_cpu_us_per_req"] or 1e9)
+        labels = [name for name, _ in rows]
+        colors = ["tab:red" if SERVERS[n].kind == "fastio" else "tab:gray" if SERVERS[n].kind == "reference"
+                  else "tab:blue" for n in labels]
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 0.45 * len(rows) + 1.5), sharey=True)
+        ax1.barh(labels, [s["server_cpu_us_per_req"] or 0 for _, s in rows], color=colors)
+        ax1.set_xlabel("server CPU µs per request (lower is better)")
+        ax2.barh(labels, [s["req_per_s"] or 0 for _, s in rows], color=colors)
+        ax2.set_xlabel("requests per second (higher is better)")
+        ax1.invert_yaxis()
+        fig.suptitle("Echo servers, %s connections, pipeline 1 (medians)" % _cell_label(headline))
+        fig.tight_layout()
+        fig.savefig(out_dir / "echo_headline.png", dpi=100)
+        plt.close(fig)
+        names.append("echo_headline.png")
+    sizes = sorted({c["size"] for c in result["cells"]})
+    multi = [s for s in sizes if len([c for c in result["cells"] if c["size"] == s]) > 1]
+    if multi:
+        fig, axes = plt.subplots(1, len(multi), figsize=(5 * len(multi), 4), squeeze=False)
+        for ax, size in zip(axes[0], multi):
+            cells = sorted((c for c in result["cells"] if c["size"] == size), key=lambda c: c["connections"])
+            for name in SERVERS:
+                points = [(c["connections"], c["servers"][name]["server_cpu_us_per_req"])
+                          for c in cells if name in c["servers"] and c["servers"][name]["server_cpu_us_per_req"]]
+                if len(points) > 1:
+                    ax.plot(*zip(*points), marker="o", label=name,
+                            linewidth=2.5 if SERVERS[name].kind != "peer" else 1)
+            ax.set_xscale("log")
+            ax.set_title("%d B messages" % size)
+            ax.set_xlabel("connections")
+            ax.set_ylabel("server CPU µs per request")
+        axes[0][-1].legend(fontsize="small")
+        fig.tight_layout()
+        fig.savefig(out_dir / "echo_matrix.png", dpi=100)
+        plt.close(fig)
+        names.append("echo_matrix.png")
+    return names
+
+
+def _num(value, fmt="%.0f"):
+    return "-" if value is None else fmt % value
+
+
+def to_markdown(result):
+    """Render the suite's results as Markdown, the issue's target first."""
+    cfg = result["config"]
+    lines = ["# fastio echo server benchmark", ""]
+    for warning in result["warnings"]:
+        lines += ["> **WARNING:** %s" % warning, ""]
+    for error in result["errors"]:
+        lines += ["> **CORRECTNESS FAILURE** %s at %d B × %d: %s" % (error["server"], *error["cell"], error["error"]), ""]
+    lines += [
+        harness.machine_line(result["machine"], cfg["client_cpu"]).replace(
+            "pinned to CPU %s" % cfg["client_cpu"], "server on CPU %s, client on CPU %s" % (
+                cfg["server_cpu"], cfg["client_cpu"])),
+        "",
+        "Closed loop, pipeline 1, every echoed byte verified; medians of %d repeats, servers in rotating order. "
+        "Server CPU = on-CPU time of the server's process tree over the measured window "
+        "(/proc schedstat; /proc stat ticks when threads came or went) divided by the requests completed in it."
+        % cfg["repeats"],
+        "",
+        "## Target: 1 KiB × 100 connections",
+        "",
+        "fastio's server CPU per request <= 1.10x the C epoll server's and below uvloop protocol's and stdlib "
+        "selectors'; its req/s not below either.",
+        "",
+    ]
+    for t in result["targets"]:
+        if not t["checks"]:
+            lines += ["**%s**" % t["result"], ""]
+            continue
+        lines += ["**%s: %s**" % (t["server"], t["result"]), "",
+                  "| vs | metric | fastio / other | goal | result |", "|---|---|---:|---|---|"]
+        for c in t["checks"]:
+            lines.append("| %s | %s | %s | %s | %s |" % (
+                c["vs"], "server CPU/req" if c["metric"] == "server_cpu_us_per_req" else "req/s",
+                _num(c["ratio"], "%.2fx"), c["goal"],
+                "-" if c["pass"] is None else "PASS" if c["pass"] else "**FAIL**"))
+        lines.append("")
+    for cell in result["cells"]:
+        ref = cell["servers"].get("c-epoll", {}).get("server_cpu_us_per_req")
+        lines += [
+            "## %s connections (%.1f s windows)" % (_cell_label(cell), cell["duration_s"]), "",
+            "| server | req/s | p99 latency | server CPU µs/req | vs C epoll | server CPU | client CPU |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        rows = sorted(cell["servers"].items(), key=lambda kv: kv[1]["server_cpu_us_per_req"] or 1e9)
+        for name, s in rows:
+            cpu = s["server_cpu_us_per_req"]
+            lines.append("| %s | %s | %s µs | %s | %s | %s%% | %s%% |" % (
+                "**%s**" % name if SERVERS[name].kind == "fastio" else name,
+                _num(s["req_per_s"]), _num(s["p99_us"]), _num(cpu, "%.2f"),
+                _num(cpu / ref if cpu and ref else None, "%.2fx"),
+                _num(s["server_cpu_pct"]), _num(s["client_cpu_pct"])))
+        lines.append("")
+    lines.append("Client CPU near 100% means the load generator, not the server, set the req/s: "
+                 "compare servers by CPU per request there.")
+    if result["skipped"]:
+        lines += ["", "Skipped: " + "; ".join("%s (%s)" % (s["server"], s["reason"]) for s in result["skipped"]) + "."]
+    for name in result.get("plots", []):
+        lines += ["", "![%s](%s)" % (name, name)]
+    return "\n".join(lines)

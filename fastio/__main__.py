@@ -1,0 +1,90 @@
+"""fastio's command line: ``python -m fastio {echo,client} ...``.
+
+    python -m fastio echo --port 10000 [--upper] [--backend epoll|poll|select] [--workers N]
+    python -m fastio client [--sockets N --parts K | --bench --connections N --size B ...]
+"""
+
+import argparse
+import sys
+
+
+def _positive(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a whole number: %r" % text) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1, not %d" % value)
+    return value
+
+
+def _port(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a port number: %r" % text) from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError("port %d is out of range (0..65535)" % value)
+    return value
+
+
+def _add_echo(sub):
+    from fastio.echo.server import BACKENDS
+
+    parser = sub.add_parser(
+        "echo", help="run the echo server",
+        description="Echo every byte back to its sender (the select() echo server, done "
+                    "properly). Stops gracefully on SIGINT/SIGTERM: owed replies are flushed, "
+                    "then a one-line summary is printed.")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=_port, default=10000,
+                        help="TCP port; 0 picks a free one (default: %(default)s)")
+    parser.add_argument("--upper", action="store_true",
+                        help="reply with the ASCII uppercase of what arrived")
+    parser.add_argument("--backend", choices=[name for name, cls in BACKENDS.items() if cls],
+                        help="readiness syscall (default: the best available, epoll on Linux)")
+    parser.add_argument("--workers", type=_positive, default=1,
+                        help="processes serving one port through SO_REUSEPORT (default: 1)")
+    parser.add_argument("--max-conns", type=_positive, default=None,
+                        help="connections served at once; more wait in the backlog "
+                             "(default: no limit; at most 1000 with --backend select)")
+    parser.set_defaults(func=_run_echo)
+
+
+def _run_echo(args):
+    from fastio.echo.server import serve
+
+    try:
+        serve(args.host, args.port, upper=args.upper, backend=args.backend,
+              workers=args.workers, max_conns=args.max_conns)
+    except OSError as exc:
+        print("fastio echo: cannot listen on %s:%d: %s" % (args.host, args.port, exc.strerror or exc),
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_client(sub):
+    from fastio.echo import client
+
+    parser = sub.add_parser(
+        "client", help="run the echo client or the load generator",
+        description=client.__doc__.split("\n")[0])
+    client.add_arguments(parser)
+    parser.set_defaults(func=client.run)
+
+
+def main(argv=None):
+    """Run the command line; return the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m fastio", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    _add_echo(sub)
+    _add_client(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Echo server and client/load generator."""

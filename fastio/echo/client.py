@@ -1,0 +1,429 @@
+"""Talk to an echo server like the seed's client does, or load it with `--bench`.
+
+Seed mode opens several sockets, sends one message on each in parts and prints
+what comes back. Bench mode is a closed-loop load generator: N connections,
+each keeping `pipeline` requests of `size` bytes in flight; every echoed byte is
+compared with what was sent (or its ASCII uppercase, for a server run with
+`--upper`); it reports req/s, MiB/s, p50/p99 latency and errors.
+
+Discussion: the load generator must not be what limits the server. All
+connections run from one thread on one `fastio._core.EpollPoller` (or
+`fastio.selectors.DefaultSelector` on the pure-Python fallback), sockets are
+non-blocking, payloads are precomputed, every recv lands in one preallocated
+buffer (`recv_into`), and verification is one memcmp per recv:
+`bytearray.startswith` against a zero-copy slice of the expected byte stream.
+
+The stream a connection sends is a ring of `pipeline + 3` distinct payloads, so
+a reply echoed out of order, twice or from another connection's stream shows
+up as a mismatch, not only a corrupted byte. The ring is stored twice over, so
+any window of at most one ring length (the most a connection can have in
+flight) is one contiguous slice.
+"""
+
+import argparse
+import collections
+import itertools
+import json
+import socket
+import sys
+import time
+
+from fastio import selectors as _selectors
+from fastio._ext import core as _core
+
+__all__ = ["SEED_MESSAGE", "talk", "bench", "format_result", "add_arguments", "run", "main"]
+
+SEED_MESSAGE = "This is the message.  It will be sent in parts."
+RECV_BUFFER = 256 * 1024  # one recv drains a whole pipeline of 16 KiB replies
+MAX_SIZE = 16 * 1024 * 1024
+MAX_PIPELINE = 1024
+MAX_ERROR_MESSAGES = 10
+TICK = 0.05  # longest poll wait: how late a phase change may be noticed
+ALPHABET = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
+
+
+# --- seed mode ----------------------------------------------------------------
+
+
+def split_parts(message, parts):
+    """Split `message` into at most `parts` nearly equal, non-empty pieces."""
+    step = -(-len(message) // max(1, parts))
+    return [message[i:i + step] for i in range(0, len(message), step)] or [message]
+
+
+def talk(host="127.0.0.1", port=10000, sockets=2, parts=3, message=SEED_MESSAGE, upper=False, timeout=5.0,
+         out=print):
+    """Send `message` in parts on each of `sockets` connections; print and check what comes back.
+
+    :param upper: expect the ASCII uppercase of the message (a server run with --upper).
+    :param out: where the lines go (print by default).
+    :returns: the number of sockets whose reply differed from what was expected.
+    :raises OSError: when a connection cannot be made (ConnectionRefusedError...).
+    """
+    data = message.encode()
+    want = data.upper() if upper else data
+    socks = [socket.create_connection((host, port), timeout=timeout) for _ in range(sockets)]
+    try:
+        for part in split_parts(data, parts):
+            for i, sock in enumerate(socks):
+                out("socket %d: sending %r" % (i, part.decode(errors="replace")))
+                sock.sendall(part)
+        bad = 0
+        for i, sock in enumerate(socks):
+            got = b""
+            try:
+                while len(got) < len(want):
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        break
+                    got += chunk
+            except socket.timeout:
+                pass
+            out("socket %d: received %r" % (i, got.decode(errors="replace")))
+            if got != want:
+                bad += 1
+                out("socket %d: MISMATCH, expected %r" % (i, want.decode(errors="replace")))
+        return bad
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+# --- bench mode ---------------------------------------------------------------
+
+
+class _Conn:
+    """One connection's state in the load generator."""
+
+    __slots__ = ("sock", "fd", "spos", "rpos", "partial", "sent_at", "out")
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.spos = 0  # offset in the send ring of the next request
+        self.rpos = 0  # offset in the expected ring of the next reply byte
+        self.partial = 0  # bytes of the oldest outstanding reply already received
+        self.sent_at = collections.deque()  # send time of each outstanding request
+        self.out = b""  # bytes the kernel did not take yet (a partial write)
+
+
+class _Poller:
+    """The poller the hot loop uses, with its event bits: fastio's core, else fastio.selectors."""
+
+    def __init__(self):
+        if _core is not None:
+            poller = _core.EpollPoller() if _core.HAVE_EPOLL else _core.PollPoller()
+            self.name = "fastio._core.%s" % type(poller).__name__
+            self.poll, self.close = poller.poll, poller.close
+            self.IN, self.OUT = _core.POLLIN, _core.POLLOUT
+            # Errors and hang-ups are read so that recv reports them.
+            self.READ = _core.POLLIN | _core.POLLERR | _core.POLLHUP
+        else:
+            poller = _selectors.DefaultSelector()
+            self.name = "fastio.selectors.%s (pure-Python fallback)" % type(poller).__name__
+            self.poll, self.close = poller.select_fds, poller.close
+            self.IN = self.READ = _selectors.EVENT_READ
+            self.OUT = _selectors.EVENT_WRITE
+        self.register, self.modify, self.unregister = poller.register, poller.modify, poller.unregister
+
+
+def make_ring(size, count, upper):
+    """Return (send stream, expected stream, ring length): `count` payloads of `size` bytes, doubled."""
+    alphabet = ALPHABET * (size // len(ALPHABET) + 2)
+    ring = b"".join(alphabet[i % len(ALPHABET):][:size] for i in range(count))
+    send = ring * 2
+    return send, send.upper() if upper else send, len(ring)
+
+
+def _percentile(ordered, q):
+    """Return the nearest-rank `q` quantile of a sorted list, or None when empty."""
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def bench(host="127.0.0.1", port=10000, connections=100, size=1024, duration=5.0, pipeline=1, upper=False,
+          warmup=0.5, timeout=10.0, on_start=None, on_stop=None):
+    """Load an echo server from one thread; verify every byte; return a JSON-able result.
+
+    The measured window opens once every connection has had a reply and
+    `warmup` seconds have passed, and lasts `duration` seconds; then no new
+    request is sent and the outstanding replies are awaited (and verified) for
+    up to `timeout` seconds.
+
+    :param pipeline: requests each connection keeps in flight.
+    :param upper: expect the ASCII uppercase of what was sent.
+    :param on_start: called with no argument right before the window opens.
+    :param on_stop: called with no argument right after it closes.
+    :returns: dict with req_per_s, mib_per_s, latency_us (p50, p99, max), errors...
+    :raises OSError: when a connection cannot be made (ConnectionRefusedError...).
+    """
+    send_stream, expect_stream, ring_len = make_ring(size, pipeline + 3, upper)
+    send_mv, expect_mv = memoryview(send_stream), memoryview(expect_stream)
+    buf = bytearray(RECV_BUFFER)
+    poller = _Poller()
+    IN, OUT, READ = poller.IN, poller.OUT, poller.READ
+    conns, error_messages = {}, []
+    errors = 0
+    latencies = []
+    done = 0  # replies completed, all phases
+    sending = True
+    clock = time.perf_counter
+
+    def drop(c, why):
+        nonlocal errors
+        errors += 1
+        if len(error_messages) < MAX_ERROR_MESSAGES:
+            error_messages.append("connection (fd %d): %s" % (c.fd, why))
+        conns.pop(c.fd, None)
+        poller.unregister(c.fd)
+        c.sock.close()
+
+    def send(c, k, now):
+        """Queue the next `k` requests of `c` and write them (partial writes wait for POLLOUT)."""
+        start = c.spos
+        end = start + k * size
+        c.spos = end % ring_len
+        c.sent_at.extend(itertools.repeat(now, k))
+        chunk = send_mv[start:end]
+        if c.out:
+            c.out += chunk
+            return
+        try:
+            n = c.sock.send(chunk)
+        except BlockingIOError:
+            n = 0
+        if n < len(chunk):
+            c.out = bytes(chunk[n:])
+            poller.modify(c.fd, IN | OUT)
+
+    try:
+        for _ in range(connections):
+            sock = socket.create_connection((host, port), timeout=timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setblocking(False)
+            c = _Conn(sock)
+            conns[c.fd] = c
+            poller.register(c.fd, IN)
+        cold = set(conns)  # connections with no reply yet: the window waits for them
+        now = clock()
+        for c in list(conns.values()):
+            try:
+                send(c, pipeline, now)
+            except OSError as exc:
+                drop(c, "send failed: %s" % exc)
+
+        phase, phase_end = "warmup", now + warmup
+        give_up = now + timeout
+        t0 = t1 = now
+        done0 = done1 = lat0 = lat1 = 0
+        cpu0 = cpu1 = time.process_time()
+        while conns:
+            events = poller.poll(TICK)
+            now = clock()
+            for fd, ev in events:
+                c = conns.get(fd)
+                if c is None:
+                    continue
+                if ev & OUT and c.out:
+                    try:
+                        n = c.sock.send(c.out)
+                    except BlockingIOError:
+                        n = 0
+                    except OSError as exc:
+                        drop(c, "send failed: %s" % exc)
+                        continue
+                    c.out = c.out[n:]
+                    if not c.out:
+                        poller.modify(fd, IN)
+                if not ev & READ:
+                    continue
+                try:
+                    n = c.sock.recv_into(buf)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError as exc:
+                    drop(c, "recv failed: %s" % exc)
+                    continue
+                if n == 0:
+                    drop(c, "the server closed the connection")
+                    continue
+                if n > len(c.sent_at) * size - c.partial:
+                    drop(c, "received %d bytes more than were sent" % (n - len(c.sent_at) * size + c.partial))
+                    continue
+                pos = c.rpos
+                if not buf.startswith(expect_mv[pos:pos + n]):
+                    drop(c, "echoed bytes differ from what was expected (%d-byte recv at ring offset %d)"
+                         % (n, pos))
+                    continue
+                c.rpos = (pos + n) % ring_len
+                k, c.partial = divmod(c.partial + n, size)
+                if k:
+                    popleft = c.sent_at.popleft
+                    for _ in range(k):
+                        latencies.append(now - popleft())
+                    done += k
+                    if cold:
+                        cold.discard(fd)
+                    if sending:
+                        send(c, k, now)
+            if not sending and not any(c.sent_at for c in conns.values()):
+                break  # drained
+            if now < phase_end:
+                continue
+            # --- phase changes, noticed within TICK ---
+            if phase == "warmup":
+                if cold and now < give_up:
+                    phase_end = now + TICK
+                    continue
+                for fd in list(cold):
+                    drop(conns[fd], "no reply within %.1f s" % timeout)
+                if on_start:
+                    on_start()
+                t0, done0, lat0, cpu0 = clock(), done, len(latencies), time.process_time()
+                phase, phase_end = "measure", t0 + duration
+            elif phase == "measure":
+                t1, done1, lat1, cpu1 = clock(), done, len(latencies), time.process_time()
+                if on_stop:
+                    on_stop()
+                sending = False
+                phase, phase_end = "drain", now + timeout
+            else:
+                for c in list(conns.values()):
+                    if c.sent_at:
+                        drop(c, "%d replies missing after %.1f s" % (len(c.sent_at), timeout))
+        if phase == "measure":  # every connection failed inside the window
+            t1, done1, lat1, cpu1 = clock(), done, len(latencies), time.process_time()
+            if on_stop:
+                on_stop()
+    finally:
+        for c in list(conns.values()):
+            c.sock.close()
+        poller.close()
+
+    elapsed = max(t1 - t0, 1e-9)
+    requests = done1 - done0
+    window = sorted(latencies[lat0:lat1])
+    return {
+        "host": host,
+        "port": port,
+        "connections": connections,
+        "size": size,
+        "pipeline": pipeline,
+        "upper": upper,
+        "poller": poller.name,
+        "duration_s": round(elapsed, 4),
+        "requests": requests,
+        "req_per_s": round(requests / elapsed, 1),
+        "mib_per_s": round(requests * size / elapsed / 2**20, 3),
+        "latency_us": {
+            name: None if value is None else round(value * 1e6, 1)
+            for name, value in (("p50", _percentile(window, 0.50)), ("p99", _percentile(window, 0.99)),
+                                ("max", window[-1] if window else None))
+        },
+        "client_cpu_pct": round(100 * (cpu1 - cpu0) / elapsed, 1),
+        "errors": errors,
+        "error_messages": error_messages,
+    }
+
+
+def format_result(result):
+    """Return a two-line human summary of a `bench` result."""
+    lat = result["latency_us"]
+    fmt = lambda us: "-" if us is None else "%.0f µs" % us
+    lines = [
+        "%d connections x %d B, pipeline %d, %.2f s on %s:" % (
+            result["connections"], result["size"], result["pipeline"], result["duration_s"], result["poller"]),
+        "  %.0f req/s, %.2f MiB/s, latency p50 %s p99 %s, client CPU %.0f%%, %d errors" % (
+            result["req_per_s"], result["mib_per_s"], fmt(lat["p50"]), fmt(lat["p99"]),
+            result["client_cpu_pct"], result["errors"]),
+    ]
+    lines += ["  error: " + message for message in result["error_messages"]]
+    return "\n".join(lines)
+
+
+# --- command line ---------------------------------------------------------------
+
+
+def _bounded(kind, low, high=None):
+    """Return an argparse type accepting `kind` values in [low, high]."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("not a number: %r" % text) from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(
+                "%s is out of range (%s..%s)" % (text, low, "" if high is None else high))
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+BENCH_DEFAULTS = dict(connections=100, size=1024, duration=5.0, pipeline=1, warmup=0.5)
+
+
+def add_arguments(parser):
+    """Add the client's options to an argparse parser (for `python -m fastio client`)."""
+    parser.add_argument("--host", default="127.0.0.1", help="server address (default: %(default)s)")
+    parser.add_argument("--port", type=_bounded(int, 1, 65535), default=10000,
+                        help="server port (default: %(default)s)")
+    parser.add_argument("--upper", action="store_true",
+                        help="expect replies in ASCII uppercase (a server run with --upper)")
+    parser.add_argument("--timeout", type=_bounded(float, 0.001), default=10.0,
+                        help="seconds to wait for a connection or a reply (default: %(default)s)")
+    seed = parser.add_argument_group("seed mode (the default)")
+    seed.add_argument("--sockets", type=_bounded(int, 1, 10000), default=2,
+                      help="connections to open (default: %(default)s)")
+    seed.add_argument("--parts", type=_bounded(int, 1, 10000), default=3,
+                      help="pieces each message is sent in (default: %(default)s)")
+    seed.add_argument("--message", default=SEED_MESSAGE, help="the message (default: the seed's)")
+    load = parser.add_argument_group("load generator")
+    load.add_argument("--bench", action="store_true", help="run the load generator instead")
+    load.add_argument("--connections", type=_bounded(int, 1, 100000),
+                      help="concurrent connections (default: %d)" % BENCH_DEFAULTS["connections"])
+    load.add_argument("--size", type=_bounded(int, 1, MAX_SIZE),
+                      help="request size in bytes (default: %d)" % BENCH_DEFAULTS["size"])
+    load.add_argument("--duration", type=_bounded(float, 0.01),
+                      help="seconds measured (default: %g)" % BENCH_DEFAULTS["duration"])
+    load.add_argument("--pipeline", type=_bounded(int, 1, MAX_PIPELINE),
+                      help="requests in flight per connection (default: %d)" % BENCH_DEFAULTS["pipeline"])
+    load.add_argument("--warmup", type=_bounded(float, 0.0),
+                      help="seconds of load before the window opens (default: %g)" % BENCH_DEFAULTS["warmup"])
+    load.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def run(args):
+    """Run the client as parsed by a parser built with `add_arguments`; return the exit status."""
+    prog = "fastio client"
+    given = [name for name in BENCH_DEFAULTS if getattr(args, name) is not None]
+    if not args.bench and (given or args.json):
+        print("%s: error: --%s needs --bench" % (prog, (given or ["json"])[0]), file=sys.stderr)
+        return 2
+    try:
+        if not args.bench:
+            bad = talk(args.host, args.port, args.sockets, args.parts, args.message, args.upper, args.timeout)
+            return 1 if bad else 0
+        options = {name: getattr(args, name) if getattr(args, name) is not None else default
+                   for name, default in BENCH_DEFAULTS.items()}
+        result = bench(args.host, args.port, upper=args.upper, timeout=args.timeout, **options)
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        print("%s: cannot talk to %s:%d: %s" % (prog, args.host, args.port, reason), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    print(json.dumps(result) if args.json else format_result(result), flush=True)
+    return 1 if result["errors"] else 0
+
+
+def main(argv=None):
+    """Parse `argv` (default: sys.argv[1:]) and run the client; return the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="python -m fastio client", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
