@@ -215,7 +215,7 @@ class RunningServer:
         )
         deadline = time.monotonic() + ready_timeout
         line = b""
-        while not line.startswith(b"READY"):
+        while not (line.startswith(b"READY") or line.startswith(b"fastio echo: listening")):
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
                 self.stop()

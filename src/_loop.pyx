@@ -14,10 +14,17 @@ handle call, the heap, and transports being called as C methods.
 """
 
 cimport cython
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytearray cimport PyByteArray_AS_STRING
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int64_t
 
-from fastio_platform cimport fastio_monotonic_ns
+from fastio_platform cimport (fastio_last_error, fastio_monotonic_ns, fastio_recv,
+                              fastio_send, fastio_would_block)
+
+import os as _os
 
 import collections
 import socket
@@ -199,6 +206,19 @@ cdef class LoopCore:
     cdef dict _fds
     cdef public bint _stopping
     cdef int _wfd
+    # One receive buffer for every transport: reads happen one at a time on
+    # the loop's thread, and each one is copied out into its own bytes.
+    cdef char *_rbuf
+    cdef Py_ssize_t _rbuf_size
+
+    def __cinit__(self, *args, **kwargs):
+        self._rbuf_size = Transport.max_size
+        self._rbuf = <char *>PyMem_Malloc(self._rbuf_size)
+        if self._rbuf == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        PyMem_Free(self._rbuf)
 
     def __init__(self, poller, waker):
         self._poller = poller
@@ -549,9 +569,8 @@ cdef class Transport:
 
     cdef LoopCore _loop
     cdef object _sock
-    cdef object _recv
-    cdef object _send
     cdef object _fd
+    cdef int _cfd
     cdef object _protocol
     cdef dict _extra
     cdef object _server
@@ -570,16 +589,15 @@ cdef class Transport:
     def __init__(self, LoopCore loop, sock, protocol, dict extra, server=None):
         self._loop = loop
         self._sock = sock
-        self._recv = sock.recv
-        self._send = sock.send
         self._fd = sock.fileno()
+        self._cfd = self._fd
         self._protocol = protocol
         self._extra = extra
         self._server = server
         self._buffer = bytearray()
         self._high = 64 * 1024
         self._low = 16 * 1024
-        self._max_size = self.max_size
+        self._max_size = min(self.max_size, loop._rbuf_size)
         self._reader = _ReadHandle.__new__(_ReadHandle, None, (), loop)
         self._reader._transport = self
         self._writer = _WriteHandle.__new__(_WriteHandle, None, (), loop)
@@ -596,13 +614,15 @@ cdef class Transport:
             self._loop._set_io(self._fd, True, self._reader)
 
     cdef int _read_ready(self) except -1:
-        try:
-            data = self._recv(self._max_size)
-        except (BlockingIOError, InterruptedError):
+        cdef long long n = fastio_recv(self._cfd, self._loop._rbuf, self._max_size)
+        cdef int err
+        if n < 0:
+            err = fastio_last_error()
+            if not fastio_would_block(err):
+                self._fatal_error(OSError(err, _os.strerror(err)),
+                                  "Fatal read error on socket transport")
             return 0
-        except OSError as exc:
-            self._fatal_error(exc, "Fatal read error on socket transport")
-            return 0
+        data = PyBytes_FromStringAndSize(self._loop._rbuf, n)
         if data:
             try:
                 self._protocol.data_received(data)
@@ -621,15 +641,15 @@ cdef class Transport:
 
     cdef int _write_ready(self) except -1:
         cdef bytearray buf = self._buffer
-        cdef Py_ssize_t n
-        try:
-            n = self._send(buf)
-        except (BlockingIOError, InterruptedError):
-            return 0
-        except OSError as exc:
+        cdef long long n = fastio_send(self._cfd, PyByteArray_AS_STRING(buf), len(buf))
+        cdef int err
+        if n < 0:
+            err = fastio_last_error()
+            if fastio_would_block(err):
+                return 0
             self._loop._remove_io(self._fd, False)
             del buf[:]
-            self._fatal_error(exc, "Fatal write error on socket transport")
+            self._fatal_error(OSError(err, _os.strerror(err)), "Fatal write error on socket transport")
             return 0
         if n:
             del buf[:n]
@@ -650,18 +670,14 @@ cdef class Transport:
 
         :raises RuntimeError: after write_eof().
         """
-        cdef Py_ssize_t n
+        cdef long long n
         if self._eof:
             raise RuntimeError("Cannot call write() after write_eof()")
         if not data or self._conn_lost:
             return
         if not self._buffer:
-            try:
-                n = self._send(data)
-            except (BlockingIOError, InterruptedError):
-                n = 0
-            except OSError as exc:
-                self._fatal_error(exc, "Fatal write error on socket transport")
+            n = self._send_now(data)
+            if n < 0:
                 return
             if n == len(data):
                 return
@@ -670,6 +686,27 @@ cdef class Transport:
             self._loop._set_io(self._fd, False, self._writer)
         self._buffer += data
         self._maybe_pause_protocol()
+
+    cdef long long _send_now(self, object data) except -2:
+        """Send what the kernel takes of `data` now; -1 after a fatal error."""
+        cdef Py_buffer view
+        cdef long long n
+        cdef int err
+        if PyBytes_CheckExact(data):
+            n = fastio_send(self._cfd, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+        else:
+            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+            try:
+                n = fastio_send(self._cfd, <char *>view.buf, view.len)
+            finally:
+                PyBuffer_Release(&view)
+        if n >= 0:
+            return n
+        err = fastio_last_error()
+        if fastio_would_block(err):
+            return 0
+        self._fatal_error(OSError(err, _os.strerror(err)), "Fatal write error on socket transport")
+        return -1
 
     def writelines(self, list_of_data):
         """Send each bytes-like of `list_of_data`, as one write."""

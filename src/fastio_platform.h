@@ -19,6 +19,7 @@
 #endif
 
 #include <errno.h>
+#include <limits.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
@@ -33,6 +34,7 @@
 #else
 #  include <fcntl.h>
 #  include <poll.h>
+#  include <sys/socket.h>
 #  include <sys/select.h>
 #  include <sys/time.h>
 #  include <unistd.h>
@@ -292,6 +294,52 @@ static inline int fastio_waker_drain(int fd)
             return -1;
         return woken;
     }
+#endif
+}
+
+/* ------------------------------------------------------- stream sockets */
+/* recv()/send() on a non-blocking socket, EINTR retried. Return the byte
+ * count, or -1 with fastio_last_error() set (EAGAIN: try again later).
+ * MSG_NOSIGNAL: a peer that went away is EPIPE, never SIGPIPE. */
+#ifndef MSG_NOSIGNAL
+#  define MSG_NOSIGNAL 0
+#endif
+
+static inline long long fastio_recv(int fd, char *buf, size_t n)
+{
+#ifdef _WIN32
+    int r = recv((SOCKET)fd, buf, (int)(n > INT_MAX ? INT_MAX : n), 0);
+    return r == SOCKET_ERROR ? -1 : r;
+#else
+    ssize_t r;
+    do {
+        r = recv(fd, buf, n, 0);
+    } while (r < 0 && errno == EINTR);
+    return (long long)r;
+#endif
+}
+
+static inline long long fastio_send(int fd, const char *buf, size_t n)
+{
+#ifdef _WIN32
+    int r = send((SOCKET)fd, buf, (int)(n > INT_MAX ? INT_MAX : n), 0);
+    return r == SOCKET_ERROR ? -1 : r;
+#else
+    ssize_t r;
+    do {
+        r = send(fd, buf, n, MSG_NOSIGNAL);
+    } while (r < 0 && errno == EINTR);
+    return (long long)r;
+#endif
+}
+
+/* Is `err` "would block"? */
+static inline int fastio_would_block(int err)
+{
+#ifdef _WIN32
+    return err == WSAEWOULDBLOCK;
+#else
+    return err == EAGAIN || err == EWOULDBLOCK;
 #endif
 }
 

@@ -50,6 +50,9 @@ cdef extern from "fastio_platform.h" nogil:
     int fastio_waker_write(int fd)
     int fastio_waker_drain(int fd)
     int fastio_close_fd(int fd)
+    long long fastio_recv(int fd, char *buf, size_t n)
+    long long fastio_send(int fd, const char *buf, size_t n)
+    int fastio_would_block(int err)
     int fastio_atomic_exchange(long *p, long v)
 
 
