@@ -10,7 +10,7 @@ BUILD_DEPS := "setuptools>=64" "Cython>=3.0.8" wheel
 TEST_DEPS  := "pytest>=7" "pytest-timeout>=2" "hypothesis>=6" "pika>=1.3" uvloop mypy
 BENCH_PKGS := uvloop matplotlib
 
-.PHONY: all venv build test bench wheel wheels-all sdist typecheck sanitize clean
+.PHONY: all venv build test bench wheel wheels-all sdist typecheck sanitize valgrind clean
 
 all: build
 
@@ -50,6 +50,10 @@ wheels-all:
 # The suite against an ASan + UBSan build of the extensions (build/sanitize).
 sanitize: $(DEPS)
 	VPY=$(abspath $(VPY)) .ci/sanitize $(PYTEST_ARGS)
+
+# The stress driver under valgrind memcheck (report: build/valgrind.log).
+valgrind: build
+	VPY=$(abspath $(VPY)) .ci/valgrind
 
 sdist: $(DEPS)
 	$(VPY) -m pip install -q --disable-pip-version-check build

@@ -136,6 +136,8 @@ class Server:
         # Take up to `backlog` connections per readiness: one accept() per
         # loop iteration would let a burst wait behind every other fd.
         for _ in range(self._backlog):
+            if self._accept_paused or self._sockets is None:
+                return  # a protocol paused or closed us from connection_made()
             try:
                 conn, _addr = sock.accept()
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
