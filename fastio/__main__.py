@@ -62,6 +62,9 @@ def _run_echo(args):
         print("fastio echo: cannot listen on %s:%d: %s" % (args.host, args.port, exc.strerror or exc),
               file=sys.stderr)
         return 1
+    except RuntimeError as exc:  # a worker failed to start or exited with an error
+        print("fastio echo: %s" % (exc,), file=sys.stderr)
+        return 1
     return 0
 
 

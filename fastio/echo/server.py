@@ -12,9 +12,10 @@ fastio's Loop. What the tutorial version leaves out:
   holds at most one recv (256 KiB) plus the high-water mark (64 KiB).
 * ``max_conns``: past it the server stops accepting; new clients wait in
   the kernel's backlog until a connection ends.
-* Graceful shutdown: stop accepting, stop reading, flush every reply already
-  owed (so no data the server received is lost), then close; clients that
-  do not drain their replies within `drain_timeout` are aborted.
+* Graceful shutdown: stop accepting, flush every reply already owed (so no
+  data the server received is lost), half-close, and discard further input
+  until the client closes; clients that are not done within `drain_timeout`
+  are aborted.
 * ``workers``: N processes, each with its own listening socket on the same
   port (SO_REUSEPORT: the kernel spreads connections over them).
 """
@@ -69,17 +70,24 @@ class _EchoProtocol(Protocol):
         self._upper = server.upper
         self._transport = None
         self._written = 0
+        self._pending = 0  # write buffer size after our last write
+        self._draining = False
+        self._aborted = False
 
     def connection_made(self, transport):
         self._transport = transport
         self._server._opened(self)
 
     def data_received(self, data):
+        if self._draining:
+            return  # arrived after shutdown began: read only to be discarded
         self._server.stats.bytes_in += len(data)
         if self._upper:
             data = data.upper()  # bytes.upper() touches ASCII letters only
         self._written += len(data)
-        self._transport.write(data)
+        transport = self._transport
+        transport.write(data)
+        self._pending = transport.get_write_buffer_size()
 
     def eof_received(self):
         # The client is done sending: close once its replies are flushed.
@@ -90,10 +98,32 @@ class _EchoProtocol(Protocol):
         self._transport.pause_reading()
 
     def resume_writing(self):
+        self._pending = 0
         self._transport.resume_reading()
 
+    def drain_and_close(self):
+        """Flush the owed replies, send EOF, then discard input until the
+        client closes.
+
+        Closing at once would lose replies: on Linux, close() on a socket
+        with unread input sends a reset and drops the unsent replies in the
+        kernel's send queue. So the server half-closes after the flush and
+        reads (and discards) until the client's EOF.
+        """
+        self._draining = True
+        self._transport.write_eof()
+        self._transport.resume_reading()
+
+    def abort(self):
+        self._aborted = True
+        self._pending = self._transport.get_write_buffer_size()
+        self._transport.abort()
+
     def connection_lost(self, exc):
-        pending = self._transport.get_write_buffer_size() if exc is not None else 0
+        # A clean close flushed everything. After our abort, what was
+        # buffered then is lost; a reset drops the buffer before we hear of
+        # it, so count the size seen after our last write (an upper bound).
+        pending = 0 if exc is None and not self._aborted else self._pending
         self._server.stats.bytes_out += self._written - pending
         self._server._closed(self)
 
@@ -108,10 +138,12 @@ class EchoServer:
     :param max_conns: accept at most this many connections at once.
     :param reuse_port: set SO_REUSEPORT (for several processes on one port).
     :param loop: run on this Loop instead of a new one.
+    :param drain_timeout: seconds a shutdown waits for clients to take their
+        replies and close before the rest are aborted.
     """
 
     def __init__(self, host="127.0.0.1", port=10000, *, upper=False, backend=None,
-                 max_conns=None, reuse_port=False, loop=None, drain_timeout=10.0):
+                 max_conns=None, reuse_port=False, loop=None, drain_timeout=5.0):
         if backend is not None and BACKENDS.get(backend) is None:
             raise ValueError("backend %r is not available here" % (backend,))
         if max_conns is not None and max_conns < 1:
@@ -147,8 +179,7 @@ class EchoServer:
         if self._server is not None:
             self._server.close()
         for proto in list(self._conns):
-            proto._transport.pause_reading()
-            proto._transport.close()
+            proto.drain_and_close()
         self.loop.call_later(self.drain_timeout, self._abort_stragglers)
         self._maybe_stop()
 
@@ -173,7 +204,7 @@ class EchoServer:
         self.stats.connections += 1
         self._conns.add(proto)
         if self._stopping:
-            proto._transport.close()
+            proto.drain_and_close()
         elif self.max_conns is not None and len(self._conns) >= self.max_conns:
             self._server.pause_accepting()
 
@@ -190,7 +221,7 @@ class EchoServer:
 
     def _abort_stragglers(self):
         for proto in list(self._conns):
-            proto._transport.abort()
+            proto.abort()
 
 
 def _run_worker(options, ready_fd, stats_fd):
