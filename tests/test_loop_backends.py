@@ -69,7 +69,10 @@ def test_echo_timers_and_threadsafe_on_backend(loop):
     order = []
     loop.call_later(0.02, order.append, "late")
     loop.call_later(0.01, order.append, "early")
-    threading.Thread(target=loop.call_soon_threadsafe, args=(order.append, "thread")).start()
+    # Queued from another thread before the loop runs: first, whatever the load.
+    thread = threading.Thread(target=loop.call_soon_threadsafe, args=(order.append, "thread"))
+    thread.start()
+    thread.join()
     loop.call_later(0.04, loop.stop)
     loop.run_forever()
     assert order == ["thread", "early", "late"]

@@ -121,9 +121,10 @@ def test_peer_that_never_reads_pauses_writer_with_bounded_buffer(any_loop):
         def connection_made(self, transport):
             transport.pause_reading()
             # asyncio before 3.10 adds its reader right after
-            # connection_made(), undoing a pause made there; pausing again
-            # on the next iteration holds everywhere.
-            loop.call_soon(transport.pause_reading)
+            # connection_made(), undoing a pause made there while still
+            # believing itself paused: resume and pause again on the next
+            # iteration, which holds everywhere.
+            loop.call_soon(lambda: (transport.resume_reading(), transport.pause_reading()))
             servers.append(transport)
 
     class Producer(Collector):
