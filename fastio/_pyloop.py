@@ -115,6 +115,7 @@ class LoopCore:
         self._timer_cancelled_count = 0
         self._fds = {}
         self._stopping = False
+        self._closed = False
         self._wfd = waker.fileno()
         poller.register(self._wfd, POLLIN)
 
@@ -124,14 +125,23 @@ class LoopCore:
         """Return the loop's clock: time.monotonic()."""
         return _monotonic()
 
+    def _check_closed(self):
+        if self._closed:
+            raise RuntimeError("Event loop is closed")
+
     def call_soon(self, callback, *args, context=None):
-        """Run `callback(*args)` at the next iteration; return its Handle."""
+        """Run `callback(*args)` at the next iteration; return its Handle.
+
+        :raises RuntimeError: the loop is closed.
+        """
+        self._check_closed()
         handle = Handle(callback, args, self, context)
         self._ready.append(handle)
         return handle
 
     def call_soon_threadsafe(self, callback, *args, context=None):
         """Like call_soon() but callable from any thread; wakes the loop."""
+        self._check_closed()
         handle = Handle(callback, args, self, context)
         # A deque that is never replaced: appends from other threads cannot
         # land in a list the loop has already swapped out (see _run_once).
@@ -141,6 +151,7 @@ class LoopCore:
 
     def call_at(self, when, callback, *args, context=None):
         """Run `callback(*args)` at loop time `when`; return its TimerHandle."""
+        self._check_closed()
         self._timer_seq += 1
         timer = TimerHandle(float(when), self._timer_seq, callback, args, self, context)
         _heapq.heappush(self._timers, timer)
@@ -465,7 +476,7 @@ class Transport:
                 self._conn_lost += 1
                 self._call_connection_lost(None)
             elif self._eof:
-                self._sock.shutdown(socket.SHUT_WR)
+                self._shutdown_write()
 
     # --- user side
 
@@ -505,7 +516,14 @@ class Transport:
             return
         self._eof = True
         if not self._buffer:
+            self._shutdown_write()
+
+    def _shutdown_write(self):
+        # A reset can land between the last send and this call.
+        try:
             self._sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            self._fatal_error(exc, "Fatal error on socket shutdown")
 
     def can_write_eof(self):
         return True

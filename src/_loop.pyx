@@ -205,6 +205,7 @@ cdef class LoopCore:
     cdef Py_ssize_t _timer_cancelled_count
     cdef dict _fds
     cdef public bint _stopping
+    cdef public bint _closed
     cdef int _wfd
     # One receive buffer for every transport: reads happen one at a time on
     # the loop's thread, and each one is copied out into its own bytes.
@@ -237,8 +238,17 @@ cdef class LoopCore:
         """Return the loop's clock: time.monotonic()."""
         return _now()
 
+    cdef inline int _check_closed(self) except -1:
+        if self._closed:
+            raise RuntimeError("Event loop is closed")
+        return 0
+
     def call_soon(self, callback, *args, context=None):
-        """Run `callback(*args)` at the next iteration; return its Handle."""
+        """Run `callback(*args)` at the next iteration; return its Handle.
+
+        :raises RuntimeError: the loop is closed.
+        """
+        self._check_closed()
         cdef Handle handle = Handle.__new__(Handle, callback, args, self)
         handle._context = context
         self._ready.append(handle)
@@ -246,6 +256,7 @@ cdef class LoopCore:
 
     def call_soon_threadsafe(self, callback, *args, context=None):
         """Like call_soon() but callable from any thread; wakes the loop."""
+        self._check_closed()
         cdef Handle handle = Handle.__new__(Handle, callback, args, self)
         handle._context = context
         # A deque that is never replaced: appends from other threads cannot
@@ -263,6 +274,7 @@ cdef class LoopCore:
         return self._call_at(_now() + <double>delay, callback, args, context)
 
     cdef TimerHandle _call_at(self, double when, callback, tuple args, context):
+        self._check_closed()
         cdef TimerHandle timer = TimerHandle.__new__(TimerHandle, callback, args, self)
         timer._context = context
         self._timer_seq += 1
@@ -660,7 +672,7 @@ cdef class Transport:
                 self._conn_lost += 1
                 self._call_connection_lost(None)
             elif self._eof:
-                self._sock.shutdown(_SHUT_WR)
+                self._shutdown_write()
         return 0
 
     # --- user side
@@ -718,7 +730,15 @@ cdef class Transport:
             return
         self._eof = True
         if not self._buffer:
+            self._shutdown_write()
+
+    cdef int _shutdown_write(self) except -1:
+        # A reset can land between the last send and this call.
+        try:
             self._sock.shutdown(_SHUT_WR)
+        except OSError as exc:
+            self._fatal_error(exc, "Fatal error on socket shutdown")
+        return 0
 
     def can_write_eof(self):
         return True

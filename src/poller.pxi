@@ -219,13 +219,24 @@ cdef class Poller:
         self._count += 1
         return 0
 
-    cdef int _forget_obj(self, object fd) except -1:
-        """Drop `fd` if registered, ignoring every error."""
-        try:
+    cdef uint32_t _take_stale(self, object fd, uint32_t mask, bint merge) except? 0xFFFFFFFF:
+        """Drop a registration that outlived its selector's close(); return
+        the mask to register instead of `mask`.
+
+        The stdlib's PollSelector re-registers over it (poll.register
+        replaces), its SelectSelector adds to its reader/writer sets, so the
+        old interest stays: `merge` keeps it.
+        """
+        cdef uint32_t old = 0
+        cdef int slot
+        cdef int overflow = 0
+        cdef long long cfd = PyLong_AsLongLongAndOverflow(fd, &overflow)
+        if not overflow and self._lookup(cfd, &old, &slot):
+            self._del(cfd)
+        elif overflow and fd in self._far:
+            old = self._far[fd][0]
             self._del_obj(fd)
-        except (OSError, OverflowError, ValueError):
-            pass
-        return 0
+        return (mask | old) if merge else mask
 
     cdef int _del_obj(self, object fd) except -1:
         cdef int overflow = 0

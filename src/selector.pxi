@@ -154,7 +154,7 @@ cdef class SelectorCore:
         try:
             if self._poller is not None:
                 if self._map is None and not self._poller._kernel_table:
-                    self._poller._forget_obj(fd)
+                    mask = self._poller._take_stale(fd, mask, self._reregisters)
                 self._poller._add_obj(fd, mask)
             else:
                 self._sel.register(fd, mask)
@@ -297,7 +297,11 @@ cdef class SelectorCore:
             for i in range(n):
                 if not poller._lookup(buf[i].fd, &mask, &slot):
                     continue
-                if closed and buf[i].fd not in self._fd_to_key:
+                if closed:
+                    key = self._fd_to_key.get(buf[i].fd)
+                    if key is None:
+                        continue
+                    ready.append((buf[i].fd, masked(selector_events(buf[i].events), key)))
                     continue
                 events = selector_events(buf[i].events) & selector_events_registered(mask)
                 ready.append((buf[i].fd, events))
