@@ -61,13 +61,25 @@ def admin(broker):
     conn.close()
 
 
+def _with_channel(url, action):
+    import pika
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        return action(conn.channel())
+    finally:
+        conn.close()
+
+
 @pytest.fixture
-def queue(admin):
-    """A fresh, empty, auto-named durable queue; deleted after the test."""
+def queue(broker):
+    """A fresh, empty, auto-named durable queue; deleted after the test.
+
+    Own short connections, not `admin`'s: a test may restart the broker.
+    """
     name = "fastio-test-" + uuid.uuid4().hex[:12]
-    admin.queue_declare(name, durable=True)
+    _with_channel(broker.url, lambda ch: ch.queue_declare(name, durable=True))
     yield name
-    admin.queue_delete(name)
+    _with_channel(broker.url, lambda ch: ch.queue_delete(name))
 
 
 @pytest.fixture(params=["fastio", "select"])

@@ -376,8 +376,14 @@ class Publisher:
         err = ChannelClosedError("channel closed by the broker with the message "
                                  "in flight: %s" % (reason,))
         self._fail_unconfirmed(err)
-        self._connection.channel(channel_number=CHANNEL,
-                                 on_open_callback=self._on_channel_open)
+        # pika unregisters the channel only after its close callbacks ran:
+        # reopening number 1 from here would collide with the dying one.
+        self._loop.call_soon(self._reopen_channel)
+
+    def _reopen_channel(self):
+        if self._connection is not None and self._connection.is_open and not self._closing:
+            self._connection.channel(channel_number=CHANNEL,
+                                     on_open_callback=self._on_channel_open)
 
     def _on_close(self, connection, reason):
         self._ready = False
