@@ -6,7 +6,7 @@ Same function, same bytes; used when the extension is not built
 
 import struct
 
-__all__ = ["encode_publish", "EMPTY_PROPERTIES"]
+__all__ = ["encode_publish", "split_confirms", "EMPTY_PROPERTIES"]
 
 EMPTY_PROPERTIES = b"\x00\x00"
 _FRAME_END = b"\xce"
@@ -55,3 +55,31 @@ def encode_publish(channel, frame_max, exchange, routing_key, body,
         piece = body[off:off + chunk]
         parts += (_FRAME_HEAD.pack(3, channel, len(piece)), piece, _FRAME_END)
     return b"".join(parts)
+
+
+_CONFIRM = struct.Struct(">BHIHHQB")
+
+
+def split_confirms(data, channel):
+    """Take basic.ack/nack frames on `channel` out of `data`, keep the order.
+
+    Same contract as `fastio._amqp.split_confirms`.
+    """
+    data = bytes(data)
+    off = run_start = 0
+    events = []
+    while len(data) - off >= 7:
+        kind, chan, size = _FRAME_HEAD.unpack_from(data, off)
+        if len(data) - off < size + 8:
+            break
+        if kind == 1 and size == 13 and chan == channel:
+            _, _, _, cls, meth, tag, bits = _CONFIRM.unpack_from(data, off)
+            if cls == 60 and meth in (80, 120):
+                if off > run_start:
+                    events.append(data[run_start:off])
+                events.append((tag, bool(bits & 1), meth == 120))
+                run_start = off + size + 8
+        off += size + 8
+    if off > run_start:
+        events.append(data[run_start:off])
+    return off, events
