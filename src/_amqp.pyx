@@ -216,3 +216,159 @@ def split_confirms(data, unsigned int channel):
     finally:
         PyBuffer_Release(&view)
     return off, events
+
+
+# -------------------------------------------------------------------- outbox
+#
+# The Publisher's per-message bookkeeping, in C because it runs once per
+# message on two threads: submit() in the caller's thread (encode, window
+# check, future, queue), take() and confirm() on the loop thread (delivery
+# tags, the coalesced write, resolving futures). Counters are plain C
+# fields: each update happens while holding the GIL, so they need no lock.
+# A message is the tuple (future, frames, args); see fastio.rabbitmq.publisher.
+
+from collections import deque as _deque
+
+cdef enum:
+    MIN_FRAME_MAX = 4096
+
+
+cdef class Outbox:
+    """The Publisher's queue and confirm window (fastio._pyamqp.Outbox is the twin).
+
+    :param channel: channel number written into the frames.
+    :param frame_max: frame_max to encode with (updated on each connect).
+    :param max_in_flight: window: queued + unconfirmed messages.
+    :param new_future: makes the future of a message.
+    :param wake: called (any thread) when the queue turns non-empty.
+    :param wait_for_room: called (publishing thread) when the window is full.
+    :param returnable: deque that receives delivery tags of mandatory messages.
+    :param returned: dict tag -> exception for messages the broker returned.
+    """
+
+    cdef public unsigned int channel
+    cdef public Py_ssize_t frame_max
+    cdef public Py_ssize_t max_in_flight
+    cdef public object queue
+    cdef public dict unconfirmed
+    cdef public Py_ssize_t n_submitted
+    cdef public Py_ssize_t n_done
+    cdef public unsigned long long tag
+    cdef public unsigned long long lowest
+    cdef public bint wake_pending
+    cdef public object closed_error
+    cdef object _new_future, _wake, _wait_for_room, _returnable
+    cdef dict _returned
+
+    def __init__(self, unsigned int channel, Py_ssize_t frame_max, Py_ssize_t max_in_flight,
+                 new_future, wake, wait_for_room, returnable, dict returned):
+        self.channel = channel
+        self.frame_max = frame_max
+        self.max_in_flight = max_in_flight
+        self.queue = _deque()
+        self.unconfirmed = {}
+        self.n_submitted = 0
+        self.n_done = 0
+        self.tag = 0
+        self.lowest = 1
+        self.wake_pending = False
+        self.closed_error = None
+        self._new_future = new_future
+        self._wake = wake
+        self._wait_for_room = wait_for_room
+        self._returnable = returnable
+        self._returned = returned
+
+    def submit(self, exchange, routing_key, body, properties=None, bint mandatory=False):
+        """Encode and queue one message; return its future (Publisher.publish)."""
+        cdef bytes props, frames
+        cdef object args, future
+        if self.closed_error is not None:
+            raise self.closed_error
+        props = EMPTY_PROPERTIES if properties is None else b"".join(properties.encode())
+        frame_max = self.frame_max
+        frames = encode_publish(self.channel, frame_max, exchange, routing_key, body,
+                                props, mandatory)
+        if mandatory or len(frames) > MIN_FRAME_MAX:
+            args = (exchange, routing_key, body, props, mandatory, frame_max)
+        else:
+            args = None
+        if self.n_submitted - self.n_done >= self.max_in_flight:
+            self._wait_for_room()
+        future = self._new_future()
+        self.n_submitted += 1
+        self.queue.append((future, frames, args))
+        if not self.wake_pending:
+            self.wake_pending = True
+            self._wake()
+        return future
+
+    def take(self, bint confirms):
+        """Dequeue everything; return (bytes to write, futures sent unconfirmed)."""
+        cdef list frames = [], sent = []
+        cdef tuple msg, args
+        cdef object queue = self.queue
+        cdef unsigned long long tag = self.tag
+        cdef Py_ssize_t frame_max = self.frame_max
+        popleft = queue.popleft
+        while queue:
+            msg = popleft()
+            if msg[2] is not None:
+                args = msg[2]
+                if args[5] != frame_max and len(args[2]) > MIN_FRAME_MAX - 8:
+                    msg = (msg[0], encode_publish(self.channel, frame_max, *args[:5]),
+                           args[:5] + (frame_max,))
+                if args[4] and confirms:
+                    self._returnable.append(tag + 1)
+            frames.append(msg[1])
+            if confirms:
+                tag += 1
+                self.unconfirmed[tag] = msg
+            else:
+                sent.append(msg[0])
+        self.tag = tag
+        return b"".join(frames), sent
+
+    def confirm(self, unsigned long long tag, bint multiple, bint nack, on_failed):
+        """Settle the messages a basic.ack/nack covers; return how many.
+
+        Acked messages not in `returned` are resolved here; the others go
+        to ``on_failed(tag, msg, nack)``.
+        """
+        cdef dict unconfirmed = self.unconfirmed
+        cdef dict returned = self._returned
+        cdef unsigned long long t, first, last
+        cdef Py_ssize_t n = 0
+        cdef object msg
+        if multiple:
+            first = self.lowest
+            last = tag
+            if tag + 1 > self.lowest:
+                self.lowest = tag + 1
+        else:
+            first = last = tag
+        t = first
+        while t <= last:
+            msg = unconfirmed.pop(t, None)
+            if msg is not None:
+                n += 1
+                if nack or (returned and t in returned):
+                    on_failed(t, msg, nack)
+                else:
+                    (<tuple>msg)[0]._resolve()
+            t += 1
+        while self.lowest <= self.tag and self.lowest not in unconfirmed:
+            self.lowest += 1
+        self.n_done += n
+        return n
+
+    def take_unconfirmed(self):
+        """Return the unconfirmed messages in tag order and forget them."""
+        cdef list msgs = [self.unconfirmed[t] for t in sorted(self.unconfirmed)]
+        self.unconfirmed.clear()
+        return msgs
+
+    def reset_tags(self):
+        """A new channel: the broker numbers deliveries from 1 again."""
+        self.tag = 0
+        self.lowest = 1

@@ -45,9 +45,8 @@ import threading
 import pika
 import pika.exceptions
 
-from fastio._ext import amqp as _amqp
 from fastio import _pyamqp
-from fastio.loop import Loop
+from fastio._ext import amqp as _amqp
 from fastio.rabbitmq._future import new_future
 from fastio.rabbitmq.connection import FastioConnection
 from fastio.rabbitmq.errors import (BackPressureError, ChannelClosedError, ConnectError,
@@ -57,26 +56,22 @@ __all__ = ["Publisher"]
 
 logger = logging.getLogger("fastio.rabbitmq")
 
+# The C hot path (fastio._amqp) or its pure-Python twin.
 _frames = _amqp if _amqp is not None else _pyamqp
-encode_publish = _frames.encode_publish
 split_confirms = _frames.split_confirms
-EMPTY_PROPERTIES = _pyamqp.EMPTY_PROPERTIES
+Outbox = _frames.Outbox
 
 CHANNEL = 1
-# AMQP's smallest frame_max: a body up to this size encodes identically
-# whatever frame_max the broker negotiates.
-_MIN_FRAME_MAX = 4096
 _AUTH_ERRORS = (pika.exceptions.ProbableAuthenticationError,
                 pika.exceptions.AuthenticationError,
                 pika.exceptions.ProbableAccessDeniedError)
 
-
-# A message until it is confirmed is a tuple (future, frames, args): the
+# A message, until it is confirmed, is a tuple (future, frames, args): the
 # encoded frames are what goes on the wire (again, after a reconnect);
 # args = (exchange, routing_key, body, properties, mandatory, frame_max)
-# is kept only when needed: to match a basic.return (mandatory) or to
+# is kept only when needed: to match a basic.return (mandatory), or to
 # re-encode a body longer than the smallest frame_max should the broker
-# negotiate a smaller one than assumed. Tuples: cheapest to build.
+# negotiate a smaller frame_max than assumed. Tuples: cheapest to build.
 
 
 class _ConfirmingConnection(FastioConnection):
@@ -91,6 +86,7 @@ class _ConfirmingConnection(FastioConnection):
     """
 
     confirm_sink = None
+    _rx_tail = b""
 
     def _proto_data_received(self, data):
         if self._rx_tail:
@@ -107,15 +103,12 @@ class _ConfirmingConnection(FastioConnection):
         self._rx_tail = data[consumed:] if consumed < len(data) else b""
         for event in events:
             if type(event) is tuple:
-                # pika's heartbeat checker counts received bytes.
-                self.bytes_received += 21
+                self.bytes_received += 21   # pika's heartbeat checker counts bytes
                 sink(*event)
             else:
                 super()._proto_data_received(event)
                 if self.is_closed:
                     return
-
-    _rx_tail = b""
 
 
 def _parameters_list(url_or_parameters):
@@ -159,56 +152,50 @@ class Publisher:
         self._params = _parameters_list(url_or_parameters)
         self._confirms = confirms
         self._max_in_flight = max_in_flight
+        # Blocked publishers wake only once a quarter of the window is free:
+        # waking them for every confirm batch would cost more than the rest.
+        self._low_water = max_in_flight - max(1, max_in_flight // 4)
         self._publish_timeout = publish_timeout
         self._delay_first, self._delay_max = reconnect_delay
-        self._frame_max = self._params[0].frame_max
-        # Shared with publishing threads (single deque/count operations are
-        # atomic under the GIL; see _wait_for_room for the wake-up order).
-        self._queue = collections.deque()
-        self._submit_lock = threading.Lock()
-        self._n_submitted = 0
-        self._n_done = 0
         self._cond = threading.Condition(threading.Lock())
-        self._waiters = 0
-        self._wake_pending = False
+        self._room_waiters = 0
+        self._flush_waiters = 0
         self._closing = False
         self._fatal = None
+        self._returnable = collections.deque()
+        self._returned = {}
+        self._loop = loop if loop is not None else _new_loop()
+        self._outbox = Outbox(CHANNEL, self._params[0].frame_max, max_in_flight,
+                              new_future, self._wake, self._wait_for_room,
+                              self._returnable, self._returned)
         # Loop-thread state.
         self._connection = None
-        self._channel = None
         self._transport = None
         self._ready = False
         self._blocked = False
-        self._tag = 0
-        self._unconfirmed = {}
-        self._lowest = 1
-        self._returnable = collections.deque()
-        self._returned = {}
         self._attempt = 0
         self._address = 0
         self._reconnect_timer = None
         self._first_open = concurrent.futures.Future()
         self._closed = concurrent.futures.Future()
         self._thread = None
-        if loop is None:
-            self._loop = Loop()
-            self._owns_loop = True
+        self._owns_loop = loop is None
+        if self._owns_loop:
             self._thread = threading.Thread(target=self._loop.run_forever,
                                             name="fastio-publisher", daemon=True)
             self._thread.start()
-            self._loop.call_soon_threadsafe(self._connect)
+        self._loop.call_soon_threadsafe(self._connect)
+        if self._owns_loop:
             try:
                 self._first_open.result(connect_timeout)
             except BaseException as exc:
+                self._closing = True
+                self._loop.call_soon_threadsafe(self._close_on_loop)
                 self._shutdown_thread()
                 if isinstance(exc, concurrent.futures.TimeoutError):
                     raise ConnectError("no broker reachable within %ss at %s" % (
                         connect_timeout, self._addresses())) from None
                 raise
-        else:
-            self._loop = loop
-            self._owns_loop = False
-            self._loop.call_soon_threadsafe(self._connect)
 
     def __enter__(self):
         return self
@@ -221,9 +208,10 @@ class Publisher:
     def publish(self, exchange, routing_key, body, properties=None, mandatory=False):
         """Queue one message; return a future resolved by the broker's ack.
 
-        Thread-safe. The future's result is None; it fails with
-        `NackError`, `UnroutableError` (mandatory and no queue matched),
-        `ChannelClosedError` or `PublisherClosed`.
+        Thread-safe. The future (a `concurrent.futures.Future`) resolves to
+        None; it fails with `NackError`, `UnroutableError` (mandatory and
+        no queue matched), `ChannelClosedError` or `PublisherClosed`.
+        The work is done by `Outbox.submit` in C.
 
         :param exchange: exchange name ('' is the default exchange).
         :param routing_key: the routing key (the queue, on the default exchange).
@@ -233,38 +221,18 @@ class Publisher:
         :raises BackPressureError: the window stayed full (see the module docstring).
         :raises PublisherClosed: close() was called.
         """
-        if self._closing:
-            raise PublisherClosed("publish() on a closed Publisher")
-        if self._fatal is not None:
-            raise self._fatal
-        props = EMPTY_PROPERTIES if properties is None else b"".join(properties.encode())
-        frame_max = self._frame_max
-        frames = encode_publish(CHANNEL, frame_max, exchange, routing_key, body,
-                                props, mandatory)
-        if mandatory or len(frames) > _MIN_FRAME_MAX:
-            args = (exchange, routing_key, body, props, mandatory, frame_max)
-        else:
-            args = None
-        if self._n_submitted - self._n_done >= self._max_in_flight:
-            self._wait_for_room()
-        future = new_future()
-        with self._submit_lock:
-            self._n_submitted += 1
-        self._queue.append((future, frames, args))
-        if not self._wake_pending:
-            self._wake_pending = True
-            self._loop.call_soon_threadsafe(self._drain)
-        return future
+        return self._outbox.submit(exchange, routing_key, body, properties, mandatory)
 
     def flush(self, timeout=None):
         """Wait until every message published so far is confirmed (or failed).
 
         :raises TimeoutError: some are still outstanding after `timeout` s.
         """
-        target = self._n_submitted
-        self._wait(lambda: self._n_done >= target, timeout,
-                   TimeoutError("%d messages still unconfirmed" % (
-                       self._n_submitted - self._n_done)))
+        box = self._outbox
+        target = box.n_submitted
+        self._wait(lambda: box.n_done >= target, timeout, "_flush_waiters",
+                   lambda: TimeoutError("%d messages still unconfirmed" % (
+                       box.n_submitted - box.n_done)))
 
     def close(self, timeout=None):
         """Flush, close the connection and stop the background loop.
@@ -275,12 +243,13 @@ class Publisher:
         if self._closing and self._closed.done():
             return
         try:
-            if not self._on_loop_thread():
+            if not self._on_loop_thread() and self._fatal is None:
                 self.flush(timeout)
         except TimeoutError:
             pass
         finally:
             self._closing = True
+            self._outbox.closed_error = PublisherClosed("publish() on a closed Publisher")
             self._loop.call_soon_threadsafe(self._close_on_loop)
             if not self._on_loop_thread():
                 try:
@@ -292,42 +261,46 @@ class Publisher:
     @property
     def outstanding(self):
         """Messages published but not yet confirmed or failed."""
-        return self._n_submitted - self._n_done
+        return self._outbox.n_submitted - self._outbox.n_done
 
     # ------------------------------------------------- waiting (any thread)
 
     def _on_loop_thread(self):
         return self._loop._thread_id == threading.get_ident()
 
+    def _wake(self):
+        self._loop.call_soon_threadsafe(self._drain)
+
     def _wait_for_room(self):
         if self._on_loop_thread():
             raise BackPressureError("confirm window full (%d) on the loop thread"
                                     % self._max_in_flight)
-        self._wait(lambda: self._n_submitted - self._n_done < self._max_in_flight,
-                   self._publish_timeout,
-                   BackPressureError("confirm window (%d) still full after %ss" % (
+        box = self._outbox
+        self._wait(lambda: box.n_submitted - box.n_done < self._max_in_flight,
+                   self._publish_timeout, "_room_waiters",
+                   lambda: BackPressureError("confirm window (%d) still full after %ss" % (
                        self._max_in_flight, self._publish_timeout)))
 
-    def _wait(self, ready, timeout, timeout_exc):
-        # Dekker-style hand-off, correct because the GIL orders memory:
-        # a waiter raises _waiters and then reads the counts; the loop
-        # thread updates the counts and then reads _waiters. One of the two
-        # sees the other's write, so no wake-up is lost.
+    def _wait(self, ready, timeout, counter, timeout_exc):
+        # Dekker-style hand-off, correct because the GIL orders memory: a
+        # waiter raises its counter and then reads the outbox counts; the
+        # loop thread updates the counts and then reads the counters. One
+        # of the two sees the other's write, so no wake-up is lost.
         if ready():
             return
         with self._cond:
-            self._waiters += 1
+            setattr(self, counter, getattr(self, counter) + 1)
             try:
                 if not self._cond.wait_for(
                         lambda: ready() or self._fatal is not None, timeout):
-                    raise timeout_exc
+                    raise timeout_exc()
             finally:
-                self._waiters -= 1
+                setattr(self, counter, getattr(self, counter) - 1)
         if self._fatal is not None and not ready():
             raise self._fatal
 
     def _wake_waiters(self):
-        if self._waiters:
+        if self._flush_waiters or (self._room_waiters and self.outstanding <= self._low_water):
             with self._cond:
                 self._cond.notify_all()
 
@@ -348,14 +321,17 @@ class Publisher:
                                      custom_ioloop=self._loop)
         if self._confirms:
             conn.confirm_sink = self._on_confirm
+        self._connection = conn
 
     def _on_open_error(self, connection, exc):
+        self._connection = None
         if isinstance(exc, _AUTH_ERRORS) and not self._first_open.done():
             # Retrying a refused login cannot help: report it at once.
             self._fail_fatal(ConnectError("login refused by %s: %r" % (
                 self._addresses(), exc)))
             return
-        logger.warning("connecting to %s failed: %r", connection.params.host, exc)
+        logger.warning("connecting to %s:%s failed: %r", connection.params.host,
+                       connection.params.port, exc)
         self._schedule_reconnect()
 
     def _schedule_reconnect(self):
@@ -369,20 +345,18 @@ class Publisher:
             delay * random.uniform(0.5, 1.0), self._connect)
 
     def _on_open(self, connection):
-        self._connection = connection
-        self._frame_max = connection.params.frame_max
+        self._outbox.frame_max = connection.params.frame_max
         connection.add_on_connection_blocked_callback(self._on_blocked)
         connection.add_on_connection_unblocked_callback(self._on_unblocked)
         connection.channel(channel_number=CHANNEL, on_open_callback=self._on_channel_open)
 
     def _on_channel_open(self, channel):
-        self._channel = channel
         channel.add_on_close_callback(self._on_channel_closed)
         channel.add_on_return_callback(self._on_return)
         if self._confirms:
-            # Confirms never reach pika (see _ConfirmingConnection); it still
-            # wants a callback to register.
-            channel.confirm_delivery(self._on_unexpected_confirm, callback=self._on_ready)
+            # Confirms never reach pika (see _ConfirmingConnection); it
+            # still wants a callback to register.
+            channel.confirm_delivery(self._on_pika_confirm, callback=self._on_ready)
         else:
             self._on_ready(None)
 
@@ -390,8 +364,7 @@ class Publisher:
         self._transport = self._connection._transport
         self._ready = True
         self._attempt = 0
-        self._tag = 0           # delivery tags restart at 1 on a new channel
-        self._lowest = 1
+        self._outbox.reset_tags()     # delivery tags restart at 1 on a new channel
         if not self._first_open.done():
             self._first_open.set_result(None)
         self._drain()
@@ -406,13 +379,11 @@ class Publisher:
 
     def _on_channel_closed(self, channel, reason):
         self._ready = False
-        self._channel = None
         if self._closing or self._connection is None or not self._connection.is_open:
             return      # the connection's close handler deals with it
         logger.error("broker closed the channel: %r", reason)
-        err = ChannelClosedError("channel closed by the broker with the message "
-                                 "in flight: %s" % (reason,))
-        self._fail_unconfirmed(err)
+        self._fail_unconfirmed(ChannelClosedError(
+            "channel closed by the broker with the message in flight: %s" % (reason,)))
         # pika unregisters the channel only after its close callbacks ran:
         # reopening number 1 from here would collide with the dying one.
         self._loop.call_soon(self._reopen_channel)
@@ -424,7 +395,6 @@ class Publisher:
 
     def _on_close(self, connection, reason):
         self._ready = False
-        self._channel = None
         self._transport = None
         self._connection = None
         self._blocked = False
@@ -432,116 +402,60 @@ class Publisher:
             self._finish_close()
             return
         logger.warning("connection lost (%r); reconnecting", reason)
-        self._requeue_unconfirmed()
-        self._schedule_reconnect()
-
-    def _requeue_unconfirmed(self):
         # At-least-once: what the broker did not ack goes out again, first.
-        pending = [self._unconfirmed[t] for t in sorted(self._unconfirmed)]
-        self._unconfirmed.clear()
+        pending = self._outbox.take_unconfirmed()
         self._returnable.clear()
         self._returned.clear()
-        self._queue.extendleft(reversed(pending))
+        self._outbox.queue.extendleft(reversed(pending))
+        self._schedule_reconnect()
 
     def _fail_fatal(self, exc):
         self._fatal = exc
         self._closing = True
+        self._outbox.closed_error = exc
         if not self._first_open.done():
             self._first_open.set_exception(exc)
-        self._fail_queued(exc)
         self._finish_close()
 
     # ------------------------------------------------------ hot path (loop)
 
     def _drain(self):
-        self._wake_pending = False
-        if not self._ready or self._blocked:
+        box = self._outbox
+        box.wake_pending = False
+        if not self._ready or self._blocked or not box.queue:
             return
-        queue = self._queue
-        if not queue:
-            return
-        frames = []
-        append = frames.append
-        confirms = self._confirms
-        unconfirmed = self._unconfirmed
-        tag = self._tag
-        frame_max = self._frame_max
-        sent = []
-        popleft = queue.popleft
-        while queue:
-            msg = popleft()
-            args = msg[2]
-            if args is not None:
-                if args[5] != frame_max and len(args[2]) > _MIN_FRAME_MAX - 8:
-                    msg = self._reencode(msg, frame_max)
-                if args[4] and confirms:
-                    self._returnable.append(tag + 1)
-            append(msg[1])
-            if confirms:
-                tag += 1
-                unconfirmed[tag] = msg
-            else:
-                sent.append(msg[0])
-        self._tag = tag
+        data, sent = box.take(self._confirms)
         # The coalesced write: one send() for everything that was queued.
-        self._transport.write(b"".join(frames))
+        self._transport.write(data)
         if sent:
             for future in sent:
                 future._resolve()
-            self._done(len(sent))
+            box.n_done += len(sent)
+            self._wake_waiters()
 
-    @staticmethod
-    def _reencode(msg, frame_max):
-        exchange, routing_key, body, props, mandatory, _ = msg[2]
-        frames = encode_publish(CHANNEL, frame_max, exchange, routing_key, body,
-                                props, mandatory)
-        return (msg[0], frames, (exchange, routing_key, body, props, mandatory, frame_max))
-
-    def _done(self, n):
-        self._n_done += n
+    def _on_confirm(self, tag, multiple, nack):
+        self._outbox.confirm(tag, multiple, nack, self._on_failed)
         self._wake_waiters()
 
-    def _on_unexpected_confirm(self, frame):
+    def _on_pika_confirm(self, frame):
         method = frame.method
         self._on_confirm(method.delivery_tag, method.multiple,
                          isinstance(method, pika.spec.Basic.Nack))
 
-    def _on_confirm(self, tag, multiple, nack):
-        unconfirmed = self._unconfirmed
-        pop = unconfirmed.pop
-        returned = self._returned
-        n = 0
-        if multiple:
-            first = self._lowest
-            self._lowest = max(first, tag + 1)
-            tags = range(first, tag + 1)
+    def _on_failed(self, tag, msg, nack):
+        returned = self._returned.pop(tag, None)
+        if nack:
+            args = msg[2]
+            where = "" if args is None else " (exchange=%r routing_key=%r)" % args[:2]
+            msg[0]._resolve(NackError("broker nacked the message" + where))
         else:
-            tags = (tag,)
-            if tag == self._lowest:
-                self._lowest += 1
-        for t in tags:
-            msg = pop(t, None)
-            if msg is None:
-                continue
-            n += 1
-            if nack:
-                args = msg[2]
-                msg[0]._resolve(NackError("broker nacked the message" if args is None else
-                                          "broker nacked the message (exchange=%r "
-                                          "routing_key=%r)" % (args[0], args[1])))
-            elif returned and t in returned:
-                msg[0]._resolve(returned.pop(t))
-            else:
-                msg[0]._resolve()
-        # Out-of-order single acks leave holes below: skip confirmed tags.
-        while self._lowest <= self._tag and self._lowest not in unconfirmed:
-            self._lowest += 1
-        self._done(n)
+            msg[0]._resolve(returned)
 
     def _on_return(self, channel, method, properties, body):
-        # Drop tags already confirmed, then take the oldest match.
+        # Drop tags already confirmed, then take the oldest match: the
+        # broker routes (and returns) a channel's messages in order.
         returnable = self._returnable
-        unconfirmed = self._unconfirmed
+        unconfirmed = self._outbox.unconfirmed
         while returnable and returnable[0] not in unconfirmed:
             returnable.popleft()
         for tag in returnable:
@@ -550,7 +464,7 @@ class Publisher:
                 continue
             exchange, routing_key, sent_body = msg[2][:3]
             if (_same(exchange, method.exchange) and _same(routing_key, method.routing_key)
-                    and bytes(_as_bytes(sent_body)) == body):
+                    and _as_bytes(sent_body) == body):
                 self._returned[tag] = UnroutableError(
                     method.exchange, method.routing_key, method.reply_code,
                     method.reply_text)
@@ -560,32 +474,35 @@ class Publisher:
     # ------------------------------------------------------------ closing
 
     def _fail_unconfirmed(self, exc):
-        msgs = [self._unconfirmed[t] for t in sorted(self._unconfirmed)]
-        self._unconfirmed.clear()
+        msgs = self._outbox.take_unconfirmed()
         self._returnable.clear()
         self._returned.clear()
         for msg in msgs:
             msg[0]._resolve(exc)
-        self._done(len(msgs))
+        self._outbox.n_done += len(msgs)
+        self._wake_waiters()
 
     def _fail_queued(self, exc):
+        queue = self._outbox.queue
         n = 0
-        while self._queue:
-            self._queue.popleft()[0]._resolve(exc)
+        while queue:
+            queue.popleft()[0]._resolve(exc)
             n += 1
-        self._done(n)
+        self._outbox.n_done += n
+        self._wake_waiters()
 
     def _close_on_loop(self):
         if self._reconnect_timer is not None:
             self._reconnect_timer.cancel()
             self._reconnect_timer = None
-        if self._connection is not None and self._connection.is_open:
-            self._connection.close()        # _on_close finishes
-        elif self._connection is None or self._connection.is_closed:
+        conn = self._connection
+        if conn is not None and not conn.is_closed and not conn.is_closing:
+            conn.close()        # _on_close (or _on_open_error) finishes
+        elif conn is None:
             self._finish_close()
 
     def _finish_close(self):
-        exc = PublisherClosed("Publisher closed before the broker confirmed")
+        exc = self._fatal or PublisherClosed("Publisher closed before the broker confirmed")
         self._fail_unconfirmed(exc)
         self._fail_queued(exc)
         if not self._closed.done():
@@ -599,8 +516,15 @@ class Publisher:
             self._loop.close()
 
 
+def _new_loop():
+    from fastio.loop import Loop
+    return Loop()
+
+
 def _as_bytes(body):
-    return body.encode("utf-8") if isinstance(body, str) else body
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    return bytes(body)
 
 
 def _same(a, b):
