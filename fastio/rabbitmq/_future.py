@@ -41,7 +41,7 @@ class PublishFuture(Future):
     _state = RUNNING
     _result = None
     _exception = None
-    _waiters = ()
+    _waiters = ()  # type: ignore[assignment]
     _done_callbacks = ()
 
     def __init__(self):
