@@ -111,7 +111,7 @@ if core is not None:
     Waker = core.Waker
 else:
 
-    class Waker:  # type: ignore[no-redef]
+    class Waker:
         """Stand-in for fastio._core.Waker over a socket pair."""
 
         def __init__(self):

@@ -300,7 +300,7 @@ class _LoopAPI:
             type(self).__name__, self.is_running(), self._closed)
 
 
-class Loop(_LoopAPI, _impl.LoopCore):  # type: ignore[name-defined]
+class Loop(_LoopAPI, _impl.LoopCore):
     """A callback event loop over a fastio poller.
 
     :param selector: the backend: None for the best available (epoll, then
