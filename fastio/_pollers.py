@@ -12,6 +12,7 @@ import math
 import select
 import selectors
 import socket
+from typing import Any
 
 from fastio._ext import core
 
@@ -107,36 +108,37 @@ def make_poller(selector=None):
     return selector
 
 
-if core is not None:
-    Waker = core.Waker
-else:
 
-    class Waker:
-        """Stand-in for fastio._core.Waker over a socket pair."""
+class _SocketPairWaker:
+    """Stand-in for fastio._core.Waker over a socket pair."""
 
-        def __init__(self):
-            self._r, self._w = socket.socketpair()
-            self._r.setblocking(False)
-            self._w.setblocking(False)
+    def __init__(self):
+        self._r, self._w = socket.socketpair()
+        self._r.setblocking(False)
+        self._w.setblocking(False)
 
-        def fileno(self):
-            return self._r.fileno()
+    def fileno(self):
+        return self._r.fileno()
 
-        def wake(self):
-            try:
-                self._w.send(b"\0")
-            except OSError:
-                pass  # full (already readable) or closed
+    def wake(self):
+        try:
+            self._w.send(b"\0")
+        except OSError:
+            pass  # full (already readable) or closed
 
-        def drain(self):
-            woken = False
-            try:
-                while self._r.recv(4096):
-                    woken = True
-            except OSError:
-                pass
-            return woken
+    def drain(self):
+        woken = False
+        try:
+            while self._r.recv(4096):
+                woken = True
+        except OSError:
+            pass
+        return woken
 
-        def close(self):
-            self._r.close()
-            self._w.close()
+    def close(self):
+        self._r.close()
+        self._w.close()
+
+
+# The core's eventfd/pipe Waker, or a socket pair without the extension.
+Waker: Any = core.Waker if core is not None else _SocketPairWaker

@@ -29,13 +29,14 @@ import logging
 import signal
 import socket
 import threading
+from typing import Any
 
 from fastio import _pollers, _streams
 from fastio._ext import loop as _ext_loop
 
 from fastio import _pyloop
 
-_impl = _ext_loop if _ext_loop is not None else _pyloop
+_impl: Any = _ext_loop if _ext_loop is not None else _pyloop
 
 from fastio._streams import Protocol, Server
 
