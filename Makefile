@@ -10,7 +10,7 @@ BUILD_DEPS := "setuptools>=64" "Cython>=3.0.8" wheel
 TEST_DEPS  := "pytest>=7" "pytest-timeout>=2" "hypothesis>=6" "pika>=1.3" uvloop mypy
 BENCH_PKGS := uvloop matplotlib "pika>=1.3" aio-pika
 
-.PHONY: all venv build test bench broker-deps wheel wheels-all sdist typecheck clean
+.PHONY: all venv build test bench broker-deps wheel wheels-all sdist typecheck sanitize clean
 
 all: build
 
@@ -60,6 +60,10 @@ wheels-all:
 	    py=$$(pyenv prefix $$v 2>/dev/null)/bin/python; \
 	    if [ -x "$$py" ]; then .ci/wheel "$$py"; else echo "== skip $$v: not in pyenv"; fi; \
 	done
+
+# The suite against an ASan + UBSan build of the extensions (build/sanitize).
+sanitize: $(DEPS)
+	VPY=$(abspath $(VPY)) .ci/sanitize $(PYTEST_ARGS)
 
 sdist: $(DEPS)
 	$(VPY) -m pip install -q --disable-pip-version-check build

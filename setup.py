@@ -95,6 +95,8 @@ def _extensions():
         exts,
         include_path=["src"],
         compiler_directives=directives,
+        # Debug C goes elsewhere, so a later normal build never reuses it.
+        build_dir="build/cython-debug" if debug else None,
         quiet=True,
     )
 

@@ -202,22 +202,6 @@ cdef class Poller:
         self._sys_del(fd, slot, old)
         return 0
 
-    cdef int _reset(self) except -1:
-        """Forget every registration, ignoring fds the kernel already dropped."""
-        cdef Py_ssize_t fd
-        for fd in range(self._cap):
-            if self._entries[fd].slot >= 0:
-                try:
-                    self._del(fd)
-                except OSError:
-                    pass
-        for far_fd in list(self._far):
-            try:
-                self._del_obj(far_fd)
-            except OSError:
-                pass
-        return 0
-
     cdef int _add_obj(self, object fd, uint32_t mask) except -1:
         """Register an fd given as a Python int (the selectors' entry point)."""
         cdef int overflow = 0
@@ -233,6 +217,14 @@ cdef class Poller:
             raise FileExistsError(EEXIST, _os.strerror(EEXIST))
         self._far[fd] = (mask, 0)
         self._count += 1
+        return 0
+
+    cdef int _forget_obj(self, object fd) except -1:
+        """Drop `fd` if registered, ignoring every error."""
+        try:
+            self._del_obj(fd)
+        except (OSError, OverflowError, ValueError):
+            pass
         return 0
 
     cdef int _del_obj(self, object fd) except -1:

@@ -153,6 +153,8 @@ cdef class SelectorCore:
             raise KeyError("{!r} (FD {}) is already registered".format(fileobj, fd))
         try:
             if self._poller is not None:
+                if self._map is None and not self._poller._kernel_table:
+                    self._poller._forget_obj(fd)
                 self._poller._add_obj(fd, mask)
             else:
                 self._sel.register(fd, mask)
@@ -286,11 +288,16 @@ cdef class SelectorCore:
         if poller is None:
             return [(key.fd, events) for key, events in self._select_python(ns)]
         n = poller._wait(ns, -1)
+        # After close(), poll/select registrations linger (as the stdlib's
+        # do); only fds registered since then have keys to report.
+        closed = self._map is None
         try:
             ready = []
             buf = poller._buf
             for i in range(n):
                 if not poller._lookup(buf[i].fd, &mask, &slot):
+                    continue
+                if closed and buf[i].fd not in self._fd_to_key:
                     continue
                 events = selector_events(buf[i].events) & selector_events_registered(mask)
                 ready.append((buf[i].fd, events))
@@ -315,12 +322,11 @@ cdef class SelectorCore:
 
     def close(self):
         """Same contract as `selectors.BaseSelector.close`."""
+        # Like the stdlib, the poll/select registrations outlive close(): a
+        # select() after it still waits on them (and fails as the stdlib's
+        # does if one was closed); register() after it replaces them.
         self._fd_to_key.clear()
         self._map = None
-        if self._poller is not None and not self._poller._kernel_table:
-            # poll/select state is ours alone: drop it, as the stdlib's
-            # poll object would be dropped with the selector.
-            self._poller._reset()
 
 
 cdef inline int selector_events_registered(uint32_t mask) noexcept:

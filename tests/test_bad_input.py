@@ -199,7 +199,47 @@ def _cases():
 
             cases["select-idle-timeout-%s" % name] = idle
             cases["select_fds-idle-timeout-%s" % name] = idle_fds
+    cases.update(_after_close_cases())
     return cases
+
+
+def _closed_then(call):
+    """A case: register the pair's ends, close() the selector, then `call`."""
+
+    def case(sel, w):
+        sel.register(w.rd, R)
+        sel.register(w.wr, W)
+        sel.close()
+        return call(sel, w)
+
+    return case
+
+
+def _select_with_fd_closed_after_close(sel, w):
+    a, b = socket.socketpair()
+    try:
+        sel.register(a, R)
+        sel.close()
+    finally:
+        a.close()
+        b.close()
+    return sel.select(0)
+
+
+def _after_close_cases():
+    # Use after close(): nothing a program should do, so the more reason to
+    # fail (or not) the way the stdlib does.
+    return {
+        "after_close-select": _closed_then(lambda sel, w: sel.select(0)),
+        "after_close-select_fds": _closed_then(lambda sel, w: _select_fds(sel, 0)),
+        "after_close-register": _closed_then(lambda sel, w: sel.register(w.closed_sock, R)),
+        "after_close-register_fd": _closed_then(lambda sel, w: sel.register(10**6, R)),
+        "after_close-modify": _closed_then(lambda sel, w: sel.modify(w.rd, W)),
+        "after_close-unregister": _closed_then(lambda sel, w: sel.unregister(w.rd)),
+        "after_close-get_key": _closed_then(lambda sel, w: sel.get_key(w.rd)),
+        "after_close-get_map": _closed_then(lambda sel, w: sel.get_map()),
+        "after_close-select-fd-closed": _select_with_fd_closed_after_close,
+    }
 
 
 CASES = _cases()

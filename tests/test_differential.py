@@ -14,7 +14,6 @@ the mix (use after close is where implementations tend to differ, so it gets
 its own machine and does not hide other differences).
 """
 
-import os
 import selectors
 import socket
 import tempfile
@@ -23,14 +22,20 @@ from collections import Counter
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
 from conftest import FASTIO_CLASSES, STDLIB_CLASSES
 
 R = selectors.EVENT_READ
 W = selectors.EVENT_WRITE
 
-PAIRS = 3  # socket slots 0..5; slot 2j and 2j+1 are a connected pair
+PAIRS = 2  # socket slots 0..3; slot 2j and 2j+1 are a connected pair
 
 ODD_EVENTS = [0, 4, -1, 1 << 70, True, 1.0, None, "1"]
 EVENTS = st.sampled_from([R, W, R | W, R, W, R | W] + ODD_EVENTS)
@@ -50,11 +55,13 @@ BAD_FILEOBJS = [-5, 10**6, 2**31, NoFileno(), FilenoRaises()]
 
 DATA = st.sampled_from([None, "d1", "d2", 7])
 
-# ("sock", slot, by_fd) | ("file", by_fd) | ("bad", index)
-TARGETS = st.one_of(
-    st.tuples(st.just("sock"), st.integers(0, 2 * PAIRS - 1), st.booleans()),
-    st.tuples(st.just("file"), st.booleans()),
-    st.tuples(st.just("bad"), st.integers(0, len(BAD_FILEOBJS) - 1)),
+# ("sock", slot, by_fd) | ("file", by_fd) | ("bad", index). Sockets are drawn
+# most often, so that calls keep landing on what is already registered.
+_SOCK_TARGETS = [("sock", slot, by_fd) for slot in range(2 * PAIRS) for by_fd in (False, True)]
+TARGETS = st.sampled_from(
+    _SOCK_TARGETS * 3
+    + [("file", False), ("file", True)]
+    + [("bad", i) for i in range(len(BAD_FILEOBJS))]
 )
 
 
@@ -143,6 +150,14 @@ class SelectorComparison(RuleBasedStateMachine):
 
     # --- registration ------------------------------------------------------
 
+    @initialize(events=st.sampled_from([R, W, R | W]), data=DATA)
+    def register_some(self, events, data):
+        # Start with registrations so that modify/unregister have work to do.
+        for slot in (0, 1):
+            obj = self.slots[slot]
+            self.both("register(%r, %r)" % (obj, events),
+                      lambda s: s.register(obj, events, data), describe_key)
+
     @rule(where=TARGETS, events=EVENTS, data=DATA)
     def register(self, where, events, data):
         obj = self.resolve(where)
@@ -224,6 +239,11 @@ class SelectorComparison(RuleBasedStateMachine):
     def select_fds_now(self):
         fast = outcome(lambda: Counter(self.fast.select_fds(0)))
         ref = outcome(lambda: Counter((k.fd, ev) for k, ev in self.ref.select(0)))
+        if ref[:2] == ("raise", TypeError):
+            # Only a key holding non-int events (the stdlib's modify() stores
+            # e.g. 1.0 as given) makes select() raise TypeError, when it masks
+            # with key.events; select_fds() builds no keys and need not.
+            return
         self.same("select_fds(0)", fast, ref)
 
     # --- the world changes under the selectors -------------------------------
@@ -267,8 +287,8 @@ class SelectorComparison(RuleBasedStateMachine):
 
 
 SETTINGS = settings(
-    max_examples=100,
-    stateful_step_count=30,
+    max_examples=75,
+    stateful_step_count=20,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )

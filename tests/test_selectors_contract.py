@@ -15,11 +15,10 @@ import sys
 import tempfile
 import time
 import unittest.mock
-from collections import Counter
 
 import pytest
 
-from conftest import open_fd_count
+from conftest import open_fd_count, selector_class
 
 R = selectors.EVENT_READ
 W = selectors.EVENT_WRITE
@@ -41,10 +40,6 @@ class FilenoSpy:
         if self.exc is not None:
             raise self.exc
         return self.fd
-
-
-def fds_and_events(result):
-    return Counter((key.fd, events) for key, events in result)
 
 
 # --- 1. register -------------------------------------------------------------
@@ -504,8 +499,6 @@ def test_default_selector_as_class_attribute_does_not_bind(default_cls):
 
 
 def test_default_selector_is_epoll_on_linux(impl, default_cls):
-    from conftest import selector_class
-
     if not sys.platform.startswith("linux"):
         pytest.skip("DefaultSelector is epoll only on Linux")
     assert default_cls is selector_class(impl, "epoll")
