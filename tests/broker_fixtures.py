@@ -82,11 +82,31 @@ def queue(broker):
     _with_channel(broker.url, lambda ch: ch.queue_delete(name))
 
 
-@pytest.fixture(params=["fastio", "select"])
+@pytest.fixture(params=["fastio", "fastio-python", "select"])
 def connection_cls(request):
-    """FastioConnection, or pika.SelectConnection as the reference."""
+    """FastioConnection (on the Cython and on the pure-Python loop core), or
+    pika.SelectConnection as the reference. ``cls.new_ioloop()`` makes a
+    loop of the kind the class runs on."""
     import pika
     if request.param == "select":
-        return pika.SelectConnection
+        from pika.adapters.select_connection import IOLoop
+
+        class Select(pika.SelectConnection):
+            new_ioloop = IOLoop
+        return Select
+    from fastio.loop import Loop, _PyLoop
     from fastio.rabbitmq import FastioConnection
-    return FastioConnection
+
+    loop_cls = Loop if request.param == "fastio" else _PyLoop
+
+    class Fastio(FastioConnection):
+        new_ioloop = loop_cls
+
+        def __init__(self, parameters=None, on_open_callback=None,
+                     on_open_error_callback=None, on_close_callback=None,
+                     custom_ioloop=None, internal_connection_workflow=True):
+            super().__init__(parameters, on_open_callback, on_open_error_callback,
+                             on_close_callback,
+                             custom_ioloop if custom_ioloop is not None else loop_cls(),
+                             internal_connection_workflow)
+    return Fastio

@@ -84,12 +84,7 @@ def test_create_connection_skips_a_dead_address(connection_cls, amqp_params):
         else:
             loop_owner["ioloop"].stop()
 
-    if connection_cls is pika.SelectConnection:
-        from pika.adapters.select_connection import IOLoop
-        ioloop = IOLoop()
-    else:
-        from fastio.loop import Loop
-        ioloop = Loop()
+    ioloop = connection_cls.new_ioloop()
     loop_owner["ioloop"] = ioloop
     connection_cls.create_connection([dead, amqp_params], on_done, custom_ioloop=ioloop)
     timer = ioloop.call_later(TIMEOUT, ioloop.stop)
@@ -248,18 +243,34 @@ def test_threadsafe_callbacks_from_threads(connection_cls, amqp_params):
     assert count[0] == per_thread * nthreads
 
 
-def test_write_buffer_size_is_reported(connection_cls, amqp_params, queue):
-    # More than the kernel's socket buffers take at once, so some is queued.
+def test_write_buffer_size_is_reported(connection_cls, broker, queue):
+    # The peer stops reading, so what the kernel cannot take stays in the
+    # transport; once it reads again the buffer drains to zero.
+    proxy = FreezableProxy(("127.0.0.1", broker.port))
     sizes = []
-    body = b"x" * 16_000_000
+    body = b"x" * 8_000_000
 
     def on_open(conn):
-        conn.channel(on_open_callback=lambda ch: (
-            [ch.basic_publish("", queue, body) for _ in range(3)],
-            sizes.append(conn._get_write_buffer_size()),
-            conn.ioloop.call_later(0.5, lambda: (
-                sizes.append(conn._get_write_buffer_size()), conn.close()))))
+        conn.channel(on_open_callback=lambda ch: publish(conn, ch))
 
-    conn, _ = open_and(connection_cls, amqp_params, on_open)
-    run(conn)
-    assert sizes[0] > 0 and sizes[-1] == 0
+    def publish(conn, ch):
+        proxy.stall()
+        for _ in range(3):
+            ch.basic_publish("", queue, body)
+        conn.ioloop.call_later(0.2, lambda: poll(conn))
+
+    def poll(conn):
+        sizes.append(conn._get_write_buffer_size())
+        proxy.resume()
+        if sizes[-1] == 0:
+            conn.close()
+        else:
+            conn.ioloop.call_later(0.05, lambda: poll(conn))
+
+    try:
+        params = pika.ConnectionParameters("127.0.0.1", proxy.port)
+        conn, _ = open_and(connection_cls, params, on_open)
+        run(conn)
+    finally:
+        proxy.close()
+    assert sizes[0] > 1_000_000 and sizes[-1] == 0
