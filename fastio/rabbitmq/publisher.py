@@ -3,14 +3,18 @@
 Design (why it is fast and what it guarantees):
 
 * pika does the talking that is not hot: FastioConnection opens the
-  connection, channel 1, confirm.select, and decodes what the broker sends
-  (basic.ack/nack/return, connection.blocked, close). The hot direction is
-  ours: `publish()` encodes basic.publish + header + body frames in C
-  (fastio._amqp), in the calling thread, and the loop thread writes every
-  queued message with ONE transport write. pika's channel never sees those
-  publishes, which is safe because pika keeps no per-publish state on a
-  plain channel; delivery tags are counted here (per channel, from 1 after
-  confirm.select, as the broker counts).
+  connection, channel 1, confirm.select, and decodes the rare frames
+  (basic.return, connection.blocked, close, heartbeats). The hot paths
+  are ours, in C (fastio._amqp, twin fastio._pyamqp): `publish()` is
+  `Outbox.submit`, which encodes basic.publish + header + body frames in
+  the calling thread and queues them; the loop thread writes every queued
+  message with ONE transport write (`Outbox.take`); basic.ack/nack frames
+  are cut out of the received bytes before pika parses anything
+  (`split_confirms`) and settle their futures in `Outbox.confirm`.
+  pika's channel never sees those publishes or confirms, which is safe
+  because pika keeps no per-publish state on a plain channel; delivery
+  tags are counted here (per channel, from 1 after confirm.select, as the
+  broker counts). Futures are `PublishFuture`s (see _future.py).
 * Confirms are pipelined in a bounded window of `max_in_flight` messages
   (queued + unconfirmed). Back-pressure policy: when the window is full,
   `publish()` BLOCKS the calling thread until confirms free a slot, at
