@@ -100,13 +100,21 @@ def test_eight_threads_publishing_lose_nothing(amqp_url, queue):
     assert set(got) == {b"%d-%d" % (t, i) for t in range(8) for i in range(per_thread)}
 
 
-def test_full_window_blocks_then_raises_while_broker_blocks(amqp_url, broker, queue):
+def test_blocked_broker_holds_messages_and_full_window_raises(amqp_url, broker, queue):
     with Publisher(amqp_url, max_in_flight=10, publish_timeout=0.5) as pub:
         pub.publish("", queue, b"before").result(10)
         broker.set_memory_watermark(0.0000001)
         try:
+            # The broker announces connection.blocked when we next publish.
+            futures = [pub.publish("", queue, b"wakes the alarm")]
             deadline = time.monotonic() + 20
-            futures = []
+            while not pub._blocked and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert pub._blocked
+            futures += [pub.publish("", queue, b"held") for _ in range(3)]
+            time.sleep(0.3)
+            # Honoured: nothing more is written while blocked.
+            assert len(pub._outbox.queue) == 3
             with pytest.raises(BackPressureError):
                 while time.monotonic() < deadline:
                     futures.append(pub.publish("", queue, b"held"))
