@@ -90,21 +90,35 @@ class _ConfirmingConnection(FastioConnection):
     """
 
     confirm_sink = None
-    _rx_tail = b""
+    # A partial frame waits in _rx_parts until _rx_need bytes are there:
+    # joining on every read would copy a large frame over and over.
+    _rx_parts = None
+    _rx_have = 0
+    _rx_need = 0
 
     def _proto_data_received(self, data):
-        if self._rx_tail:
-            data = self._rx_tail + data
+        if self._rx_parts is not None:
+            self._rx_parts.append(data)
+            self._rx_have += len(data)
+            if self._rx_have < self._rx_need:
+                return
+            data = b"".join(self._rx_parts)
+            self._rx_parts = None
         if data[:4] == b"AMQP":
             # Protocol-version refusal: not frames; pika reports it.
             self.confirm_sink = None
         sink = self.confirm_sink
         if sink is None:
-            self._rx_tail = b""
             super()._proto_data_received(data)
             return
         consumed, events = split_confirms(data, CHANNEL)
-        self._rx_tail = data[consumed:] if consumed < len(data) else b""
+        if consumed < len(data):
+            tail = data[consumed:]
+            self._rx_parts = [tail]
+            self._rx_have = len(tail)
+            # Frame header (7 bytes) + payload + frame-end; until the header
+            # is complete, wait for the header.
+            self._rx_need = (8 + int.from_bytes(tail[3:7], "big")) if len(tail) >= 7 else 7
         for event in events:
             if type(event) is tuple:
                 self.bytes_received += 21   # pika's heartbeat checker counts bytes
