@@ -8,7 +8,8 @@ import collections
 import struct
 import threading
 
-__all__ = ["encode_publish", "split_confirms", "Outbox", "EMPTY_PROPERTIES"]
+__all__ = ["encode_publish", "encode_properties", "split_confirms", "Outbox",
+           "EMPTY_PROPERTIES"]
 
 EMPTY_PROPERTIES = b"\x00\x00"
 _FRAME_END = b"\xce"
@@ -57,6 +58,14 @@ def encode_publish(channel, frame_max, exchange, routing_key, body,
         piece = body[off:off + chunk]
         parts += (_FRAME_HEAD.pack(3, channel, len(piece)), piece, _FRAME_END)
     return b"".join(parts)
+
+
+def encode_properties(properties):
+    """Return pika's encoding of a `pika.BasicProperties`, flags word first.
+
+    Same contract as `fastio._amqp.encode_properties`; here pika does it.
+    """
+    return b"".join(properties.encode())
 
 
 _CONFIRM = struct.Struct(">BHIHHQB")
@@ -118,7 +127,7 @@ class Outbox:
     def submit(self, exchange, routing_key, body, properties=None, mandatory=False):
         if self.closed_error is not None:
             raise self.closed_error
-        props = EMPTY_PROPERTIES if properties is None else b"".join(properties.encode())
+        props = EMPTY_PROPERTIES if properties is None else encode_properties(properties)
         frame_max = self.frame_max
         frames = encode_publish(self.channel, frame_max, exchange, routing_key, body,
                                 props, mandatory)

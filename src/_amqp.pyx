@@ -154,6 +154,70 @@ def encode_publish(unsigned int channel, Py_ssize_t frame_max, exchange,
     return out
 
 
+# ---------------------------------------------------------------- properties
+#
+# pika's BasicProperties.encode() costs about 3 µs: as much as the rest of
+# a publish. The common properties (strings, delivery mode, priority,
+# timestamp) are encoded here; anything else (a headers table, values of
+# unexpected types, strings over 255 bytes) goes to pika's own encoder,
+# which also raises pika's errors for invalid values.
+
+# (attribute, kind, flag bit): kind 0 = short string, 1 = octet, 2 = u64,
+# in the order AMQP lays them out.
+_PROPERTY_FIELDS = (
+    ("content_type", 0, 15), ("content_encoding", 0, 14), ("headers", 3, 13),
+    ("delivery_mode", 1, 12), ("priority", 1, 11), ("correlation_id", 0, 10),
+    ("reply_to", 0, 9), ("expiration", 0, 8), ("message_id", 0, 7),
+    ("timestamp", 2, 6), ("type", 0, 5), ("user_id", 0, 4), ("app_id", 0, 3),
+    ("cluster_id", 0, 2),
+)
+
+
+def encode_properties(properties):
+    """Return pika's encoding of a `pika.BasicProperties`, flags word first.
+
+    Byte-identical to ``b"".join(properties.encode())``.
+    """
+    cdef list pieces = []
+    cdef unsigned int flags = 0
+    cdef int kind
+    cdef bytes raw
+    cdef char head[8]
+    for name, kind, bit in _PROPERTY_FIELDS:
+        value = getattr(properties, name, None)
+        if value is None:
+            continue
+        if kind == 0:
+            if isinstance(value, str):
+                raw = PyUnicode_AsUTF8String(value)
+            elif type(value) is bytes:
+                raw = <bytes>value
+            else:
+                return b"".join(properties.encode())
+            if len(raw) > 255:
+                return b"".join(properties.encode())
+            head[0] = <char>len(raw)
+            pieces.append(PyBytes_FromStringAndSize(head, 1))
+            pieces.append(raw)
+        elif kind == 1:
+            if type(value) is not int or not 0 <= value <= 255:
+                return b"".join(properties.encode())
+            head[0] = <char>(<int>value)
+            pieces.append(PyBytes_FromStringAndSize(head, 1))
+        elif kind == 2:
+            if type(value) is not int or not 0 <= value < 2 ** 64:
+                return b"".join(properties.encode())
+            _u32(_u32(head, (<unsigned long long>value) >> 32),
+                 (<unsigned long long>value) & 0xFFFFFFFF)
+            pieces.append(PyBytes_FromStringAndSize(head, 8))
+        else:
+            return b"".join(properties.encode())     # a field table: pika's
+        flags |= 1u << bit
+    _u16(head, flags)
+    pieces.insert(0, PyBytes_FromStringAndSize(head, 2))
+    return b"".join(pieces)
+
+
 # ------------------------------------------------------------------ confirms
 #
 # The other half of the hot path: the broker answers a stream of publishes
@@ -285,7 +349,7 @@ cdef class Outbox:
         cdef object args, future
         if self.closed_error is not None:
             raise self.closed_error
-        props = EMPTY_PROPERTIES if properties is None else b"".join(properties.encode())
+        props = EMPTY_PROPERTIES if properties is None else encode_properties(properties)
         frame_max = self.frame_max
         frames = encode_publish(self.channel, frame_max, exchange, routing_key, body,
                                 props, mandatory)

@@ -107,3 +107,41 @@ def test_non_string_exchange_is_refused(encode):
 def test_frame_max_too_small_is_refused(encode):
     with pytest.raises(ValueError):
         encode(1, 8, "", "q", b"x")
+
+
+any_properties = st.builds(
+    pika.BasicProperties,
+    content_type=st.none() | shortstr | st.binary(max_size=20),
+    content_encoding=st.none() | shortstr,
+    headers=st.none() | st.dictionaries(shortstr, st.integers(0, 100), max_size=2),
+    delivery_mode=st.none() | st.sampled_from([1, 2, pika.DeliveryMode.Persistent]),
+    priority=st.none() | st.integers(0, 255),
+    correlation_id=st.none() | shortstr,
+    reply_to=st.none() | shortstr,
+    expiration=st.none() | st.integers(0, 10**6).map(str),
+    message_id=st.none() | shortstr,
+    timestamp=st.none() | st.integers(0, 2**64 - 1),
+    type=st.none() | shortstr,
+    user_id=st.none() | shortstr,
+    app_id=st.none() | shortstr,
+    cluster_id=st.none() | shortstr,
+)
+
+
+@pytest.fixture(params=["cython", "python"])
+def encode_properties(request):
+    if request.param not in ENCODERS:
+        pytest.skip("fastio._amqp is not built")
+    return (fastio._ext.amqp if request.param == "cython" else _pyamqp).encode_properties
+
+
+@settings(max_examples=400, deadline=None,
+          suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture])
+@given(props=any_properties)
+def test_properties_encode_like_pika(encode_properties, props):
+    assert encode_properties(props) == b"".join(props.encode())
+
+
+def test_long_property_string_raises_pikas_error(encode_properties):
+    with pytest.raises(pika.exceptions.ShortStringTooLong):
+        encode_properties(pika.BasicProperties(message_id="x" * 256))
