@@ -2,7 +2,6 @@
 back-pressure, thread safety, attaching to a running Loop, clear errors."""
 
 import concurrent.futures
-import threading
 import time
 import uuid
 
