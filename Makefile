@@ -8,9 +8,9 @@ BENCH_DEPS := $(VENV)/.bench-deps-stamp
 
 BUILD_DEPS := "setuptools>=64" "Cython>=3.0.8" wheel
 TEST_DEPS  := "pytest>=7" "pytest-timeout>=2" "hypothesis>=6" "pika>=1.3" uvloop mypy
-BENCH_PKGS := uvloop matplotlib
+BENCH_PKGS := uvloop matplotlib "pika>=1.3" aio-pika
 
-.PHONY: all venv build test bench wheel wheels-all sdist typecheck sanitize valgrind clean
+.PHONY: all venv build test bench broker-deps wheel wheels-all sdist typecheck sanitize valgrind clean
 
 all: build
 
@@ -30,10 +30,24 @@ venv: $(DEPS)
 build: $(DEPS)
 	$(VPY) setup.py -q build_ext --inplace
 
-test: build
+test: build broker-deps
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
-bench: build $(BENCH_DEPS)
+# The RabbitMQ tests and benchmark start private nodes of the Debian
+# package's broker. Installed here when missing and we are root; otherwise
+# say how (the tests then skip, or fail under FASTIO_REQUIRE_BROKER=1).
+broker-deps:
+	@if command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ]; then \
+	    :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "== installing rabbitmq-server (apt-get)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y rabbitmq-server; \
+	else \
+	    echo "== rabbitmq-server is not installed: the RabbitMQ tests will skip."; \
+	    echo "   Install it with: sudo apt-get install -y rabbitmq-server"; \
+	fi
+
+bench: build $(BENCH_DEPS) broker-deps
 	$(VPY) -m benchmarks $(BENCH_ARGS)
 
 # A manylinux2014 wheel, repaired with auditwheel, tested in a clean venv.

@@ -76,6 +76,7 @@ def _extensions():
         for name, source in (
             ("fastio._core", "src/_core.pyx"),
             ("fastio._loop", "src/_loop.pyx"),
+            ("fastio._amqp", "src/_amqp.pyx"),
         )
     ]
     directives = {

@@ -11,4 +11,5 @@ SUITES = {
     "selectors": "benchmarks.bench_selectors",
     "loop": "benchmarks.bench_loop",
     "echo": "benchmarks.bench_echo",
+    "rabbitmq": "benchmarks.bench_rabbitmq",
 }

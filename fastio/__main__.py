@@ -1,7 +1,9 @@
-"""fastio's command line: ``python -m fastio {echo,client} ...``.
+"""fastio's command line: ``python -m fastio {echo,client,publish,consume} ...``.
 
     python -m fastio echo --port 10000 [--upper] [--backend epoll|poll|select] [--workers N]
     python -m fastio client [--sockets N --parts K | --bench --connections N --size B ...]
+    python -m fastio publish [--url URL] [--exchange X] [--routing-key K | --queue Q] [--declare] MESSAGE...
+    python -m fastio consume [--url URL] --queue Q [--count N]
 """
 
 import argparse
@@ -78,6 +80,14 @@ def _add_client(sub):
     parser.set_defaults(func=client.run)
 
 
+def _add_rabbitmq(sub):
+    # Kept out of fastio.rabbitmq so that the CLI parses without pika installed.
+    from fastio._rabbitmq_cli import add_consume, add_publish
+
+    add_publish(sub)
+    add_consume(sub)
+
+
 def main(argv=None):
     """Run the command line; return the exit status."""
     parser = argparse.ArgumentParser(prog="python -m fastio", description=__doc__.split("\n")[0])
@@ -85,6 +95,7 @@ def main(argv=None):
     sub.required = True
     _add_echo(sub)
     _add_client(sub)
+    _add_rabbitmq(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

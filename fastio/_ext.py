@@ -2,14 +2,14 @@
 
 `core` is the `fastio._core` extension module, or None when fastio runs on
 its pure-Python fallback; `loop` likewise for `fastio._loop` (the event
-loop's hot path). `IMPLEMENTATION` names which: "cython" or "python".
+loop's hot path) and `amqp` for `fastio._amqp` (AMQP publish frames). `IMPLEMENTATION` names which: "cython" or "python".
 """
 
 import importlib
 import os
 import platform
 
-__all__ = ["core", "loop", "IMPLEMENTATION"]
+__all__ = ["core", "loop", "amqp", "IMPLEMENTATION"]
 
 
 def _flag(name):
@@ -40,4 +40,6 @@ def _load(name="_core"):
 core = _load()
 # The loop's extension needs the core's pollers: both or neither.
 loop = _load("_loop") if core is not None else None
+# basic.publish frame encoding (fastio.rabbitmq's hot path); needs neither.
+amqp = _load("_amqp") if core is not None else None
 IMPLEMENTATION = "cython" if core is not None else "python"

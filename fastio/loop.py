@@ -161,6 +161,10 @@ class _LoopAPI:
         """pika: call `callback()` on the loop; thread-safe."""
         self.call_soon_threadsafe(callback)
 
+    # pika's own IOLoop spells it both ways; code written for
+    # SelectConnection calls connection.ioloop.add_callback_threadsafe().
+    add_callback_threadsafe = add_callback
+
     def remove_timeout(self, timeout_handle):
         """pika: cancel a handle returned by call_later()."""
         timeout_handle.cancel()

@@ -25,8 +25,9 @@ import pytest
 import fastio
 import fastio.selectors as fastio_selectors
 
-# The loop tests' fixtures (any_loop, LoopAdapter) live beside this file.
-pytest_plugins = ["loop_fixtures"]
+# The loop tests' fixtures (any_loop, LoopAdapter) and the RabbitMQ ones
+# (broker, connection_cls, queue) live beside this file.
+pytest_plugins = ["loop_fixtures", "broker_fixtures"]
 
 BACKENDS = ("epoll", "poll", "select")
 IMPLS = ("fastio", "stdlib")

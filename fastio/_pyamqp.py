@@ -1,0 +1,203 @@
+"""Pure-Python twin of fastio._amqp: basic.publish frame encoding.
+
+Same function, same bytes; used when the extension is not built
+(FASTIO_NO_EXTENSIONS=1). See src/_amqp.pyx for the frame layout.
+"""
+
+import collections
+import struct
+import threading
+
+__all__ = ["encode_publish", "encode_properties", "split_confirms", "Outbox",
+           "EMPTY_PROPERTIES"]
+
+EMPTY_PROPERTIES = b"\x00\x00"
+_FRAME_END = b"\xce"
+_OVERHEAD = 8
+_METHOD_HEAD = struct.Struct(">BHIHHH")   # frame head + class, method, reserved
+_HEADER_HEAD = struct.Struct(">BHIHHQ")   # frame head + class, weight, body size
+_FRAME_HEAD = struct.Struct(">BHI")
+
+
+def _shortstr(value):
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    elif not isinstance(value, bytes):
+        raise TypeError("exchange and routing key must be str or bytes, not %s"
+                        % type(value).__name__)
+    if len(value) > 255:
+        raise ValueError("AMQP short string longer than 255 bytes: %d" % len(value))
+    return bytes((len(value),)) + value
+
+
+def encode_publish(channel, frame_max, exchange, routing_key, body,
+                   properties=EMPTY_PROPERTIES, mandatory=False):
+    """Return the frames of one basic.publish as one bytes object.
+
+    Same contract as `fastio._amqp.encode_publish`.
+    """
+    ex = _shortstr(exchange)
+    rk = _shortstr(routing_key)
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    body = memoryview(body).cast("B")
+    if frame_max == 0:
+        chunk = max(len(body), 1)
+    elif frame_max <= _OVERHEAD:
+        raise ValueError("frame_max %d leaves no room for a body" % frame_max)
+    else:
+        chunk = frame_max - _OVERHEAD
+    method_args = ex + rk + (b"\x01" if mandatory else b"\x00")
+    parts = [
+        _METHOD_HEAD.pack(1, channel, 6 + len(method_args), 60, 40, 0),
+        method_args, _FRAME_END,
+        _HEADER_HEAD.pack(2, channel, 12 + len(properties), 60, 0, len(body)),
+        properties, _FRAME_END,
+    ]
+    for off in range(0, len(body), chunk):
+        piece = body[off:off + chunk]
+        parts += (_FRAME_HEAD.pack(3, channel, len(piece)), piece, _FRAME_END)
+    return b"".join(parts)
+
+
+def encode_properties(properties):
+    """Return pika's encoding of a `pika.BasicProperties`, flags word first.
+
+    Same contract as `fastio._amqp.encode_properties`; here pika does it.
+    """
+    return b"".join(properties.encode())
+
+
+_CONFIRM = struct.Struct(">BHIHHQB")
+
+
+def split_confirms(data, channel):
+    """Take basic.ack/nack frames on `channel` out of `data`, keep the order.
+
+    Same contract as `fastio._amqp.split_confirms`.
+    """
+    data = bytes(data)
+    off = run_start = 0
+    events = []
+    while len(data) - off >= 7:
+        kind, chan, size = _FRAME_HEAD.unpack_from(data, off)
+        if len(data) - off < size + 8:
+            break
+        if kind == 1 and size == 13 and chan == channel:
+            _, _, _, cls, meth, tag, bits = _CONFIRM.unpack_from(data, off)
+            if cls == 60 and meth in (80, 120):
+                if off > run_start:
+                    events.append(data[run_start:off])
+                events.append((tag, bool(bits & 1), meth == 120))
+                run_start = off + size + 8
+        off += size + 8
+    if off > run_start:
+        events.append(data[run_start:off])
+    return off, events
+
+
+# Smallest frame_max AMQP allows: a body up to _MIN_FRAME_MAX - 8 bytes
+# encodes the same whatever frame_max the broker negotiates.
+_MIN_FRAME_MAX = 4096
+
+
+class Outbox:
+    """The Publisher's queue and confirm window; see fastio._amqp.Outbox."""
+
+    def __init__(self, channel, frame_max, max_in_flight, new_future, wake,
+                 wait_for_room, returnable, returned):
+        self.channel = channel
+        self.frame_max = frame_max
+        self.max_in_flight = max_in_flight
+        self.queue = collections.deque()
+        self.unconfirmed = {}
+        self.n_submitted = 0
+        self.n_done = 0
+        self.tag = 0
+        self.lowest = 1
+        self.wake_pending = False
+        self.closed_error = None
+        self._new_future = new_future
+        self._wake = wake
+        self._wait_for_room = wait_for_room
+        self._returnable = returnable
+        self._returned = returned
+        self._lock = threading.Lock()
+
+    def submit(self, exchange, routing_key, body, properties=None, mandatory=False):
+        if self.closed_error is not None:
+            raise self.closed_error
+        props = EMPTY_PROPERTIES if properties is None else encode_properties(properties)
+        frame_max = self.frame_max
+        frames = encode_publish(self.channel, frame_max, exchange, routing_key, body,
+                                props, mandatory)
+        if mandatory or len(frames) > _MIN_FRAME_MAX:
+            args = (exchange, routing_key, body, props, mandatory, frame_max)
+        else:
+            args = None
+        if self.n_submitted - self.n_done >= self.max_in_flight:
+            self._wait_for_room()
+        future = self._new_future()
+        with self._lock:      # += is not atomic across Python threads
+            self.n_submitted += 1
+        self.queue.append((future, frames, args))
+        if not self.wake_pending:
+            self.wake_pending = True
+            self._wake()
+        return future
+
+    def take(self, confirms):
+        queue = self.queue
+        frames, sent = [], []
+        tag = self.tag
+        frame_max = self.frame_max
+        while queue:
+            msg = queue.popleft()
+            args = msg[2]
+            if args is not None:
+                if args[5] != frame_max and len(args[2]) > _MIN_FRAME_MAX - 8:
+                    msg = (msg[0], encode_publish(self.channel, frame_max, *args[:5]),
+                           args[:5] + (frame_max,))
+                if args[4] and confirms:
+                    self._returnable.append(tag + 1)
+            frames.append(msg[1])
+            if confirms:
+                tag += 1
+                self.unconfirmed[tag] = msg
+            else:
+                sent.append(msg[0])
+        self.tag = tag
+        return b"".join(frames), sent
+
+    def confirm(self, tag, multiple, nack, on_failed):
+        pop = self.unconfirmed.pop
+        returned = self._returned
+        n = 0
+        if multiple:
+            first = self.lowest
+            self.lowest = max(first, tag + 1)
+            tags = range(first, tag + 1)
+        else:
+            tags = (tag,)
+        for t in tags:
+            msg = pop(t, None)
+            if msg is None:
+                continue
+            n += 1
+            if nack or (returned and t in returned):
+                on_failed(t, msg, nack)
+            else:
+                msg[0]._resolve()
+        while self.lowest <= self.tag and self.lowest not in self.unconfirmed:
+            self.lowest += 1
+        self.n_done += n
+        return n
+
+    def take_unconfirmed(self):
+        msgs = [self.unconfirmed[t] for t in sorted(self.unconfirmed)]
+        self.unconfirmed.clear()
+        return msgs
+
+    def reset_tags(self):
+        self.tag = 0
+        self.lowest = 1

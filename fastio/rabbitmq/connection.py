@@ -1,0 +1,162 @@
+"""FastioConnection: pika's BaseConnection on fastio's Loop.
+
+pika splits an adapter into a connection class and "I/O services" (the
+`nbio_interface.AbstractIOServices` it calls for timers, fd watches and
+streams). `SelectorIOServicesAdapter` builds those services from any loop
+with pika's ioloop interface, which fastio's Loop has; so FastioConnection
+is pika's SelectConnection with a fastio Loop in place of pika's IOLoop.
+
+One thing is replaced: for plaintext sockets the stream transport is
+fastio's (recv/send in C, one shared receive buffer) instead of pika's
+pure-Python `_AsyncPlaintextTransport`. pika's protocol side is already
+asyncio-shaped (connection_made / data_received / eof_received /
+connection_lost), which is exactly what fastio's Transport drives. TLS
+sockets keep pika's own SSL transport, running on the same loop.
+"""
+
+import logging
+
+from pika.adapters.base_connection import BaseConnection
+from pika.adapters.utils import nbio_interface
+from pika.adapters.utils.selector_ioloop_adapter import SelectorIOServicesAdapter
+
+from fastio import _streams
+from fastio.loop import Loop
+
+__all__ = ["FastioConnection", "FastioIOServices"]
+
+logger = logging.getLogger("fastio.rabbitmq")
+
+
+class _ProtocolShim:
+    """Give pika's stream protocol the flow-control callbacks fastio calls.
+
+    pika never pauses: its connection buffers in the transport and the
+    application watches `_get_write_buffer_size()`. So pause_writing /
+    resume_writing are accepted and ignored.
+    """
+
+    __slots__ = ("_proto", "connection_made", "data_received", "eof_received",
+                 "connection_lost")
+
+    def __init__(self, proto):
+        self._proto = proto
+        self.connection_made = proto.connection_made
+        self.data_received = proto.data_received
+        self.eof_received = proto.eof_received
+        self.connection_lost = proto.connection_lost
+
+    def pause_writing(self):
+        pass
+
+    def resume_writing(self):
+        pass
+
+
+class _StreamLinkup(nbio_interface.AbstractIOReference):
+    """Wrap a connected socket in a fastio Transport, on the next loop turn.
+
+    Same contract as pika's `_AsyncStreamConnector`: start() never calls
+    back from the caller's frame, cancel() before completion closes the
+    socket (this object owns it) and suppresses `on_done`.
+    """
+
+    def __init__(self, loop, protocol_factory, sock, on_done):
+        self._loop = loop
+        self._factory = protocol_factory
+        self._sock = sock
+        self._on_done = on_done
+        self._handle = None
+
+    def start(self):
+        self._handle = self._loop.call_soon(self._linkup)
+        return self
+
+    def cancel(self):
+        if self._sock is None:
+            return False
+        self._handle.cancel()
+        self._sock.close()
+        self._sock = None
+        return True
+
+    def _linkup(self):
+        sock, self._sock = self._sock, None
+        try:
+            protocol = self._factory()
+            transport = self._loop._transport_class(
+                self._loop, sock, _ProtocolShim(protocol), _streams._extra(sock))
+            transport._start()
+        except Exception as exc:
+            logger.exception("stream linkup failed on %r", sock)
+            sock.close()
+            self._on_done(exc)
+            return
+        self._on_done((transport, protocol))
+
+
+class FastioIOServices(SelectorIOServicesAdapter):
+    """pika's I/O services on a fastio Loop, with fastio's plaintext transport.
+
+    :param loop: a `fastio.loop.Loop` (or anything with pika's ioloop API).
+    """
+
+    def create_streaming_connection(self, protocol_factory, sock, on_done,
+                                    ssl_context=None, server_hostname=None):
+        """Same contract as pika's; plaintext sockets get a fastio Transport."""
+        if ssl_context is not None or not hasattr(self._loop, "_transport_class"):
+            return super().create_streaming_connection(
+                protocol_factory, sock, on_done, ssl_context, server_hostname)
+        return _StreamLinkup(self._loop, protocol_factory, sock, on_done).start()
+
+
+def _services(custom_ioloop):
+    if isinstance(custom_ioloop, nbio_interface.AbstractIOServices):
+        return custom_ioloop
+    return FastioIOServices(custom_ioloop if custom_ioloop is not None else Loop())
+
+
+class FastioConnection(BaseConnection):
+    """A pika connection on a fastio Loop; use it wherever SelectConnection fits.
+
+    Same constructor and callbacks as `pika.SelectConnection`; the loop is
+    ``connection.ioloop`` (a `fastio.loop.Loop`): run it with ``start()``.
+
+    :param parameters: `pika.ConnectionParameters` / `URLParameters`.
+    :param on_open_callback: ``on_open_callback(connection)``.
+    :param on_open_error_callback: ``on_open_error_callback(connection, exc)``.
+    :param on_close_callback: ``on_close_callback(connection, exc)``.
+    :param custom_ioloop: a fastio Loop to run on, or ready-made
+        `AbstractIOServices`; None creates a new Loop.
+    :param internal_connection_workflow: False when driven by
+        `create_connection()`.
+    """
+
+    def __init__(self, parameters=None, on_open_callback=None,
+                 on_open_error_callback=None, on_close_callback=None,
+                 custom_ioloop=None, internal_connection_workflow=True):
+        super().__init__(parameters, on_open_callback, on_open_error_callback,
+                         on_close_callback, _services(custom_ioloop),
+                         internal_connection_workflow=internal_connection_workflow)
+
+    @classmethod
+    def create_connection(cls, connection_configs, on_done, custom_ioloop=None,
+                          workflow=None):
+        """Try `connection_configs` in order; same contract as pika's."""
+        nbio = _services(custom_ioloop)
+
+        def connection_factory(params):
+            if params is None:
+                raise ValueError("Expected pika.connection.Parameters instance, "
+                                 "but got None in params arg.")
+            return cls(parameters=params, custom_ioloop=nbio,
+                       internal_connection_workflow=False)
+
+        return cls._start_connection_workflow(
+            connection_configs=connection_configs,
+            connection_factory=connection_factory, nbio=nbio,
+            workflow=workflow, on_done=on_done)
+
+    def _get_write_buffer_size(self):
+        """Return how many bytes the transport holds unsent."""
+        return self._transport.get_write_buffer_size()

@@ -1,0 +1,127 @@
+"""The Publisher's C pieces and their Python twins behave the same:
+split_confirms (confirm frames out of the byte stream), Outbox (window,
+delivery tags, settling), and PublishFuture's lazy condition."""
+
+import collections
+import concurrent.futures
+import threading
+
+import pytest
+
+pika = pytest.importorskip("pika")
+from pika import frame as pika_frame, spec
+
+import fastio
+from fastio import _pyamqp
+from fastio.rabbitmq._future import new_future
+
+TWINS = {"python": _pyamqp}
+if fastio._ext.amqp is not None:
+    TWINS["cython"] = fastio._ext.amqp
+
+
+@pytest.fixture(params=["cython", "python"])
+def amqp(request):
+    if request.param not in TWINS:
+        pytest.skip("fastio._amqp is not built")
+    return TWINS[request.param]
+
+
+def method(channel, m):
+    return pika_frame.Method(channel, m).marshal()
+
+
+def test_split_confirms_keeps_other_frames_in_order(amqp):
+    ret = method(1, spec.Basic.Return(312, "NO_ROUTE", "x", "k"))
+    other_channel = method(2, spec.Basic.Ack(1, False))
+    data = (method(1, spec.Basic.Ack(5, True)) + ret
+            + method(1, spec.Basic.Nack(7, False, True)) + other_channel
+            + pika_frame.Heartbeat().marshal())
+    consumed, events = amqp.split_confirms(data, 1)
+    assert consumed == len(data)
+    assert events == [(5, True, False), ret, (7, False, True),
+                      other_channel + pika_frame.Heartbeat().marshal()]
+
+
+def test_split_confirms_leaves_a_partial_frame(amqp):
+    ack = method(1, spec.Basic.Ack(2**40 + 3, False))
+    consumed, events = amqp.split_confirms(ack + ack[:10], 1)
+    assert (consumed, events) == (len(ack), [(2**40 + 3, False, False)])
+    assert amqp.split_confirms(ack[:6], 1) == (0, [])
+
+
+def make_outbox(amqp, max_in_flight=100, wake=None):
+    returnable, returned = collections.deque(), {}
+    box = amqp.Outbox(1, 131072, max_in_flight, new_future, wake or (lambda: None),
+                      lambda: (_ for _ in ()).throw(RuntimeError("window full")),
+                      returnable, returned)
+    return box, returnable, returned
+
+
+def test_outbox_numbers_settles_and_counts(amqp):
+    wakes = []
+    box, returnable, returned = make_outbox(amqp, wake=lambda: wakes.append(1))
+    futures = [box.submit("", "q", b"%d" % i, mandatory=(i == 2)) for i in range(5)]
+    assert wakes == [1]                   # one wake until the loop drains
+    data, sent = box.take(True)
+    assert sent == [] and sorted(box.unconfirmed) == [1, 2, 3, 4, 5]
+    assert list(returnable) == [3]
+    assert data == b"".join(amqp.encode_publish(1, 131072, "", "q", b"%d" % i,
+                                                mandatory=(i == 2)) for i in range(5))
+    failed = []
+    returned[3] = ValueError("returned")
+    assert box.confirm(3, True, False, lambda t, m, nack: failed.append((t, nack))) == 3
+    assert failed == [(3, False)]
+    assert [f.done() for f in futures] == [True, True, False, False, False]
+    assert box.confirm(5, False, True, lambda t, m, nack: failed.append((t, nack))) == 1
+    assert failed[-1] == (5, True)
+    assert box.lowest == 4 and box.n_done == 4 and box.n_submitted == 5
+    box.confirm(4, False, False, None)
+    assert box.lowest == 6 and box.unconfirmed == {}
+
+
+def test_outbox_full_window_calls_wait_for_room(amqp):
+    box, _, _ = make_outbox(amqp, max_in_flight=2)
+    box.submit("", "q", b"1")
+    box.submit("", "q", b"2")
+    with pytest.raises(RuntimeError, match="window full"):
+        box.submit("", "q", b"3")
+
+
+def test_outbox_requeue_keeps_order_and_restarts_tags(amqp):
+    box, _, _ = make_outbox(amqp)
+    for i in range(3):
+        box.submit("", "q", b"%d" % i)
+    first, _ = box.take(True)
+    pending = box.take_unconfirmed()
+    box.queue.extendleft(reversed(pending))
+    box.reset_tags()
+    again, _ = box.take(True)
+    assert again == first and sorted(box.unconfirmed) == [1, 2, 3]
+
+
+def test_outbox_closed_error_is_raised(amqp):
+    box, _, _ = make_outbox(amqp)
+    box.closed_error = LookupError("closed")
+    with pytest.raises(LookupError):
+        box.submit("", "q", b"x")
+
+
+def test_publish_future_is_a_future_that_cannot_be_cancelled():
+    fut = new_future()
+    assert isinstance(fut, concurrent.futures.Future)
+    assert fut.running() and not fut.cancel()
+
+
+def test_publish_future_wakes_result_wait_and_callbacks():
+    a, b, c = new_future(), new_future(), new_future()
+    called = []
+    c.add_done_callback(called.append)
+    threading.Timer(0.05, lambda: (a._resolve(), b._resolve(KeyError("k")), c._resolve())).start()
+    assert a.result(5) is None
+    done, _ = concurrent.futures.wait([b], 5)
+    assert done == {b} and isinstance(b.exception(0), KeyError)
+    assert called == [c]
+    late = []
+    a.add_done_callback(late.append)
+    assert late == [a]

@@ -1,0 +1,212 @@
+"""Publisher against a real broker: confirms, failures as failed futures,
+back-pressure, thread safety, attaching to a running Loop, clear errors."""
+
+import concurrent.futures
+import time
+import uuid
+
+import pytest
+
+pika = pytest.importorskip("pika")
+
+import broker as broker_mod
+from rabbit_helpers import drain, message_count
+
+from fastio.loop import Loop
+from fastio.rabbitmq import (BackPressureError, ChannelClosedError, ConnectError,
+                             NackError, Publisher, PublisherClosed, UnroutableError)
+
+
+def test_publish_resolves_on_ack_and_message_arrives(amqp_url, admin, queue):
+    with Publisher(amqp_url) as pub:
+        futures = [pub.publish("", queue, b"m%d" % i) for i in range(1000)]
+        pub.flush(30)
+        assert [f.result(0) for f in futures] == [None] * 1000
+        assert pub.outstanding == 0
+    assert message_count(admin, queue) == 1000
+
+
+def test_properties_and_large_bodies_arrive_intact(amqp_url, queue):
+    body = bytes(range(256)) * 2000          # several frames at frame_max 131072
+    props = pika.BasicProperties(content_type="application/octet-stream",
+                                 delivery_mode=2, headers={"k": "v"})
+    with Publisher(amqp_url) as pub:
+        pub.publish("", queue, body, props).result(30)
+        pub.publish("", queue, "text body").result(30)
+    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    ch = conn.channel()
+    _, got_props, got = ch.basic_get(queue, auto_ack=True)
+    _, _, text = ch.basic_get(queue, auto_ack=True)
+    conn.close()
+    assert got == body and text == b"text body"
+    assert (got_props.content_type, got_props.delivery_mode, got_props.headers) == (
+        "application/octet-stream", 2, {"k": "v"})
+
+
+def test_nack_fails_the_future(amqp_url, admin):
+    name = "fastio-full-" + uuid.uuid4().hex[:8]
+    admin.queue_declare(name, arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
+    try:
+        with Publisher(amqp_url) as pub:
+            first = pub.publish("", name, b"fits")
+            first.result(10)
+            second = pub.publish("", name, b"rejected")
+            with pytest.raises(NackError):
+                second.result(10)
+    finally:
+        admin.queue_delete(name)
+
+
+def test_unroutable_mandatory_message_fails_others_succeed(amqp_url, admin, queue):
+    exchange = "fastio-nobind-" + uuid.uuid4().hex[:8]
+    admin.exchange_declare(exchange, "direct")
+    try:
+        with Publisher(amqp_url) as pub:
+            routed = pub.publish("", queue, b"routed", mandatory=True)
+            lost = pub.publish(exchange, "nowhere", b"x", mandatory=True)
+            dropped = pub.publish(exchange, "nowhere", b"x")       # not mandatory
+            after = pub.publish("", queue, b"after", mandatory=True)
+            assert routed.result(10) is None
+            with pytest.raises(UnroutableError) as info:
+                lost.result(10)
+            assert info.value.reply_code == 312
+            assert dropped.result(10) is None
+            assert after.result(10) is None
+    finally:
+        admin.exchange_delete(exchange)
+
+
+def test_large_returned_messages_are_matched(amqp_url, admin, queue):
+    # Returns of big bodies arrive in many reads: the confirm splitter must
+    # hand pika whole frames, and the return must match its own message.
+    exchange = "fastio-nobind-" + uuid.uuid4().hex[:8]
+    admin.exchange_declare(exchange, "direct")
+    bodies = [bytes([i]) * 3_000_000 for i in range(3)]
+    try:
+        with Publisher(amqp_url) as pub:
+            lost = [pub.publish(exchange, "nowhere", b, mandatory=True) for b in bodies]
+            routed = pub.publish("", queue, bodies[0], mandatory=True)
+            for fut in lost:
+                with pytest.raises(UnroutableError):
+                    fut.result(20)
+            assert routed.result(20) is None
+            assert pub.outstanding == 0
+    finally:
+        admin.exchange_delete(exchange)
+
+
+def test_unknown_exchange_fails_in_flight_and_publisher_recovers(amqp_url, queue):
+    with Publisher(amqp_url) as pub:
+        bad = pub.publish("fastio-no-such-exchange", "k", b"x")
+        with pytest.raises(ChannelClosedError):
+            bad.result(10)
+        assert pub.publish("", queue, b"after").result(10) is None
+
+
+def test_eight_threads_publishing_lose_nothing(amqp_url, queue):
+    per_thread = 5000
+    with Publisher(amqp_url, max_in_flight=2000) as pub:
+        def worker(t):
+            return [pub.publish("", queue, b"%d-%d" % (t, i)) for i in range(per_thread)]
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            futures = [f for fs in pool.map(worker, range(8)) for f in fs]
+        pub.flush(60)
+        assert all(f.result(0) is None for f in futures)
+    got = drain(amqp_url, queue)
+    assert len(got) == 8 * per_thread
+    assert set(got) == {b"%d-%d" % (t, i) for t in range(8) for i in range(per_thread)}
+
+
+def test_blocked_broker_holds_messages_and_full_window_raises(amqp_url, broker, queue):
+    with Publisher(amqp_url, max_in_flight=10, publish_timeout=0.5) as pub:
+        pub.publish("", queue, b"before").result(10)
+        broker.set_memory_watermark(0.0000001)
+        try:
+            # The broker announces connection.blocked when we next publish.
+            futures = [pub.publish("", queue, b"wakes the alarm")]
+            deadline = time.monotonic() + 20
+            while not pub._blocked and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert pub._blocked
+            futures += [pub.publish("", queue, b"held") for _ in range(3)]
+            time.sleep(0.3)
+            # Honoured: nothing more is written while blocked.
+            assert len(pub._outbox.queue) == 3
+            with pytest.raises(BackPressureError):
+                while time.monotonic() < deadline:
+                    futures.append(pub.publish("", queue, b"held"))
+            # The window bounds what is held while the broker blocks us.
+            assert len(futures) <= 10
+        finally:
+            broker.set_memory_watermark(0.4)
+        pub.flush(30)
+        assert all(f.result(0) is None for f in futures)
+
+
+def test_attached_to_a_running_loop(amqp_url, queue):
+    loop = Loop()
+    results = []
+
+    def start():
+        pub = Publisher(amqp_url, loop=loop)
+        futures = [pub.publish("", queue, b"a%d" % i) for i in range(100)]
+
+        def check():
+            if all(f.done() for f in futures):
+                results.extend(f.exception() for f in futures)
+                pub.close()
+                loop.stop()
+            else:
+                loop.call_later(0.01, check)
+        check()
+
+    loop.call_soon(start)
+    loop.call_later(20, loop.stop)
+    loop.run_forever()
+    loop.close()
+    assert results == [None] * 100
+
+
+def test_publish_after_close_raises(amqp_url, queue):
+    pub = Publisher(amqp_url)
+    pub.close()
+    with pytest.raises(PublisherClosed):
+        pub.publish("", queue, b"late")
+
+
+def test_second_address_used_when_first_is_dead(amqp_url, broker, queue):
+    dead = "amqp://guest:guest@127.0.0.1:%d/%%2F" % broker_mod.free_port()
+    with Publisher([dead, amqp_url], reconnect_delay=(0.05, 0.2)) as pub:
+        assert pub.publish("", queue, b"x").result(10) is None
+
+
+def test_wrong_password_is_a_clear_error_not_a_hang(broker):
+    url = "amqp://guest:wrong@127.0.0.1:%d/%%2F" % broker.port
+    t0 = time.monotonic()
+    with pytest.raises(ConnectError, match="login refused"):
+        Publisher(url, connect_timeout=20)
+    assert time.monotonic() - t0 < 10
+
+
+def test_unreachable_broker_is_a_clear_error_within_the_timeout():
+    url = "amqp://guest:guest@127.0.0.1:%d/%%2F" % broker_mod.free_port()
+    t0 = time.monotonic()
+    with pytest.raises(ConnectError, match="no broker reachable"):
+        Publisher(url, connect_timeout=2)
+    assert time.monotonic() - t0 < 5
+
+
+def test_publisher_on_the_pure_python_twin(amqp_url, queue, monkeypatch):
+    # What FASTIO_NO_EXTENSIONS=1 runs: the same Publisher on fastio._pyamqp.
+    from fastio import _pyamqp
+    from fastio.rabbitmq import publisher
+
+    monkeypatch.setattr(publisher, "Outbox", _pyamqp.Outbox)
+    monkeypatch.setattr(publisher, "split_confirms", _pyamqp.split_confirms)
+    with Publisher(amqp_url) as pub:
+        futures = [pub.publish("", queue, b"%d" % i) for i in range(2000)]
+        pub.flush(30)
+        assert type(pub._outbox) is _pyamqp.Outbox
+    assert all(f.result(0) is None for f in futures)
+    assert sorted(int(b) for b in drain(amqp_url, queue)) == list(range(2000))
