@@ -586,7 +586,8 @@ class Transport:
         self._maybe_pause_protocol()
 
     def get_extra_info(self, name, default=None):
-        """Return 'peername', 'sockname' or 'socket' (else `default`)."""
+        """Return 'peername', 'sockname', 'socket', or 'dropped_bytes' (bytes
+        left unsent when the connection broke or was aborted), else `default`."""
         return self._extra.get(name, default)
 
     def get_protocol(self):
@@ -632,6 +633,8 @@ class Transport:
         if self._conn_lost:
             return
         if self._buffer:
+            # What never reached the peer, for get_extra_info('dropped_bytes').
+            self._extra["dropped_bytes"] = len(self._buffer)
             self._buffer.clear()
             self._loop._remove_io(self._fd, False)
         if not self._closing:

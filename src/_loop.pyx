@@ -801,7 +801,8 @@ cdef class Transport:
         self._maybe_pause_protocol()
 
     def get_extra_info(self, name, default=None):
-        """Return 'peername', 'sockname' or 'socket' (else `default`)."""
+        """Return 'peername', 'sockname', 'socket', or 'dropped_bytes' (bytes
+        left unsent when the connection broke or was aborted), else `default`."""
         return self._extra.get(name, default)
 
     def get_protocol(self):
@@ -850,6 +851,8 @@ cdef class Transport:
         if self._conn_lost:
             return 0
         if self._buffer:
+            # What never reached the peer, for get_extra_info('dropped_bytes').
+            self._extra["dropped_bytes"] = len(self._buffer)
             del self._buffer[:]
             self._loop._remove_io(self._fd, False)
         if not self._closing:
