@@ -9,25 +9,7 @@
 import argparse
 import sys
 
-
-def _positive(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("not a whole number: %r" % text) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1, not %d" % value)
-    return value
-
-
-def _port(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("not a port number: %r" % text) from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError("port %d is out of range (0..65535)" % value)
-    return value
+from fastio._cli import bounded
 
 
 def _add_echo(sub):
@@ -40,15 +22,15 @@ def _add_echo(sub):
                     "then a one-line summary is printed.")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: %(default)s)")
-    parser.add_argument("--port", type=_port, default=10000,
+    parser.add_argument("--port", type=bounded(int, 0, 65535), default=10000,
                         help="TCP port; 0 picks a free one (default: %(default)s)")
     parser.add_argument("--upper", action="store_true",
                         help="reply with the ASCII uppercase of what arrived")
     parser.add_argument("--backend", choices=[name for name, cls in BACKENDS.items() if cls],
                         help="readiness syscall (default: the best available, epoll on Linux)")
-    parser.add_argument("--workers", type=_positive, default=1,
+    parser.add_argument("--workers", type=bounded(int, 1), default=1,
                         help="processes serving one port through SO_REUSEPORT (default: 1)")
-    parser.add_argument("--max-conns", type=_positive, default=None,
+    parser.add_argument("--max-conns", type=bounded(int, 1), default=None,
                         help="connections served at once; more wait in the backlog "
                              "(default: no limit; at most 1000 with --backend select)")
     parser.set_defaults(func=_run_echo)

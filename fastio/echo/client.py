@@ -29,6 +29,7 @@ import sys
 import time
 
 from fastio import selectors as _selectors
+from fastio._cli import bounded
 from fastio._ext import core as _core
 
 __all__ = ["SEED_MESSAGE", "talk", "bench", "format_result", "add_arguments", "run", "main"]
@@ -345,50 +346,35 @@ def format_result(result):
 # --- command line ---------------------------------------------------------------
 
 
-def _bounded(kind, low, high=None):
-    """Return an argparse type accepting `kind` values in [low, high]."""
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError("not a number: %r" % text) from None
-        if value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(
-                "%s is out of range (%s..%s)" % (text, low, "" if high is None else high))
-        return value
-    parse.__name__ = kind.__name__
-    return parse
-
-
 BENCH_DEFAULTS = dict(connections=100, size=1024, duration=5.0, pipeline=1, warmup=0.5)
 
 
 def add_arguments(parser):
     """Add the client's options to an argparse parser (for `python -m fastio client`)."""
     parser.add_argument("--host", default="127.0.0.1", help="server address (default: %(default)s)")
-    parser.add_argument("--port", type=_bounded(int, 1, 65535), default=10000,
+    parser.add_argument("--port", type=bounded(int, 1, 65535), default=10000,
                         help="server port (default: %(default)s)")
     parser.add_argument("--upper", action="store_true",
                         help="expect replies in ASCII uppercase (a server run with --upper)")
-    parser.add_argument("--timeout", type=_bounded(float, 0.001), default=10.0,
+    parser.add_argument("--timeout", type=bounded(float, 0.001), default=10.0,
                         help="seconds to wait for a connection or a reply (default: %(default)s)")
     seed = parser.add_argument_group("seed mode (the default)")
-    seed.add_argument("--sockets", type=_bounded(int, 1, 10000), default=2,
+    seed.add_argument("--sockets", type=bounded(int, 1, 10000), default=2,
                       help="connections to open (default: %(default)s)")
-    seed.add_argument("--parts", type=_bounded(int, 1, 10000), default=3,
+    seed.add_argument("--parts", type=bounded(int, 1, 10000), default=3,
                       help="pieces each message is sent in (default: %(default)s)")
     seed.add_argument("--message", default=SEED_MESSAGE, help="the message (default: the seed's)")
     load = parser.add_argument_group("load generator")
     load.add_argument("--bench", action="store_true", help="run the load generator instead")
-    load.add_argument("--connections", type=_bounded(int, 1, 100000),
+    load.add_argument("--connections", type=bounded(int, 1, 100000),
                       help="concurrent connections (default: %d)" % BENCH_DEFAULTS["connections"])
-    load.add_argument("--size", type=_bounded(int, 1, MAX_SIZE),
+    load.add_argument("--size", type=bounded(int, 1, MAX_SIZE),
                       help="request size in bytes (default: %d)" % BENCH_DEFAULTS["size"])
-    load.add_argument("--duration", type=_bounded(float, 0.01),
+    load.add_argument("--duration", type=bounded(float, 0.01),
                       help="seconds measured (default: %g)" % BENCH_DEFAULTS["duration"])
-    load.add_argument("--pipeline", type=_bounded(int, 1, MAX_PIPELINE),
+    load.add_argument("--pipeline", type=bounded(int, 1, MAX_PIPELINE),
                       help="requests in flight per connection (default: %d)" % BENCH_DEFAULTS["pipeline"])
-    load.add_argument("--warmup", type=_bounded(float, 0.0),
+    load.add_argument("--warmup", type=bounded(float, 0.0),
                       help="seconds of load before the window opens (default: %g)" % BENCH_DEFAULTS["warmup"])
     load.add_argument("--json", action="store_true", help="print the result as JSON")
 
