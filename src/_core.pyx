@@ -12,12 +12,14 @@ from cpython.list cimport PyList_New
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_FromLong
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject
+from cpython.pycapsule cimport PyCapsule_New
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from libc.math cimport ceil
 from libc.stdint cimport int64_t, uint16_t, uint32_t
 from libc.string cimport memcpy, memset
 
 from fastio_platform cimport *
+from fastio_capi cimport *
 
 import errno as _errno
 import math as _math
@@ -55,3 +57,4 @@ include "poll.pxi"
 include "select.pxi"
 include "waker.pxi"
 include "selector.pxi"
+include "capi.pxi"

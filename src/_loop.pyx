@@ -6,28 +6,43 @@ transport's recv/send/flow-control path. fastio.loop builds the public Loop on
 LoopCore. fastio/_pyloop.py is the pure-Python twin: same classes, same
 behaviour; a change here is a change there.
 
-Discussion: the loop talks to its poller through the poller's Python API
-(`poll()` returns a list of (fd, events)), so any fastio poller -- or an
-adapter over a selector -- works, and syscalls stay in fastio._core. What
-pays off in C is what happens per event and per callback: the fd lookup, the
-handle call, the heap, and transports being called as C methods.
+Discussion: syscalls stay in fastio._core. A fastio._core poller is driven
+through the core's C API (src/fastio_capi.h): the loop reads the poller's
+event buffer directly, so an iteration builds no list of tuples. Any other
+poller -- a stdlib stand-in, an adapter over a selector -- goes through its
+Python `poll()`. What pays off in C is what happens per event and per
+callback: the fd lookup (a flat array indexed by fd), the handle call, the
+heap, transports called as C methods, and compiled protocols called with
+the receive buffer itself (no bytes object per chunk).
 """
 
 cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
-from cpython.bytearray cimport PyByteArray_AS_STRING
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
-from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.long cimport PyLong_AsLongLongAndOverflow
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.object cimport PyObject
+from cpython.pycapsule cimport PyCapsule_GetContext, PyCapsule_GetPointer, PyCapsule_IsValid, PyCapsule_New
 from libc.stdint cimport int64_t
+from libc.string cimport memcpy, memset
 
 from fastio_platform cimport (fastio_last_error, fastio_monotonic_ns, fastio_recv,
-                              fastio_send, fastio_would_block)
+                              fastio_send, fastio_would_block, fastio_event)
+from fastio_capi cimport *
 
 import os as _os
 
 import collections
 import socket
+
+from fastio import _core
+
+# The core's C API, and the poller class it serves (see LoopCore.__init__).
+cdef fastio_core_capi *_core_api = <fastio_core_capi *>PyCapsule_GetPointer(
+    _core._C_API, FASTIO_CORE_CAPI)
+cdef object _CorePoller = _core.Poller
 
 __all__ = ["Handle", "TimerHandle", "LoopCore", "Transport"]
 
@@ -41,6 +56,8 @@ cdef enum:
     READ_BITS = ~POLLOUT
     WRITE_BITS = ~POLLIN
     HANDLER_BITS = POLLIN | POLLOUT | POLLERR
+    # fds below this are looked up in a flat array; the rest in the dict.
+    FDTAB_MAX = 1 << 20
 
 cdef object _SHUT_WR = socket.SHUT_WR
 
@@ -48,6 +65,18 @@ cdef object _SHUT_WR = socket.SHUT_WR
 cdef inline double _now() noexcept:
     # Exactly time.monotonic(): same clock, same ns -> float conversion.
     return <double>fastio_monotonic_ns() / 1e9
+
+
+cdef inline long long _fdtab_index(object fd) noexcept:
+    """Return `fd`'s index in LoopCore._fdtab, or -1 if it lives in the dict."""
+    cdef int overflow = 0
+    cdef long long v
+    if type(fd) is not int:
+        return -1
+    v = PyLong_AsLongLongAndOverflow(fd, &overflow)
+    if overflow or v < 0 or v >= FDTAB_MAX:
+        return -1
+    return v
 
 
 cdef inline object _fileno(object fd):
@@ -197,13 +226,20 @@ cdef class LoopCore:
 
     cdef object _poller
     cdef object _poll
+    cdef object _cpoller  # the poller when it is driven through the C API
+    cdef fastio_event *_events  # this iteration's events, copied out
+    cdef Py_ssize_t _events_cap
     cdef object _waker
     cdef list _ready
     cdef object _threadsafe
     cdef list _timers
     cdef unsigned long long _timer_seq
     cdef Py_ssize_t _timer_cancelled_count
+    # fd -> _FdEntry. `_fdtab` mirrors it for fds below FDTAB_MAX with
+    # borrowed references (the dict owns them): _fd_set/_fd_del keep both.
     cdef dict _fds
+    cdef PyObject **_fdtab
+    cdef Py_ssize_t _fdtab_cap
     cdef public bint _stopping
     cdef public bint _closed
     cdef int _wfd
@@ -220,10 +256,14 @@ cdef class LoopCore:
 
     def __dealloc__(self):
         PyMem_Free(self._rbuf)
+        PyMem_Free(self._events)
+        PyMem_Free(self._fdtab)
 
     def __init__(self, poller, waker):
         self._poller = poller
         self._poll = poller.poll
+        if isinstance(poller, _CorePoller) and type(poller).poll is _CorePoller.poll:
+            self._cpoller = poller
         self._waker = waker
         self._ready = []
         self._threadsafe = collections.deque()
@@ -310,8 +350,43 @@ cdef class LoopCore:
         cdef _FdEntry entry = self._fds.get(fd)
         if entry is None:
             entry = _FdEntry.__new__(_FdEntry)
-            self._fds[fd] = entry
+            self._fd_set(fd, entry)
         return entry
+
+    cdef int _fd_set(self, object fd, _FdEntry entry) except -1:
+        cdef long long cfd = _fdtab_index(fd)
+        cdef Py_ssize_t cap
+        cdef PyObject **tab
+        self._fds[fd] = entry
+        if cfd < 0:
+            return 0
+        if cfd >= self._fdtab_cap:
+            cap = self._fdtab_cap if self._fdtab_cap else 256
+            while cap <= cfd:
+                cap *= 2
+            tab = <PyObject **>PyMem_Realloc(self._fdtab, cap * sizeof(PyObject *))
+            if tab == NULL:
+                del self._fds[fd]
+                raise MemoryError()
+            memset(tab + self._fdtab_cap, 0, (cap - self._fdtab_cap) * sizeof(PyObject *))
+            self._fdtab = tab
+            self._fdtab_cap = cap
+        self._fdtab[cfd] = <PyObject *>entry
+        return 0
+
+    cdef int _fd_del(self, object fd) except -1:
+        cdef long long cfd = _fdtab_index(fd)
+        if 0 <= cfd < self._fdtab_cap:
+            self._fdtab[cfd] = NULL
+        self._fds.pop(fd, None)
+        return 0
+
+    cdef inline _FdEntry _fd_get(self, int fd):
+        if 0 <= fd < self._fdtab_cap:
+            if self._fdtab[fd] == NULL:
+                return None
+            return <_FdEntry>self._fdtab[fd]
+        return self._fds.get(fd)
 
     cdef int _update(self, object fd, _FdEntry entry) except -1:
         cdef unsigned int mask = entry.handler_events
@@ -324,7 +399,7 @@ cdef class LoopCore:
         if entry.mask == 0:
             self._poller.register(fd, mask)
         elif mask == 0:
-            del self._fds[fd]
+            self._fd_del(fd)
             try:
                 self._poller.unregister(fd)
             except OSError:
@@ -357,7 +432,7 @@ cdef class LoopCore:
             else:
                 entry.writer = old
             if entry.mask == 0:
-                self._fds.pop(fd, None)
+                self._fd_del(fd)
             raise
         if old is not None and old is not handle:
             old._cancelled = True
@@ -406,7 +481,7 @@ cdef class LoopCore:
         try:
             self._update(fd, entry)
         except BaseException:
-            self._fds.pop(fd, None)
+            self._fd_del(fd)
             raise
 
     def update_handler(self, fd, unsigned int events):
@@ -435,54 +510,44 @@ cdef class LoopCore:
         self._run_once_c()
 
     cdef int _run_once_c(self) except -1:
-        cdef object timeout
         cdef double t, now
         cdef list events, ready, timers = self._timers
         cdef Py_ssize_t i, n
         cdef tuple item
-        cdef int fd
-        cdef unsigned int ev, hev
-        cdef _FdEntry entry
+        cdef fastio_event *buf
         cdef TimerHandle timer
         cdef Handle handle
 
         if self._ready or self._threadsafe or self._stopping:
-            timeout = 0
+            t = 0
         elif timers:
             t = (<TimerHandle>PyList_GET_ITEM(timers, 0))._when - _now()
-            timeout = t if t > 0 else 0
+            if t < 0:
+                t = 0
         else:
-            timeout = None
-        events = self._poll(timeout)
-
-        n = PyList_GET_SIZE(events)
-        for i in range(n):
-            item = <tuple>PyList_GET_ITEM(events, i)
-            fd = item[0]
-            ev = item[1]
-            if fd == self._wfd:
-                self._waker.drain()
-                continue
-            entry = self._fds.get(fd)
-            if entry is None:
-                continue
-            if entry.handler is not None:
-                hev = ev & HANDLER_BITS
-                if ev & POLLHUP:
-                    hev |= POLLIN
-                self._run_handler(entry.handler, fd, hev)
-                continue
-            # Discussion: I/O callbacks run right here, not through the ready
-            # queue as in asyncio: one less handle trip per event. The entry is
-            # read at call time, so a reader removed by an earlier callback of
-            # this batch does not run.
-            # Hold the handles: a callback may replace the entry's.
-            if ev & READ_BITS and entry.reader is not None:
-                handle = entry.reader
-                handle._run()
-            if ev & WRITE_BITS and entry.writer is not None:
-                handle = entry.writer
-                handle._run()
+            t = -1
+        if self._cpoller is not None:
+            n = _core_api.wait(self._cpoller, t, &buf)
+            # Copy the events out and release the poller before any callback
+            # runs: a callback may register, unregister or close.
+            try:
+                if n > self._events_cap:
+                    PyMem_Free(self._events)
+                    self._events = <fastio_event *>PyMem_Malloc(n * sizeof(fastio_event))
+                    self._events_cap = n if self._events != NULL else 0
+                    if self._events == NULL:
+                        raise MemoryError()
+                memcpy(self._events, buf, n * sizeof(fastio_event))
+            finally:
+                _core_api.release(self._cpoller)
+            for i in range(n):
+                self._dispatch(self._events[i].fd, self._events[i].events)
+        else:
+            events = self._poll(None if t < 0 else t)
+            n = PyList_GET_SIZE(events)
+            for i in range(n):
+                item = <tuple>PyList_GET_ITEM(events, i)
+                self._dispatch(item[0], item[1])
 
         # Timers due now (never early: compared with the clock, not the
         # poll timeout) join the ready queue in deadline order.
@@ -519,6 +584,35 @@ cdef class LoopCore:
             raise
         return 0
 
+    cdef inline int _dispatch(self, int fd, unsigned int ev) except -1:
+        cdef unsigned int hev
+        cdef _FdEntry entry
+        cdef Handle handle
+        if fd == self._wfd:
+            self._waker.drain()
+            return 0
+        entry = self._fd_get(fd)
+        if entry is None:
+            return 0
+        if entry.handler is not None:
+            hev = ev & HANDLER_BITS
+            if ev & POLLHUP:
+                hev |= POLLIN
+            self._run_handler(entry.handler, fd, hev)
+            return 0
+        # Discussion: I/O callbacks run right here, not through the ready
+        # queue as in asyncio: one less handle trip per event. The entry is
+        # read at call time, so a reader removed by an earlier callback of
+        # this batch does not run.
+        # Hold the handles: a callback may replace the entry's.
+        if ev & READ_BITS and entry.reader is not None:
+            handle = entry.reader
+            handle._run()
+        if ev & WRITE_BITS and entry.writer is not None:
+            handle = entry.writer
+            handle._run()
+        return 0
+
     cdef int _run_handler(self, handler, int fd, unsigned int events) except -1:
         try:
             handler(fd, events)
@@ -545,6 +639,8 @@ cdef class LoopCore:
         self._threadsafe.clear()
         self._timers = []
         self._fds = {}
+        if self._fdtab_cap:
+            memset(self._fdtab, 0, self._fdtab_cap * sizeof(PyObject *))
 
 
 # -------------------------------------------------------------- transport
@@ -597,13 +693,15 @@ cdef class Transport:
     cdef bint _protocol_paused
     cdef _ReadHandle _reader
     cdef _WriteHandle _writer
+    # The protocol's compiled data_received, if it has one (fastio_capi.h).
+    cdef fastio_data_received_fn _c_data_received
 
     def __init__(self, LoopCore loop, sock, protocol, dict extra, server=None):
         self._loop = loop
         self._sock = sock
         self._fd = sock.fileno()
         self._cfd = self._fd
-        self._protocol = protocol
+        self._set_protocol(protocol)
         self._extra = extra
         self._server = server
         self._buffer = bytearray()
@@ -633,6 +731,12 @@ cdef class Transport:
             if not fastio_would_block(err):
                 self._fatal_error(OSError(err, _os.strerror(err)),
                                   "Fatal read error on socket transport")
+            return 0
+        if n and self._c_data_received != NULL:
+            try:
+                self._c_data_received(self._protocol, self._loop._rbuf, n)
+            except Exception as exc:
+                self._fatal_error(exc, "protocol.data_received() call failed.")
             return 0
         data = PyBytes_FromStringAndSize(self._loop._rbuf, n)
         if data:
@@ -682,36 +786,47 @@ cdef class Transport:
 
         :raises RuntimeError: after write_eof().
         """
-        cdef long long n
+        cdef Py_buffer view
         if self._eof:
             raise RuntimeError("Cannot call write() after write_eof()")
         if not data or self._conn_lost:
             return
-        if not self._buffer:
-            n = self._send_now(data)
-            if n < 0:
-                return
-            if n == len(data):
-                return
-            data = memoryview(data)[n:]
+        if PyBytes_CheckExact(data):
+            self._write(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+            return
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            self._write(<char *>view.buf, view.len)
+        finally:
+            PyBuffer_Release(&view)
+
+    cdef int _write(self, const char *p, Py_ssize_t n) except -1:
+        """write() of `n` bytes at `p`: send now, buffer what the kernel leaves."""
+        cdef long long sent
+        cdef Py_ssize_t size
+        if self._eof:
+            raise RuntimeError("Cannot call write() after write_eof()")
+        if n == 0 or self._conn_lost:
+            return 0
+        if not PyByteArray_GET_SIZE(self._buffer):
+            sent = self._send_now(p, n)
+            if sent < 0 or sent == n:
+                return 0
+            p += sent
+            n -= sent
             self._writer._cancelled = False
             self._loop._set_io(self._fd, False, self._writer)
-        self._buffer += data
+        size = PyByteArray_GET_SIZE(self._buffer)
+        PyByteArray_Resize(self._buffer, size + n)
+        memcpy(PyByteArray_AS_STRING(self._buffer) + size, p, n)
         self._maybe_pause_protocol()
+        return 0
 
-    cdef long long _send_now(self, object data) except -2:
-        """Send what the kernel takes of `data` now; -1 after a fatal error."""
-        cdef Py_buffer view
-        cdef long long n
+    cdef long long _send_now(self, const char *p, Py_ssize_t size) except -2:
+        """Send what the kernel takes of `size` bytes at `p` now; -1 after a
+        fatal error."""
+        cdef long long n = fastio_send(self._cfd, p, size)
         cdef int err
-        if PyBytes_CheckExact(data):
-            n = fastio_send(self._cfd, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
-        else:
-            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
-            try:
-                n = fastio_send(self._cfd, <char *>view.buf, view.len)
-            finally:
-                PyBuffer_Release(&view)
         if n >= 0:
             return n
         err = fastio_last_error()
@@ -809,9 +924,26 @@ cdef class Transport:
         return self._protocol
 
     def set_protocol(self, protocol):
-        self._protocol = protocol
+        self._set_protocol(protocol)
 
     # --- internals
+
+    cdef int _set_protocol(self, object protocol) except -1:
+        # A compiled data_received is used only where it is what Python would
+        # call: not when a subclass overrides it.
+        cdef object cls = type(protocol)
+        cdef object capsule = getattr(cls, "_fastio_data_received", None)
+        self._protocol = protocol
+        self._c_data_received = NULL
+        if capsule is None or not PyCapsule_IsValid(capsule, FASTIO_DATA_RECEIVED):
+            return 0
+        owner = PyCapsule_GetContext(capsule)
+        if owner == NULL:
+            return 0
+        if getattr(cls, "data_received", None) is getattr(<object>owner, "data_received", None):
+            self._c_data_received = <fastio_data_received_fn>PyCapsule_GetPointer(
+                capsule, FASTIO_DATA_RECEIVED)
+        return 0
 
     cdef int _maybe_pause_protocol(self) except -1:
         if len(self._buffer) <= self._high or self._protocol_paused:
@@ -876,3 +1008,18 @@ cdef class Transport:
     def __repr__(self):
         return "<%s fd=%d%s>" % (type(self).__name__, self._fd,
                                  " closing" if self._closing else "")
+
+
+# ----------------------------------------------------------------- C API
+
+
+cdef int capi_transport_write(object transport, const char *buf, Py_ssize_t n) except -1:
+    if isinstance(transport, Transport):
+        return (<Transport>transport)._write(buf, n)
+    transport.write(PyBytes_FromStringAndSize(buf, n))
+    return 0
+
+
+cdef fastio_loop_capi _capi
+_capi.transport_write = capi_transport_write
+_C_API = PyCapsule_New(&_capi, FASTIO_LOOP_CAPI, NULL)

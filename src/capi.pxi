@@ -1,0 +1,35 @@
+# fastio._core._C_API: the poller wait for other fastio modules (see
+# src/fastio_capi.h). fastio._loop drives its poller through it: the events
+# are read from the poller's buffer, with no list of tuples per iteration.
+
+cdef Py_ssize_t capi_wait(object poller, double timeout, fastio_event **events) except -1:
+    cdef Poller p = <Poller>poller
+    cdef int64_t unit = p._timeout_unit()
+    cdef double units
+    cdef double limit = <double>(MAX_MS if unit == NS_PER_MS else MAX_US)
+    cdef int64_t ns
+    cdef Py_ssize_t n
+    if not timeout >= 0:  # negative or NaN: no deadline
+        ns = -1
+    elif timeout == 0:
+        ns = 0
+    else:
+        units = ceil(timeout * (1e9 / <double>unit))
+        # A loop's deadline past the syscall's range: wake at the limit and
+        # recompute, rather than fail.
+        if units > limit:
+            units = limit
+        ns = <int64_t>units * unit
+    n = p._wait(ns, -1)
+    events[0] = p._buf
+    return n
+
+
+cdef void capi_release(object poller) noexcept:
+    (<Poller>poller)._release()
+
+
+cdef fastio_core_capi _capi
+_capi.wait = capi_wait
+_capi.release = capi_release
+_C_API = PyCapsule_New(&_capi, FASTIO_CORE_CAPI, NULL)
