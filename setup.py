@@ -77,6 +77,7 @@ def _extensions():
             ("fastio._core", "src/_core.pyx"),
             ("fastio._loop", "src/_loop.pyx"),
             ("fastio._amqp", "src/_amqp.pyx"),
+            ("fastio._echo", "src/_echo.pyx"),
         )
     ]
     directives = {

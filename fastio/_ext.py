@@ -2,14 +2,16 @@
 
 `core` is the `fastio._core` extension module, or None when fastio runs on
 its pure-Python fallback; `loop` likewise for `fastio._loop` (the event
-loop's hot path) and `amqp` for `fastio._amqp` (AMQP publish frames). `IMPLEMENTATION` names which: "cython" or "python".
+loop's hot path), `amqp` for `fastio._amqp` (AMQP publish frames) and `echo`
+for `fastio._echo` (the echo protocol's per-chunk path). `IMPLEMENTATION`
+names which: "cython" or "python".
 """
 
 import importlib
 import os
 import platform
 
-__all__ = ["core", "loop", "amqp", "IMPLEMENTATION"]
+__all__ = ["core", "loop", "amqp", "echo", "IMPLEMENTATION"]
 
 
 def _flag(name):
@@ -42,4 +44,6 @@ core = _load()
 loop = _load("_loop") if core is not None else None
 # basic.publish frame encoding (fastio.rabbitmq's hot path); needs neither.
 amqp = _load("_amqp") if core is not None else None
+# The echo protocol's per-chunk path; it writes through the loop's C API.
+echo = _load("_echo") if loop is not None else None
 IMPLEMENTATION = "cython" if core is not None else "python"

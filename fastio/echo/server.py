@@ -27,6 +27,7 @@ import socket
 import sys
 
 from fastio import selectors as _selectors
+from fastio._ext import echo as _echo_ext
 from fastio.loop import Loop, Protocol
 
 __all__ = ["EchoServer", "EchoStats", "BACKENDS", "serve"]
@@ -62,17 +63,34 @@ class EchoStats:
             self.connections, self.bytes_in, self.bytes_out)
 
 
-class _EchoProtocol(Protocol):
+class _PyEchoCore:
+    """The per-chunk path without the extension: fastio._echo.EchoCore's twin."""
+
+    def data_received(self, data):
+        if self._draining:
+            return  # arrived after shutdown began: read only to be discarded
+        self._in += len(data)
+        if self._upper:
+            data = data.upper()  # bytes.upper() touches ASCII letters only
+        self._transport.write(data)
+
+
+# Discussion: the per-chunk path is what the server benchmark measures. With
+# the extension it is compiled (fastio._echo): the loop's transport hands it
+# the receive buffer, and the reply goes out through the transport's C write.
+_EchoCore = _echo_ext.EchoCore if _echo_ext is not None else _PyEchoCore
+
+
+class _EchoProtocol(_EchoCore, Protocol):
     """One connection: echo (or uppercase) every chunk back.
 
-    The per-chunk path is kept to the bare minimum (it is what the server
-    benchmark measures): bytes in are counted as they arrive, bytes out when
-    the connection ends (the transport then knows what never left).
+    Bytes in are counted per connection as they arrive (`_in`), and added to
+    the server's totals, with the bytes out, when the connection ends (the
+    transport then knows what never left).
     """
 
     def __init__(self, server):
         self._server = server
-        self._stats = server.stats
         self._upper = server.upper
         self._transport = None
         self._in = 0
@@ -81,16 +99,6 @@ class _EchoProtocol(Protocol):
     def connection_made(self, transport):
         self._transport = transport
         self._server._opened(self)
-
-    def data_received(self, data):
-        if self._draining:
-            return  # arrived after shutdown began: read only to be discarded
-        n = len(data)
-        self._in += n
-        self._stats.bytes_in += n
-        if self._upper:
-            data = data.upper()  # bytes.upper() touches ASCII letters only
-        self._transport.write(data)
 
     def eof_received(self):
         # The client is done sending: close once its replies are flushed.
@@ -122,8 +130,7 @@ class _EchoProtocol(Protocol):
     def connection_lost(self, exc):
         # Every byte read was written back (upper() keeps the length), less
         # what a reset or an abort left unsent.
-        self._stats.bytes_out += self._in - self._transport.get_extra_info("dropped_bytes", 0)
-        self._server._closed(self)
+        self._server._closed(self, self._in, self._in - self._transport.get_extra_info("dropped_bytes", 0))
 
 
 class EchoServer:
@@ -156,7 +163,7 @@ class EchoServer:
         self.reuse_port = reuse_port
         self.drain_timeout = drain_timeout
         self.loop = loop if loop is not None else Loop(BACKENDS.get(backend))
-        self.stats = EchoStats()
+        self._totals = EchoStats()  # of the connections that ended
         self._server = None
         self._conns = set()
         self._stopping = False
@@ -181,11 +188,18 @@ class EchoServer:
         self.loop.call_later(self.drain_timeout, self._abort_stragglers)
         self._maybe_stop()
 
-    def serve_forever(self):
-        """Run until SIGINT/SIGTERM or shutdown(); return the stats."""
+    def serve_forever(self, ready=None):
+        """Run until SIGINT/SIGTERM or shutdown(); return the stats.
+
+        :param ready: called once SIGINT/SIGTERM lead to shutdown(), before
+            the loop starts: whoever waits for the server learns it is up
+            only when a signal can no longer kill it mid-start.
+        """
         for sig in (signal.SIGINT, signal.SIGTERM):
             self.loop.add_signal_handler(sig, self.shutdown)
         try:
+            if ready is not None:
+                ready()
             self.loop.run_forever()
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -196,17 +210,27 @@ class EchoServer:
         """Release the loop."""
         self.loop.close()
 
+    @property
+    def stats(self):
+        """Return the `EchoStats` so far (bytes in include open connections')."""
+        totals = self._totals
+        return EchoStats(totals.connections,
+                         totals.bytes_in + sum(proto._in for proto in self._conns),
+                         totals.bytes_out)
+
     # -- connection bookkeeping
 
     def _opened(self, proto):
-        self.stats.connections += 1
+        self._totals.connections += 1
         self._conns.add(proto)
         if self._stopping:
             proto.drain_and_close()
         elif self.max_conns is not None and len(self._conns) >= self.max_conns:
             self._server.pause_accepting()
 
-    def _closed(self, proto):
+    def _closed(self, proto, bytes_in, bytes_out):
+        self._totals.bytes_in += bytes_in
+        self._totals.bytes_out += bytes_out
         self._conns.discard(proto)
         if self._stopping:
             self._maybe_stop()
@@ -222,14 +246,22 @@ class EchoServer:
             proto.abort()
 
 
-def _run_worker(options, ready_fd, stats_fd):
-    """Body of one --workers process: serve, then report stats on `stats_fd`."""
+def _run_worker(options, ready_fd, stats_fd, sigmask):
+    """Body of one --workers process: serve, then report stats on `stats_fd`.
+
+    SIGINT/SIGTERM stay blocked (pending) until the server's handlers are in
+    place; `sigmask` is the mask to restore then.
+    """
     server = EchoServer(reuse_port=True, **options)
-    try:
-        server.start()
+
+    def ready():
+        signal.pthread_sigmask(signal.SIG_SETMASK, sigmask)
         os.write(ready_fd, b"1")
         os.close(ready_fd)
-        stats = server.serve_forever()
+
+    try:
+        server.start()
+        stats = server.serve_forever(ready)
     finally:
         server.close()
     os.write(stats_fd, ("%d %d %d\n" % (stats.connections, stats.bytes_in, stats.bytes_out)).encode())
@@ -258,8 +290,7 @@ def _serve_workers(options, workers, announce):
                 try:
                     os.close(ready_r)
                     os.close(stats_r)
-                    signal.pthread_sigmask(signal.SIG_SETMASK, old)
-                    _run_worker(options, ready_w, stats_w)
+                    _run_worker(options, ready_w, stats_w, old)
                 except BaseException:
                     import traceback
                     traceback.print_exc()
@@ -323,8 +354,7 @@ def serve(host="127.0.0.1", port=10000, *, upper=False, backend=None, workers=1,
         server = EchoServer(**options)
         try:
             server.start()
-            announce(server.host, server.port)
-            stats = server.serve_forever()
+            stats = server.serve_forever(lambda: announce(server.host, server.port))
         finally:
             server.close()
     print("fastio echo: " + stats.summary(), file=out, flush=True)
