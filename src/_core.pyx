@@ -8,7 +8,7 @@ fastio.selectors' classes. See src/fastio_platform.h for the syscalls.
 
 from cpython.dict cimport PyDict_GetItem, PyDict_SetDefault
 from cpython.exc cimport PyErr_CheckSignals, PyErr_SetFromErrno
-from cpython.list cimport PyList_New
+from cpython.list cimport PyList_GET_ITEM, PyList_New
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_FromLong
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject

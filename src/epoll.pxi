@@ -7,16 +7,64 @@
 #   selectors contract asks. An entry for a closed fd cannot be removed any
 #   more (EBADF); one whose number was reused gives ENOENT. Both are
 #   "already gone" for unregister().
-# * Regular files and directories cannot be watched: EPERM at register.
+# * Regular files and directories cannot be watched: EPERM at register
+#   (EPOLL_CTL_MOD checks this first too, so it fails the same way).
 # * EPOLLEXCLUSIVE is accepted only by EPOLL_CTL_ADD (EINVAL on MOD).
 # * EPOLLONESHOT disables the fd after one event; EPOLL_CTL_MOD re-arms it.
 # Timeouts are whole milliseconds; fastio rounds up so a wait is never early.
+#
+# Lazy EPOLL_CTL_DEL (libev's and libuv's technique, made safe):
+# * Why: epoll_ctl is most of what register+unregister costs, and callers
+#   often unregister an fd only to register it again soon (asyncio's
+#   add_reader/remove_reader). unregister() forgets the registration at
+#   once -- every lookup treats it as absent -- but leaves the kernel entry
+#   in place and marks the table entry deferred (slot -2). register() of a
+#   deferred fd re-arms that entry with one EPOLL_CTL_MOD (which re-arms an
+#   EPOLLONESHOT-disabled one too); ENOENT means the entry is gone (the file
+#   was closed, or the number now names another file), so it falls back to
+#   EPOLL_CTL_ADD. EPOLLEXCLUSIVE entries cannot be MODed, so they are
+#   deleted eagerly, as are fds >= FDTABLE_DIRECT_MAX (no table slot to
+#   remember them in).
+# * Why generations: a deferred entry may still report, and the number may
+#   since name another registered file. Every ADD takes a new generation
+#   from a per-poller 31-bit counter (it lives in `slot`, which must stay
+#   >= 0); the kernel entry's data carries (fd, generation), so a report is
+#   kept only if it comes from the entry the table holds. A report from a
+#   deferred entry is the moment to delete it: the fd still names that file
+#   (its generation matches), so EPOLL_CTL_DEL removes exactly that entry.
+# * Why rebuild: epoll keys on (file, fd), so the entry of a file whose fd
+#   was closed while a dup kept it alive can never be removed with
+#   epoll_ctl (EBADF; or, if the number was reused, ENOENT or the wrong
+#   entry). It would report forever. Such a report (an older generation, or
+#   a failed DEL) makes the poller rebuild its kernel set: a new epoll
+#   instance gets every registered fd (an ADD that fails -- a closed fd --
+#   leaves the registration in the table, as the stdlib keeps a closed fd
+#   registered), and dup3() puts it on the old fd number, so fileno() stays.
+#   Costs: one syscall per registered fd; an outer epoll that watched this
+#   poller's fd loses its watch (the old epoll file is gone) -- the one
+#   visible side effect, and only after the user closed a watched fd while
+#   a dup of it was alive; an EPOLLONESHOT registration disabled by an
+#   event is armed again; and a registered fd the user closed without
+#   unregistering, whose number now names another file, starts watching
+#   that file (as a register() by the caller would).
+# * Dropped reports must not end a wait early: the wait goes on with the
+#   time left (Poller._wait), and the buffer holds registered + deferred
+#   entries' reports, so none is ever starved by stale ones.
+# * A generation repeats only after 2**31 ADDs; a stale entry would have to
+#   outlive all of them, on the same fd number, to be mistaken for a live one.
+
+
+cdef enum:
+    FASTIO_EPOLL_DEFERRED = -2
+    FASTIO_EPOLL_GEN_MASK = 0x7FFFFFFF
 
 
 cdef class EpollPoller(Poller):
     """Readiness poller over epoll(7); masks are EPOLL* bits."""
 
     cdef int _epfd
+    cdef uint32_t _gen
+    cdef Py_ssize_t _deferred
 
     def __cinit__(self, *args, **kwargs):
         self._epfd = -1
@@ -33,27 +81,70 @@ cdef class EpollPoller(Poller):
             fastio_close_fd(self._epfd)
             self._epfd = -1
 
-    cdef int _ctl(self, int op, long long fd, uint32_t mask) except -1:
-        if fd > 2147483647:
-            raise OverflowError("Python int too large to convert to C int")
-        if fastio_epoll_ctl(self._epfd, op, <int>fd, mask) < 0:
+    cdef int _ctl(self, int op, long long fd, uint32_t mask, uint32_t gen) except -1:
+        if fastio_epoll_ctl(self._epfd, op, <int>fd, mask, gen) < 0:
             _raise_errno(fastio_last_error())
         return 0
 
     cdef int _sys_add(self, long long fd, uint32_t mask) except -1:
-        self._ctl(EPOLL_CTL_ADD, fd, mask)
-        return 0
+        """ADD `fd` under a new generation, or re-arm its deferred entry."""
+        cdef fdentry *e = NULL
+        cdef int err
+        if fd > 2147483647:
+            raise OverflowError("Python int too large to convert to C int")
+        if fd < self._cap and self._entries[fd].slot == FASTIO_EPOLL_DEFERRED:
+            e = &self._entries[fd]
+            if mask & EPOLLEXCLUSIVE:
+                # MOD cannot set EXCLUSIVE: remove the old entry, then ADD.
+                # If DEL fails the entry may live on (a dup): still deferred.
+                if fastio_epoll_ctl(self._epfd, EPOLL_CTL_DEL, <int>fd, 0, 0) == 0:
+                    e.slot = -1
+                    self._deferred -= 1
+                    e = NULL
+            elif fastio_epoll_ctl(self._epfd, EPOLL_CTL_MOD, <int>fd, mask, e.gen) == 0:
+                self._deferred -= 1
+                return <int>e.gen
+            else:
+                err = fastio_last_error()
+                if err != ENOENT:
+                    # EPERM (regular file), EBADF: what ADD would say too.
+                    _raise_errno(err)
+        self._gen = (self._gen + 1) & FASTIO_EPOLL_GEN_MASK
+        self._ctl(EPOLL_CTL_ADD, fd, mask, self._gen)
+        if e != NULL:
+            # The old entry is gone or harmless: a report from it carries
+            # an older generation and triggers a rebuild.
+            self._deferred -= 1
+        return <int>self._gen
 
     cdef int _sys_mod(self, long long fd, int slot, uint32_t mask) except -1:
-        return self._ctl(EPOLL_CTL_MOD, fd, mask)
+        if fd > 2147483647:
+            raise OverflowError("Python int too large to convert to C int")
+        return self._ctl(EPOLL_CTL_MOD, fd, mask, <uint32_t>slot)
 
     cdef int _sys_del(self, long long fd, int slot, uint32_t mask) except -1:
-        return self._ctl(EPOLL_CTL_DEL, fd, 0)
+        """Defer the DEL (the fd was just forgotten from the table)."""
+        if fd < self._cap and not (mask & EPOLLEXCLUSIVE):
+            self._defer(fd, slot)
+            return 0
+        if fastio_epoll_ctl(self._epfd, EPOLL_CTL_DEL, <int>fd, 0, 0) < 0:
+            if fd < self._cap:
+                # EBADF with a dup alive: the entry may still report.
+                self._defer(fd, slot)
+            _raise_errno(fastio_last_error())
+        return 0
+
+    cdef inline void _defer(self, long long fd, int slot) noexcept:
+        self._entries[fd].slot = FASTIO_EPOLL_DEFERRED
+        self._entries[fd].gen = <uint32_t>slot
+        self._deferred += 1
 
     cdef Py_ssize_t _wait_once(self, int64_t timeout_ns, Py_ssize_t maxevents) except -2:
         cdef int n, err = 0
         cdef int ms = ns_to_ms(timeout_ns)
-        cdef Py_ssize_t cap = self._count
+        # Deferred entries may report too: room for them, so none starves.
+        cdef Py_ssize_t cap = self._count + self._deferred
+        cdef Py_ssize_t kept
         cdef int epfd = self._epfd
         if 0 < maxevents < cap:
             cap = maxevents
@@ -71,7 +162,81 @@ cdef class EpollPoller(Poller):
                 if n < 0:
                     err = fastio_last_error()
         self._err = err
-        return n
+        if n <= 0:
+            return n
+        kept = self._filter(n)
+        if kept == 0:
+            self._err = 0
+            return -1
+        return kept
+
+    cdef Py_ssize_t _filter(self, Py_ssize_t n) except -1:
+        """Keep, in place, the reports of the registrations the table holds.
+
+        Deferred entries that report are deleted now; reports no epoll_ctl
+        can stop (see the top of this file) make the kernel set be rebuilt.
+        """
+        cdef fastio_event *buf = self._buf
+        cdef fdentry *entries = self._entries
+        cdef Py_ssize_t cap = self._cap
+        cdef Py_ssize_t i, k = 0
+        cdef int fd, slot
+        cdef uint32_t mask, gen
+        cdef bint settled = self.closed
+        for i in range(n):
+            fd = buf[i].fd
+            gen = buf[i].gen
+            if fd < cap:
+                slot = entries[fd].slot
+                if slot >= 0 and <uint32_t>slot == gen:
+                    if k != i:
+                        buf[k] = buf[i]
+                    k += 1
+                    continue
+                if settled:
+                    continue
+                if (slot == FASTIO_EPOLL_DEFERRED and entries[fd].gen == gen
+                        and fastio_epoll_ctl(self._epfd, EPOLL_CTL_DEL, fd, 0, 0) == 0):
+                    entries[fd].slot = -1
+                    self._deferred -= 1
+                    continue
+            elif self._lookup(fd, &mask, &slot) and <uint32_t>slot == gen:
+                if k != i:
+                    buf[k] = buf[i]
+                k += 1
+                continue
+            elif settled:
+                continue
+            # After a rebuild the kernel holds only what the table holds, so
+            # the rest of this buffer needs no more syscalls.
+            self._rebuild()
+            settled = True
+        return k
+
+    cdef int _rebuild(self) except -1:
+        """Replace the kernel set by a new one holding exactly the table."""
+        cdef int newfd = fastio_epoll_create()
+        cdef int err
+        cdef Py_ssize_t fd
+        cdef fdentry *e
+        if newfd < 0:
+            _raise_errno(fastio_last_error())
+        for fd in range(self._cap):
+            e = &self._entries[fd]
+            if e.slot >= 0:
+                # Failure (a closed fd): stays registered, as in the stdlib.
+                fastio_epoll_ctl(newfd, EPOLL_CTL_ADD, <int>fd, e.mask, <uint32_t>e.slot)
+            elif e.slot == FASTIO_EPOLL_DEFERRED:
+                e.slot = -1
+        for fd, item in self._far.items():
+            fastio_epoll_ctl(newfd, EPOLL_CTL_ADD, <int>fd, <uint32_t>item[0], <uint32_t>item[1])
+        self._deferred = 0
+        if fastio_dup_onto(newfd, self._epfd) < 0:
+            err = fastio_last_error()
+            fastio_close_fd(newfd)
+            _raise_errno(err)
+        fastio_close_fd(newfd)
+        return 0
 
     def fileno(self):
         """Return the epoll file descriptor."""

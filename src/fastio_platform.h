@@ -81,10 +81,12 @@
 #  define EPOLLEXCLUSIVE (1u << 28)
 #endif
 
-/* One ready descriptor, as every backend reports it. */
+/* One ready descriptor, as every backend reports it. `gen` is epoll's
+ * generation of the kernel entry that reported it (0 for poll and select). */
 typedef struct {
     int fd;
     uint32_t events;
+    uint32_t gen;
 } fastio_event;
 
 #if FASTIO_HAVE_POLL
@@ -131,14 +133,22 @@ static inline int fastio_epoll_create(void)
     return epoll_create1(EPOLL_CLOEXEC);
 }
 
-static inline int fastio_epoll_ctl(int epfd, int op, int fd, uint32_t events)
+/* The kernel entry's data carries the fd and the generation the caller gave
+ * it, so a report can be matched with the registration that asked for it. */
+static inline int fastio_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint32_t gen)
 {
     struct epoll_event ev;
     memset(&ev, 0, sizeof(ev));
     ev.events = events;
-    ev.data.fd = fd;
+    ev.data.u64 = (uint64_t)(uint32_t)fd | ((uint64_t)gen << 32);
     return epoll_ctl(epfd, op, fd, &ev);
 }
+
+/* The in-place repack below needs this: each fastio_event is written at or
+ * before the epoll_event it is read from. (12 bytes each on x86_64, where
+ * epoll_event is packed; 12 and 16 elsewhere.) */
+typedef char fastio_event_fits_epoll_event[
+    sizeof(fastio_event) <= sizeof(struct epoll_event) ? 1 : -1];
 
 /* Wait into `out`, reusing it as the kernel's buffer: epoll_event is at least
  * as large as fastio_event, so the in-place repack never overtakes its input. */
@@ -149,18 +159,32 @@ static inline int fastio_epoll_wait(int epfd, fastio_event *out, int maxevents, 
     int i;
     for (i = 0; i < n; i++) {
         fastio_event e;
-        e.fd = raw[i].data.fd;
+        uint64_t data = raw[i].data.u64;
+        e.fd = (int)(uint32_t)data;
         e.events = raw[i].events;
+        e.gen = (uint32_t)(data >> 32);
         out[i] = e;
     }
     return n;
 }
+
+/* Make `dst` name the file `src` names (closing what `dst` named), atomically. */
+static inline int fastio_dup_onto(int src, int dst)
+{
+    return dup3(src, dst, O_CLOEXEC);
+}
 #define FASTIO_EPOLL_EVENT_SIZE sizeof(struct epoll_event)
 #else
 static inline int fastio_epoll_create(void) { errno = ENOSYS; return -1; }
-static inline int fastio_epoll_ctl(int epfd, int op, int fd, uint32_t events)
+static inline int fastio_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint32_t gen)
 {
-    (void)epfd; (void)op; (void)fd; (void)events;
+    (void)epfd; (void)op; (void)fd; (void)events; (void)gen;
+    errno = ENOSYS;
+    return -1;
+}
+static inline int fastio_dup_onto(int src, int dst)
+{
+    (void)src; (void)dst;
     errno = ENOSYS;
     return -1;
 }

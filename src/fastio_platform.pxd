@@ -15,11 +15,12 @@ cdef extern from "fastio_platform.h" nogil:
     const uint32_t EPOLLIN, EPOLLPRI, EPOLLOUT, EPOLLERR, EPOLLHUP, EPOLLRDHUP
     const uint32_t EPOLLET, EPOLLONESHOT, EPOLLEXCLUSIVE
     const int EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_CTL_MOD
-    const int EINTR, ENOENT, EEXIST, EBADF, ENOSYS
+    const int EINTR, ENOENT, EEXIST, EBADF, ENOSYS, EPERM
 
     ctypedef struct fastio_event:
         int fd
         uint32_t events
+        uint32_t gen
 
     ctypedef struct fastio_pollfd:
         int fd
@@ -38,7 +39,8 @@ cdef extern from "fastio_platform.h" nogil:
     int64_t fastio_monotonic_ns()
 
     int fastio_epoll_create()
-    int fastio_epoll_ctl(int epfd, int op, int fd, uint32_t events)
+    int fastio_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint32_t gen)
+    int fastio_dup_onto(int src, int dst)
     int fastio_epoll_wait(int epfd, fastio_event *out, int maxevents, int timeout_ms)
 
     int fastio_poll(fastio_pollfd *fds, size_t n, int timeout_ms)
@@ -58,3 +60,5 @@ cdef extern from "fastio_platform.h" nogil:
 
 cdef extern from "fastio_pyhelpers.h":
     object fastio_key_new(object cls, object fileobj, object fd, object events, object data)
+    void fastio_list_fill(object list, Py_ssize_t i, object item)
+    void fastio_list_truncate(object list, Py_ssize_t k)

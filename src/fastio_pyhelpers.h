@@ -27,4 +27,22 @@ fastio_key_new(PyObject *cls, PyObject *fileobj, PyObject *fd, PyObject *events,
     return key;
 }
 
+/* Put a new reference to `item` at `i` of a list made by PyList_New(n),
+ * whose slots start NULL. */
+static inline void
+fastio_list_fill(PyObject *list, Py_ssize_t i, PyObject *item)
+{
+    Py_INCREF(item);
+    PyList_SET_ITEM(list, i, item);
+}
+
+/* Cut a list made by PyList_New(n) to its first `k` (filled) slots. The rest
+ * are NULL, so there is nothing to release; `allocated` stays n, which a
+ * list allows (ob_size <= allocated), and a later append reuses the room. */
+static inline void
+fastio_list_truncate(PyObject *list, Py_ssize_t k)
+{
+    Py_SET_SIZE(list, k);
+}
+
 #endif /* FASTIO_PYHELPERS_H */

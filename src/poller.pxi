@@ -3,7 +3,10 @@
 # The fd table maps fd -> (registered mask, slot). It is a flat array indexed
 # by fd for the fds processes really have (below `_direct_limit`), and a dict
 # for the rest, so registering fd 2**31 - 1 costs a dict entry, not 16 GiB.
-# `slot` is backend-specific (poll: index in its pollfd array); -1 = absent.
+# `slot` is backend-specific (poll: index in its pollfd array; epoll: the
+# generation of the kernel entry); -1 = absent. Any negative slot is absent
+# to every lookup: epoll also uses -2, "unregistered, but possibly still in
+# the kernel's interest list", with that entry's generation in `gen`.
 #
 # The wait loop lives here once: PEP 475 semantics (on EINTR run the signal
 # handlers, let an exception from them propagate, retry with the time left)
@@ -21,6 +24,7 @@
 cdef struct fdentry:
     uint32_t mask
     int slot
+    uint32_t gen
 
 cdef enum:
     FDTABLE_DIRECT_MAX = 1 << 20
@@ -126,6 +130,7 @@ cdef class Poller:
             for i in range(self._cap, newcap):
                 entries[i].slot = -1
                 entries[i].mask = 0
+                entries[i].gen = 0
             self._entries = entries
             self._cap = newcap
         self._entries[fd].mask = mask
@@ -158,7 +163,11 @@ cdef class Poller:
         return 0
 
     cdef Py_ssize_t _wait_once(self, int64_t timeout_ns, Py_ssize_t maxevents) except -2:
-        """Wait once into `_buf`; return the count, or -1 with `_err` set."""
+        """Wait once into `_buf`; return the count, or -1 with `_err` set.
+
+        `_err` == 0 with -1 means "woken only by events the backend dropped
+        (epoll: stale kernel entries)": the wait goes on with the time left.
+        """
         return 0
 
     # ------------------------------------------------------- C-level API
@@ -291,11 +300,16 @@ cdef class Poller:
                 n = self._wait_once(timeout_ns, maxevents)
                 if n >= 0:
                     return n
-                if self._err != EINTR:
+                if self._err == 0:
+                    # Only dropped events: returning [] early would look like
+                    # a timeout to the caller, or make select(None) return.
+                    if timeout_ns == 0 or self.closed:
+                        return 0
+                elif self._err != EINTR:
                     _raise_errno(self._err)
-                if PyErr_CheckSignals() < 0:
+                elif PyErr_CheckSignals() < 0:
                     return -1
-                if self.closed:
+                elif self.closed:
                     return 0
                 if timeout_ns > 0:
                     timeout_ns = deadline - fastio_monotonic_ns()
@@ -329,7 +343,9 @@ cdef class Poller:
 
         :raises FileNotFoundError: `fd` is not registered.
         :raises OSError: the kernel refused (the fd was closed); it is
-            forgotten all the same.
+            forgotten all the same. EpollPoller defers the kernel call (see
+            src/epoll.pxi), so it raises this only for fds >= 2**20 and
+            EPOLLEXCLUSIVE registrations.
         """
         self._del(fd_from_object(fd))
 

@@ -81,8 +81,17 @@ cdef class SelectorCore:
     cdef bint _reregisters
     cdef public dict _fd_to_key
     cdef public object _map
+    # select()'s result cache, indexed by fd: the last (key, events) tuple
+    # reported for that fd, or None; `_sev[fd]` is the unmasked selector
+    # events it was built from. A Python list, so the GC sees the keys.
+    cdef list _results
+    cdef unsigned char *_sev
+
+    def __dealloc__(self):
+        PyMem_Free(self._sev)
 
     def __init__(self):
+        self._results = []
         self._fd_to_key = {}
         self._map = _SelectorMapping(self)
         self._reregisters = getattr(type(self), "_modify_reregisters", False)
@@ -170,6 +179,7 @@ cdef class SelectorCore:
         except KeyError:
             raise KeyError("{!r} is not registered".format(fileobj)) from None
         fd = <object>PyTuple_GET_ITEM(key, 1)
+        self._forget_result(fd)
         try:
             if self._poller is not None:
                 self._poller._del_obj(fd)
@@ -224,6 +234,7 @@ cdef class SelectorCore:
                 raise
             key = fastio_key_new(SelectorKey, <object>PyTuple_GET_ITEM(key, 0), fd, events, data)
             self._fd_to_key[fd] = key
+            self._forget_result(fd)
         elif data != <object>PyTuple_GET_ITEM(key, 3):
             # Events compare equal but may differ in type (1.0 == 1): the
             # poll-like stdlib classes store the new ones, SelectSelector not.
@@ -231,6 +242,7 @@ cdef class SelectorCore:
                                  <object>PyTuple_GET_ITEM(key, 2) if self._reregisters else events,
                                  data)
             self._fd_to_key[fd] = key
+            self._forget_result(fd)
         return key
 
     # ------------------------------------------------------------ select
@@ -243,26 +255,91 @@ cdef class SelectorCore:
         """
         cdef int64_t ns = timeout_to_ns(timeout, self._unit)
         cdef Poller poller = self._poller
-        cdef Py_ssize_t n, i
+        cdef Py_ssize_t n, i, k = 0
         cdef fastio_event *buf
         cdef PyObject *key
-        cdef int events
+        cdef PyObject *hit
+        cdef int fd, sev
         cdef dict fd_to_key = self._fd_to_key
+        cdef list results = self._results
+        cdef Py_ssize_t nresults = len(results)
+        cdef list ready
         if poller is None:
             return self._select_python(ns)
         n = poller._wait(ns, -1)
         try:
-            ready = []
+            # Filled in place and cut to size: no append, no over-allocation.
+            ready = PyList_New(n)
             buf = poller._buf
-            for i in range(n):
-                key = PyDict_GetItem(fd_to_key, PyLong_FromLong(buf[i].fd))
-                if key == NULL or not is_key(<object>key):
-                    continue
-                events = selector_events(buf[i].events)
-                ready.append((<object>key, masked(events, <object>key)))
+            try:
+                for i in range(n):
+                    fd = buf[i].fd
+                    sev = selector_events(buf[i].events)
+                    if fd < nresults:
+                        hit = PyList_GET_ITEM(results, fd)
+                        if hit != <PyObject *>None:
+                            # The dict stays the source of truth: the cached
+                            # key must still be the one registered for fd.
+                            # Looking it up by its own fd object saves a
+                            # PyLong allocation per event.
+                            t = <object>hit
+                            ckey = <object>PyTuple_GET_ITEM(t, 0)
+                            key = PyDict_GetItem(fd_to_key, <object>PyTuple_GET_ITEM(ckey, 1))
+                            if key == <PyObject *>ckey and self._sev[fd] == sev:
+                                fastio_list_fill(ready, k, t)
+                                k += 1
+                                continue
+                    key = PyDict_GetItem(fd_to_key, PyLong_FromLong(fd))
+                    if key == NULL or not is_key(<object>key):
+                        continue
+                    t = (<object>key, masked(sev, <object>key))
+                    fastio_list_fill(ready, k, t)
+                    k += 1
+                    self._remember_result(fd, sev, t)
+            finally:
+                fastio_list_truncate(ready, k)
         finally:
             poller._release()
         return ready
+
+    cdef int _remember_result(self, int fd, int sev, tuple t) except -1:
+        """Cache `t` as fd's result if reusing it is indistinguishable from
+        building it again: a SelectorKey whose fd is this int and whose
+        events are an int (so `events & key.events` has no side effects)."""
+        cdef object key = <object>PyTuple_GET_ITEM(t, 0)
+        cdef object kfd
+        cdef Py_ssize_t size, i
+        cdef void *p
+        if type(key) is not SelectorKey:
+            return 0
+        kfd = <object>PyTuple_GET_ITEM(key, 1)
+        if type(kfd) is not int or type(<object>PyTuple_GET_ITEM(key, 2)) is not int or kfd != fd:
+            return 0
+        size = len(self._results)
+        if fd >= size:
+            if fd >= FDTABLE_DIRECT_MAX:
+                return 0
+            i = size if size else 64
+            while i <= fd:
+                i *= 2
+            p = PyMem_Realloc(self._sev, i)
+            if p == NULL:
+                raise MemoryError()
+            self._sev = <unsigned char *>p
+            self._results.extend([None] * (i - size))
+        self._results[fd] = t
+        self._sev[fd] = <unsigned char>sev
+        return 0
+
+    cdef inline int _forget_result(self, object fd) except -1:
+        """Release the cached result of `fd` (so its key can be freed)."""
+        cdef int overflow = 0
+        cdef long long v
+        if type(fd) is int:
+            v = PyLong_AsLongLongAndOverflow(fd, &overflow)
+            if not overflow and 0 <= v < len(self._results):
+                self._results[v] = None
+        return 0
 
     cdef list _select_python(self, int64_t ns):
         """select() over a poller that is not ours, through its poll()."""
@@ -331,6 +408,7 @@ cdef class SelectorCore:
         # does if one was closed); register() after it replaces them.
         self._fd_to_key.clear()
         self._map = None
+        self._results = []
 
 
 cdef inline int selector_events_registered(uint32_t mask) noexcept:

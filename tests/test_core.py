@@ -219,11 +219,151 @@ def test_epoll_poller_unregister_of_closed_fd_forgets_it(socketpair):
         fd = a.fileno()
         p.register(fd, _core.POLLIN)
         a.close()
-        with pytest.raises(OSError):
-            p.unregister(fd)  # EBADF from the kernel
+        # EPOLL_CTL_DEL is deferred, so the kernel's EBADF is never asked for.
+        p.unregister(fd)
         assert len(p) == 0
+        with pytest.raises(FileNotFoundError):
+            p.unregister(fd)
     finally:
         p.close()
+
+
+# --- epoll: deferred EPOLL_CTL_DEL (src/epoll.pxi) ---------------------------
+
+
+@pytest.fixture
+def epoller():
+    if not _core.HAVE_EPOLL:
+        pytest.skip("no epoll(7) here")
+    p = _core.EpollPoller()
+    yield p
+    p.close()
+
+
+def kernel_fds(poller):
+    """Return the fds the kernel reports ready now, read through a dup of the
+    poller's epoll fd (it shares the interest list; level-triggered reports
+    are not consumed)."""
+    probe = select.epoll.fromfd(os.dup(poller.fileno()))
+    try:
+        return sorted(fd for fd, _ in probe.poll(0))
+    finally:
+        probe.close()
+
+
+def test_epoll_reregister_after_unregister_delivers_events(epoller, socketpair):
+    a, b = socketpair()
+    epoller.register(a, _core.EPOLLIN)
+    epoller.unregister(a)
+    epoller.register(a, _core.EPOLLIN)
+    b.send(b"x")
+    assert epoller.poll(0) == [(a.fileno(), _core.EPOLLIN)]
+    epoller.modify(a, _core.EPOLLOUT)
+    assert epoller.poll(0) == [(a.fileno(), _core.EPOLLOUT)]
+
+
+def test_epoll_unregistered_readable_fd_is_swallowed_and_wait_continues(epoller, socketpair):
+    a, b = socketpair()
+    epoller.register(a, _core.EPOLLIN)
+    b.send(b"x")
+    epoller.unregister(a)
+    assert kernel_fds(epoller) == [a.fileno()]  # deferred: still in the kernel
+    start = time.monotonic()
+    assert epoller.poll(0.1) == []
+    assert time.monotonic() - start >= 0.1  # woken by the stale event, waited on
+    assert kernel_fds(epoller) == []  # the report removed it
+
+
+def test_epoll_unregister_then_zero_timeout_returns_nothing(epoller, socketpair):
+    a, b = socketpair()
+    epoller.register(a, _core.EPOLLIN)
+    b.send(b"x")
+    epoller.unregister(a)
+    assert epoller.poll(0) == []
+    assert kernel_fds(epoller) == []
+
+
+def test_epoll_fd_number_reused_after_close_reports_only_new_socket(epoller, socketpair):
+    a, b = socketpair()
+    fd = a.fileno()
+    epoller.register(fd, _core.EPOLLIN)
+    b.send(b"old")
+    epoller.unregister(fd)
+    c, d = socketpair()
+    a.close()
+    os.dup2(c.fileno(), fd)  # the number now names a new socket
+    c.close()
+    try:
+        epoller.register(fd, _core.EPOLLIN)
+        assert epoller.poll(0) == []  # nothing from the old one
+        d.send(b"new")
+        assert epoller.poll(0) == [(fd, _core.EPOLLIN)]
+    finally:
+        os.close(fd)
+
+
+def test_epoll_stale_entry_of_closed_dup_never_reported_as_new_file(epoller, socketpair):
+    a, a_peer = socketpair()
+    n = a.fileno()
+    epfd = epoller.fileno()
+    epoller.register(n, _core.EPOLLIN)
+    dup = os.dup(n)  # keeps the file, and so its kernel entry, alive
+    b, b_peer = socketpair()
+    try:
+        a.close()
+        epoller.unregister(n)
+        os.dup2(b.fileno(), n)  # B now lands on number n
+        b.close()
+        epoller.register(n, _core.EPOLLIN)
+        a_peer.send(b"x")  # A readable: its stale entry reports fd n
+        assert epoller.poll(0) == []
+        assert epoller.poll(0.05) == []
+        assert epoller.fileno() == epfd  # rebuilt onto the same number
+        assert kernel_fds(epoller) == []  # A's entry is gone for good
+        b_peer.send(b"y")
+        assert epoller.poll(0) == [(n, _core.EPOLLIN)]
+        assert len(epoller) == 1
+    finally:
+        os.close(dup)
+        os.close(n)
+
+
+def test_epoll_oneshot_rearmed_by_register_after_unregister(epoller, socketpair):
+    a, b = socketpair()
+    epoller.register(a, _core.EPOLLIN | _core.EPOLLONESHOT)
+    b.send(b"x")
+    assert epoller.poll(0) == [(a.fileno(), _core.EPOLLIN)]
+    assert epoller.poll(0) == []  # disabled
+    epoller.unregister(a)
+    epoller.register(a, _core.EPOLLIN | _core.EPOLLONESHOT)
+    assert epoller.poll(0) == [(a.fileno(), _core.EPOLLIN)]
+
+
+def test_epoll_exclusive_register_after_deferred_unregister(epoller, socketpair):
+    a, b = socketpair()
+    epoller.register(a, _core.EPOLLIN)
+    epoller.unregister(a)
+    epoller.register(a, _core.EPOLLIN | _core.EPOLLEXCLUSIVE)  # no EINVAL
+    b.send(b"x")
+    assert epoller.poll(0) == [(a.fileno(), _core.EPOLLIN)]
+    epoller.unregister(a)  # deleted eagerly: MOD could not re-arm it
+    assert kernel_fds(epoller) == []
+    epoller.register(a, _core.EPOLLIN)
+    assert epoller.poll(0) == [(a.fileno(), _core.EPOLLIN)]
+
+
+def test_epoll_regular_file_on_deferred_number_raises_permission_error(epoller, socketpair, tmp_path):
+    a, b = socketpair()
+    fd = a.fileno()
+    epoller.register(fd, _core.EPOLLIN)
+    epoller.unregister(fd)
+    with open(tmp_path / "f", "wb") as f:
+        with pytest.raises(PermissionError):
+            epoller.register(f, _core.EPOLLIN)  # a fresh number: ADD
+        os.dup2(f.fileno(), fd)  # the deferred number (`a` closes it): MOD
+        with pytest.raises(PermissionError):
+            epoller.register(fd, _core.EPOLLIN)
+        assert len(epoller) == 0
 
 
 # --- timeouts ----------------------------------------------------------------
@@ -590,6 +730,32 @@ def test_epollexclusive_registration_reports_events(epoll_selector, socketpair):
     key = epoll_selector.register(rd, R, flags=fsel.EPOLLEXCLUSIVE)
     wr.send(b"x")
     assert epoll_selector.select(0) == [(key, R)]
+
+
+def test_epoll_selector_never_reports_new_socket_for_closed_dup_file(epoll_selector, socketpair):
+    # The stdlib's EpollSelector fails this: the kernel entry of the closed
+    # fd's file (kept alive by a dup) reports fd n, which now means B.
+    a, a_peer = socketpair()
+    n = a.fileno()
+    epfd = epoll_selector.fileno()
+    epoll_selector.register(a, R)
+    dup = os.dup(n)
+    b, b_peer = socketpair()
+    try:
+        a.close()
+        epoll_selector.unregister(n)
+        os.dup2(b.fileno(), n)
+        b.close()
+        key = epoll_selector.register(n, R)
+        a_peer.send(b"x")
+        assert epoll_selector.select(0.05) == []
+        assert epoll_selector.fileno() == epfd
+        b_peer.send(b"y")
+        assert epoll_selector.select(0) == [(key, R)]
+    finally:
+        epoll_selector.unregister(n)
+        os.close(dup)
+        os.close(n)
 
 
 def test_pollpri_out_of_band_data_reported_as_read(tcp_pair):

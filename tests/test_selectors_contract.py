@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 import unittest.mock
+import weakref
 
 import pytest
 
@@ -643,6 +644,91 @@ def test_events_for_fd_no_longer_in_map_are_dropped(selector, backend, socketpai
             assert selector.select_fds(0) == []
     finally:
         os.close(dup)
+
+
+def test_reregister_after_unregister_delivers_events(selector, socketpair):
+    # fastio's epoll defers EPOLL_CTL_DEL and re-arms the old kernel entry.
+    rd, wr = socketpair()
+    selector.register(rd, R)
+    selector.unregister(rd)
+    key = selector.register(rd, R, "again")
+    wr.send(b"x")
+    assert selector.select(0) == [(key, R)]
+    selector.unregister(rd)
+    key = selector.register(rd, W)
+    assert selector.select(0) == [(key, W)]
+
+
+def test_unregistered_readable_fd_does_not_end_wait_early(selector, socketpair):
+    # fastio's epoll: the deferred kernel entry still reports; the report
+    # must be swallowed and the wait go on for the full timeout.
+    rd, wr = socketpair()
+    other, _ = socketpair()
+    selector.register(rd, R)
+    wr.send(b"x")
+    selector.unregister(rd)
+    selector.register(other, R)
+    t0 = time.monotonic()
+    assert selector.select(0.1) == []
+    assert time.monotonic() - t0 >= 0.1
+
+
+def test_fd_number_reused_after_unregister_and_close_reports_new_socket(selector, socketpair):
+    rd, wr = socketpair()
+    fd = rd.fileno()
+    selector.register(fd, R)
+    wr.send(b"old")
+    selector.unregister(fd)
+    rd2, wr2 = socketpair()
+    rd.close()
+    os.dup2(rd2.fileno(), fd)
+    rd2.close()
+    try:
+        key = selector.register(fd, R, "new")
+        assert selector.select(0) == []
+        wr2.send(b"new")
+        assert selector.select(0) == [(key, R)]
+    finally:
+        selector.unregister(fd)
+        os.close(fd)
+
+
+def test_select_reads_fd_to_key_mutated_directly(selector, socketpair):
+    # fastio caches select()'s (key, events) per fd; the dict must still rule.
+    rd, wr = socketpair()
+    key = selector.register(rd, R, "old")
+    wr.send(b"x")
+    assert selector.select(0) == [(key, R)]
+    assert selector.select(0)[0][0] is key
+    replaced = selectors.SelectorKey(rd, rd.fileno(), R, "replaced")
+    selector._fd_to_key[rd.fileno()] = replaced
+    result = selector.select(0)
+    assert result == [(replaced, R)] and result[0][0] is replaced
+    del selector._fd_to_key[rd.fileno()]
+    assert selector.select(0) == []
+
+
+def test_select_reports_changed_readiness_of_same_key(selector, socketpair):
+    rd, wr = socketpair()
+    key = selector.register(rd, R | W)
+    assert selector.select(0) == [(key, W)]
+    wr.send(b"x")
+    assert sorted(ev for _, ev in selector.select(0)) in ([R | W], [R, W])
+    rd.recv(1)
+    assert selector.select(0) == [(key, W)]
+
+
+def test_unregistered_reported_socket_is_not_kept_alive(selector, socketpair):
+    rd, wr = socketpair()
+    sock = socket.socket(fileno=os.dup(rd.fileno()))
+    ref = weakref.ref(sock)
+    key = selector.register(sock, R)
+    wr.send(b"x")
+    assert selector.select(0) == [(key, R)]
+    selector.unregister(sock)
+    sock.close()
+    del sock, key
+    assert ref() is None
 
 
 def test_get_key_unknown_raises_key_error(selector, socketpair):
