@@ -66,6 +66,7 @@ class Server:
     kind: str  # "reference", "peer" or "fastio"
     requires: str = None  # "cc", "uvloop" or "fastio-echo"
     core: bool = False  # also measured in the default profile's spread cells
+    target: bool = False  # held to the issue's target (`python -m fastio echo`)
 
 
 def _peer(script, *flags, **kw):
@@ -73,7 +74,7 @@ def _peer(script, *flags, **kw):
 
 
 def _fastio(backend, core=False):
-    return Server((PY, "-m", "fastio", "echo", "--backend", backend), "fastio", "fastio-echo", core)
+    return Server((PY, "-m", "fastio", "echo", "--backend", backend), "fastio", "fastio-echo", core, True)
 
 
 SERVERS = {
@@ -90,6 +91,9 @@ SERVERS = {
     "fastio-epoll": _fastio("epoll", core=True),
     "fastio-poll": _fastio("poll"),
     "fastio-select": _fastio("select"),
+    # fastio's loop with the per-chunk path in Python, as the protocol peers above.
+    "fastio-pyprotocol": Server((PY, str(PEERS / "fastio_protocol_server.py")), "fastio", "fastio-echo",
+                                core=True),
 }
 
 SIZES = (64, 1024, 16384)
@@ -202,6 +206,12 @@ def missing(requirement):
     return None
 
 
+def _server_env():
+    # Peer scripts run by path: let them import this checkout's fastio.
+    path = os.environ.get("PYTHONPATH")
+    return dict(os.environ, PYTHONPATH=str(harness.REPO_DIR) + (os.pathsep + path if path else ""))
+
+
 class RunningServer:
     """A server process pinned to the server CPU, started in its own session."""
 
@@ -211,6 +221,7 @@ class RunningServer:
         self.stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=self.stderr, stdin=subprocess.DEVNULL, cwd=harness.REPO_DIR,
+            env=_server_env(),
             preexec_fn=_pin_to_server_cpu, start_new_session=True,
         )
         deadline = time.monotonic() + ready_timeout
@@ -315,7 +326,7 @@ def evaluate_target(cell):
     if cell is None:
         return [{"server": None, "result": "headline cell not measured", "checks": []}]
     got = cell["servers"]
-    fastio_names = [name for name in got if SERVERS[name].kind == "fastio"]
+    fastio_names = [name for name in got if SERVERS[name].target]
     if not fastio_names:
         return [{"server": None, "result": "fastio server not available", "checks": []}]
     out = []

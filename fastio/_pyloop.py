@@ -19,6 +19,9 @@ POLLERR = 0x008
 POLLHUP = 0x010
 # Readiness bits that wake a reader / a writer: an error or hang-up wakes both,
 # as the stdlib selectors do, so whoever waits learns it from recv()/send().
+# The longest single wait, as asyncio's: a timer further away than any
+# poller's timeout can express just takes several waits.
+MAX_WAIT = 24 * 3600.0
 _READ_BITS = ~POLLOUT
 _WRITE_BITS = ~POLLIN
 
@@ -300,9 +303,7 @@ class LoopCore:
         if self._ready or self._threadsafe or self._stopping:
             timeout = 0
         elif self._timers:
-            timeout = self._timers[0]._when - _monotonic()
-            if timeout < 0:
-                timeout = 0
+            timeout = min(max(0, self._timers[0]._when - _monotonic()), MAX_WAIT)
         else:
             timeout = None
         events = self._poller.poll(timeout)

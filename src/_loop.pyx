@@ -60,6 +60,9 @@ cdef enum:
     FDTAB_MAX = 1 << 20
 
 cdef object _SHUT_WR = socket.SHUT_WR
+# The longest single wait, as asyncio's: a timer further away than any
+# poller's timeout can express just takes several waits.
+cdef double MAX_WAIT = 24 * 3600.0
 
 
 cdef inline double _now() noexcept:
@@ -524,6 +527,8 @@ cdef class LoopCore:
             t = (<TimerHandle>PyList_GET_ITEM(timers, 0))._when - _now()
             if t < 0:
                 t = 0
+            elif t > MAX_WAIT:
+                t = MAX_WAIT
         else:
             t = -1
         if self._cpoller is not None:

@@ -1,6 +1,7 @@
 """Loop(selector=...) on each backend: fastio pollers, fastio and stdlib selectors."""
 
 import os
+import resource
 import selectors
 import socket
 import threading
@@ -107,3 +108,48 @@ def test_python_core_on_default_backend():
     lp.run_forever()
     lp.close()
     assert out == [1]
+
+
+def test_timer_beyond_any_poller_timeout_does_not_break_the_wait(loop):
+    # Only a timer 300 years away: the wait is clamped (as asyncio clamps to
+    # a day), not refused with OverflowError by the poller.
+    never = loop.call_later(1e10, loop.stop)
+    stopper = threading.Timer(0.05, loop.call_soon_threadsafe, (loop.stop,))
+    stopper.start()
+    try:
+        loop.run_forever()
+    finally:
+        stopper.join()
+    assert not never.cancelled()
+    never.cancel()
+
+
+def test_fds_above_the_dispatch_table_size_are_dispatched(loop):
+    # The loop looks fds up in a flat table that grows with the fd numbers
+    # it sees: a reader on a high fd must run, and stop once removed.
+    # Below select()'s FD_SETSIZE (1024), above the table's first size (256).
+    high = 900
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft <= high:
+        pytest.skip("RLIMIT_NOFILE %d is too low" % soft)
+    a, b = socket.socketpair()
+    os.dup2(a.fileno(), high)
+    fd = high
+    got = []
+    try:
+        loop.add_reader(fd, lambda: (got.append(os.read(fd, 100)), loop.stop()))
+        b.send(b"high fd")
+        failsafe = loop.call_later(5, loop.stop)
+        loop.run_forever()
+        failsafe.cancel()
+        assert got == [b"high fd"]
+        assert loop.remove_reader(fd) is True
+        b.send(b"not read")
+        loop.call_later(0.05, loop.stop)
+        loop.run_forever()
+        assert got == [b"high fd"]
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+        a.close()
+        b.close()

@@ -25,6 +25,7 @@ import os
 import signal
 import socket
 import sys
+from typing import Any
 
 from fastio import selectors as _selectors
 from fastio._ext import echo as _echo_ext
@@ -78,7 +79,7 @@ class _PyEchoCore:
 # Discussion: the per-chunk path is what the server benchmark measures. With
 # the extension it is compiled (fastio._echo): the loop's transport hands it
 # the receive buffer, and the reply goes out through the transport's C write.
-_EchoCore = _echo_ext.EchoCore if _echo_ext is not None else _PyEchoCore
+_EchoCore: Any = _echo_ext.EchoCore if _echo_ext is not None else _PyEchoCore
 
 
 class _EchoProtocol(_EchoCore, Protocol):

@@ -1,0 +1,48 @@
+"""fastio Loop echo server with a plain Python Protocol: the same server as the asyncio/uvloop protocol peer, on fastio's loop.
+
+`python -m fastio echo` runs fastio's own echo server, whose per-chunk path is
+compiled; this peer measures the loop with the per-chunk path in Python, the
+like-for-like comparison with asyncio's and uvloop's protocol servers.
+"""
+
+import signal
+
+import _common
+
+from fastio.loop import Loop, Protocol
+
+
+class EchoProtocol(Protocol):
+    """Write back what arrives; pause reading while the transport's buffer is over its high mark."""
+
+    def __init__(self, reply):
+        self.reply = reply
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.transport.write(self.reply(data))
+
+    def pause_writing(self):
+        self.transport.pause_reading()
+
+    def resume_writing(self):
+        self.transport.resume_reading()
+
+
+def main():
+    args = _common.parse_args(__doc__)
+    reply = _common.reply_function(args.upper)
+    loop = Loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, loop.stop)
+    server = loop.create_server(lambda: EchoProtocol(reply), sock=_common.listen(args.host, args.port))
+    _common.ready()
+    loop.run_forever()
+    server.close()
+    loop.close()
+
+
+if __name__ == "__main__":
+    main()
