@@ -13,7 +13,7 @@ import asyncio
 import pytest
 
 import fastio
-from fastio.loop import Loop, _PyLoop
+from fastio.loop import Loop, Protocol, _PyLoop
 
 LOOP_KINDS = ["fastio", "fastio-python", "asyncio"]
 FASTIO_KINDS = ["fastio", "fastio-python"]
@@ -71,6 +71,44 @@ class LoopAdapter:
     def close(self):
         if not self.loop.is_closed():
             self.loop.close()
+
+
+class Collector(Protocol):
+    """Record everything a connection sees; futures for the milestones."""
+
+    def __init__(self, loop, expect=None):
+        self.loop = loop
+        self.expect = expect
+        self.data = bytearray()
+        self.events = []
+        self.transport = None
+        self.got_all = loop.create_future()
+        self.lost = loop.create_future()
+        self.eof = loop.create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.events.append("made")
+
+    def data_received(self, data):
+        self.data += data
+        if self.expect is not None and len(self.data) >= self.expect and not self.got_all.done():
+            self.got_all.set_result(bytes(self.data))
+
+    def eof_received(self):
+        self.events.append("eof")
+        self.eof.set_result(bytes(self.data))
+
+    def pause_writing(self):
+        self.events.append("pause")
+
+    def resume_writing(self):
+        self.events.append("resume")
+
+    def connection_lost(self, exc):
+        self.events.append("lost")
+        if not self.lost.done():
+            self.lost.set_result(exc)
 
 
 @pytest.fixture(params=LOOP_KINDS)

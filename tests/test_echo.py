@@ -377,6 +377,19 @@ def test_sigint_stops_the_server_like_sigterm(workers):
     assert parse_summary(lines) == (1, 9, 9)
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_right_after_the_ready_line_is_a_clean_shutdown(workers, sig):
+    # The ready line promises the server is up: a signal sent the moment it
+    # appears must reach the shutdown handler, not kill a worker mid-start.
+    for _ in range(3):
+        with ServerProcess("--workers", workers) as srv:
+            code, lines, err = srv.stop(sig)
+        assert code == 0, err
+        assert "Traceback" not in err
+        assert parse_summary(lines) == (0, 0, 0)
+
+
 # --- --workers --------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from fastio._ext import echo
 from fastio.loop import Protocol
+from loop_fixtures import Collector
 
 pytestmark = pytest.mark.skipif(echo is None, reason="fastio._echo is not built")
 
@@ -29,29 +30,14 @@ def _server_protocol(base, created):
     return Server
 
 
-class Client(Protocol):
-    def __init__(self, loop, expect):
-        self.expect = expect
-        self.data = bytearray()
-        self.done = loop.create_future()
-
-    def connection_made(self, transport):
-        self.transport = transport
-
-    def data_received(self, data):
-        self.data += data
-        if len(self.data) >= self.expect and not self.done.done():
-            self.done.set_result(bytes(self.data))
-
-
 def _exchange(any_loop, factory, chunks, expect):
     server = any_loop.create_server(factory)
-    client = Client(any_loop.loop, expect)
+    client = Collector(any_loop.loop, expect)
     transport, _ = any_loop.connect(lambda: client, "127.0.0.1", _port(server))
     for chunk in chunks:
         transport.write(chunk)
     try:
-        return any_loop.run_until(client.done)
+        return any_loop.run_until(client.got_all)
     finally:
         transport.close()
         server.close()
@@ -119,12 +105,12 @@ def test_echo_core_drops_chunks_once_draining(any_loop):
             self._transport.write(b"in=%d" % self._in)
 
     server = any_loop.create_server(Draining)
-    client = Client(any_loop.loop, len(b"in=0"))
+    client = Collector(any_loop.loop, len(b"in=0"))
     transport, _ = any_loop.connect(lambda: client, "127.0.0.1", _port(server))
     transport.write(b"dropped")
     transport.write_eof()
     try:
-        assert any_loop.run_until(client.done) == b"in=0"
+        assert any_loop.run_until(client.got_all) == b"in=0"
     finally:
         transport.close()
         server.close()

@@ -8,27 +8,11 @@ like-for-like comparison with asyncio's and uvloop's protocol servers.
 import signal
 
 import _common
+# The asyncio/uvloop peer's protocol, unchanged: fastio's transports call the
+# same methods.
+from asyncio_server import EchoProtocol
 
-from fastio.loop import Loop, Protocol
-
-
-class EchoProtocol(Protocol):
-    """Write back what arrives; pause reading while the transport's buffer is over its high mark."""
-
-    def __init__(self, reply):
-        self.reply = reply
-
-    def connection_made(self, transport):
-        self.transport = transport
-
-    def data_received(self, data):
-        self.transport.write(self.reply(data))
-
-    def pause_writing(self):
-        self.transport.pause_reading()
-
-    def resume_writing(self):
-        self.transport.resume_reading()
+from fastio.loop import Loop
 
 
 def main():

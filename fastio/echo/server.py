@@ -22,6 +22,7 @@ fastio's Loop. What the tutorial version leaves out:
 
 import dataclasses
 import os
+import select
 import signal
 import socket
 import sys
@@ -310,17 +311,37 @@ def _serve_workers(options, workers, announce):
     finally:
         os.close(stats_w)
         probe.close()
-    announce(options["host"], options["port"])
-    # Forward SIGINT/SIGTERM to every worker, then collect their stats.
+    # Forward SIGINT/SIGTERM to every worker, then collect their stats. The
+    # wait watches a wakeup fd too: a Python handler runs only between
+    # bytecodes, so a signal landing just before a blocking read would wait
+    # for that read to return -- never, as the workers wait for the signal.
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    old_wakeup = signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGINT, lambda *a: [_kill(pid) for pid in children])
     signal.signal(signal.SIGTERM, lambda *a: [_kill(pid) for pid in children])
+    announce(options["host"], options["port"])
     signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    reports = b""
+    try:
+        while True:
+            readable = select.select([stats_r, wake_r], [], [])[0]
+            if wake_r in readable:
+                os.read(wake_r, 512)  # the handler has run or runs next
+            if stats_r in readable:
+                chunk = os.read(stats_r, 65536)
+                if not chunk:
+                    break
+                reports += chunk
+    finally:
+        signal.set_wakeup_fd(old_wakeup)
+        for fd in (wake_r, wake_w, stats_r):
+            os.close(fd)
     total = EchoStats()
     failed = 0
-    with os.fdopen(stats_r) as reports:
-        for line in reports:
-            connections, bytes_in, bytes_out = map(int, line.split())
-            total.add(EchoStats(connections, bytes_in, bytes_out))
+    for line in reports.decode().splitlines():
+        connections, bytes_in, bytes_out = map(int, line.split())
+        total.add(EchoStats(connections, bytes_in, bytes_out))
     for pid in children:
         _, status = os.waitpid(pid, 0)
         failed += status != 0
