@@ -542,7 +542,8 @@ cdef class LoopCore:
                     self._events_cap = n if self._events != NULL else 0
                     if self._events == NULL:
                         raise MemoryError()
-                memcpy(self._events, buf, n * sizeof(fastio_event))
+                if n:
+                    memcpy(self._events, buf, n * sizeof(fastio_event))
             finally:
                 _core_api.release(self._cpoller)
             for i in range(n):
