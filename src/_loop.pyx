@@ -946,7 +946,8 @@ cdef class Transport:
         owner = PyCapsule_GetContext(capsule)
         if owner == NULL:
             return 0
-        if getattr(cls, "data_received", None) is getattr(<object>owner, "data_received", None):
+        if (isinstance(protocol, <object>owner)
+                and getattr(cls, "data_received", None) is getattr(<object>owner, "data_received", None)):
             self._c_data_received = <fastio_data_received_fn>PyCapsule_GetPointer(
                 capsule, FASTIO_DATA_RECEIVED)
         return 0
@@ -1005,7 +1006,7 @@ cdef class Transport:
             self._protocol.connection_lost(exc)
         finally:
             self._sock.close()
-            self._protocol = None
+            self._set_protocol(None)
             server = self._server
             if server is not None:
                 self._server = None

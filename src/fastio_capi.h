@@ -12,7 +12,8 @@
  *   attribute `_fastio_data_received`: a capsule named FASTIO_DATA_RECEIVED
  *   whose pointer is a fastio_data_received_fn and whose context is the class
  *   that defines it. The loop's transports then hand it the receive buffer
- *   itself (no bytes object), unless a subclass overrides data_received.
+ *   itself (no bytes object) -- only for instances of that class, and not
+ *   when a subclass overrides data_received.
  *
  * Functions returning int or Py_ssize_t return -1 with a Python exception
  * set on failure. */

@@ -114,3 +114,4 @@ def test_echo_core_drops_chunks_once_draining(any_loop):
     finally:
         transport.close()
         server.close()
+
