@@ -517,7 +517,6 @@ cdef class LoopCore:
         cdef list events, ready, timers = self._timers
         cdef Py_ssize_t i, n
         cdef tuple item
-        cdef fastio_event *buf
         cdef TimerHandle timer
         cdef Handle handle
 
@@ -532,20 +531,7 @@ cdef class LoopCore:
         else:
             t = -1
         if self._cpoller is not None:
-            n = _core_api.wait(self._cpoller, t, &buf)
-            # Copy the events out and release the poller before any callback
-            # runs: a callback may register, unregister or close.
-            try:
-                if n > self._events_cap:
-                    PyMem_Free(self._events)
-                    self._events = <fastio_event *>PyMem_Malloc(n * sizeof(fastio_event))
-                    self._events_cap = n if self._events != NULL else 0
-                    if self._events == NULL:
-                        raise MemoryError()
-                if n:
-                    memcpy(self._events, buf, n * sizeof(fastio_event))
-            finally:
-                _core_api.release(self._cpoller)
+            n = _core_api.wait_into(self._cpoller, t, &self._events, &self._events_cap)
             for i in range(n):
                 self._dispatch(self._events[i].fd, self._events[i].events)
         else:

@@ -1,14 +1,17 @@
 # fastio._core._C_API: the poller wait for other fastio modules (see
-# src/fastio_capi.h). fastio._loop drives its poller through it: the events
-# are read from the poller's buffer, with no list of tuples per iteration.
+# src/fastio_capi.h). fastio._loop and fastio._echo drive their pollers
+# through it: the events are copied out of the poller's buffer, with no list
+# of tuples per iteration.
 
-cdef Py_ssize_t capi_wait(object poller, double timeout, fastio_event **events) except -1:
+cdef Py_ssize_t capi_wait_into(object poller, double timeout, fastio_event **events,
+                               Py_ssize_t *cap) except -1:
     cdef Poller p = <Poller>poller
     cdef int64_t unit = p._timeout_unit()
     cdef double units
     cdef double limit = <double>(MAX_MS if unit == NS_PER_MS else MAX_US)
     cdef int64_t ns
     cdef Py_ssize_t n
+    cdef void *grown
     if not timeout >= 0:  # negative or NaN: no deadline
         ns = -1
     elif timeout == 0:
@@ -21,15 +24,20 @@ cdef Py_ssize_t capi_wait(object poller, double timeout, fastio_event **events) 
             units = limit
         ns = <int64_t>units * unit
     n = p._wait(ns, -1)
-    events[0] = p._buf
+    try:
+        if n > cap[0]:
+            grown = PyMem_Realloc(events[0], n * sizeof(fastio_event))
+            if grown == NULL:
+                raise MemoryError()
+            events[0] = <fastio_event *>grown
+            cap[0] = n
+        if n:
+            memcpy(events[0], p._buf, n * sizeof(fastio_event))
+    finally:
+        p._release()
     return n
 
 
-cdef void capi_release(object poller) noexcept:
-    (<Poller>poller)._release()
-
-
 cdef fastio_core_capi _capi
-_capi.wait = capi_wait
-_capi.release = capi_release
+_capi.wait_into = capi_wait_into
 _C_API = PyCapsule_New(&_capi, FASTIO_CORE_CAPI, NULL)

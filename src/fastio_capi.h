@@ -30,10 +30,12 @@
 
 typedef struct {
     /* Wait on a fastio._core.Poller for `timeout` seconds (< 0: forever),
-     * rounded up as Poller.poll() rounds. On success *events points at the
-     * poller's buffer, valid until release(); returns the event count. */
-    Py_ssize_t (*wait)(PyObject *poller, double timeout, fastio_event **events);
-    void (*release)(PyObject *poller);
+     * rounded up as Poller.poll() rounds, and copy the events into the
+     * caller's *events (PyMem-allocated, grown as needed; *cap is its size
+     * in events). The poller is free again before the caller acts on them,
+     * so callbacks may register, unregister or close. Returns the count. */
+    Py_ssize_t (*wait_into)(PyObject *poller, double timeout, fastio_event **events,
+                            Py_ssize_t *cap);
 } fastio_core_capi;
 
 typedef struct {

@@ -9,8 +9,8 @@ cdef extern from "fastio_capi.h":
     const char *FASTIO_DATA_RECEIVED
 
     ctypedef struct fastio_core_capi:
-        Py_ssize_t (*wait)(object poller, double timeout, fastio_event **events) except -1
-        void (*release)(object poller) noexcept
+        Py_ssize_t (*wait_into)(object poller, double timeout, fastio_event **events,
+                                Py_ssize_t *cap) except -1
 
     ctypedef struct fastio_loop_capi:
         int (*transport_write)(object transport, const char *buf, Py_ssize_t n) except -1

@@ -10,8 +10,11 @@ Discussion: the load generator must not be what limits the server. All
 connections run from one thread on one `fastio._core.EpollPoller` (or
 `fastio.selectors.DefaultSelector` on the pure-Python fallback), sockets are
 non-blocking, payloads are precomputed, every recv lands in one preallocated
-buffer (`recv_into`), and verification is one memcmp per recv:
-`bytearray.startswith` against a zero-copy slice of the expected byte stream.
+buffer, and verification is one memcmp per recv against the expected byte
+stream. The per-event path (receive, verify, time, send the next request) is
+compiled (`fastio._echo.BenchCore`): in Python it cost more per request than
+the fastest servers it measures, so it, not they, set the req/s.
+`_PyBenchCore` is its twin for the pure-Python fallback.
 
 The stream a connection sends is a ring of `pipeline + 3` distinct payloads, so
 a reply echoed out of order, twice or from another connection's stream shows
@@ -31,6 +34,7 @@ import time
 from fastio import selectors as _selectors
 from fastio._cli import bounded
 from fastio._ext import core as _core
+from fastio._ext import echo as _echo_ext
 
 __all__ = ["SEED_MESSAGE", "talk", "bench", "format_result", "add_arguments", "run", "main"]
 
@@ -94,18 +98,141 @@ def talk(host="127.0.0.1", port=10000, sockets=2, parts=3, message=SEED_MESSAGE,
 
 
 class _Conn:
-    """One connection's state in the load generator."""
+    """One connection's state in the pure-Python load generator."""
 
-    __slots__ = ("sock", "fd", "spos", "rpos", "partial", "sent_at", "out")
+    __slots__ = ("sock", "fd", "replied", "spos", "rpos", "partial", "sent_at", "out")
 
     def __init__(self, sock):
         self.sock = sock
         self.fd = sock.fileno()
+        self.replied = False
         self.spos = 0  # offset in the send ring of the next request
         self.rpos = 0  # offset in the expected ring of the next reply byte
         self.partial = 0  # bytes of the oldest outstanding reply already received
         self.sent_at = collections.deque()  # send time of each outstanding request
         self.out = b""  # bytes the kernel did not take yet (a partial write)
+
+
+class _PyBenchCore:
+    """The load generator's per-event path without the extension:
+    fastio._echo.BenchCore's twin (same methods, same behaviour)."""
+
+    def __init__(self, poller, size, pipeline, send_ring, expect_ring, ring_len, recv_size, drop):
+        self._poller = poller
+        self._size, self._pipeline, self._ring_len = size, pipeline, ring_len
+        self._send_mv, self._expect_mv = memoryview(send_ring), memoryview(expect_ring)
+        self._buf = bytearray(recv_size)
+        self._drop = drop
+        self._conns = {}
+        self._lat = []
+        self.done = self.cold = self.outstanding = 0
+        self.sending = True
+        self.clock = time.monotonic
+
+    def add(self, sock):
+        c = self._conns[sock.fileno()] = _Conn(sock)
+        self.cold += 1
+        self._send(c, self._pipeline, self.clock())
+
+    @property
+    def latency_count(self):
+        return len(self._lat)
+
+    def latencies(self, start, end):
+        return self._lat[start:end]
+
+    def step(self, timeout):
+        poller, conns, size, buf = self._poller, self._conns, self._size, self._buf
+        IN, OUT, READ = poller.IN, poller.OUT, poller.READ
+        events = poller.poll(timeout)
+        now = self.clock()
+        for fd, ev in events:
+            c = conns.get(fd)
+            if c is None:
+                continue
+            if ev & OUT and c.out:
+                try:
+                    n = c.sock.send(c.out)
+                except BlockingIOError:
+                    n = 0
+                except OSError as exc:
+                    self.fail(fd, "send failed: %s" % exc.strerror)
+                    continue
+                c.out = c.out[n:]
+                if not c.out:
+                    poller.modify(fd, IN)
+            if not ev & READ:
+                continue
+            try:
+                n = c.sock.recv_into(buf)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError as exc:
+                self.fail(fd, "recv failed: %s" % exc.strerror)
+                continue
+            if n == 0:
+                self.fail(fd, "the server closed the connection")
+                continue
+            total = len(c.sent_at) * size - c.partial
+            if n > total:
+                self.fail(fd, "received %d bytes more than were sent" % (n - total))
+                continue
+            pos = c.rpos
+            if not buf.startswith(self._expect_mv[pos:pos + n]):
+                self.fail(fd, "echoed bytes differ from what was expected "
+                              "(%d-byte recv at ring offset %d)" % (n, pos))
+                continue
+            c.rpos = (pos + n) % self._ring_len
+            k, c.partial = divmod(c.partial + n, size)
+            if k:
+                popleft = c.sent_at.popleft
+                for _ in range(k):
+                    self._lat.append(now - popleft())
+                self.outstanding -= k
+                self.done += k
+                if not c.replied:
+                    c.replied = True
+                    self.cold -= 1
+                if self.sending:
+                    self._send(c, k, now)
+        return now
+
+    def _send(self, c, k, now):
+        """Queue the next `k` requests of `c` and write them (partial writes wait for POLLOUT)."""
+        start = c.spos
+        end = start + k * self._size
+        c.spos = end % self._ring_len
+        c.sent_at.extend(itertools.repeat(now, k))
+        self.outstanding += k
+        chunk = self._send_mv[start:end]
+        if c.out:
+            c.out += chunk
+            return
+        try:
+            n = c.sock.send(chunk)
+        except BlockingIOError:
+            n = 0
+        except OSError as exc:
+            self.fail(c.fd, "send failed: %s" % exc.strerror)
+            return
+        if n < len(chunk):
+            c.out = bytes(chunk[n:])
+            self._poller.modify(c.fd, self._poller.IN | self._poller.OUT)
+
+    def fail(self, fd, why):
+        c = self._conns.pop(fd, None)
+        if c is None:
+            return
+        self.outstanding -= len(c.sent_at)
+        if not c.replied:
+            self.cold -= 1
+        self._drop(fd, why)
+
+    def cold_fds(self):
+        return [fd for fd, c in self._conns.items() if not c.replied]
+
+    def pending(self):
+        return [(fd, len(c.sent_at)) for fd, c in self._conns.items() if c.sent_at]
 
 
 class _Poller:
@@ -119,12 +246,14 @@ class _Poller:
             self.IN, self.OUT = _core.POLLIN, _core.POLLOUT
             # Errors and hang-ups are read so that recv reports them.
             self.READ = _core.POLLIN | _core.POLLERR | _core.POLLHUP
+            self.core = poller  # what fastio._echo.BenchCore drives
         else:
             poller = _selectors.DefaultSelector()
             self.name = "fastio.selectors.%s (pure-Python fallback)" % type(poller).__name__
             self.poll, self.close = poller.select_fds, poller.close
             self.IN = self.READ = _selectors.EVENT_READ
             self.OUT = _selectors.EVENT_WRITE
+            self.core = None
         self.register, self.modify, self.unregister = poller.register, poller.modify, poller.unregister
 
 
@@ -160,151 +289,77 @@ def bench(host="127.0.0.1", port=10000, connections=100, size=1024, duration=5.0
     :raises OSError: when a connection cannot be made (ConnectionRefusedError...).
     """
     send_stream, expect_stream, ring_len = make_ring(size, pipeline + 3, upper)
-    send_mv, expect_mv = memoryview(send_stream), memoryview(expect_stream)
-    buf = bytearray(RECV_BUFFER)
     poller = _Poller()
-    IN, OUT, READ = poller.IN, poller.OUT, poller.READ
-    conns, error_messages = {}, []
+    socks, error_messages = {}, []
     errors = 0
-    latencies = []
-    done = 0  # replies completed, all phases
-    sending = True
-    clock = time.perf_counter
 
-    def drop(c, why):
+    def drop(fd, why):
         nonlocal errors
         errors += 1
         if len(error_messages) < MAX_ERROR_MESSAGES:
-            error_messages.append("connection (fd %d): %s" % (c.fd, why))
-        conns.pop(c.fd, None)
-        poller.unregister(c.fd)
-        c.sock.close()
+            error_messages.append("connection (fd %d): %s" % (fd, why))
+        poller.unregister(fd)
+        socks.pop(fd).close()
 
-    def send(c, k, now):
-        """Queue the next `k` requests of `c` and write them (partial writes wait for POLLOUT)."""
-        start = c.spos
-        end = start + k * size
-        c.spos = end % ring_len
-        c.sent_at.extend(itertools.repeat(now, k))
-        chunk = send_mv[start:end]
-        if c.out:
-            c.out += chunk
-            return
-        try:
-            n = c.sock.send(chunk)
-        except BlockingIOError:
-            n = 0
-        if n < len(chunk):
-            c.out = bytes(chunk[n:])
-            poller.modify(c.fd, IN | OUT)
-
+    if _echo_ext is not None and poller.core is not None:
+        core = _echo_ext.BenchCore(poller.core, size, pipeline, send_stream, expect_stream, ring_len,
+                                   RECV_BUFFER, drop)
+    else:
+        core = _PyBenchCore(poller, size, pipeline, send_stream, expect_stream, ring_len, RECV_BUFFER, drop)
     try:
         for _ in range(connections):
             sock = socket.create_connection((host, port), timeout=timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setblocking(False)
-            c = _Conn(sock)
-            conns[c.fd] = c
-            poller.register(c.fd, IN)
-        cold = set(conns)  # connections with no reply yet: the window waits for them
-        now = clock()
-        for c in list(conns.values()):
-            try:
-                send(c, pipeline, now)
-            except OSError as exc:
-                drop(c, "send failed: %s" % exc)
+            socks[sock.fileno()] = sock
+            poller.register(sock.fileno(), poller.IN)
+        now = core.clock()
+        for sock in list(socks.values()):
+            core.add(sock)  # sends its first `pipeline` requests
 
         phase, phase_end = "warmup", now + warmup
         give_up = now + timeout
         t0 = t1 = now
         done0 = done1 = lat0 = lat1 = 0
         cpu0 = cpu1 = time.process_time()
-        while conns:
-            events = poller.poll(TICK)
-            now = clock()
-            for fd, ev in events:
-                c = conns.get(fd)
-                if c is None:
-                    continue
-                if ev & OUT and c.out:
-                    try:
-                        n = c.sock.send(c.out)
-                    except BlockingIOError:
-                        n = 0
-                    except OSError as exc:
-                        drop(c, "send failed: %s" % exc)
-                        continue
-                    c.out = c.out[n:]
-                    if not c.out:
-                        poller.modify(fd, IN)
-                if not ev & READ:
-                    continue
-                try:
-                    n = c.sock.recv_into(buf)
-                except (BlockingIOError, InterruptedError):
-                    continue
-                except OSError as exc:
-                    drop(c, "recv failed: %s" % exc)
-                    continue
-                if n == 0:
-                    drop(c, "the server closed the connection")
-                    continue
-                if n > len(c.sent_at) * size - c.partial:
-                    drop(c, "received %d bytes more than were sent" % (n - len(c.sent_at) * size + c.partial))
-                    continue
-                pos = c.rpos
-                if not buf.startswith(expect_mv[pos:pos + n]):
-                    drop(c, "echoed bytes differ from what was expected (%d-byte recv at ring offset %d)"
-                         % (n, pos))
-                    continue
-                c.rpos = (pos + n) % ring_len
-                k, c.partial = divmod(c.partial + n, size)
-                if k:
-                    popleft = c.sent_at.popleft
-                    for _ in range(k):
-                        latencies.append(now - popleft())
-                    done += k
-                    if cold:
-                        cold.discard(fd)
-                    if sending:
-                        send(c, k, now)
-            if not sending and not any(c.sent_at for c in conns.values()):
+        while socks:
+            now = core.step(TICK)
+            if not core.sending and not core.outstanding:
                 break  # drained
             if now < phase_end:
                 continue
             # --- phase changes, noticed within TICK ---
             if phase == "warmup":
-                if cold and now < give_up:
+                if core.cold and now < give_up:
                     phase_end = now + TICK
                     continue
-                for fd in list(cold):
-                    drop(conns[fd], "no reply within %.1f s" % timeout)
+                for fd in core.cold_fds():
+                    core.fail(fd, "no reply within %.1f s" % timeout)
                 if on_start:
                     on_start()
-                t0, done0, lat0, cpu0 = clock(), done, len(latencies), time.process_time()
+                t0, done0, lat0, cpu0 = core.clock(), core.done, core.latency_count, time.process_time()
                 phase, phase_end = "measure", t0 + duration
             elif phase == "measure":
-                t1, done1, lat1, cpu1 = clock(), done, len(latencies), time.process_time()
+                t1, done1, lat1, cpu1 = core.clock(), core.done, core.latency_count, time.process_time()
                 if on_stop:
                     on_stop()
-                sending = False
+                core.sending = False
                 phase, phase_end = "drain", now + timeout
             else:
-                for c in list(conns.values()):
-                    if c.sent_at:
-                        drop(c, "%d replies missing after %.1f s" % (len(c.sent_at), timeout))
+                for fd, n in core.pending():
+                    core.fail(fd, "%d replies missing after %.1f s" % (n, timeout))
         if phase == "measure":  # every connection failed inside the window
-            t1, done1, lat1, cpu1 = clock(), done, len(latencies), time.process_time()
+            t1, done1, lat1, cpu1 = core.clock(), core.done, core.latency_count, time.process_time()
             if on_stop:
                 on_stop()
     finally:
-        for c in list(conns.values()):
-            c.sock.close()
+        for sock in socks.values():
+            sock.close()
         poller.close()
 
     elapsed = max(t1 - t0, 1e-9)
     requests = done1 - done0
-    window = sorted(latencies[lat0:lat1])
+    window = sorted(core.latencies(lat0, lat1))
     return {
         "host": host,
         "port": port,
