@@ -6,9 +6,6 @@
 cdef Py_ssize_t capi_wait_into(object poller, double timeout, fastio_event **events,
                                Py_ssize_t *cap) except -1:
     cdef Poller p = <Poller>poller
-    cdef int64_t unit = p._timeout_unit()
-    cdef double units
-    cdef double limit = <double>(MAX_MS if unit == NS_PER_MS else MAX_US)
     cdef int64_t ns
     cdef Py_ssize_t n
     cdef void *grown
@@ -17,12 +14,7 @@ cdef Py_ssize_t capi_wait_into(object poller, double timeout, fastio_event **eve
     elif timeout == 0:
         ns = 0
     else:
-        units = ceil(timeout * (1e9 / <double>unit))
-        # A loop's deadline past the syscall's range: wake at the limit and
-        # recompute, rather than fail.
-        if units > limit:
-            units = limit
-        ns = <int64_t>units * unit
+        ns = seconds_to_ns(timeout, p._timeout_unit())
     n = p._wait(ns, -1)
     try:
         if n > cap[0]:

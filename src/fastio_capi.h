@@ -30,7 +30,8 @@
 
 typedef struct {
     /* Wait on a fastio._core.Poller for `timeout` seconds (< 0: forever),
-     * rounded up as Poller.poll() rounds, and copy the events into the
+     * rounded up as Poller.poll() rounds (OverflowError past the syscall's
+     * range: fastio._loop caps its waits at a day), and copy the events into the
      * caller's *events (PyMem-allocated, grown as needed; *cap is its size
      * in events). The poller is free again before the caller acts on them,
      * so callbacks may register, unregister or close. Returns the count. */

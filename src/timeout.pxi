@@ -20,7 +20,7 @@ cdef int64_t timeout_to_ns(object timeout, int64_t unit_ns) except -2:
 
     None waits forever; zero or negative (including -inf) means don't block.
     """
-    cdef double t, units
+    cdef double t
     cdef int64_t limit = MAX_MS if unit_ns == NS_PER_MS else MAX_US
     if timeout is None:
         return -1
@@ -30,10 +30,7 @@ cdef int64_t timeout_to_ns(object timeout, int64_t unit_ns) except -2:
             return 0
         if t != t:
             raise ValueError("cannot convert float NaN to integer")
-        units = ceil(t * (1e9 / <double>unit_ns))
-        if units > <double>limit:
-            raise OverflowError("timeout is too large")
-        return <int64_t>units * unit_ns
+        return seconds_to_ns(t, unit_ns)
     # Anything else goes through the stdlib's own expressions, so it fails
     # (or not) exactly as the stdlib does.
     if timeout <= 0:
@@ -42,6 +39,18 @@ cdef int64_t timeout_to_ns(object timeout, int64_t unit_ns) except -2:
     if units_obj > limit:
         raise OverflowError("timeout is too large")
     return <int64_t>units_obj * unit_ns
+
+
+cdef int64_t seconds_to_ns(double t, int64_t unit_ns) except -2:
+    """Return `t` > 0 seconds as ns rounded up to `unit_ns`.
+
+    :raises OverflowError: past the syscall's range.
+    """
+    cdef int64_t limit = MAX_MS if unit_ns == NS_PER_MS else MAX_US
+    cdef double units = ceil(t * (1e9 / <double>unit_ns))
+    if units > <double>limit:
+        raise OverflowError("timeout is too large")
+    return <int64_t>units * unit_ns
 
 
 cdef inline int ns_to_ms(int64_t ns) noexcept nogil:
