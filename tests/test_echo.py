@@ -486,6 +486,16 @@ def test_bad_server_option_exits_2_naming_the_option(args, option):
     assert "argument %s" % option in errors[0]
 
 
+def assert_one_line_failure(result, port, phrase):
+    """Exit status 1, nothing on stdout, one stderr line naming `port` and `phrase`."""
+    assert result.returncode == 1
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert str(port) in lines[0]
+    assert phrase in lines[0].lower()
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_port_in_use_exits_1_with_one_line(workers):
     holder = socket.create_server(("127.0.0.1", 0))
@@ -494,12 +504,7 @@ def test_port_in_use_exits_1_with_one_line(workers):
         result = run_cli("echo", "--port", str(port), "--workers", workers, timeout=10)
     finally:
         holder.close()
-    assert result.returncode == 1
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert str(port) in lines[0]
-    assert "in use" in lines[0].lower()
+    assert_one_line_failure(result, port, "in use")
 
 
 # --- command line: the client -------------------------------------------------
@@ -609,9 +614,4 @@ def test_client_against_closed_port_exits_1_with_one_line(mode):
         result = run_cli("client", "--port", str(port), *mode, timeout=10)
     finally:
         holder.close()
-    assert result.returncode == 1
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert str(port) in lines[0]
-    assert "refused" in lines[0].lower()
+    assert_one_line_failure(result, port, "refused")

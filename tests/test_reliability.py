@@ -31,7 +31,7 @@ import time
 
 import pytest
 
-from echo_support import ServerProcess, parse_summary, socket_inodes
+from echo_support import ServerProcess, parse_summary, socket_inodes, wait_until
 from fastio._ext import core as _core
 from loop_fixtures import LOOP_KINDS, LoopAdapter
 from reliability_support import (EchoSwarm, EmfileServer, block_timer_signal_in_this_thread,
@@ -41,15 +41,6 @@ from reliability_support import (EchoSwarm, EmfileServer, block_timer_signal_in_
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs Linux /proc")
 
 MiB = 1024 * 1024
-
-
-def _wait_for(predicate, timeout=5.0, interval=0.01):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(interval)
 
 
 # --- exhaustion ----------------------------------------------------------------
@@ -64,7 +55,7 @@ def test_accept_emfile_keeps_serving_clients_without_spinning_then_serves_the_ba
         for sock in clients:
             payload = rng.randbytes(64 * 1024)
             assert round_trip(sock, payload) == payload
-        assert _wait_for(lambda: srv.stats()[0] == connected)
+        assert wait_until(lambda: srv.stats()[0] == connected)
 
         # Every free fd is taken: these complete in the kernel's backlog only,
         # and each accept() the server tries fails with EMFILE.
@@ -72,7 +63,7 @@ def test_accept_emfile_keeps_serving_clients_without_spinning_then_serves_the_ba
         pending_payloads = [rng.randbytes(4096) for _ in pending]
         for sock, payload in zip(pending, pending_payloads):
             sock.sendall(payload)
-        assert _wait_for(lambda: srv.stats()[1] >= 1), "accept() never failed with EMFILE"
+        assert wait_until(lambda: srv.stats()[1] >= 1), "accept() never failed with EMFILE"
 
         _, emfile0, _, cpu0 = srv.stats()
         t0 = time.monotonic()
@@ -450,7 +441,7 @@ def test_waker_wake_from_8_threads_while_the_loop_closes(fastio_loop):
         # write into it (or fail with EBADF on its read end).
         while len(pipes) < 64 and not any(waker_fd in p for p in pipes):
             pipes.append(os.pipe())
-        _wait_for(lambda: min(after_close) >= 100, timeout=3)
+        wait_until(lambda: min(after_close) >= 100, timeout=3)
     finally:
         stop.set()
         for thread in threads:
