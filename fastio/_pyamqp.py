@@ -183,11 +183,12 @@ class Outbox:
             msg = pop(t, None)
             if msg is None:
                 continue
-            n += 1
             if nack or (returned and t in returned):
-                on_failed(t, msg, nack)
+                if not on_failed(t, msg, nack):
+                    n += 1      # settled; true means kept for another attempt
             else:
                 msg[0]._resolve()
+                n += 1
         while self.lowest <= self.tag and self.lowest not in self.unconfirmed:
             self.lowest += 1
         self.n_done += n

@@ -397,7 +397,9 @@ cdef class Outbox:
         """Settle the messages a basic.ack/nack covers; return how many.
 
         Acked messages not in `returned` are resolved here; the others go
-        to ``on_failed(tag, msg, nack)``.
+        to ``on_failed(tag, msg, nack)``, which returns true when it keeps
+        the message for another attempt: such a message is not settled
+        (not counted, not in n_done).
         """
         cdef dict unconfirmed = self.unconfirmed
         cdef dict returned = self._returned
@@ -415,11 +417,12 @@ cdef class Outbox:
         while t <= last:
             msg = unconfirmed.pop(t, None)
             if msg is not None:
-                n += 1
                 if nack or (returned and t in returned):
-                    on_failed(t, msg, nack)
+                    if not on_failed(t, msg, nack):
+                        n += 1
                 else:
                     (<tuple>msg)[0]._resolve()
+                    n += 1
             t += 1
         while self.lowest <= self.tag and self.lowest not in unconfirmed:
             self.lowest += 1

@@ -80,6 +80,18 @@ def test_outbox_numbers_settles_and_counts(amqp):
     assert box.lowest == 6 and box.unconfirmed == {}
 
 
+def test_outbox_message_kept_for_retry_is_not_settled(amqp):
+    box, _, _ = make_outbox(amqp)
+    futures = [box.submit("", "q", b"%d" % i) for i in range(3)]
+    box.take(True)
+    kept = []
+    # on_failed returning true keeps the nacked message: not done, not counted.
+    assert box.confirm(3, True, True, lambda t, m, nack: kept.append(m) or True) == 0
+    assert [m[0] for m in kept] == futures
+    assert box.n_done == 0 and box.unconfirmed == {} and box.lowest == 4
+    assert not any(f.done() for f in futures)
+
+
 def test_outbox_full_window_calls_wait_for_room(amqp):
     box, _, _ = make_outbox(amqp, max_in_flight=2)
     box.submit("", "q", b"1")

@@ -43,18 +43,69 @@ def test_properties_and_large_bodies_arrive_intact(amqp_url, queue):
         "application/octet-stream", 2, {"k": "v"})
 
 
-def test_nack_fails_the_future(amqp_url, admin):
+def _full_queue(admin):
+    """Declare a queue that holds one message and nacks every further publish."""
     name = "fastio-full-" + uuid.uuid4().hex[:8]
     admin.queue_declare(name, arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
+    return name
+
+
+def test_nack_past_max_attempts_fails_with_the_attempt_history(amqp_url, admin):
+    name = _full_queue(admin)
     try:
-        with Publisher(amqp_url) as pub:
-            first = pub.publish("", name, b"fits")
-            first.result(10)
+        with Publisher(amqp_url, max_attempts=3, retry_delay=(0.01, 0.05)) as pub:
+            pub.publish("", name, b"fits").result(10)
             second = pub.publish("", name, b"rejected")
-            with pytest.raises(NackError):
-                second.result(10)
+            with pytest.raises(NackError) as info:
+                second.result(30)
+        attempts = info.value.attempts
+        # The second round went out on a new channel, the third on a new
+        # connection: each was nacked again.
+        assert [a.outcome for a in attempts] == ["nack"] * 3
+        assert all(a.address.endswith(":%d" % pika.URLParameters(amqp_url).port)
+                   for a in attempts)
+        assert attempts[0].when <= attempts[1].when <= attempts[2].when
     finally:
         admin.queue_delete(name)
+
+
+def test_nack_past_retry_deadline_fails(amqp_url, admin):
+    name = _full_queue(admin)
+    try:
+        with Publisher(amqp_url, retry_deadline=0.3, retry_delay=(0.01, 0.05)) as pub:
+            pub.publish("", name, b"fits").result(10)
+            with pytest.raises(NackError) as info:
+                pub.publish("", name, b"rejected").result(30)
+        attempts = info.value.attempts
+        assert len(attempts) >= 2
+        assert attempts[-1].when - attempts[0].when >= 0.3
+    finally:
+        admin.queue_delete(name)
+
+
+def test_nacked_message_is_retried_until_acked(amqp_url, admin):
+    # Without retries the second message would fail at its first nack.
+    name = _full_queue(admin)
+    try:
+        with Publisher(amqp_url, retry_delay=(0.05, 0.2)) as pub:
+            pub.publish("", name, b"first").result(10)
+            second = pub.publish("", name, b"second")
+            deadline = time.monotonic() + 10
+            while second._attempts is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert second._attempts, "the broker never nacked the second message"
+            assert admin.basic_get(name, auto_ack=True)[2] == b"first"
+            assert second.result(30) is None
+        assert admin.basic_get(name, auto_ack=True)[2] == b"second"
+    finally:
+        admin.queue_delete(name)
+
+
+def test_bad_retry_bounds_are_rejected(amqp_url):
+    with pytest.raises(ValueError, match="max_attempts"):
+        Publisher(amqp_url, max_attempts=0)
+    with pytest.raises(ValueError, match="retry_deadline"):
+        Publisher(amqp_url, retry_deadline=-1)
 
 
 def test_unroutable_mandatory_message_fails_others_succeed(amqp_url, admin, queue):

@@ -9,11 +9,11 @@ broker did not confirm, and encodes its frames in C.
 """
 
 from fastio.rabbitmq.connection import FastioConnection, FastioIOServices
-from fastio.rabbitmq.errors import (BackPressureError, ChannelClosedError, ConnectError,
+from fastio.rabbitmq.errors import (Attempt, BackPressureError, ChannelClosedError, ConnectError,
                                     NackError, PublishError, PublisherClosed,
                                     UnroutableError)
 from fastio.rabbitmq.publisher import Publisher
 
-__all__ = ["FastioConnection", "FastioIOServices", "Publisher", "PublishError",
+__all__ = ["FastioConnection", "FastioIOServices", "Publisher", "Attempt", "PublishError",
            "NackError", "UnroutableError", "ChannelClosedError", "PublisherClosed",
            "BackPressureError", "ConnectError"]

@@ -43,6 +43,9 @@ class PublishFuture(Future):
     _exception = None
     _waiters = ()  # type: ignore[assignment]
     _done_callbacks = ()
+    # The failed attempts (errors.Attempt) of a message the Publisher
+    # retries; set on the first failure only, so the hot path pays nothing.
+    _attempts = None
 
     def __init__(self):
         pass

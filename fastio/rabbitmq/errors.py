@@ -1,6 +1,8 @@
 """Exceptions of fastio.rabbitmq; all derive from `PublishError`."""
 
-__all__ = ["PublishError", "NackError", "UnroutableError", "ChannelClosedError",
+import collections
+
+__all__ = ["Attempt", "PublishError", "NackError", "UnroutableError", "ChannelClosedError",
            "PublisherClosed", "BackPressureError", "ConnectError"]
 
 
@@ -8,8 +10,31 @@ class PublishError(Exception):
     """A message was not (or may not have been) accepted by the broker."""
 
 
+class Attempt(collections.namedtuple("Attempt", "when address outcome")):
+    """One failed delivery attempt of a message, in `NackError.attempts`.
+
+    :ivar when: wall-clock time (`time.time()`) the failure was seen.
+    :ivar address: ``"host:port"`` of the node the message was sent to.
+    :ivar outcome: what happened: ``"nack"``, ``"channel closed: ..."`` or
+        ``"connection lost: ..."``.
+    """
+
+    __slots__ = ()
+
+
 class NackError(PublishError):
-    """The broker nacked the message (e.g. a full queue with reject-publish)."""
+    """The broker did not take the message within the Publisher's retry bound.
+
+    Every attempt was nacked (e.g. a full queue with reject-publish, or a
+    queue without a leader) or lost with its channel or connection, until
+    `retry_deadline` passed or `max_attempts` were made.
+
+    :ivar attempts: the failed attempts (`Attempt`), oldest first.
+    """
+
+    def __init__(self, message, attempts=()):
+        super().__init__(message)
+        self.attempts = list(attempts)
 
 
 class UnroutableError(PublishError):

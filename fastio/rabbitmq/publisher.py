@@ -23,11 +23,28 @@ Design (why it is fast and what it guarantees):
   would deadlock, so there a full window raises `BackPressureError` at
   once. Memory is thus bounded by max_in_flight messages.
 * At-least-once: every message is kept (as its encoded frames, which carry
-  no delivery tag) until the broker acks it. When the connection drops,
-  the Publisher reconnects with exponential back-off, cycling through the
-  given broker addresses, and re-publishes every unconfirmed message in
-  the original order before new ones. A message may thus be delivered
-  twice, never lost.
+  no delivery tag) until the broker acks it, and a future resolves only on
+  an ack. When the connection drops, the Publisher reconnects with
+  exponential back-off, cycling through the given broker addresses, and
+  re-publishes every unconfirmed message before new ones.
+* Retry, for clusters: a nack is not final. In a cluster the broker nacks
+  while a queue has no leader (a quorum queue whose leader just died, a
+  classic queue whose node is down), and a confirm channel opened on a
+  survivor right after a leader died can keep nacking until the dead node
+  returns, while a new channel does not. So a nacked message goes back to
+  the front of the queue after a back-off (`retry_delay`, doubling per
+  round of nacks without an ack in between); on the second such round
+  the Publisher opens a new channel, from the third on it moves to the
+  next node of the list. A channel closed by the broker for a transient
+  reason (320, 506, 541: a node going down) and a lost connection are
+  retried the same way. A message fails with `NackError` (carrying every
+  failed attempt) only when it fails again after `retry_deadline` seconds
+  since its first failure, or after `max_attempts` failures.
+* Duplicates: a message whose ack was lost with its channel or connection,
+  or that the broker enqueued on some members before nacking, is sent
+  again; consumers must tolerate (or de-duplicate) repeats. Nothing acked
+  is lost as long as the queue survives (a quorum queue with a majority of
+  its members alive; a classic durable queue's node, restarted).
 * connection.blocked: nothing is written until connection.unblocked;
   messages wait in the (bounded) queue.
 * Unroutable: a mandatory message that matches no queue comes back as
@@ -45,6 +62,7 @@ import concurrent.futures
 import logging
 import random
 import threading
+import time
 
 import pika
 import pika.exceptions
@@ -53,8 +71,9 @@ from fastio import _pyamqp
 from fastio._ext import amqp as _amqp
 from fastio.rabbitmq._future import new_future
 from fastio.rabbitmq.connection import FastioConnection
-from fastio.rabbitmq.errors import (BackPressureError, ChannelClosedError, ConnectError,
-                                    NackError, PublisherClosed, UnroutableError)
+from fastio.rabbitmq.errors import (Attempt, BackPressureError, ChannelClosedError,
+                                    ConnectError, NackError, PublisherClosed,
+                                    UnroutableError)
 
 __all__ = ["Publisher"]
 
@@ -66,6 +85,15 @@ split_confirms = _frames.split_confirms
 Outbox = _frames.Outbox
 
 CHANNEL = 1
+# Channel-close reply codes that say something about the node, not about
+# the message: CONNECTION_FORCED (node shutting down), RESOURCE_ERROR,
+# INTERNAL_ERROR (e.g. a queue process gone with its node). The others
+# (NOT_FOUND, ACCESS_REFUSED, PRECONDITION_FAILED, ...) would fail again.
+_TRANSIENT_CLOSE = frozenset((320, 506, 541))
+# Rounds of nacks (without an ack in between) before the Publisher opens a
+# new channel, and before it moves to the next node.
+_NEW_CHANNEL_ROUND = 2
+_NEW_NODE_ROUND = 3
 _AUTH_ERRORS = (pika.exceptions.ProbableAuthenticationError,
                 pika.exceptions.AuthenticationError,
                 pika.exceptions.ProbableAccessDeniedError)
@@ -157,6 +185,15 @@ class Publisher:
     :param connect_timeout: how long the constructor (background-thread
         mode) waits for the first connection before `ConnectError`.
     :param reconnect_delay: (first, max) back-off between attempts, seconds.
+    :param retry_deadline: seconds, from a message's first failed attempt
+        (nack, or lost with a channel closed by the broker or with the
+        connection), after which its next failure is final (`NackError`);
+        None: no time bound.
+    :param max_attempts: failed attempts after which a message fails with
+        `NackError`; None (the default): no count bound. With both bounds
+        None a message is retried until it is acked or close() is called.
+    :param retry_delay: (first, max) back-off before re-publishing nacked
+        messages, seconds; doubles per round of nacks.
     :param loop: a fastio Loop to attach to instead of a background thread.
     :raises ConnectError: (background-thread mode) no broker could be
         reached within `connect_timeout`, or the login was refused.
@@ -164,9 +201,17 @@ class Publisher:
 
     def __init__(self, url_or_parameters, *, confirms=True, max_in_flight=20000,
                  publish_timeout=None, connect_timeout=15.0,
-                 reconnect_delay=(0.1, 5.0), loop=None):
+                 reconnect_delay=(0.1, 5.0), retry_deadline=120.0, max_attempts=None,
+                 retry_delay=(0.05, 2.0), loop=None):
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
+        if retry_deadline is not None and not retry_deadline >= 0:
+            raise ValueError("retry_deadline must be None or >= 0, not %r" % (retry_deadline,))
+        if max_attempts is not None and max_attempts < 1:
+            raise ValueError("max_attempts must be None or at least 1, not %r" % (max_attempts,))
+        self._retry_deadline = retry_deadline
+        self._max_attempts = max_attempts
+        self._retry_first, self._retry_max = retry_delay
         self._params = _parameters_list(url_or_parameters)
         self._confirms = confirms
         self._max_in_flight = max_in_flight
@@ -188,8 +233,13 @@ class Publisher:
                               self._returnable, self._returned)
         # Loop-thread state.
         self._connection = None
+        self._channel = None
         self._transport = None
         self._ready = False
+        self._recycling = False     # closing the channel to open a fresh one
+        self._retry = []            # nacked messages waiting for _retry_timer
+        self._retry_timer = None
+        self._nack_rounds = 0       # retry rounds since the last ack
         self._blocked = False
         self._attempt = 0
         self._address = 0
@@ -369,6 +419,7 @@ class Publisher:
         connection.channel(channel_number=CHANNEL, on_open_callback=self._on_channel_open)
 
     def _on_channel_open(self, channel):
+        self._channel = channel
         channel.add_on_close_callback(self._on_channel_closed)
         channel.add_on_return_callback(self._on_return)
         if self._confirms:
@@ -397,11 +448,20 @@ class Publisher:
 
     def _on_channel_closed(self, channel, reason):
         self._ready = False
+        self._channel = None
+        recycling, self._recycling = self._recycling, False
         if self._closing or self._connection is None or not self._connection.is_open:
             return      # the connection's close handler deals with it
-        logger.error("broker closed the channel: %r", reason)
-        self._fail_unconfirmed(ChannelClosedError(
-            "channel closed by the broker with the message in flight: %s" % (reason,)))
+        if recycling:
+            # Our own close: what was unconfirmed was never answered.
+            self._requeue(self._outbox.take_unconfirmed())
+        elif getattr(reason, "reply_code", None) in _TRANSIENT_CLOSE:
+            logger.warning("broker closed the channel: %r; re-publishing", reason)
+            self._requeue(self._outbox.take_unconfirmed(), "channel closed: %s" % (reason,))
+        else:
+            logger.error("broker closed the channel: %r", reason)
+            self._fail_unconfirmed(ChannelClosedError(
+                "channel closed by the broker with the message in flight: %s" % (reason,)))
         # pika unregisters the channel only after its close callbacks ran:
         # reopening number 1 from here would collide with the dying one.
         self._loop.call_soon(self._reopen_channel)
@@ -415,16 +475,19 @@ class Publisher:
         self._ready = False
         self._transport = None
         self._connection = None
+        self._channel = None
+        self._recycling = False
         self._blocked = False
         if self._closing:
             self._finish_close()
             return
-        logger.warning("connection lost (%r); reconnecting", reason)
+        logger.warning("connection to %s:%s lost (%r); reconnecting", connection.params.host,
+                       connection.params.port, reason)
         # At-least-once: what the broker did not ack goes out again, first.
-        pending = self._outbox.take_unconfirmed()
-        self._returnable.clear()
-        self._returned.clear()
-        self._outbox.queue.extendleft(reversed(pending))
+        # Our own close (moving to another node) is not a failed attempt.
+        outcome = (None if isinstance(reason, pika.exceptions.ConnectionClosedByClient)
+                   else "connection lost: %r" % (reason,))
+        self._requeue(self._outbox.take_unconfirmed(), outcome, connection)
         self._schedule_reconnect()
 
     def _fail_fatal(self, exc):
@@ -452,6 +515,8 @@ class Publisher:
             self._wake_waiters()
 
     def _on_confirm(self, tag, multiple, nack):
+        if not nack:
+            self._nack_rounds = 0
         self._outbox.confirm(tag, multiple, nack, self._on_failed)
         self._wake_waiters()
 
@@ -461,13 +526,85 @@ class Publisher:
                          isinstance(method, pika.spec.Basic.Nack))
 
     def _on_failed(self, tag, msg, nack):
+        # Returns true when the message is kept for another attempt.
         returned = self._returned.pop(tag, None)
-        if nack:
+        if not nack:
+            msg[0]._resolve(returned)
+            return False
+        if not self._may_retry(msg, "nack", self._connection, time.time()):
+            return False
+        self._retry.append(msg)
+        if self._retry_timer is None:
+            delay = min(self._retry_max, self._retry_first * (2 ** min(self._nack_rounds, 30)))
+            self._retry_timer = self._loop.call_later(delay * random.uniform(0.5, 1.0),
+                                                      self._retry_nacked)
+        return True
+
+    # ------------------------------------------------------ retry (loop)
+
+    def _may_retry(self, msg, outcome, connection, now):
+        """Record a failed attempt of `msg`; fail it if the bound is reached.
+
+        :returns: whether the message may be sent again.
+        """
+        future = msg[0]
+        attempts = future._attempts
+        if attempts is None:
+            attempts = future._attempts = []
+        address = ("%s:%s" % (connection.params.host, connection.params.port)
+                   if connection is not None else "?")
+        attempts.append(Attempt(now, address, outcome))
+        if ((self._max_attempts is not None and len(attempts) >= self._max_attempts)
+                or (self._retry_deadline is not None
+                    and now - attempts[0].when >= self._retry_deadline)):
             args = msg[2]
             where = "" if args is None else " (exchange=%r routing_key=%r)" % args[:2]
-            msg[0]._resolve(NackError("broker nacked the message" + where))
+            future._resolve(NackError(
+                "broker did not take the message%s after %d attempts over %.1f s; last: %s"
+                % (where, len(attempts), now - attempts[0].when, outcome), attempts))
+            return False
+        return True
+
+    def _requeue(self, msgs, outcome=None, connection=None):
+        """Put unconfirmed `msgs` (and waiting retries) back in front of the queue.
+
+        With an `outcome`, each counts as a failed attempt and those past
+        the retry bound fail instead.
+        """
+        self._returnable.clear()
+        self._returned.clear()
+        if self._retry_timer is not None:
+            self._retry_timer.cancel()
+            self._retry_timer = None
+        if outcome is not None:
+            now = time.time()
+            conn = connection if connection is not None else self._connection
+            kept = [m for m in msgs if self._may_retry(m, outcome, conn, now)]
+            self._outbox.n_done += len(msgs) - len(kept)
+            msgs = kept
+        msgs = self._retry + msgs
+        self._retry = []
+        self._outbox.queue.extendleft(reversed(msgs))
+        self._wake_waiters()
+
+    def _retry_nacked(self):
+        self._retry_timer = None
+        msgs, self._retry = self._retry, []
+        self._outbox.queue.extendleft(reversed(msgs))
+        self._nack_rounds += 1
+        if not self._ready or self._closing:
+            return      # a new channel or connection is on its way; it drains
+        if self._nack_rounds >= _NEW_NODE_ROUND and self._connection is not None:
+            logger.warning("nacks persist; moving to the next node")
+            self._ready = False
+            self._connection.close()
+        elif self._nack_rounds == _NEW_CHANNEL_ROUND and self._channel is not None:
+            logger.warning("nacks persist; opening a new channel")
+            self._ready = False
+            self._recycling = True
+            self._channel.close()
         else:
-            msg[0]._resolve(returned)
+            self._drain()
 
     def _on_return(self, channel, method, properties, body):
         # Drop tags already confirmed, then take the oldest match: the
@@ -521,6 +658,11 @@ class Publisher:
 
     def _finish_close(self):
         exc = self._fatal or PublisherClosed("Publisher closed before the broker confirmed")
+        if self._retry_timer is not None:
+            self._retry_timer.cancel()
+            self._retry_timer = None
+        self._outbox.queue.extendleft(reversed(self._retry))
+        self._retry = []
         self._fail_unconfirmed(exc)
         self._fail_queued(exc)
         if not self._closed.done():
