@@ -16,6 +16,7 @@ node and would not drop connections the same way).
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -116,8 +117,22 @@ class Broker:
 
         :raises BrokerUnavailable: it did not come up within `timeout` seconds.
         """
+        self.launch()
+        self.wait_started(timeout)
+
+    def launch(self):
+        """Start the node detached; return at once (see `wait_started`)."""
+        pid_file = os.path.join(self.dir, "node.pid")
+        if os.path.exists(pid_file):
+            os.unlink(pid_file)     # a killed node's: not the new VM's pid
         subprocess.run([SERVER, "-detached"], env=self.env(), check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def wait_started(self, timeout=90):
+        """Wait until a launched node accepts AMQP connections.
+
+        :raises BrokerUnavailable: it did not come up within `timeout` seconds.
+        """
         # -detached returns before the VM registers with epmd, and
         # await_startup fails at once on a node it cannot see yet: retry.
         deadline = time.monotonic() + timeout
@@ -146,6 +161,47 @@ class Broker:
         """Stop the node (waits for the Erlang VM to exit); idempotent."""
         self.ctl("stop", timeout=60, check=False)
 
+    def pid(self):
+        """Return the Erlang VM's pid (from its pid file), or None."""
+        try:
+            with open(os.path.join(self.dir, "node.pid")) as f:
+                return int(f.read().strip() or 0) or None
+        except (OSError, ValueError):
+            return None
+
+    def alive(self):
+        """Return whether this node's VM is running (a zombie is not)."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                stat = f.read()
+        except OSError:
+            return False
+        # Field 3 is the state; the name in field 2 may contain spaces.
+        return stat.rsplit(")", 1)[1].split()[0] != "Z" and "beam" in stat
+
+    def kill(self, sig=signal.SIGKILL, timeout=60):
+        """Send `sig` to this node's VM (by pid) and wait until it is gone.
+
+        SIGKILL is a crash; SIGTERM is a clean shutdown of the node.
+        """
+        pid = self.pid()
+        if pid is None or not self.alive():
+            return
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        while self.alive():
+            if time.monotonic() > deadline:
+                if sig == signal.SIGKILL:
+                    raise BrokerUnavailable("node %s (pid %d) survived SIGKILL" % (self.node, pid))
+                return self.kill(signal.SIGKILL, timeout)
+            time.sleep(0.05)
+
     def restart(self):
         """Stop the whole node and start it again on the same data dir."""
         self.stop()
@@ -154,6 +210,10 @@ class Broker:
     def cleanup(self):
         """Stop the node and delete its data dir."""
         self.stop()
+        self.cleanup_files()
+
+    def cleanup_files(self):
+        """Delete the node's data dir (the node must be stopped)."""
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # --- small admin helpers used by tests and the benchmark

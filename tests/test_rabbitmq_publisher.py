@@ -112,7 +112,7 @@ def test_unroutable_mandatory_message_fails_others_succeed(amqp_url, admin, queu
     exchange = "fastio-nobind-" + uuid.uuid4().hex[:8]
     admin.exchange_declare(exchange, "direct")
     try:
-        with Publisher(amqp_url) as pub:
+        with Publisher(amqp_url, max_attempts=1) as pub:      # fail at the first return
             routed = pub.publish("", queue, b"routed", mandatory=True)
             lost = pub.publish(exchange, "nowhere", b"x", mandatory=True)
             dropped = pub.publish(exchange, "nowhere", b"x")       # not mandatory
@@ -121,8 +121,40 @@ def test_unroutable_mandatory_message_fails_others_succeed(amqp_url, admin, queu
             with pytest.raises(UnroutableError) as info:
                 lost.result(10)
             assert info.value.reply_code == 312
+            assert [a.outcome for a in info.value.attempts] == ["returned: 312 NO_ROUTE"]
             assert dropped.result(10) is None
             assert after.result(10) is None
+    finally:
+        admin.exchange_delete(exchange)
+
+
+def test_returned_message_is_retried_until_routable(amqp_url, admin, queue):
+    # A classic queue whose node is down makes its messages unroutable for
+    # a while: a return is retried, and the message arrives once routable.
+    exchange = "fastio-late-" + uuid.uuid4().hex[:8]
+    admin.exchange_declare(exchange, "direct")
+    try:
+        with Publisher(amqp_url, retry_delay=(0.05, 0.2)) as pub:
+            fut = pub.publish(exchange, "later", b"eventually", mandatory=True)
+            deadline = time.monotonic() + 10
+            while fut._attempts is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert fut._attempts, "the broker never returned the message"
+            admin.queue_bind(queue, exchange, "later")
+            assert fut.result(30) is None
+        assert admin.basic_get(queue, auto_ack=True)[2] == b"eventually"
+    finally:
+        admin.exchange_delete(exchange)
+
+
+def test_returned_message_past_max_attempts_fails_unroutable(amqp_url, admin):
+    exchange = "fastio-nobind-" + uuid.uuid4().hex[:8]
+    admin.exchange_declare(exchange, "direct")
+    try:
+        with Publisher(amqp_url, max_attempts=3, retry_delay=(0.01, 0.05)) as pub:
+            with pytest.raises(UnroutableError) as info:
+                pub.publish(exchange, "nowhere", b"x", mandatory=True).result(30)
+        assert len(info.value.attempts) == 3
     finally:
         admin.exchange_delete(exchange)
 
@@ -134,7 +166,7 @@ def test_large_returned_messages_are_matched(amqp_url, admin, queue):
     admin.exchange_declare(exchange, "direct")
     bodies = [bytes([i]) * 3_000_000 for i in range(3)]
     try:
-        with Publisher(amqp_url) as pub:
+        with Publisher(amqp_url, max_attempts=1) as pub:
             lost = [pub.publish(exchange, "nowhere", b, mandatory=True) for b in bodies]
             routed = pub.publish("", queue, bodies[0], mandatory=True)
             for fut in lost:

@@ -42,7 +42,12 @@ class UnroutableError(PublishError):
 
     :ivar reply_code: the basic.return reply code (312 NO_ROUTE).
     :ivar reply_text: the broker's reason.
+    :ivar attempts: the failed attempts (`Attempt`), oldest first: a
+        returned message is retried like a nacked one, since a classic
+        queue whose node is down makes its messages unroutable.
     """
+
+    attempts = ()
 
     def __init__(self, exchange, routing_key, reply_code, reply_text):
         super().__init__("unroutable: exchange=%r routing_key=%r: %d %s" % (

@@ -239,7 +239,8 @@ class Publisher:
         self._recycling = False     # closing the channel to open a fresh one
         self._retry = []            # nacked messages waiting for _retry_timer
         self._retry_timer = None
-        self._nack_rounds = 0       # retry rounds since the last ack
+        self._retry_has_nacks = False
+        self._nack_rounds = 0       # retry rounds with nacks since the last ack
         self._blocked = False
         self._attempt = 0
         self._address = 0
@@ -528,23 +529,28 @@ class Publisher:
     def _on_failed(self, tag, msg, nack):
         # Returns true when the message is kept for another attempt.
         returned = self._returned.pop(tag, None)
-        if not nack:
-            msg[0]._resolve(returned)
-            return False
-        if not self._may_retry(msg, "nack", self._connection, time.time()):
+        if nack:
+            self._retry_has_nacks = True
+            outcome = "nack"
+        else:
+            outcome = "returned: %d %s" % (returned.reply_code, returned.reply_text)
+        if not self._may_retry(msg, outcome, self._connection, time.time(), returned):
             return False
         self._retry.append(msg)
         if self._retry_timer is None:
-            delay = min(self._retry_max, self._retry_first * (2 ** min(self._nack_rounds, 30)))
+            # Back-off doubles with the message's failed attempts.
+            n = len(msg[0]._attempts)
+            delay = min(self._retry_max, self._retry_first * (2 ** min(n - 1, 30)))
             self._retry_timer = self._loop.call_later(delay * random.uniform(0.5, 1.0),
-                                                      self._retry_nacked)
+                                                      self._retry_failed)
         return True
 
     # ------------------------------------------------------ retry (loop)
 
-    def _may_retry(self, msg, outcome, connection, now):
+    def _may_retry(self, msg, outcome, connection, now, final=None):
         """Record a failed attempt of `msg`; fail it if the bound is reached.
 
+        :param final: the exception to fail it with (default: `NackError`).
         :returns: whether the message may be sent again.
         """
         future = msg[0]
@@ -557,6 +563,10 @@ class Publisher:
         if ((self._max_attempts is not None and len(attempts) >= self._max_attempts)
                 or (self._retry_deadline is not None
                     and now - attempts[0].when >= self._retry_deadline)):
+            if final is not None:
+                final.attempts = attempts
+                future._resolve(final)
+                return False
             args = msg[2]
             where = "" if args is None else " (exchange=%r routing_key=%r)" % args[:2]
             future._resolve(NackError(
@@ -587,14 +597,20 @@ class Publisher:
         self._outbox.queue.extendleft(reversed(msgs))
         self._wake_waiters()
 
-    def _retry_nacked(self):
+    def _retry_failed(self):
         self._retry_timer = None
         msgs, self._retry = self._retry, []
         self._outbox.queue.extendleft(reversed(msgs))
-        self._nack_rounds += 1
+        # Returned messages say nothing about the channel: only nacks move
+        # the Publisher to a new channel or node.
+        nacked, self._retry_has_nacks = self._retry_has_nacks, False
+        if nacked:
+            self._nack_rounds += 1
         if not self._ready or self._closing:
             return      # a new channel or connection is on its way; it drains
-        if self._nack_rounds >= _NEW_NODE_ROUND and self._connection is not None:
+        if not nacked:
+            self._drain()
+        elif self._nack_rounds >= _NEW_NODE_ROUND and self._connection is not None:
             logger.warning("nacks persist; moving to the next node")
             self._ready = False
             self._connection.close()
