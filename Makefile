@@ -10,7 +10,7 @@ BUILD_DEPS := "setuptools>=64" "Cython>=3.0.8" wheel
 TEST_DEPS  := "pytest>=7" "pytest-timeout>=2" "hypothesis>=6" "pika>=1.3" uvloop mypy
 BENCH_PKGS := uvloop matplotlib "pika>=1.3" aio-pika
 
-.PHONY: all venv build test bench broker-deps wheel wheels-all sdist typecheck sanitize valgrind clean
+.PHONY: all venv build test bench cluster broker-deps wheel wheels-all sdist typecheck sanitize valgrind clean
 
 all: build
 
@@ -49,6 +49,12 @@ broker-deps:
 
 bench: build $(BENCH_DEPS) broker-deps
 	$(VPY) -m benchmarks $(BENCH_ARGS)
+
+# A private 3-node RabbitMQ cluster to try things on: prints its URLs,
+# runs until Ctrl-C, then stops its own nodes (by pid) and deletes their data.
+# The cluster tests (tests/test_rabbitmq_cluster.py) start their own.
+cluster: build broker-deps
+	$(VPY) tests/cluster.py
 
 # A manylinux2014 wheel, repaired with auditwheel, tested in a clean venv.
 wheel:
