@@ -458,7 +458,7 @@ class Publisher:
             self._requeue(self._outbox.take_unconfirmed())
         elif getattr(reason, "reply_code", None) in _TRANSIENT_CLOSE:
             logger.warning("broker closed the channel: %r; re-publishing", reason)
-            self._requeue(self._outbox.take_unconfirmed(), "channel closed: %s" % (reason,))
+            self._requeue(self._outbox.take_unconfirmed(), "channel closed: %r" % (reason,))
         else:
             logger.error("broker closed the channel: %r", reason)
             self._fail_unconfirmed(ChannelClosedError(
@@ -610,11 +610,13 @@ class Publisher:
             return      # a new channel or connection is on its way; it drains
         if not nacked:
             self._drain()
-        elif self._nack_rounds >= _NEW_NODE_ROUND and self._connection is not None:
+        elif (self._nack_rounds >= _NEW_NODE_ROUND and self._connection is not None
+              and self._connection.is_open):
             logger.warning("nacks persist; moving to the next node")
             self._ready = False
             self._connection.close()
-        elif self._nack_rounds == _NEW_CHANNEL_ROUND and self._channel is not None:
+        elif (self._nack_rounds == _NEW_CHANNEL_ROUND and self._channel is not None
+              and self._channel.is_open):
             logger.warning("nacks persist; opening a new channel")
             self._ready = False
             self._recycling = True
