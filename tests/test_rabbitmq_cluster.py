@@ -27,7 +27,7 @@ from tcp_proxy import FreezableProxy
 
 from fastio.rabbitmq import Publisher
 
-RATE = 3000             # messages a second: steady load, CPU left for three nodes
+RATE = 2000             # messages a second: steady load, CPU left for three nodes
 WINDOW = 2000           # max_in_flight, as a busy publisher would use
 STEP = 2000             # confirms to wait for between the steps of a test
 PROPS = pika.BasicProperties(delivery_mode=2)
