@@ -68,22 +68,27 @@ def _full_queue(admin):
     return name
 
 
-def test_nack_past_max_attempts_fails_with_the_attempt_history(amqp_url, admin, twin):
+def test_nack_past_max_attempts_fails_with_the_attempt_history(amqp_url, admin, twin, caplog):
+    caplog.set_level("WARNING", logger="fastio.rabbitmq")
     name = _full_queue(admin)
     try:
-        with Publisher(amqp_url, max_attempts=3, retry_delay=(0.01, 0.05)) as pub:
+        with Publisher(amqp_url, max_attempts=4, retry_delay=(0.01, 0.05)) as pub:
             pub.publish("", name, b"fits").result(10)
             second = pub.publish("", name, b"rejected")
             with pytest.raises(NackError) as info:
                 second.result(30)
             assert pub.outstanding == 0 and type(pub._outbox) is twin.Outbox
         attempts = info.value.attempts
-        # The second round went out on a new channel, the third on a new
-        # connection: each was nacked again.
-        assert [a.outcome for a in attempts] == ["nack"] * 3
+        assert [a.outcome for a in attempts] == ["nack"] * 4
         assert all(a.address.endswith(":%d" % pika.URLParameters(amqp_url).port)
                    for a in attempts)
-        assert attempts[0].when <= attempts[1].when <= attempts[2].when
+        assert [a.when for a in attempts] == sorted(a.when for a in attempts)
+        # Nacks that persist: the third attempt went out on a new channel,
+        # the fourth on a new connection (the next node of the list).
+        steps = [r.getMessage() for r in caplog.records
+                 if r.getMessage().startswith("nacks persist")]
+        assert steps == ["nacks persist; opening a new channel",
+                         "nacks persist; moving to the next node"]
     finally:
         admin.queue_delete(name)
 
