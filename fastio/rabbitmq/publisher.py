@@ -32,14 +32,19 @@ Design (why it is fast and what it guarantees):
   classic queue whose node is down), and a confirm channel opened on a
   survivor right after a leader died can keep nacking until the dead node
   returns, while a new channel does not. So a nacked message goes back to
-  the front of the queue after a back-off (`retry_delay`, doubling per
-  round of nacks without an ack in between); on the second such round
-  the Publisher opens a new channel, from the third on it moves to the
-  next node of the list. A channel closed by the broker for a transient
-  reason (320, 506, 541: a node going down) and a lost connection are
-  retried the same way. A message fails with `NackError` (carrying every
-  failed attempt) only when it fails again after `retry_deadline` seconds
-  since its first failure, or after `max_attempts` failures.
+  the front of the queue after a back-off (`retry_delay`, doubling with
+  each failed attempt of the message). Rounds of nacks without an ack in
+  between escalate: on the second the Publisher opens a new channel, from
+  the third on it moves to the next node of the list. A returned mandatory
+  message (a classic queue whose node is down is unroutable), a channel
+  closed by the broker for a transient reason (320, 506, 541: a node
+  going down) and a lost connection are retried too. A message fails
+  (`NackError`, or `UnroutableError` when it was last returned, either
+  carrying every failed attempt) only when it fails again after
+  `retry_deadline` seconds since its first failure, or after
+  `max_attempts` failures. A queue that rejects publishes when full
+  (x-overflow reject-publish) nacks as well: its messages are retried the
+  same way, until the bound.
 * Duplicates: a message whose ack was lost with its channel or connection,
   or that the broker enqueued on some members before nacking, is sent
   again; consumers must tolerate (or de-duplicate) repeats. Nothing acked
@@ -186,14 +191,16 @@ class Publisher:
         mode) waits for the first connection before `ConnectError`.
     :param reconnect_delay: (first, max) back-off between attempts, seconds.
     :param retry_deadline: seconds, from a message's first failed attempt
-        (nack, or lost with a channel closed by the broker or with the
-        connection), after which its next failure is final (`NackError`);
-        None: no time bound.
-    :param max_attempts: failed attempts after which a message fails with
-        `NackError`; None (the default): no count bound. With both bounds
-        None a message is retried until it is acked or close() is called.
-    :param retry_delay: (first, max) back-off before re-publishing nacked
-        messages, seconds; doubles per round of nacks.
+        (nacked, returned, or lost with a channel the broker closed or with
+        the connection), after which its next failure is final (`NackError`
+        or `UnroutableError`); None: no time bound. close() without a
+        timeout waits for messages being retried.
+    :param max_attempts: failed attempts after which a message fails;
+        None (the default): no count bound. With both bounds None a
+        message is retried until it is acked or close() gives up on it.
+    :param retry_delay: (first, max) back-off before re-publishing a
+        nacked or returned message, seconds; doubles with each of its
+        failed attempts.
     :param loop: a fastio Loop to attach to instead of a background thread.
     :raises ConnectError: (background-thread mode) no broker could be
         reached within `connect_timeout`, or the login was refused.
