@@ -11,6 +11,7 @@ id is there: duplicates are allowed (a message whose ack was lost is sent
 again), losses are not, and no future may have failed.
 """
 
+import signal
 import threading
 import time
 import uuid
@@ -43,6 +44,7 @@ def cluster():
     try:
         nodes.start()
     except (broker_mod.BrokerUnavailable, OSError) as exc:
+        nodes.cleanup()
         _unavailable("could not start a RabbitMQ cluster: %s" % (exc,))
     yield nodes
     nodes.cleanup()
@@ -204,7 +206,7 @@ def test_rolling_restart_of_every_node_loses_nothing(healthy, kind):
                 if kind == "quorum":
                     # An operator's rolling restart keeps the quorum.
                     healthy.wait_not_quorum_critical(node)
-                node.kill(broker_mod.signal.SIGTERM)    # a clean node shutdown
+                node.kill(signal.SIGTERM)     # a clean node shutdown
                 healthy.restart_node(node)
                 stream.wait_confirmed(STEP // 2)
             total = stream.stop()

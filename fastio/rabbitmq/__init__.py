@@ -4,8 +4,9 @@ Needs pika (``pip install fastio[rabbitmq]``).
 
 `FastioConnection` is a pika connection adapter on `fastio.loop.Loop`,
 usable wherever `pika.SelectConnection` is. `Publisher` publishes with
-pipelined confirms from any thread, reconnects, re-publishes what the
-broker did not confirm, and encodes its frames in C.
+pipelined confirms from any thread, reconnects (to the next node of a
+cluster), re-publishes what the broker did not ack (nacked and returned
+messages too, within a retry bound), and encodes its frames in C.
 """
 
 from fastio.rabbitmq.connection import FastioConnection, FastioIOServices
