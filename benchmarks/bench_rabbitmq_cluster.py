@@ -15,12 +15,16 @@ Client CPU is time.process_time() of this process per message. The three
 Erlang nodes share the machine's cores with the client, so the rates are
 the cluster's, and CPU per message is the client comparison.
 
-Failover: the Publisher (library defaults) publishes at a steady rate; the
-node it is connected to, which leads the queue, is SIGKILLed, and started
-again a few seconds later. A sampler records the confirmed count every
-10 ms: the report gives the longest gap without a confirm, the time from
-the node's return until everything published by then is confirmed (the
-drain), failed futures, and the ids missing from the queue afterwards.
+Failover, once on the quorum queue and once on a durable classic queue
+(published with mandatory=True, see the README): the Publisher (library
+defaults) publishes at a steady rate; the node it is connected to, which
+leads (or hosts) the queue, is SIGKILLed, and started again a few seconds
+later. A sampler records the confirmed count every 10 ms: the report
+gives the longest gap without a confirm, the time from the node's return
+until everything published by then is confirmed (the drain), failed
+futures, and the ids missing from the queue afterwards. The quorum queue
+fails over to a new leader while the node is down; the classic queue
+cannot, so its messages are retried until the node is back.
 """
 
 import asyncio
@@ -41,6 +45,7 @@ except ImportError:  # optional peer
 
 BODY = b"x" * 100
 QUEUE = "fastio-bench-quorum"
+CLASSIC = "fastio-bench-classic"
 WINDOW = 5_000
 FAILOVER_RATE = 4_000      # msgs/s during the failover run
 PROPS = pika.BasicProperties(delivery_mode=2)
@@ -166,15 +171,15 @@ def _purge(url):
     _with_channel(url, lambda ch: ch.queue_purge(QUEUE))
 
 
-def _count_ids(url, total):
-    """Consume the queue; return (ids missing below `total`, messages read)."""
+def _count_ids(url, queue, total):
+    """Consume `queue`; return (ids missing below `total`, messages read)."""
     conn = pika.BlockingConnection(pika.URLParameters(url))
     try:
         ch = conn.channel()
         ch.basic_qos(prefetch_count=2000)
         seen = set()
         read = 0
-        for method, _props, body in ch.consume(QUEUE, auto_ack=True, inactivity_timeout=2.0):
+        for method, _props, body in ch.consume(queue, auto_ack=True, inactivity_timeout=2.0):
             if method is None:
                 break
             seen.add(int(body))
@@ -188,11 +193,12 @@ def _count_ids(url, total):
 # ----------------------------------------------------------------- failover
 
 
-def failover(cluster, seconds_before=3.0, seconds_down=5.0, seconds_after=3.0):
+def failover(cluster, queue, mandatory, seconds_before=3.0, seconds_down=5.0,
+             seconds_after=3.0):
     """Kill the Publisher's node (the queue's leader) mid-stream; return the timeline."""
     from fastio.rabbitmq import Publisher
 
-    leader = cluster.queue_leader(QUEUE)
+    leader = cluster.queue_leader(queue)
     urls = [leader.url] + [n.url for n in cluster.nodes if n is not leader]
     futures = []
     samples = []        # (seconds since start, confirmed)
@@ -208,7 +214,8 @@ def failover(cluster, seconds_before=3.0, seconds_down=5.0, seconds_after=3.0):
         def publish():
             while not stop.is_set():
                 for _ in range(100):
-                    futures.append(pub.publish("", QUEUE, b"%d" % len(futures), PROPS))
+                    futures.append(pub.publish("", queue, b"%d" % len(futures), PROPS,
+                                               mandatory))
                 ahead = len(futures) / FAILOVER_RATE - (time.monotonic() - t0)
                 if ahead > 0:
                     time.sleep(ahead)
@@ -239,7 +246,7 @@ def failover(cluster, seconds_before=3.0, seconds_down=5.0, seconds_after=3.0):
             if last_t is not None and t - last_t > gap:
                 gap, gap_at = t - last_t, last_t
             last_t, last_n = t, n
-    missing, read = _count_ids(cluster.live_node().url, total)
+    missing, read = _count_ids(cluster.live_node().url, queue, total)
     return {"messages": total, "rate": FAILOVER_RATE, "killed_at_s": t_kill,
             "node_back_at_s": t_back, "longest_gap_s": gap, "longest_gap_from_s": gap_at,
             "drain_after_return_s": t_drained - t_back, "failed_futures": failed,
@@ -275,14 +282,17 @@ def run(config):
             harness.progress("  %-18s %8.0f msgs/s %7.2f µs CPU/msg" % (
                 name, n / elapsed, cpu_s / n * 1e6))
         _purge(cluster.urls[0])
-        harness.progress("failover run ...")
-        fo = failover(cluster)
-        harness.progress("  longest gap %.2f s, drain %.2f s, %d failed, %d missing" % (
-            fo["longest_gap_s"], fo["drain_after_return_s"], fo["failed_futures"],
-            fo["missing_ids"]))
-        if fo["failed_futures"] or fo["missing_ids"]:
-            errors.append("failover lost messages: %d failed futures, %d ids missing" % (
-                fo["failed_futures"], fo["missing_ids"]))
+        _with_channel(cluster.urls[0], lambda ch: ch.queue_declare(CLASSIC, durable=True))
+        fo = {}
+        for kind, queue, mandatory in (("quorum", QUEUE, False), ("classic", CLASSIC, True)):
+            harness.progress("failover run, %s queue ..." % kind)
+            run_ = fo[kind] = failover(cluster, queue, mandatory)
+            harness.progress("  longest gap %.2f s, drain %.2f s, %d failed, %d missing" % (
+                run_["longest_gap_s"], run_["drain_after_return_s"], run_["failed_futures"],
+                run_["missing_ids"]))
+            if run_["failed_futures"] or run_["missing_ids"]:
+                errors.append("%s failover lost messages: %d failed futures, %d ids missing"
+                              % (kind, run_["failed_futures"], run_["missing_ids"]))
     finally:
         cluster.cleanup()
     return {
@@ -313,18 +323,24 @@ def to_markdown(result):
     for name, r in res.items():
         lines.append("| %s | %.0f | %.2f |" % (name, r["msgs_per_s"], r["cpu_us_per_msg"]))
     if fo:
-        lines += ["", "## Failover: the Publisher's node (the queue's leader) SIGKILLed", "",
-                  "Publisher with library defaults and the three URLs, %d msgs/s; node "
-                  "killed at %.1f s, back at %.1f s." % (
-                      fo["rate"], fo["killed_at_s"], fo["node_back_at_s"]), "",
-                  "| measure | value |", "|---|---|",
-                  "| longest gap without a confirm | %.2f s (from %.1f s) |" % (
-                      fo["longest_gap_s"], fo["longest_gap_from_s"]),
-                  "| drain after the node returned | %.2f s |" % fo["drain_after_return_s"],
-                  "| messages published | %d |" % fo["messages"],
-                  "| failed futures | %d |" % fo["failed_futures"],
-                  "| ids missing from the queue | %d |" % fo["missing_ids"],
-                  "| duplicates in the queue | %d |" % fo["duplicates"]]
+        runs = list(fo.values())
+        lines += ["", "## Failover: the Publisher's node, which leads the queue, SIGKILLed", "",
+                  "Publisher with library defaults and the three URLs, %d msgs/s "
+                  "(mandatory=True on the classic queue); the node is started again 5 s "
+                  "after the kill." % runs[0]["rate"], "",
+                  "| measure | " + " | ".join("%s queue" % k for k in fo) + " |",
+                  "|---|" + "---|" * len(fo)]
+        rows = [("node killed at", "%.1f s", "killed_at_s"),
+                ("node back at", "%.1f s", "node_back_at_s"),
+                ("longest gap without a confirm", "%.2f s", "longest_gap_s"),
+                ("... starting at", "%.1f s", "longest_gap_from_s"),
+                ("drain after the node returned", "%.2f s", "drain_after_return_s"),
+                ("messages published", "%d", "messages"),
+                ("failed futures", "%d", "failed_futures"),
+                ("ids missing from the queue", "%d", "missing_ids"),
+                ("duplicates in the queue", "%d", "duplicates")]
+        for label, fmt, key in rows:
+            lines.append("| %s | %s |" % (label, " | ".join(fmt % r[key] for r in runs)))
     for err in result.get("errors", []):
         lines.append("\n**error:** %s" % err)
     return "\n".join(lines)
