@@ -73,6 +73,15 @@ def declare(cluster, kind, node=0):
     return name
 
 
+def leader_first(cluster, queue):
+    """Return the queue's leader and all URLs, the leader's first.
+
+    The Publisher connects to the first URL that answers: to the leader.
+    """
+    leader = cluster.queue_leader(queue)
+    return leader, [leader.url] + [n.url for n in cluster.nodes if n is not leader]
+
+
 def delete(cluster, queue):
     conn = pika.BlockingConnection(pika.URLParameters(cluster.live_node().url))
     try:
@@ -155,10 +164,9 @@ def assert_all_arrived(cluster, queue, total):
 @pytest.mark.parametrize("kind", ["quorum", "classic"])
 def test_leader_killed_mid_stream_and_restarted_loses_nothing(healthy, kind):
     queue = declare(healthy, kind, node=0)
-    leader = healthy.queue_leader(queue)
-    assert leader is healthy.nodes[0]
+    leader, urls = leader_first(healthy, queue)
     try:
-        with Publisher(healthy.urls, max_in_flight=WINDOW) as pub:
+        with Publisher(urls, max_in_flight=WINDOW) as pub:
             stream = Stream(pub, queue, kind)
             stream.wait_confirmed(STEP)
             leader.kill()
@@ -179,10 +187,9 @@ def test_leader_killed_mid_stream_and_restarted_loses_nothing(healthy, kind):
 @pytest.mark.timeout(240)
 def test_leader_killed_and_never_back_loses_nothing(healthy):
     queue = declare(healthy, "quorum", node=0)
-    leader = healthy.queue_leader(queue)
-    assert leader is healthy.nodes[0]
+    leader, urls = leader_first(healthy, queue)
     try:
-        with Publisher(healthy.urls, max_in_flight=WINDOW) as pub:
+        with Publisher(urls, max_in_flight=WINDOW) as pub:
             stream = Stream(pub, queue)
             stream.wait_confirmed(STEP)
             leader.kill()
@@ -218,13 +225,13 @@ def test_rolling_restart_of_every_node_loses_nothing(healthy, kind):
 @pytest.mark.timeout(240)
 def test_silent_network_cut_is_noticed_by_heartbeats_and_loses_nothing(healthy):
     queue = declare(healthy, "quorum", node=0)
-    first = healthy.nodes[0]
-    proxy = FreezableProxy(("127.0.0.1", first.port))
+    leader, urls = leader_first(healthy, queue)
+    proxy = FreezableProxy(("127.0.0.1", leader.port))
     # The proxy keeps both TCP connections open and forwards nothing: only
     # the heartbeat (1 s here) tells the Publisher the node is gone.
     cut_url = "amqp://guest:guest@127.0.0.1:%d/%%2F?heartbeat=1" % proxy.port
     try:
-        with Publisher([cut_url] + healthy.urls[1:], max_in_flight=WINDOW) as pub:
+        with Publisher([cut_url] + urls[1:], max_in_flight=WINDOW) as pub:
             stream = Stream(pub, queue)
             stream.wait_confirmed(STEP)
             proxy.freeze()
@@ -239,17 +246,16 @@ def test_silent_network_cut_is_noticed_by_heartbeats_and_loses_nothing(healthy):
 @pytest.mark.timeout(240)
 def test_queue_leader_moved_by_rabbitmq_queues_loses_nothing(healthy):
     queue = declare(healthy, "quorum", node=0)
-    first = healthy.nodes[0]
-    assert healthy.queue_leader(queue) is first
+    leader, urls = leader_first(healthy, queue)
     try:
-        with Publisher(healthy.urls, max_in_flight=WINDOW) as pub:
+        with Publisher(urls, max_in_flight=WINDOW) as pub:
             stream = Stream(pub, queue)
             stream.wait_confirmed(STEP)
             # Removing the leader's replica makes another member lead.
-            healthy.queues_cli("delete_member", queue, first.node)
-            assert healthy.queue_leader(queue) is not first
+            healthy.queues_cli("delete_member", queue, leader.node)
+            assert healthy.queue_leader(queue) is not leader
             stream.wait_confirmed(STEP)
-            healthy.queues_cli("add_member", queue, first.node)
+            healthy.queues_cli("add_member", queue, leader.node)
             stream.wait_confirmed(STEP)
             total = stream.stop()
         assert_all_arrived(healthy, queue, total)

@@ -292,7 +292,9 @@ def test_channel_closed_for_a_transient_reason_is_retried(amqp_url, queue, monke
 
     with Publisher(amqp_url) as pub:
         old_channel = pub._channel
-        futures = _publish_and_break(pub, queue, culprit_and_more)
+        # On the loop thread, so that all 2,001 go out in the same write.
+        futures = _publish_and_break(
+            pub, queue, lambda: pub._loop.call_soon_threadsafe(culprit_and_more))
         assert pub._channel is not None and pub._channel is not old_channel
     assert isinstance(culprit[0].exception(), ChannelClosedError)
     assert [f for f in futures + behind if f.exception() is not None] == []
