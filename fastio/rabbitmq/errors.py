@@ -1,7 +1,9 @@
 """Exceptions of fastio.rabbitmq; all derive from `PublishError`."""
 
+from typing import Optional, Union
+
 __all__ = ["PublishError", "NackError", "UnroutableError", "ChannelClosedError",
-           "PublisherClosed", "BackPressureError", "ConnectError"]
+           "PublisherClosed", "BackPressureError", "ConnectError", "CloseTimeoutError"]
 
 
 class PublishError(Exception):
@@ -19,7 +21,8 @@ class UnroutableError(PublishError):
     :ivar reply_text: the broker's reason.
     """
 
-    def __init__(self, exchange, routing_key, reply_code, reply_text):
+    def __init__(self, exchange: Union[str, bytes], routing_key: Union[str, bytes],
+                 reply_code: int, reply_text: str) -> None:
         super().__init__("unroutable: exchange=%r routing_key=%r: %d %s" % (
             exchange, routing_key, reply_code, reply_text))
         self.exchange = exchange
@@ -42,3 +45,20 @@ class BackPressureError(PublishError):
 
 class ConnectError(PublishError):
     """No broker address accepted a connection (refused, unreachable, bad login)."""
+
+
+class CloseTimeoutError(PublishError, TimeoutError):
+    """close() ran out of time with messages the broker had not confirmed.
+
+    Those messages' futures failed with `PublisherClosed`; none is dropped
+    without a failed future.
+
+    :ivar unconfirmed: how many messages were still unconfirmed.
+    """
+
+    def __init__(self, unconfirmed: int, timeout: Optional[float]) -> None:
+        super().__init__("%d message%s still unconfirmed when close() gave up after %ss; "
+                         "their futures failed with PublisherClosed" % (
+                             unconfirmed, "" if unconfirmed == 1 else "s", timeout))
+        self.unconfirmed = unconfirmed
+        self.timeout = timeout

@@ -45,16 +45,18 @@ import concurrent.futures
 import logging
 import random
 import threading
+import time
 
 import pika
 import pika.exceptions
 
 from fastio import _pyamqp
 from fastio._ext import amqp as _amqp
+from fastio.rabbitmq import _params
 from fastio.rabbitmq._future import new_future
 from fastio.rabbitmq.connection import FastioConnection
-from fastio.rabbitmq.errors import (BackPressureError, ChannelClosedError, ConnectError,
-                                    NackError, PublisherClosed, UnroutableError)
+from fastio.rabbitmq.errors import (BackPressureError, ChannelClosedError, CloseTimeoutError,
+                                    ConnectError, NackError, PublisherClosed, UnroutableError)
 
 __all__ = ["Publisher"]
 
@@ -66,9 +68,6 @@ split_confirms = _frames.split_confirms
 Outbox = _frames.Outbox
 
 CHANNEL = 1
-_AUTH_ERRORS = (pika.exceptions.ProbableAuthenticationError,
-                pika.exceptions.AuthenticationError,
-                pika.exceptions.ProbableAccessDeniedError)
 
 # A message, until it is confirmed, is a tuple (future, frames, args): the
 # encoded frames are what goes on the wire (again, after a reconnect);
@@ -129,16 +128,6 @@ class _ConfirmingConnection(FastioConnection):
                     return
 
 
-def _parameters_list(url_or_parameters):
-    items = url_or_parameters
-    if isinstance(items, (str, pika.connection.Parameters)):
-        items = [items]
-    out = [pika.URLParameters(p) if isinstance(p, str) else p for p in items]
-    if not out:
-        raise ValueError("no broker address given")
-    return out
-
-
 class Publisher:
     """Publish to RabbitMQ with confirms, from any thread; reconnect on failure.
 
@@ -156,18 +145,26 @@ class Publisher:
         before `BackPressureError` (None: until there is room).
     :param connect_timeout: how long the constructor (background-thread
         mode) waits for the first connection before `ConnectError`.
+    :param close_timeout: how long `close()` (and leaving a ``with``
+        block) waits for outstanding confirms and the connection's close
+        before it gives up with `CloseTimeoutError`; None: no limit.
     :param reconnect_delay: (first, max) back-off between attempts, seconds.
     :param loop: a fastio Loop to attach to instead of a background thread.
+    :raises ValueError: an address that is not an ``amqp://`` or
+        ``amqps://`` URL or pika connection parameters.
     :raises ConnectError: (background-thread mode) no broker could be
-        reached within `connect_timeout`, or the login was refused.
+        reached within `connect_timeout`, or the login or virtual host was
+        refused.
     """
 
     def __init__(self, url_or_parameters, *, confirms=True, max_in_flight=20000,
-                 publish_timeout=None, connect_timeout=15.0,
+                 publish_timeout=None, connect_timeout=15.0, close_timeout=30.0,
                  reconnect_delay=(0.1, 5.0), loop=None):
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
-        self._params = _parameters_list(url_or_parameters)
+        self._params = _params.parameters_list(url_or_parameters)
+        self._close_timeout = close_timeout
+        self._last_error = None
         self._confirms = confirms
         self._max_in_flight = max_in_flight
         # Blocked publishers wake only once a quarter of the window is free:
@@ -175,7 +172,9 @@ class Publisher:
         self._low_water = max_in_flight - max(1, max_in_flight // 4)
         self._publish_timeout = publish_timeout
         self._delay_first, self._delay_max = reconnect_delay
-        self._cond = threading.Condition(threading.Lock())
+        # Reentrant: flush() or close() from a signal handler may run on a
+        # thread that is inside _wait() holding it.
+        self._cond = threading.Condition(threading.RLock())
         self._room_waiters = 0
         self._flush_waiters = 0
         self._closing = False
@@ -184,7 +183,7 @@ class Publisher:
         self._returned = {}
         self._loop = loop if loop is not None else _new_loop()
         self._outbox = Outbox(CHANNEL, self._params[0].frame_max, max_in_flight,
-                              new_future, self._wake, self._wait_for_room,
+                              self._future_factory(), self._wake, self._wait_for_room,
                               self._returnable, self._returned)
         # Loop-thread state.
         self._connection = None
@@ -211,9 +210,22 @@ class Publisher:
                 self._loop.call_soon_threadsafe(self._close_on_loop)
                 self._shutdown_thread()
                 if isinstance(exc, concurrent.futures.TimeoutError):
-                    raise ConnectError("no broker reachable within %ss at %s" % (
-                        connect_timeout, self._addresses())) from None
+                    raise self._unreachable(connect_timeout) from None
                 raise
+
+    def _unreachable(self, connect_timeout):
+        last = "" if self._last_error is None else ": " + self._last_error
+        return ConnectError("no broker reachable within %ss at %s%s" % (
+            connect_timeout, self._addresses(), last))
+
+    def _future_factory(self):
+        """Return what makes a message's future (a subclass may bridge them)."""
+        return new_future
+
+    def __repr__(self):
+        state = "closed" if self._closing else "open" if self._ready else "connecting"
+        return "<%s %s %s, %d outstanding>" % (type(self).__name__, self._addresses(),
+                                               state, self.outstanding)
 
     def __enter__(self):
         return self
@@ -234,20 +246,36 @@ class Publisher:
         :param exchange: exchange name ('' is the default exchange).
         :param routing_key: the routing key (the queue, on the default exchange).
         :param body: bytes (or str, sent UTF-8 encoded).
-        :param properties: a `pika.BasicProperties`, or None.
+        :param properties: a `pika.BasicProperties`, a dict of its fields
+            (``{"delivery_mode": 2}``), or None.
         :param mandatory: ask the broker to return the message if unroutable.
         :raises BackPressureError: the window stayed full (see the module docstring).
         :raises PublisherClosed: close() was called.
+        :raises TypeError: properties of another type, or a dict with a key
+            that is not a basic property.
         """
         return self._outbox.submit(exchange, routing_key, body, properties, mandatory)
 
     def flush(self, timeout=None):
         """Wait until every message published so far is confirmed (or failed).
 
+        Safe in ``finally`` blocks and signal handlers (it takes no lock a
+        thread it interrupted could hold). Not on the loop thread of an
+        attached Publisher: waiting there would stop the loop it waits for.
+
         :raises TimeoutError: some are still outstanding after `timeout` s.
+        :raises RuntimeError: called on the loop's own thread.
         """
+        if self._on_loop_thread():
+            raise RuntimeError("flush() on the Publisher's loop thread would never return")
         box = self._outbox
         target = box.n_submitted
+        if box.n_done >= target:
+            return
+        # Also covers a publish() interrupted between queueing its message
+        # and scheduling the write (KeyboardInterrupt, a signal handler).
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._drain)
         self._wait(lambda: box.n_done >= target, timeout, "_flush_waiters",
                    lambda: TimeoutError("%d messages still unconfirmed" % (
                        box.n_submitted - box.n_done)))
@@ -255,26 +283,38 @@ class Publisher:
     def close(self, timeout=None):
         """Flush, close the connection and stop the background loop.
 
-        Messages still unconfirmed after `timeout` seconds fail with
-        `PublisherClosed`.
+        Waits at most `timeout` seconds (default: the constructor's
+        `close_timeout`) for the outstanding confirms and the connection's
+        close. Idempotent, and safe in ``finally`` blocks and signal
+        handlers, also while another close() on the same thread is under way.
+
+        :raises CloseTimeoutError: messages were still unconfirmed when the
+            time ran out; their futures failed with `PublisherClosed`.
         """
-        if self._closing and self._closed.done():
-            return
+        if timeout is None:
+            timeout = self._close_timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        on_loop = self._on_loop_thread()
+        left = None
         try:
-            if not self._on_loop_thread() and self._fatal is None:
+            if not on_loop and self._fatal is None and not self._closed.done():
                 self.flush(timeout)
         except TimeoutError:
-            pass
+            left = self.outstanding
         finally:
             self._closing = True
             self._outbox.closed_error = PublisherClosed("publish() on a closed Publisher")
-            self._loop.call_soon_threadsafe(self._close_on_loop)
-            if not self._on_loop_thread():
+            if not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(self._close_on_loop)
+            if not on_loop:
+                remaining = None if deadline is None else max(0.5, deadline - time.monotonic())
                 try:
-                    self._closed.result(30)
+                    self._closed.result(remaining)
                 except concurrent.futures.TimeoutError:
-                    logger.warning("connection close did not finish within 30 s")
-            self._shutdown_thread()
+                    logger.warning("connection close did not finish within %ss", timeout)
+                self._shutdown_thread()
+        if left:
+            raise CloseTimeoutError(left, timeout)
 
     @property
     def outstanding(self):
@@ -290,6 +330,7 @@ class Publisher:
         self._loop.call_soon_threadsafe(self._drain)
 
     def _wait_for_room(self):
+        """Block until the window has room (the Outbox calls it when full)."""
         if self._on_loop_thread():
             raise BackPressureError("confirm window full (%d) on the loop thread"
                                     % self._max_in_flight)
@@ -325,7 +366,7 @@ class Publisher:
     # ------------------------------------------------- connection (loop)
 
     def _addresses(self):
-        return ", ".join("%s:%s" % (p.host, p.port) for p in self._params)
+        return ", ".join(_params.describe(p) for p in self._params)
 
     def _connect(self):
         self._reconnect_timer = None
@@ -343,13 +384,18 @@ class Publisher:
 
     def _on_open_error(self, connection, exc):
         self._connection = None
-        if isinstance(exc, _AUTH_ERRORS) and not self._first_open.done():
-            # Retrying a refused login cannot help: report it at once.
-            self._fail_fatal(ConnectError("login refused by %s: %r" % (
-                self._addresses(), exc)))
+        why = _params.explain(exc, connection.params)
+        if _params.is_fatal(exc) and not self._first_open.done():
+            # Retrying a refused login or a missing vhost cannot help.
+            self._fail_fatal(ConnectError(why))
             return
-        logger.warning("connecting to %s:%s failed: %r", connection.params.host,
-                       connection.params.port, exc)
+        # Once per outage: a broker that stays down would otherwise log a
+        # line per attempt.
+        if self._last_error is None:
+            logger.warning("%s; retrying", why)
+        else:
+            logger.debug("%s; retrying", why)
+        self._last_error = why
         self._schedule_reconnect()
 
     def _schedule_reconnect(self):
@@ -382,6 +428,7 @@ class Publisher:
         self._transport = self._connection._transport
         self._ready = True
         self._attempt = 0
+        self._last_error = None
         self._outbox.reset_tags()     # delivery tags restart at 1 on a new channel
         if not self._first_open.done():
             self._first_open.set_result(None)
@@ -527,11 +574,19 @@ class Publisher:
             self._closed.set_result(None)
 
     def _shutdown_thread(self):
-        if self._owns_loop and self._thread is not None:
-            self._loop.stop()
-            self._thread.join(30)
-            self._thread = None
-            self._loop.close()
+        thread, self._thread = self._thread, None
+        if not self._owns_loop or thread is None:
+            return      # not ours, or another close() (maybe the one we interrupted) does it
+        self._loop.stop()
+        thread.join(30)
+        if thread.is_alive():
+            logger.warning("the Publisher's loop thread did not stop within 30 s")
+            return
+        # The loop is stopped: what the close on the loop could not settle
+        # (the broker never answered), settle here, so no future stays pending.
+        if not self._closed.done():
+            self._finish_close()
+        self._loop.close()
 
 
 def _new_loop():
