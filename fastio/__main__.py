@@ -2,8 +2,8 @@
 
     python -m fastio echo --port 10000 [--upper] [--backend epoll|poll|select] [--workers N]
     python -m fastio client [--sockets N --parts K | --bench --connections N --size B ...]
-    python -m fastio publish [--url URL] [--exchange X] [--routing-key K | --queue Q] [--declare] MESSAGE...
-    python -m fastio consume [--url URL] --queue Q [--count N]
+    python -m fastio publish [--url URL] [--timeout S] [--exchange X] [--routing-key K | --queue Q] [--declare] MESSAGE...
+    python -m fastio consume [--url URL] [--timeout S] [--queue Q] [--declare] [--count N]
 """
 
 import argparse
