@@ -167,10 +167,14 @@ class Outbox:
         if self.n_submitted - self.n_done >= self.max_in_flight:
             self._wait_for_room()
         future = self._new_future()
+        # Queued before counted: a flush() that runs in between (a signal
+        # handler, another thread) never waits for a message not yet queued.
+        self.queue.append((future, frames, args))
         with self._lock:      # += is not atomic across Python threads
             self.n_submitted += 1
-        self.queue.append((future, frames, args))
-        if not self.wake_pending:
+        # Closed meanwhile (a signal handler, another thread): wake() is
+        # what settles the message when nothing will send it any more.
+        if not self.wake_pending or self.closed_error is not None:
             self.wake_pending = True
             self._wake()
         return future

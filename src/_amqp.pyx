@@ -397,9 +397,13 @@ cdef class Outbox:
         if self.n_submitted - self.n_done >= self.max_in_flight:
             self._wait_for_room()
         future = self._new_future()
-        self.n_submitted += 1
+        # Queued before counted: a flush() that runs in between (a signal
+        # handler, another thread) never waits for a message not yet queued.
         self.queue.append((future, frames, args))
-        if not self.wake_pending:
+        self.n_submitted += 1
+        # Closed meanwhile (a signal handler, another thread): wake() is
+        # what settles the message when nothing will send it any more.
+        if not self.wake_pending or self.closed_error is not None:
             self.wake_pending = True
             self._wake()
         return future

@@ -68,6 +68,8 @@ split_confirms = _frames.split_confirms
 Outbox = _frames.Outbox
 
 CHANNEL = 1
+# Longest a blocked publish()/flush() sleeps without re-checking (see _wait).
+_RECHECK = 0.05
 
 # A message, until it is confirmed, is a tuple (future, frames, args): the
 # encoded frames are what goes on the wire (again, after a reconnect);
@@ -327,7 +329,13 @@ class Publisher:
         return self._loop._thread_id == threading.get_ident()
 
     def _wake(self):
-        self._loop.call_soon_threadsafe(self._drain)
+        try:
+            self._loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:
+            # The loop is closed (close() finished while this message was
+            # being queued): nothing will send it, so fail it now.
+            self._fail_queued(self._outbox.closed_error or PublisherClosed(
+                "publish() on a closed Publisher"))
 
     def _wait_for_room(self):
         """Block until the window has room (the Outbox calls it when full)."""
@@ -339,20 +347,32 @@ class Publisher:
                    self._publish_timeout, "_room_waiters",
                    lambda: BackPressureError("confirm window (%d) still full after %ss" % (
                        self._max_in_flight, self._publish_timeout)))
+        if box.closed_error is not None:
+            raise box.closed_error      # closed while this publish() waited
 
     def _wait(self, ready, timeout, counter, timeout_exc):
         # Dekker-style hand-off, correct because the GIL orders memory: a
         # waiter raises its counter and then reads the outbox counts; the
         # loop thread updates the counts and then reads the counters. One
         # of the two sees the other's write, so no wake-up is lost.
+        #
+        # The wait re-checks every _RECHECK seconds even without a wake-up:
+        # a signal handler that runs on this thread after the check and
+        # before the wait (the lock is reentrant, so the handler may flush)
+        # can take the last notification, and nothing would wake us again.
         if ready():
             return
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             setattr(self, counter, getattr(self, counter) + 1)
             try:
-                if not self._cond.wait_for(
-                        lambda: ready() or self._fatal is not None, timeout):
-                    raise timeout_exc()
+                while not (ready() or self._fatal is not None):
+                    pause = _RECHECK
+                    if deadline is not None:
+                        pause = min(pause, deadline - time.monotonic())
+                        if pause <= 0:
+                            raise timeout_exc()
+                    self._cond.wait(pause)
             finally:
                 setattr(self, counter, getattr(self, counter) - 1)
         if self._fatal is not None and not ready():
@@ -583,10 +603,13 @@ class Publisher:
             logger.warning("the Publisher's loop thread did not stop within 30 s")
             return
         # The loop is stopped: what the close on the loop could not settle
-        # (the broker never answered), settle here, so no future stays pending.
+        # (the broker never answered, or a publish() raced close()),
+        # settle here, so no future stays pending.
+        self._loop.close()
         if not self._closed.done():
             self._finish_close()
-        self._loop.close()
+        else:
+            self._fail_queued(self._outbox.closed_error)
 
 
 def _new_loop():
