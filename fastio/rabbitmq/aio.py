@@ -31,19 +31,14 @@ from types import TracebackType
 from typing import (Any, Callable, Deque, List, Mapping, Optional, Sequence, Tuple, Type,
                     TypeVar, Union)
 
-import pika.connection
-import pika.spec
-
 from fastio.rabbitmq import _params
 from fastio.rabbitmq._future import PublishFuture
 from fastio.rabbitmq.errors import BackPressureError, PublisherClosed
-from fastio.rabbitmq.publisher import Publisher
+from fastio.rabbitmq.publisher import Address, Body, Properties, Publisher
 
 __all__ = ["AsyncPublisher"]
 
 _T = TypeVar("_T")
-_UrlOrParameters = Union[str, pika.connection.Parameters]
-Properties = Union[pika.spec.BasicProperties, Mapping[str, Any], None]
 
 
 class _Bridge:
@@ -118,13 +113,17 @@ def _in_thread(loop: asyncio.AbstractEventLoop, fn: Callable[[], _T],
 
     def run() -> None:
         try:
-            result, exc = fn(), None
+            result = fn()
         except BaseException as error:   # handed to the awaiting task
-            result, exc = None, error
+            try:
+                loop.call_soon_threadsafe(settle, None, error)
+            except RuntimeError:          # the event loop is closed
+                pass
+            return
         try:
-            loop.call_soon_threadsafe(settle, result, exc)
+            loop.call_soon_threadsafe(settle, result, None)
         except RuntimeError:              # the event loop is closed
-            if exc is None and on_orphan is not None:
+            if on_orphan is not None:
                 on_orphan(result)
 
     threading.Thread(target=run, name="fastio-aio-helper", daemon=True).start()
@@ -160,7 +159,7 @@ class AsyncPublisher:
         ``amqps://`` URL or pika connection parameters.
     """
 
-    def __init__(self, url_or_parameters: Union[_UrlOrParameters, Sequence[_UrlOrParameters]],
+    def __init__(self, url_or_parameters: Union[Address, Sequence[Address]],
                  *, confirms: bool = True, max_in_flight: int = 20000,
                  connect_timeout: float = 15.0, close_timeout: Optional[float] = 30.0,
                  reconnect_delay: Tuple[float, float] = (0.1, 5.0)) -> None:
@@ -219,7 +218,7 @@ class AsyncPublisher:
         create_future = loop.create_future
 
         def new_future() -> PublishFuture:
-            future: Any = new(future_cls)
+            future: _BridgedFuture = new(future_cls)
             future._aio = create_future()
             return future
 
@@ -232,7 +231,7 @@ class AsyncPublisher:
         self._submit = engine._outbox.submit
 
     def publish_nowait(self, exchange: Union[str, bytes], routing_key: Union[str, bytes],
-                       body: Union[bytes, bytearray, memoryview, str],
+                       body: Body,
                        properties: Properties = None,
                        mandatory: bool = False) -> "asyncio.Future[None]":
         """Queue one message; return an asyncio future settled by the broker's confirm.
@@ -254,7 +253,7 @@ class AsyncPublisher:
         return aio
 
     async def publish(self, exchange: Union[str, bytes], routing_key: Union[str, bytes],
-                      body: Union[bytes, bytearray, memoryview, str],
+                      body: Body,
                       properties: Properties = None, mandatory: bool = False) -> None:
         """Publish one message; return once the broker confirmed it.
 

@@ -46,19 +46,34 @@ import logging
 import random
 import threading
 import time
+from types import TracebackType
+from typing import (TYPE_CHECKING, Any, Callable, Deque, Dict, Mapping, Optional, Sequence,
+                    Tuple, Type, Union)
 
 import pika
+import pika.connection
 import pika.exceptions
+import pika.spec
 
 from fastio import _pyamqp
 from fastio._ext import amqp as _amqp
 from fastio.rabbitmq import _params
-from fastio.rabbitmq._future import new_future
+from fastio.rabbitmq._future import PublishFuture, new_future
 from fastio.rabbitmq.connection import FastioConnection
 from fastio.rabbitmq.errors import (BackPressureError, ChannelClosedError, CloseTimeoutError,
                                     ConnectError, NackError, PublisherClosed, UnroutableError)
 
-__all__ = ["Publisher"]
+if TYPE_CHECKING:
+    from fastio.loop import Loop
+
+__all__ = ["Publisher", "Address", "Properties", "Body"]
+
+#: What a Publisher connects to: an AMQP URL or pika connection parameters.
+Address = Union[str, pika.connection.Parameters]
+#: Message properties: a pika.BasicProperties, a dict of its fields, or None.
+Properties = Union[pika.spec.BasicProperties, Mapping[str, Any], None]
+#: A message body; str is sent UTF-8 encoded.
+Body = Union[bytes, bytearray, memoryview, str]
 
 logger = logging.getLogger("fastio.rabbitmq")
 
@@ -159,14 +174,17 @@ class Publisher:
         refused.
     """
 
-    def __init__(self, url_or_parameters, *, confirms=True, max_in_flight=20000,
-                 publish_timeout=None, connect_timeout=15.0, close_timeout=30.0,
-                 reconnect_delay=(0.1, 5.0), loop=None):
+    def __init__(self, url_or_parameters: Union[Address, Sequence[Address]], *,
+                 confirms: bool = True, max_in_flight: int = 20000,
+                 publish_timeout: Optional[float] = None, connect_timeout: float = 15.0,
+                 close_timeout: Optional[float] = 30.0,
+                 reconnect_delay: Tuple[float, float] = (0.1, 5.0),
+                 loop: Optional["Loop"] = None) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
         self._params = _params.parameters_list(url_or_parameters)
         self._close_timeout = close_timeout
-        self._last_error = None
+        self._last_error: Optional[str] = None
         self._confirms = confirms
         self._max_in_flight = max_in_flight
         # Blocked publishers wake only once a quarter of the window is free:
@@ -180,24 +198,24 @@ class Publisher:
         self._room_waiters = 0
         self._flush_waiters = 0
         self._closing = False
-        self._fatal = None
-        self._returnable = collections.deque()
-        self._returned = {}
+        self._fatal: Optional[BaseException] = None
+        self._returnable: Deque[int] = collections.deque()
+        self._returned: Dict[int, BaseException] = {}
         self._loop = loop if loop is not None else _new_loop()
         self._outbox = Outbox(CHANNEL, self._params[0].frame_max, max_in_flight,
                               self._future_factory(), self._wake, self._wait_for_room,
                               self._returnable, self._returned)
         # Loop-thread state.
-        self._connection = None
-        self._transport = None
+        self._connection: Any = None
+        self._transport: Any = None
         self._ready = False
         self._blocked = False
         self._attempt = 0
         self._address = 0
-        self._reconnect_timer = None
-        self._first_open = concurrent.futures.Future()
-        self._closed = concurrent.futures.Future()
-        self._thread = None
+        self._reconnect_timer: Any = None
+        self._first_open: "concurrent.futures.Future[None]" = concurrent.futures.Future()
+        self._closed: "concurrent.futures.Future[None]" = concurrent.futures.Future()
+        self._thread: Optional[threading.Thread] = None
         self._owns_loop = loop is None
         if self._owns_loop:
             self._thread = threading.Thread(target=self._loop.run_forever,
@@ -215,29 +233,32 @@ class Publisher:
                     raise self._unreachable(connect_timeout) from None
                 raise
 
-    def _unreachable(self, connect_timeout):
+    def _unreachable(self, connect_timeout: float) -> ConnectError:
         last = "" if self._last_error is None else ": " + self._last_error
         return ConnectError("no broker reachable within %ss at %s%s" % (
             connect_timeout, self._addresses(), last))
 
-    def _future_factory(self):
+    def _future_factory(self) -> Callable[[], PublishFuture]:
         """Return what makes a message's future (a subclass may bridge them)."""
         return new_future
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "closed" if self._closing else "open" if self._ready else "connecting"
         return "<%s %s %s, %d outstanding>" % (type(self).__name__, self._addresses(),
                                                state, self.outstanding)
 
-    def __enter__(self):
+    def __enter__(self) -> "Publisher":
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None:
         self.close()
 
     # ------------------------------------------------------------ public
 
-    def publish(self, exchange, routing_key, body, properties=None, mandatory=False):
+    def publish(self, exchange: Union[str, bytes], routing_key: Union[str, bytes], body: Body,
+                properties: Properties = None,
+                mandatory: bool = False) -> "concurrent.futures.Future[None]":
         """Queue one message; return a future resolved by the broker's ack.
 
         Thread-safe. The future (a `concurrent.futures.Future`) resolves to
@@ -256,9 +277,11 @@ class Publisher:
         :raises TypeError: properties of another type, or a dict with a key
             that is not a basic property.
         """
-        return self._outbox.submit(exchange, routing_key, body, properties, mandatory)
+        future: "concurrent.futures.Future[None]" = self._outbox.submit(
+            exchange, routing_key, body, properties, mandatory)
+        return future
 
-    def flush(self, timeout=None):
+    def flush(self, timeout: Optional[float] = None) -> None:
         """Wait until every message published so far is confirmed (or failed).
 
         Safe in ``finally`` blocks and signal handlers (it takes no lock a
@@ -282,7 +305,7 @@ class Publisher:
                    lambda: TimeoutError("%d messages still unconfirmed" % (
                        box.n_submitted - box.n_done)))
 
-    def close(self, timeout=None):
+    def close(self, timeout: Optional[float] = None) -> None:
         """Flush, close the connection and stop the background loop.
 
         Waits at most `timeout` seconds (default: the constructor's
@@ -319,13 +342,13 @@ class Publisher:
             raise CloseTimeoutError(left, timeout)
 
     @property
-    def outstanding(self):
+    def outstanding(self) -> int:
         """Messages published but not yet confirmed or failed."""
         return self._outbox.n_submitted - self._outbox.n_done
 
     # ------------------------------------------------- waiting (any thread)
 
-    def _on_loop_thread(self):
+    def _on_loop_thread(self) -> bool:
         return self._loop._thread_id == threading.get_ident()
 
     def _wake(self):
@@ -337,7 +360,7 @@ class Publisher:
             self._fail_queued(self._outbox.closed_error or PublisherClosed(
                 "publish() on a closed Publisher"))
 
-    def _wait_for_room(self):
+    def _wait_for_room(self) -> None:
         """Block until the window has room (the Outbox calls it when full)."""
         if self._on_loop_thread():
             raise BackPressureError("confirm window full (%d) on the loop thread"
