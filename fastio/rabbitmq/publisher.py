@@ -184,6 +184,7 @@ class Publisher:
             raise ValueError("max_in_flight must be at least 1")
         self._params = _params.parameters_list(url_or_parameters)
         self._close_timeout = close_timeout
+        self._failed_on_close = 0       # messages close() had to fail
         self._last_error: Optional[str] = None
         self._confirms = confirms
         self._max_in_flight = max_in_flight
@@ -284,8 +285,10 @@ class Publisher:
     def flush(self, timeout: Optional[float] = None) -> None:
         """Wait until every message published so far is confirmed (or failed).
 
-        Safe in ``finally`` blocks and signal handlers (it takes no lock a
-        thread it interrupted could hold). Not on the loop thread of an
+        Safe in ``finally`` blocks and signal handlers: the one lock it
+        takes is reentrant, and its wait re-checks on its own, so a handler
+        that interrupted a publish() or another flush() on the same thread
+        neither deadlocks nor misses a wake-up. Not on the loop thread of an
         attached Publisher: waiting there would stop the loop it waits for.
 
         :raises TimeoutError: some are still outstanding after `timeout` s.
@@ -320,12 +323,12 @@ class Publisher:
             timeout = self._close_timeout
         deadline = None if timeout is None else time.monotonic() + timeout
         on_loop = self._on_loop_thread()
-        left = None
+        timed_out = False
         try:
             if not on_loop and self._fatal is None and not self._closed.done():
                 self.flush(timeout)
         except TimeoutError:
-            left = self.outstanding
+            timed_out = True
         finally:
             self._closing = True
             self._outbox.closed_error = PublisherClosed("publish() on a closed Publisher")
@@ -338,7 +341,10 @@ class Publisher:
                 except concurrent.futures.TimeoutError:
                     logger.warning("connection close did not finish within %ss", timeout)
                 self._shutdown_thread()
-        if left:
+        # Confirms that came in after the flush gave up are not counted:
+        # only messages whose futures close() failed are.
+        left = self._failed_on_close or self.outstanding
+        if timed_out and left:
             raise CloseTimeoutError(left, timeout)
 
     @property
@@ -589,6 +595,7 @@ class Publisher:
             msg[0]._resolve(exc)
         self._outbox.n_done += len(msgs)
         self._wake_waiters()
+        return len(msgs)
 
     def _fail_queued(self, exc):
         queue = self._outbox.queue
@@ -598,6 +605,7 @@ class Publisher:
             n += 1
         self._outbox.n_done += n
         self._wake_waiters()
+        return n
 
     def _close_on_loop(self):
         if self._reconnect_timer is not None:
@@ -611,8 +619,7 @@ class Publisher:
 
     def _finish_close(self):
         exc = self._fatal or PublisherClosed("Publisher closed before the broker confirmed")
-        self._fail_unconfirmed(exc)
-        self._fail_queued(exc)
+        self._failed_on_close += self._fail_unconfirmed(exc) + self._fail_queued(exc)
         if not self._closed.done():
             self._closed.set_result(None)
 
