@@ -29,7 +29,7 @@ import gc
 import os
 import re
 import shutil
-import statistics
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -392,9 +392,9 @@ def run(config):
                               "loops": {loop: bench_echo.summarize(v) for loop, v in runs.items() if v}})
             micro = run_micro(loops, profile["micro_repeats"], profile["micro_scale"]) if loops else {}
     finally:
-        for key, server in running.items():
+        for server in running.values():
             status = server.stop()
-            if status not in (0, -15):
+            if status not in (0, -signal.SIGTERM):
                 harness.progress("[asyncio] %s exited with status %s on SIGTERM" % (server.name, status))
     checks = evaluate_targets(cases)
     for c in checks:
