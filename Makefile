@@ -8,9 +8,9 @@ BENCH_DEPS := $(VENV)/.bench-deps-stamp
 
 BUILD_DEPS := "setuptools>=64" "Cython>=3.0.8" wheel
 TEST_DEPS  := "pytest>=7" "pytest-timeout>=2" "hypothesis>=6" "pika>=1.3" uvloop mypy pyright
-BENCH_PKGS := uvloop matplotlib "pika>=1.3" aio-pika
+BENCH_PKGS := uvloop matplotlib "pika>=1.3" aio-pika aiohttp
 
-.PHONY: all venv build test bench broker-deps wheel wheels-all sdist typecheck sanitize valgrind clean
+.PHONY: all venv build test bench cpython-asyncio broker-deps wrk-deps wheel wheels-all sdist typecheck sanitize valgrind clean
 
 all: build
 
@@ -47,8 +47,28 @@ broker-deps:
 	    echo "   Install it with: sudo apt-get install -y rabbitmq-server"; \
 	fi
 
-bench: build $(BENCH_DEPS) broker-deps
+# The asyncio suite's HTTP load generator is wrk (Debian package `wrk`),
+# installed like the broker; without it the aiohttp cases are skipped.
+wrk-deps:
+	@if command -v wrk >/dev/null 2>&1; then \
+	    :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "== installing wrk (apt-get)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y wrk; \
+	else \
+	    echo "== wrk is not installed: the aiohttp benchmark will skip."; \
+	    echo "   Install it with: sudo apt-get install -y wrk"; \
+	fi
+
+bench: build $(BENCH_DEPS) broker-deps wrk-deps
 	$(VPY) -m benchmarks $(BENCH_ARGS)
+
+# CPython's asyncio test modules on fastio's loop and on stock asyncio, with
+# interpreter PY (default: the venv's; e.g. PY=$$(pyenv prefix 3.13)/bin/python).
+# Writes benchmarks/results/cpython_asyncio-<X.Y>.md.
+PY ?= $(VPY)
+cpython-asyncio: build
+	.ci/cpython-asyncio $(PY) $(VPY)
 
 # A manylinux2014 wheel, repaired with auditwheel, tested in a clean venv.
 wheel:
