@@ -30,6 +30,7 @@ import json
 import socket
 import sys
 import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 from fastio import selectors as _selectors
 from fastio._cli import bounded
@@ -44,20 +45,22 @@ MAX_SIZE = 16 * 1024 * 1024
 MAX_PIPELINE = 1024
 MAX_ERROR_MESSAGES = 10
 TICK = 0.05  # longest poll wait: how late a phase change may be noticed
+_Text = TypeVar("_Text", str, bytes)
 ALPHABET = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
 
 
 # --- seed mode ----------------------------------------------------------------
 
 
-def split_parts(message, parts):
+def split_parts(message: _Text, parts: int) -> List[_Text]:
     """Split `message` into at most `parts` nearly equal, non-empty pieces."""
     step = -(-len(message) // max(1, parts))
     return [message[i:i + step] for i in range(0, len(message), step)] or [message]
 
 
-def talk(host="127.0.0.1", port=10000, sockets=2, parts=3, message=SEED_MESSAGE, upper=False, timeout=5.0,
-         out=print):
+def talk(host: str = "127.0.0.1", port: int = 10000, sockets: int = 2, parts: int = 3,
+         message: str = SEED_MESSAGE, upper: bool = False, timeout: float = 5.0,
+         out: Callable[[str], object] = print) -> int:
     """Send `message` in parts on each of `sockets` connections; print and check what comes back.
 
     :param upper: expect the ASCII uppercase of the message (a server run with --upper).
@@ -257,7 +260,7 @@ class _Poller:
         self.register, self.modify, self.unregister = poller.register, poller.modify, poller.unregister
 
 
-def make_ring(size, count, upper):
+def make_ring(size: int, count: int, upper: bool) -> Tuple[bytes, bytes, int]:
     """Return (send stream, expected stream, ring length): `count` payloads of `size` bytes, doubled."""
     alphabet = ALPHABET * (size // len(ALPHABET) + 2)
     ring = b"".join(alphabet[i % len(ALPHABET):][:size] for i in range(count))
@@ -265,15 +268,17 @@ def make_ring(size, count, upper):
     return send, send.upper() if upper else send, len(ring)
 
 
-def _percentile(ordered, q):
+def _percentile(ordered: Sequence[float], q: float) -> Optional[float]:
     """Return the nearest-rank `q` quantile of a sorted list, or None when empty."""
     if not ordered:
         return None
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def bench(host="127.0.0.1", port=10000, connections=100, size=1024, duration=5.0, pipeline=1, upper=False,
-          warmup=0.5, timeout=10.0, on_start=None, on_stop=None):
+def bench(host: str = "127.0.0.1", port: int = 10000, connections: int = 100, size: int = 1024,
+          duration: float = 5.0, pipeline: int = 1, upper: bool = False, warmup: float = 0.5,
+          timeout: float = 10.0, on_start: Optional[Callable[[], object]] = None,
+          on_stop: Optional[Callable[[], object]] = None) -> Dict[str, Any]:
     """Load an echo server from one thread; verify every byte; return a JSON-able result.
 
     The measured window opens once every connection has had a reply and
@@ -290,10 +295,11 @@ def bench(host="127.0.0.1", port=10000, connections=100, size=1024, duration=5.0
     """
     send_stream, expect_stream, ring_len = make_ring(size, pipeline + 3, upper)
     poller = _Poller()
-    socks, error_messages = {}, []
+    socks: Dict[int, socket.socket] = {}
+    error_messages: List[str] = []
     errors = 0
 
-    def drop(fd, why):
+    def drop(fd: int, why: str) -> None:
         nonlocal errors
         errors += 1
         if len(error_messages) < MAX_ERROR_MESSAGES:
@@ -383,7 +389,7 @@ def bench(host="127.0.0.1", port=10000, connections=100, size=1024, duration=5.0
     }
 
 
-def format_result(result):
+def format_result(result: Dict[str, Any]) -> str:
     """Return a two-line human summary of a `bench` result."""
     lat = result["latency_us"]
     fmt = lambda us: "-" if us is None else "%.0f µs" % us
@@ -401,10 +407,10 @@ def format_result(result):
 # --- command line ---------------------------------------------------------------
 
 
-BENCH_DEFAULTS = dict(connections=100, size=1024, duration=5.0, pipeline=1, warmup=0.5)
+BENCH_DEFAULTS: Dict[str, Any] = dict(connections=100, size=1024, duration=5.0, pipeline=1, warmup=0.5)
 
 
-def add_arguments(parser):
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the client's options to an argparse parser (for `python -m fastio client`)."""
     parser.add_argument("--host", default="127.0.0.1", help="server address (default: %(default)s)")
     parser.add_argument("--port", type=bounded(int, 1, 65535), default=10000,
@@ -434,7 +440,7 @@ def add_arguments(parser):
     load.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
-def run(args):
+def run(args: argparse.Namespace) -> int:
     """Run the client as parsed by a parser built with `add_arguments`; return the exit status."""
     prog = "fastio client"
     given = [name for name in BENCH_DEFAULTS if getattr(args, name) is not None]
@@ -458,7 +464,7 @@ def run(args):
     return 1 if result["errors"] else 0
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     """Parse `argv` (default: sys.argv[1:]) and run the client; return the exit status."""
     parser = argparse.ArgumentParser(
         prog="python -m fastio client", description=__doc__.split("\n")[0])
