@@ -6,11 +6,11 @@ VPY    := $(VENV)/bin/python
 DEPS   := $(VENV)/.deps-stamp
 BENCH_DEPS := $(VENV)/.bench-deps-stamp
 
-BUILD_DEPS := "setuptools>=64" "Cython>=3.0.8" wheel
+BUILD_DEPS := "setuptools>=77" "Cython>=3.0.8" wheel
 TEST_DEPS  := "pytest>=7" "pytest-timeout>=2" "hypothesis>=6" "pika>=1.3" uvloop mypy pyright
 BENCH_PKGS := uvloop matplotlib "pika>=1.3" aio-pika
 
-.PHONY: all venv build test bench broker-deps wheel wheels-all sdist typecheck sanitize valgrind clean
+.PHONY: all venv build develop test bench broker-deps wheel wheels-all sdist typecheck sanitize valgrind clean
 
 all: build
 
@@ -29,6 +29,12 @@ venv: $(DEPS)
 
 build: $(DEPS)
 	$(VPY) setup.py -q build_ext --inplace
+
+# An editable install of this checkout into the venv: `$(VENV)/bin/fastio`
+# and `import fastio` from any directory use the source tree. The extensions
+# are built in place (re-run after changing src/).
+develop: $(DEPS)
+	$(VPY) -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .
 
 test: build broker-deps
 	$(VPY) -m pytest $(PYTEST_ARGS)

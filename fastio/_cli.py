@@ -3,7 +3,7 @@
 import argparse
 from typing import Callable, Optional, TypeVar
 
-__all__ = ["bounded"]
+__all__ = ["bounded", "format_address"]
 
 _N = TypeVar("_N", int, float)
 
@@ -21,3 +21,8 @@ def bounded(kind: Callable[[str], _N], low: _N, high: Optional[_N] = None) -> Ca
         return value
     parse.__name__ = getattr(kind, "__name__", "value")
     return parse
+
+
+def format_address(host: str, port: int) -> str:
+    """Return ``host:port``, with an IPv6 host in brackets (``[::1]:10000``)."""
+    return ("[%s]:%d" if ":" in host else "%s:%d") % (host, port)

@@ -1,6 +1,6 @@
 """``python -m fastio publish`` and ``python -m fastio consume``.
 
-`publish` is the seed's send.py done with confirms: with no arguments it
+`publish` is the RabbitMQ tutorial's send.py done with confirms: with no arguments it
 declares queue ``hello``, sends ``Hello World!`` and prints
 `` [x] Sent 'Hello World!'``. `consume` prints what arrives, like the
 tutorial's receive.py, until --count messages or SIGINT.

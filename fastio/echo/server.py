@@ -26,9 +26,11 @@ import select
 import signal
 import socket
 import sys
+import warnings
 from typing import IO, Any, Callable, Dict, List, Optional, Set, Tuple, Type
 
 from fastio import selectors as _selectors
+from fastio._cli import format_address
 from fastio._ext import echo as _echo_ext
 from fastio.loop import Loop, Protocol, Server, Transport
 
@@ -164,6 +166,10 @@ class EchoServer:
         if max_conns is not None and max_conns < 1:
             raise ValueError("max_conns must be >= 1, not %r" % (max_conns,))
         if backend == "select":
+            if max_conns is not None and max_conns > SELECT_MAX_CONNS:
+                warnings.warn("select() cannot watch more than %d connections here; max_conns "
+                              "%d lowered to %d" % (SELECT_MAX_CONNS, max_conns, SELECT_MAX_CONNS),
+                              RuntimeWarning, stacklevel=2)
             max_conns = min(max_conns or SELECT_MAX_CONNS, SELECT_MAX_CONNS)
         self.host = host
         self.port = port
@@ -376,12 +382,18 @@ def serve(host: str = "127.0.0.1", port: int = 10000, *, upper: bool = False,
     """
     if out is None:
         out = sys.stdout
+    if backend == "select" and max_conns is not None and max_conns > SELECT_MAX_CONNS:
+        print("fastio echo: warning: select() cannot watch more than %d connections here; "
+              "--max-conns %d lowered to %d" % (SELECT_MAX_CONNS, max_conns, SELECT_MAX_CONNS),
+              file=sys.stderr, flush=True)
+        max_conns = SELECT_MAX_CONNS
     options: Dict[str, Any] = dict(host=host, port=port, upper=upper, backend=backend,
                                    max_conns=max_conns)
 
     def announce(bound_host: str, bound_port: int) -> None:
-        print("fastio echo: listening on %s:%d (backend %s, %d worker%s)" % (
-            bound_host, bound_port, backend or "default", workers, "s" if workers > 1 else ""),
+        print("fastio echo: listening on %s (backend %s, %d worker%s)" % (
+            format_address(bound_host, bound_port), backend or "default", workers,
+            "s" if workers > 1 else ""),
             file=out, flush=True)
 
     if workers > 1:
