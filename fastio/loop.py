@@ -26,15 +26,14 @@ result, and `fut.add_done_callback(cb)` works from plain callbacks.
 
 import asyncio
 import logging
-import selectors
 import signal
 import socket
 import threading
 from types import FrameType
-from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterable, Optional, Tuple, Type, TypeVar,
-                    Union)
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Optional, Tuple, TypeVar, Union
 
 from fastio import _pollers, _streams
+from fastio._pollers import SelectorArg
 from fastio._ext import loop as _ext_loop
 
 from fastio import _pyloop
@@ -62,8 +61,6 @@ logger = logging.getLogger("fastio.loop")
 _T = TypeVar("_T")
 _P = TypeVar("_P", bound=Protocol)
 
-#: What Loop(selector) takes: None, a selector or selector class, or a poller.
-SelectorArg = Union[None, selectors.BaseSelector, Type[selectors.BaseSelector], Any]
 #: An exception handler: handler(loop, context).
 ExceptionHandler = Callable[["Loop", Dict[str, Any]], object]
 

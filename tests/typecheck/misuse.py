@@ -16,6 +16,7 @@ async def answer() -> int:
 
 text: str = fastio.run(answer())  # wrong
 loop: Loop = fastio.Loop()
+Loop(42)  # wrong
 later: str = loop.call_later(1.0, print)  # wrong
 loop.call_soon("not callable")  # wrong
 loop.create_server(42, "127.0.0.1", 0)  # wrong
