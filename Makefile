@@ -79,9 +79,11 @@ sdist: $(DEPS)
 	$(VPY) -m pip install -q --disable-pip-version-check build
 	$(VPY) -m build --sdist --outdir dist .
 
+# mypy on the package, then a user's script under mypy --strict and pyright strict.
 typecheck: build
-	$(VPY) -m pip install -q --disable-pip-version-check mypy
+	$(VPY) -m pip install -q --disable-pip-version-check mypy pyright pytest
 	$(VPY) -m mypy
+	$(VPY) -m pytest -q tests/test_typing.py
 
 clean:
 	rm -rf build dist wheelhouse *.egg-info fastio/*.so src/*.c src/*.html .pytest_cache .hypothesis

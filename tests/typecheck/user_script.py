@@ -7,12 +7,12 @@ runs it: the types it relies on must hold at run time too.
 import argparse
 import asyncio
 import contextvars
-import io
 import selectors as stdlib_selectors
 import signal
 import socket
 import sys
-from typing import List, Optional, Tuple
+import threading
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import fastio
 from fastio import selectors
@@ -141,6 +141,13 @@ timer_at.cancel()
 cancelled: bool = timer_at.cancelled()
 loop.remove_timeout(timer_at)
 loop.add_callback(lambda: None)
+loop.add_callback_threadsafe(lambda: None)
+future: "asyncio.Future[Any]" = loop.create_future()
+loop.call_soon(future.set_result, 1)
+assert loop.run_until_complete(future) == 1
+handler: Optional[Callable[[Loop, Dict[str, Any]], object]] = loop.get_exception_handler()
+loop.call_exception_handler({"message": "reported through the default handler"})
+debug: bool = loop.get_debug()
 loop.set_exception_handler(lambda lp, context: print(context["message"]))
 loop.set_exception_handler(None)
 loop.add_signal_handler(signal.SIGUSR1, tick, "signal")
@@ -167,6 +174,9 @@ server: Server = loop.create_server(Echo, "127.0.0.1", 0, backlog=16)
 sockets: Tuple[socket.socket, ...] = server.sockets
 port: int = sockets[0].getsockname()[1]
 serving: bool = server.is_serving()
+server.pause_accepting()
+server.resume_accepting()
+server_loop: object = server.get_loop()
 fut: "asyncio.Future[Tuple[Transport, Client]]" = loop.create_connection(
     lambda: Client(loop), "127.0.0.1", port)
 transport, client = loop.run_until_complete(fut)
@@ -175,6 +185,12 @@ limits: Tuple[int, int] = transport.get_write_buffer_limits()
 transport.write(b"pi")
 transport.writelines([b"n", bytearray(b"g")])
 buffered: int = transport.get_write_buffer_size()
+transport.pause_reading()
+reading: bool = transport.is_reading()
+transport.resume_reading()
+can_eof: bool = transport.can_write_eof()
+proto: object = transport.get_protocol()
+transport.set_protocol(client)
 peer: object = transport.get_extra_info("peername")
 loop.call_later(30, loop.stop)
 loop.run_forever()
@@ -191,24 +207,28 @@ is_closed: bool = loop.is_closed()
 
 # --- fastio.echo ------------------------------------------------------------------
 
-echo = EchoServer("127.0.0.1", 0, upper=True, backend="poll" if "poll" in BACKENDS else None,
+echo = EchoServer("127.0.0.1", 0, upper=True, backend="poll" if BACKENDS.get("poll") else None,
                   max_conns=10, drain_timeout=1.0)
 host, echo_port = echo.start()
+echo_thread = threading.Thread(target=echo.loop.run_forever)
+echo_thread.start()
+lines: List[str] = []
+bad: int = echo_client.talk(host, echo_port, sockets=2, parts=3, upper=True, out=lines.append)
+reports: List[Dict[str, Any]] = []
+result_: Dict[str, Any] = echo_client.bench(host, echo_port, connections=2, duration=0.2, warmup=0.0,
+                                            upper=True, progress=reports.append, progress_interval=0.05)
+summary: str = echo_client.format_result(result_)
+progress_lines: List[str] = [echo_client.format_progress(report) for report in reports]
 stats: EchoStats = echo.stats
-echo.shutdown()
-final: EchoStats = echo.serve_forever()
+echo.loop.call_soon_threadsafe(echo.shutdown)
+echo_thread.join(30)
 echo.close()
-line: str = final.summary()
-serve_fn = serve
+assert bad == 0 and result_["errors"] == 0 and stats.connections == 4, (lines, result_, stats)
+line: str = stats.summary()
+serve_fn: Callable[..., EchoStats] = serve
 parts: List[str] = echo_client.split_parts("hello", 2)
+byte_parts: List[bytes] = echo_client.split_parts(b"hello", 2)
 parser = argparse.ArgumentParser()
 echo_client.add_arguments(parser)
-lines: List[str] = []
-out = io.StringIO()
-talk_fn = echo_client.talk
-bench_fn = echo_client.bench
-text: str = echo_client.format_result({
-    "connections": 1, "size": 1, "pipeline": 1, "duration_s": 1.0, "poller": "p",
-    "req_per_s": 1.0, "mib_per_s": 1.0, "latency_us": {"p50": None, "p99": None, "max": None},
-    "client_cpu_pct": 1.0, "errors": 0, "error_messages": []})
-status: int = echo_client.main(["--help"]) if False else 0
+status: int = echo_client.run(parser.parse_args(["--port", "1", "--sockets", "1", "--timeout", "1"]))
+assert status == 1  # nothing listens on port 1
