@@ -4,12 +4,13 @@ The transports themselves (the recv/send path) live in src/_loop.pyx and its
 twin fastio/_pyloop.py; this module only sets sockets up and hands them over.
 """
 
-import asyncio
 import errno
 import socket
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 if TYPE_CHECKING:
+    import asyncio
+
     from fastio._pyloop import Transport
 
 __all__ = ["Protocol", "Server", "start_server", "open_connection"]

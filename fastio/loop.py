@@ -43,7 +43,6 @@ if TYPE_CHECKING:
     # classes, methods and signatures (see fastio/_loop.pyi).
     from fastio import _pyloop as _impl
     from fastio._pyloop import LoopCore as _LoopBase
-    from fastio._pyloop import _FileDescriptorLike
 else:
     _impl = _ext_loop if _ext_loop is not None else _pyloop
     _LoopBase = object
@@ -130,7 +129,7 @@ class _LoopAPI(_LoopBase):
 
     def create_future(self) -> "asyncio.Future[Any]":
         """Return an `asyncio.Future` whose callbacks run on this loop."""
-        return asyncio.Future(loop=self)  # type: ignore[arg-type]  # the loop API futures use
+        return asyncio.Future(loop=self)  # type: ignore[arg-type]  # uses call_soon/get_debug only
 
     def stop(self) -> None:
         """Stop after the current iteration; from any thread.

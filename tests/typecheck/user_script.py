@@ -16,7 +16,6 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import fastio
 from fastio import selectors
-from fastio._core import EpollPoller, PollPoller, SelectPoller, Waker
 from fastio.echo import client as echo_client
 from fastio.echo.server import BACKENDS, EchoServer, EchoStats, serve
 from fastio.loop import Handle, Loop, Protocol, Server, TimerHandle, Transport
@@ -85,10 +84,16 @@ sel_impl: str = selectors.IMPLEMENTATION
 
 # --- fastio._core: the pollers ------------------------------------------------------
 
-poller_classes = (EpollPoller, PollPoller, SelectPoller)
-with Waker() as waker:
-    waker.wake()
-    woken: bool = waker.drain()
+if fastio.IMPLEMENTATION == "cython":
+    from fastio._core import EpollPoller, PollPoller, SelectPoller, Waker
+
+    with EpollPoller() as epoller, Waker() as waker:
+        epoller.register(waker, 0x001)
+        waker.wake()
+        ready: List[Tuple[int, int]] = epoller.poll(1.0)
+        assert ready == [(waker.fileno(), 0x001)]
+        woken: bool = waker.drain()
+    poller_classes = (PollPoller, SelectPoller)
 
 
 # --- fastio.loop.Loop -------------------------------------------------------------
