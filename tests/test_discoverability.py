@@ -84,10 +84,11 @@ def test_top_level_help_is_plain_text():
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-def test_command_help_speaks_of_the_tutorial_not_a_seed(command):
+def test_command_help_is_plain_and_speaks_of_the_tutorial_not_a_seed(command):
     result = _cli(command, "--help")
     assert result.returncode == 0, result.stderr
     assert "seed" not in result.stdout.lower()
+    assert "`" not in result.stdout  # plain text, no RST markup
     if command == "client":
         assert "the tutorial's multi-socket client" in result.stdout
 

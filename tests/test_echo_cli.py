@@ -5,6 +5,8 @@ Each test runs ``python -m fastio echo|client`` in a subprocess
 """
 
 import json
+import os
+import pty
 import re
 import signal
 import socket
@@ -150,6 +152,34 @@ def test_bench_progress_prints_lines_on_stderr(echo_server):
     assert json.loads(result.stdout)["errors"] == 0
     measuring = [line for line in result.stderr.splitlines() if PROGRESS_RE.match(line)]
     assert len(measuring) >= 2, result.stderr
+
+
+def test_bench_prints_progress_by_default_when_stderr_is_a_terminal(echo_server):
+    master, slave = pty.openpty()
+    try:
+        client = subprocess.Popen(
+            [sys.executable, "-m", "fastio", "client", "--port", str(echo_server.port), "--bench",
+             "--connections", "2", "--duration", "2.5", "--warmup", "0", "--json"],
+            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
+        os.close(slave)
+        slave = None
+        out, _ = client.communicate(timeout=60)
+        err = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the client closed the terminal's other end
+                break
+            if not chunk:
+                break
+            err += chunk
+    finally:
+        os.close(master)
+        if slave is not None:
+            os.close(slave)
+    assert client.returncode == 0, err
+    assert json.loads(out)["errors"] == 0
+    assert re.search(rb"fastio client: \d\.\d s of 2\.5 s, \d+ requests", err), err
 
 
 def test_bench_without_a_terminal_or_progress_prints_no_progress(echo_server):

@@ -1,4 +1,4 @@
-"""Talk to an echo server like the tutorial's multi-socket client, or load it with `--bench`.
+"""Talk to an echo server like the tutorial's multi-socket client, or load it with --bench.
 
 Tutorial mode opens several sockets, sends one message on each in parts and
 prints what comes back. Bench mode is a closed-loop load generator: N connections,
