@@ -37,7 +37,8 @@ from fastio._cli import bounded, format_address
 from fastio._ext import core as _core
 from fastio._ext import echo as _echo_ext
 
-__all__ = ["TUTORIAL_MESSAGE", "talk", "bench", "format_result", "format_progress", "add_arguments", "run", "main"]
+__all__ = ["TUTORIAL_MESSAGE", "talk", "bench", "format_result", "format_progress", "add_arguments", "run",
+           "main"]
 
 TUTORIAL_MESSAGE = "This is the message.  It will be sent in parts."
 RECV_BUFFER = 256 * 1024  # one recv drains a whole pipeline of 16 KiB replies
@@ -45,6 +46,7 @@ MAX_SIZE = 16 * 1024 * 1024
 MAX_PIPELINE = 1024
 MAX_ERROR_MESSAGES = 10
 TICK = 0.05  # longest poll wait: how late a phase change may be noticed
+PROGRESS_INTERVAL = 2.0  # seconds between progress lines
 _Text = TypeVar("_Text", str, bytes)
 ALPHABET = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
 
@@ -93,9 +95,11 @@ def talk(host: str = "127.0.0.1", port: int = 10000, sockets: int = 2, parts: in
                 bad += 1
                 out("socket %d: MISMATCH, expected %r" % (i, want.decode(errors="replace")))
                 if not upper and got == data.upper() != data:
-                    hint = "the replies are in uppercase: is the server running with --upper? Then pass --upper too"
+                    hint = ("the replies are in uppercase: is the server running with --upper? "
+                            "Then pass --upper too")
                 elif upper and got == data != want:
-                    hint = "the replies are unchanged: the server is not running with --upper; drop --upper"
+                    hint = ("the replies are unchanged: the server is not running with --upper; "
+                            "drop --upper")
         if hint is not None:
             out("hint: " + hint)
         return bad
@@ -287,7 +291,7 @@ def bench(host: str = "127.0.0.1", port: int = 10000, connections: int = 100, si
           timeout: float = 10.0, on_start: Optional[Callable[[], object]] = None,
           on_stop: Optional[Callable[[], object]] = None,
           progress: Optional[Callable[[Dict[str, Any]], object]] = None,
-          progress_interval: float = 2.0) -> Dict[str, Any]:
+          progress_interval: float = PROGRESS_INTERVAL) -> Dict[str, Any]:
     """Load an echo server from one thread; verify every byte; return a JSON-able result.
 
     The measured window opens once every connection has had a reply and
@@ -351,9 +355,10 @@ def bench(host: str = "127.0.0.1", port: int = 10000, connections: int = 100, si
                     break  # drained
                 if progress is not None and now >= next_report:
                     next_report = now + progress_interval
-                    progress({"phase": phase, "elapsed_s": now - t0 if phase == "measure" else 0.0,
-                              "duration_s": duration, "requests": core.done - done0 if phase != "warmup" else 0,
-                              "errors": errors})
+                    measuring = phase == "measure"
+                    progress({"phase": phase, "elapsed_s": now - t0 if measuring else 0.0,
+                              "duration_s": duration, "errors": errors,
+                              "requests": core.done - done0 if phase != "warmup" else 0})
                 if now < phase_end:
                     continue
                 # --- phase changes, noticed within TICK ---
@@ -434,7 +439,6 @@ def format_result(result: Dict[str, Any]) -> str:
 # --- command line ---------------------------------------------------------------
 
 
-PROGRESS_INTERVAL = 2.0  # seconds between --progress lines
 BENCH_DEFAULTS: Dict[str, Any] = dict(connections=100, size=1024, duration=5.0, pipeline=1, warmup=0.5)
 
 
@@ -504,8 +508,8 @@ def run(args: argparse.Namespace) -> int:
         if interval is None and sys.stderr.isatty():
             interval = PROGRESS_INTERVAL
         if interval is not None:
-            options.update(progress=lambda report: print(format_progress(report), file=sys.stderr, flush=True),
-                           progress_interval=interval)
+            options.update(progress_interval=interval, progress=lambda report: print(
+                format_progress(report), file=sys.stderr, flush=True))
         result = bench(args.host, args.port, upper=args.upper, timeout=args.timeout, **options)
     except OSError as exc:
         reason = exc.strerror or str(exc) or type(exc).__name__
