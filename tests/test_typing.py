@@ -101,7 +101,7 @@ def test_user_script_passes_pyright_strict_with_nothing_unknown(tmp_path):
 def test_user_script_runs(no_extensions):
     env = dict(os.environ, PYTHONPATH=str(ROOT), FASTIO_NO_EXTENSIONS=no_extensions)
     result = subprocess.run([sys.executable, str(USER_SCRIPT)], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -215,7 +215,7 @@ is_closed: bool = loop.is_closed()
 echo = EchoServer("127.0.0.1", 0, upper=True, backend="poll" if BACKENDS.get("poll") else None,
                   max_conns=10, drain_timeout=1.0)
 host, echo_port = echo.start()
-echo_thread = threading.Thread(target=echo.loop.run_forever)
+echo_thread = threading.Thread(target=echo.loop.run_forever, daemon=True)
 echo_thread.start()
 lines: List[str] = []
 bad: int = echo_client.talk(host, echo_port, sockets=2, parts=3, upper=True, out=lines.append)
