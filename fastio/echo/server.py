@@ -27,7 +27,7 @@ import signal
 import socket
 import sys
 import warnings
-from typing import IO, Any, Callable, Dict, List, Optional, Set, Tuple, Type
+from typing import IO, Any, Callable, Dict, Optional, Set, Tuple, Type
 
 from fastio import selectors as _selectors
 from fastio._cli import format_address
