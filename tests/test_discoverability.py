@@ -69,6 +69,7 @@ def test_console_script_names_itself_in_usage():
     assert echo.stdout.startswith("usage: fastio echo ")
 
 
+@pytest.mark.skipif(not (ROOT / "pyproject.toml").exists(), reason="needs the source checkout")
 def test_pyproject_declares_the_console_script():
     text = (ROOT / "pyproject.toml").read_text()
     assert re.search(r'^\[project\.scripts\]\nfastio = "fastio\.__main__:main"$', text, re.M)
@@ -123,7 +124,7 @@ def test_library_warnings_stay_silent_until_logging_is_configured():
 
 def test_every_logger_is_under_the_fastio_namespace():
     names = []
-    for path in (ROOT / "fastio").rglob("*.py"):
+    for path in Path(fastio.__file__).parent.rglob("*.py"):
         names += re.findall(r"getLogger\(([^)]*)\)", path.read_text())
     assert names, "fastio has loggers"
     for name in names:
