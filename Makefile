@@ -6,11 +6,11 @@ VPY    := $(VENV)/bin/python
 DEPS   := $(VENV)/.deps-stamp
 BENCH_DEPS := $(VENV)/.bench-deps-stamp
 
-BUILD_DEPS := "setuptools>=64" "Cython>=3.0.8" wheel
+BUILD_DEPS := "setuptools>=77" "Cython>=3.0.8" wheel
 TEST_DEPS  := "pytest>=7" "pytest-timeout>=2" "hypothesis>=6" "pika>=1.3" uvloop mypy pyright
 BENCH_PKGS := uvloop matplotlib "pika>=1.3" aio-pika aiohttp
 
-.PHONY: all venv build test bench cpython-asyncio broker-deps wrk-deps wheel wheels-all sdist typecheck sanitize valgrind clean
+.PHONY: all venv build develop test bench cpython-asyncio broker-deps wrk-deps wheel wheels-all sdist typecheck sanitize valgrind clean
 
 all: build
 
@@ -29,6 +29,12 @@ venv: $(DEPS)
 
 build: $(DEPS)
 	$(VPY) setup.py -q build_ext --inplace
+
+# An editable install of this checkout into the venv: `$(VENV)/bin/fastio`
+# and `import fastio` from any directory use the source tree. The extensions
+# are built in place (re-run after changing src/).
+develop: $(DEPS)
+	$(VPY) -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .
 
 test: build broker-deps
 	$(VPY) -m pytest $(PYTEST_ARGS)
@@ -93,9 +99,11 @@ sdist: $(DEPS)
 	$(VPY) -m pip install -q --disable-pip-version-check build
 	$(VPY) -m build --sdist --outdir dist .
 
+# mypy on the package, then a user's script under mypy --strict and pyright strict.
 typecheck: build
-	$(VPY) -m pip install -q --disable-pip-version-check mypy
+	$(VPY) -m pip install -q --disable-pip-version-check mypy pyright pytest
 	$(VPY) -m mypy
+	$(VPY) -m pytest -q tests/test_typing.py
 
 clean:
 	rm -rf build dist wheelhouse *.egg-info fastio/*.so src/*.c src/*.html .pytest_cache .hypothesis

@@ -1,6 +1,6 @@
 """``python -m fastio publish`` and ``python -m fastio consume``.
 
-`publish` is the tutorial's send.py done with confirms: with no arguments
+`publish` is the RabbitMQ tutorial's send.py done with confirms: with no arguments
 it makes sure queue ``hello`` exists, sends ``Hello World!`` and prints
 `` [x] Sent 'Hello World!'``. `consume` prints what arrives, like the
 tutorial's receive.py, until --count messages or SIGINT.

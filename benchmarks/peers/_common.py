@@ -9,7 +9,7 @@ import signal
 import socket
 import sys
 
-BACKLOG = 1024  # the seed's listen(5) would drop SYNs when 1000 clients connect at once
+BACKLOG = 1024  # the tutorial server's listen(5) would drop SYNs when 1000 clients connect at once
 BUFSIZE = 65536
 
 
