@@ -6,11 +6,11 @@ VPY    := $(VENV)/bin/python
 DEPS   := $(VENV)/.deps-stamp
 BENCH_DEPS := $(VENV)/.bench-deps-stamp
 
-BUILD_DEPS := "setuptools>=64" "Cython>=3.0.8" wheel
-TEST_DEPS  := "pytest>=7" "pytest-timeout>=2" "hypothesis>=6" "pika>=1.3" uvloop mypy
-BENCH_PKGS := uvloop matplotlib "pika>=1.3" aio-pika
+BUILD_DEPS := "setuptools>=77" "Cython>=3.0.8" wheel
+TEST_DEPS  := "pytest>=7" "pytest-timeout>=2" "hypothesis>=6" "pika>=1.3" uvloop mypy pyright
+BENCH_PKGS := uvloop matplotlib "pika>=1.3" aio-pika aiohttp
 
-.PHONY: all venv build test bench cluster broker-deps wheel wheels-all sdist typecheck sanitize valgrind clean
+.PHONY: all venv build develop test bench cluster cpython-asyncio broker-deps wrk-deps wheel wheels-all sdist typecheck sanitize valgrind clean
 
 all: build
 
@@ -30,6 +30,12 @@ venv: $(DEPS)
 build: $(DEPS)
 	$(VPY) setup.py -q build_ext --inplace
 
+# An editable install of this checkout into the venv: `$(VENV)/bin/fastio`
+# and `import fastio` from any directory use the source tree. The extensions
+# are built in place (re-run after changing src/).
+develop: $(DEPS)
+	$(VPY) -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .
+
 test: build broker-deps
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
@@ -47,7 +53,20 @@ broker-deps:
 	    echo "   Install it with: sudo apt-get install -y rabbitmq-server"; \
 	fi
 
-bench: build $(BENCH_DEPS) broker-deps
+# The asyncio suite's HTTP load generator is wrk (Debian package `wrk`),
+# installed like the broker; without it the aiohttp cases are skipped.
+wrk-deps:
+	@if command -v wrk >/dev/null 2>&1; then \
+	    :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "== installing wrk (apt-get)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y wrk; \
+	else \
+	    echo "== wrk is not installed: the aiohttp benchmark will skip."; \
+	    echo "   Install it with: sudo apt-get install -y wrk"; \
+	fi
+
+bench: build $(BENCH_DEPS) broker-deps wrk-deps
 	$(VPY) -m benchmarks $(BENCH_ARGS)
 
 # A private 3-node RabbitMQ cluster to try things on: prints its URLs,
@@ -55,6 +74,13 @@ bench: build $(BENCH_DEPS) broker-deps
 # The cluster tests (tests/test_rabbitmq_cluster.py) start their own.
 cluster: build broker-deps
 	$(VPY) tests/cluster.py
+
+# CPython's asyncio test modules on fastio's loop and on stock asyncio, with
+# interpreter PY (default: the venv's; e.g. PY=$$(pyenv prefix 3.13)/bin/python).
+# Writes benchmarks/results/cpython_asyncio-<X.Y>.md.
+PY ?= $(VPY)
+cpython-asyncio: build
+	.ci/cpython-asyncio $(PY) $(VPY)
 
 # A manylinux2014 wheel, repaired with auditwheel, tested in a clean venv.
 wheel:
@@ -79,9 +105,11 @@ sdist: $(DEPS)
 	$(VPY) -m pip install -q --disable-pip-version-check build
 	$(VPY) -m build --sdist --outdir dist .
 
+# mypy on the package, then a user's script under mypy --strict and pyright strict.
 typecheck: build
-	$(VPY) -m pip install -q --disable-pip-version-check mypy
+	$(VPY) -m pip install -q --disable-pip-version-check mypy pyright pytest
 	$(VPY) -m mypy
+	$(VPY) -m pytest -q tests/test_typing.py
 
 clean:
 	rm -rf build dist wheelhouse *.egg-info fastio/*.so src/*.c src/*.html .pytest_cache .hypothesis

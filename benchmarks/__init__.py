@@ -2,7 +2,7 @@
 
 Each suite is a module exposing ``run(config) -> dict`` (JSON-able results) and
 ``to_markdown(result) -> str``. To add one (loop micro-benchmarks, echo servers,
-rabbitmq), write ``benchmarks/bench_<name>.py`` and list it in `SUITES`;
+asyncio loops, rabbitmq), write ``benchmarks/bench_<name>.py`` and list it in `SUITES`;
 `benchmarks.harness` holds the shared timing, pinning and machine-info helpers.
 """
 
@@ -11,6 +11,7 @@ SUITES = {
     "selectors": "benchmarks.bench_selectors",
     "loop": "benchmarks.bench_loop",
     "echo": "benchmarks.bench_echo",
+    "asyncio": "benchmarks.bench_asyncio",
     "rabbitmq": "benchmarks.bench_rabbitmq",
     "rabbitmq-cluster": "benchmarks.bench_rabbitmq_cluster",
 }

@@ -111,7 +111,8 @@ def measure(loops, n, repeats):
     return results
 
 
-#: Targets of the loop issue: fastio ahead of asyncio, at least level with uvloop.
+#: The loop's targets, per operation: fastio's Loop is at least as fast as
+#: asyncio's and uvloop's loops (time ratio other / fastio >= 1.0 for each).
 TARGETS = {"asyncio": 1.0, "uvloop": 1.0}
 
 

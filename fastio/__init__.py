@@ -5,10 +5,20 @@ stdlib (asyncio, socketserver, subprocess, multiprocessing) use it unchanged.
 `fastio.loop.Loop` is a small callback loop with fast TCP transports (also
 pika's ioloop); `new_event_loop()` / `run()` run asyncio over fastio.
 `IMPLEMENTATION` is "cython" with the compiled core, "python" on the fallback.
+
+`Loop`, `new_event_loop` and `run` are imported on first use, so that
+``import fastio`` for the selectors does not import asyncio.
 """
+
+import logging
+from typing import TYPE_CHECKING, Any, List
 
 from fastio._ext import IMPLEMENTATION
 from fastio._install import install, installed, uninstall
+
+if TYPE_CHECKING:
+    from fastio._aio import new_event_loop, run
+    from fastio.loop import Loop
 
 __all__ = [
     "IMPLEMENTATION",
@@ -23,9 +33,18 @@ __all__ = [
 
 __version__ = "0.1.0"
 
+# A library's loggers stay silent until the application configures logging
+# (without a handler, logging's last resort would print warnings to stderr).
+logging.getLogger("fastio").addHandler(logging.NullHandler())
 
-def __getattr__(name):
-    # Lazy: `import fastio` for the selectors should not import asyncio.
+_LAZY = ("Loop", "new_event_loop", "run")
+
+
+def __getattr__(name: str) -> Any:
+    """Import the lazy attributes `Loop`, `new_event_loop` and `run` on first use.
+
+    :raises AttributeError: `name` is not an attribute of fastio.
+    """
     if name == "Loop":
         from fastio.loop import Loop
 
@@ -35,3 +54,8 @@ def __getattr__(name):
 
         return getattr(_aio, name)
     raise AttributeError("module 'fastio' has no attribute %r" % (name,))
+
+
+def __dir__() -> List[str]:
+    """List fastio's attributes, the lazy ones included."""
+    return sorted(set(globals()) | set(_LAZY))

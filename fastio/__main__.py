@@ -1,15 +1,21 @@
-"""fastio's command line: ``python -m fastio {echo,client,publish,consume} ...``.
+"""fastio's command line: ``python -m fastio COMMAND`` or ``fastio COMMAND``.
 
     python -m fastio echo --port 10000 [--upper] [--backend epoll|poll|select] [--workers N]
     python -m fastio client [--sockets N --parts K | --bench --connections N --size B ...]
-    python -m fastio publish [--url URL] [--exchange X] [--routing-key K | --queue Q] [--declare] MESSAGE...
-    python -m fastio consume [--url URL] --queue Q [--count N]
+    python -m fastio publish [--url URL] [--timeout S] [--exchange X] [--routing-key K | --queue Q] [--declare] MESSAGE...
+    python -m fastio consume [--url URL] [--timeout S] [--queue Q] [--declare] [--count N]
 """
 
 import argparse
+import os
 import sys
+from typing import Optional, Sequence
 
-from fastio._cli import bounded
+import fastio
+from fastio._cli import bounded, format_address
+
+DESCRIPTION = ("fastio's command line: an echo server, its client and load generator, "
+               "and a RabbitMQ publisher and consumer.")
 
 
 def _add_echo(sub):
@@ -43,7 +49,8 @@ def _run_echo(args):
         serve(args.host, args.port, upper=args.upper, backend=args.backend,
               workers=args.workers, max_conns=args.max_conns)
     except OSError as exc:
-        print("fastio echo: cannot listen on %s:%d: %s" % (args.host, args.port, exc.strerror or exc),
+        print("fastio echo: cannot listen on %s: %s" % (format_address(args.host, args.port),
+                                                       exc.strerror or exc),
               file=sys.stderr)
         return 1
     except RuntimeError as exc:  # a worker failed to start or exited with an error
@@ -70,16 +77,26 @@ def _add_rabbitmq(sub):
     add_consume(sub)
 
 
-def main(argv=None):
+def _prog() -> str:
+    # `python -m fastio` runs this file as __main__.py; the console script
+    # is named after itself.
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "python -m fastio" if name in ("", "__main__.py", "-c") else name
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line; return the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m fastio", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog=_prog(), description=DESCRIPTION)
+    parser.add_argument("--version", action="version",
+                        version="fastio %s (%s)" % (fastio.__version__, fastio.IMPLEMENTATION))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _add_echo(sub)
     _add_client(sub)
     _add_rabbitmq(sub)
     args = parser.parse_args(argv)
-    return args.func(args)
+    status: int = args.func(args)
+    return status
 
 
 if __name__ == "__main__":

@@ -1,8 +1,12 @@
 """Type stubs for fastio._amqp (basic.publish frames, confirms, the Publisher's outbox)."""
 
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Deque, Dict, FrozenSet, List, Optional, Tuple, Union
 
 EMPTY_PROPERTIES: bytes
+PROPERTY_NAMES: FrozenSet[str]
+
+def coerce_properties(properties: Any) -> Any: ...
+def encode_properties(properties: Any) -> bytes: ...
 
 def encode_publish(channel: int, frame_max: int, exchange: Union[str, bytes],
                    routing_key: Union[str, bytes], body: Any,

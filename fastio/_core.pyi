@@ -1,7 +1,7 @@
 """Type stubs for the compiled readiness core, fastio._core."""
 
 import selectors
-from typing import Any, List, Mapping, Optional, Protocol, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Protocol, Tuple, Union
 
 
 
@@ -60,7 +60,7 @@ class Waker:
 
 class SelectorCore:
     _selector: Any
-    _fd_to_key: dict
+    _fd_to_key: Dict[int, selectors.SelectorKey]
     _map: Optional[Mapping[Any, selectors.SelectorKey]]
     def _fileobj_lookup(self, fileobj: Any) -> int: ...
     def register(

@@ -10,6 +10,8 @@ fastio class of the same kind; uninstall() puts back exactly what was there.
 import importlib
 import selectors as _stdlib
 import threading
+from types import ModuleType
+from typing import Any, List, Optional, Tuple
 
 from fastio import selectors as _fast
 
@@ -23,10 +25,10 @@ _CAPTURED = (
 )
 
 _lock = threading.Lock()
-_saved = None  # [(namespace, name, original value)] while installed
+_saved: Optional[List[Tuple[ModuleType, str, Any]]] = None  # (namespace, name, original) while installed
 
 
-def _replacement(original):
+def _replacement(original: Any) -> Any:
     """Return the fastio class standing in for stdlib class `original`."""
     for name in _SELECTOR_NAMES:
         if original is getattr(_stdlib, name, None) and hasattr(_fast, name):
@@ -34,7 +36,7 @@ def _replacement(original):
     return None
 
 
-def install():
+def install() -> bool:
     """Make the stdlib use fastio's selectors. Calling it again does nothing.
 
     :returns: True if this call installed fastio, False if it already was.
@@ -43,7 +45,7 @@ def install():
     with _lock:
         if _saved is not None:
             return False
-        plan = []  # (namespace, name, original, replacement)
+        plan: List[Tuple[ModuleType, str, Any, Any]] = []  # (namespace, name, original, replacement)
         for name in _SELECTOR_NAMES:
             if hasattr(_stdlib, name) and hasattr(_fast, name):
                 plan.append((_stdlib, name, getattr(_stdlib, name), getattr(_fast, name)))
@@ -63,7 +65,7 @@ def install():
         return True
 
 
-def uninstall():
+def uninstall() -> bool:
     """Restore exactly what install() replaced. Does nothing if not installed.
 
     :returns: True if this call uninstalled fastio.
@@ -78,6 +80,6 @@ def uninstall():
         return True
 
 
-def installed():
+def installed() -> bool:
     """Return True while fastio's selectors are installed into the stdlib."""
     return _saved is not None

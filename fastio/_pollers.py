@@ -12,11 +12,28 @@ import math
 import select
 import selectors
 import socket
-from typing import Any
+import typing
+from typing import Any, List, Optional, Tuple, Type, Union
 
 from fastio._ext import core
 
-__all__ = ["make_poller", "Waker"]
+__all__ = ["make_poller", "Waker", "PollerLike", "SelectorArg"]
+
+
+class PollerLike(typing.Protocol):
+    """What the loop drives: the API of fastio._core's pollers."""
+
+    def register(self, fd: int, eventmask: int) -> None: ...
+    def modify(self, fd: int, eventmask: int) -> None: ...
+    def unregister(self, fd: int) -> None: ...
+    def poll(self, timeout: Optional[float] = ...) -> List[Tuple[int, int]]: ...
+    def close(self) -> None: ...
+
+
+#: What Loop(selector) takes: None (the best backend), a selector or
+#: selector class, or a poller or poller class.
+SelectorArg = Union[None, selectors.BaseSelector, Type[selectors.BaseSelector], PollerLike,
+                    Type[PollerLike]]
 
 POLLIN, POLLOUT, POLLERR, POLLHUP = 0x001, 0x004, 0x008, 0x010
 
@@ -80,7 +97,7 @@ class SelectorPoller:
                 for key, ev in self._sel.select(timeout)]
 
 
-def make_poller(selector=None):
+def make_poller(selector: SelectorArg = None) -> Any:
     """Return a poller for `selector`.
 
     :param selector: None (the best available backend), a poller (an object

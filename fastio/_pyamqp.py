@@ -7,9 +7,10 @@ Same function, same bytes; used when the extension is not built
 import collections
 import struct
 import threading
+from collections.abc import Mapping
 
-__all__ = ["encode_publish", "encode_properties", "split_confirms", "Outbox",
-           "EMPTY_PROPERTIES"]
+__all__ = ["encode_publish", "encode_properties", "coerce_properties", "split_confirms",
+           "Outbox", "EMPTY_PROPERTIES", "PROPERTY_NAMES"]
 
 EMPTY_PROPERTIES = b"\x00\x00"
 _FRAME_END = b"\xce"
@@ -60,12 +61,38 @@ def encode_publish(channel, frame_max, exchange, routing_key, body,
     return b"".join(parts)
 
 
+PROPERTY_NAMES = frozenset((
+    "content_type", "content_encoding", "headers", "delivery_mode", "priority",
+    "correlation_id", "reply_to", "expiration", "message_id", "timestamp", "type",
+    "user_id", "app_id", "cluster_id"))
+
+
+def coerce_properties(properties):
+    """Return `properties` as a `pika.BasicProperties`; a mapping is converted.
+
+    Same contract as `fastio._amqp.coerce_properties`.
+    """
+    from pika.spec import BasicProperties
+
+    if isinstance(properties, BasicProperties):
+        return properties
+    if isinstance(properties, Mapping):
+        unknown = sorted(repr(key) for key in properties if key not in PROPERTY_NAMES)
+        if unknown:
+            raise TypeError("unknown message propert%s %s; the AMQP basic properties are: %s"
+                            % ("y" if len(unknown) == 1 else "ies", ", ".join(unknown),
+                               ", ".join(sorted(PROPERTY_NAMES))))
+        return BasicProperties(**properties)
+    raise TypeError("properties must be a pika.BasicProperties or a dict, not %s"
+                    % type(properties).__name__)
+
+
 def encode_properties(properties):
     """Return pika's encoding of a `pika.BasicProperties`, flags word first.
 
     Same contract as `fastio._amqp.encode_properties`; here pika does it.
     """
-    return b"".join(properties.encode())
+    return b"".join(coerce_properties(properties).encode())
 
 
 _CONFIRM = struct.Struct(">BHIHHQB")
@@ -122,7 +149,9 @@ class Outbox:
         self._wait_for_room = wait_for_room
         self._returnable = returnable
         self._returned = returned
-        self._lock = threading.Lock()
+        # Reentrant: a signal handler may publish while the interrupted
+        # publish() on the same thread holds it.
+        self._lock = threading.RLock()
 
     def submit(self, exchange, routing_key, body, properties=None, mandatory=False):
         if self.closed_error is not None:
@@ -138,10 +167,14 @@ class Outbox:
         if self.n_submitted - self.n_done >= self.max_in_flight:
             self._wait_for_room()
         future = self._new_future()
+        # Queued before counted: a flush() that runs in between (a signal
+        # handler, another thread) never waits for a message not yet queued.
+        self.queue.append((future, frames, args))
         with self._lock:      # += is not atomic across Python threads
             self.n_submitted += 1
-        self.queue.append((future, frames, args))
-        if not self.wake_pending:
+        # Closed meanwhile (a signal handler, another thread): wake() is
+        # what settles the message when nothing will send it any more.
+        if not self.wake_pending or self.closed_error is not None:
             self.wake_pending = True
             self._wake()
         return future

@@ -7,11 +7,26 @@ a change here is a change in src/_loop.pyx, and tests run on both.
 """
 
 import collections
+import contextvars
 import heapq as _heapq
 import socket
 import time
+import typing
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple, Union
+
+if TYPE_CHECKING:
+    from fastio._streams import Protocol
 
 __all__ = ["Handle", "TimerHandle", "LoopCore", "Transport"]
+
+
+class _HasFileno(typing.Protocol):
+    def fileno(self) -> int: ...
+
+
+# An fd number or an object with fileno(), as asyncio's add_reader() takes.
+_FileDescriptorLike = Union[int, _HasFileno]
+_Buffer = Union[bytes, bytearray, memoryview]
 
 POLLIN = 0x001
 POLLOUT = 0x004
@@ -33,25 +48,27 @@ class Handle:
 
     __slots__ = ("_callback", "_args", "_context", "_cancelled", "_loop")
 
-    def __init__(self, callback, args, loop, context=None):
+    def __init__(self, callback: Callable[..., object], args: Tuple[Any, ...], loop: Any,
+                 context: Optional[contextvars.Context] = None) -> None:
         self._callback = callback
         self._args = args
         self._context = context
         self._cancelled = False
         self._loop = loop
 
-    def cancel(self):
+    def cancel(self) -> None:
         """Keep the callback from running; calling it again does nothing."""
         self._cancelled = True
 
-    def cancelled(self):
+    def cancelled(self) -> bool:
+        """Return whether cancel() was called."""
         return self._cancelled
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = " cancelled" if self._cancelled else ""
         return "<%s%s %r>" % (type(self).__name__, state, self._callback)
 
-    def _run(self):
+    def _run(self) -> None:
         try:
             if self._context is not None:
                 self._context.run(self._callback, *self._args)
@@ -70,32 +87,35 @@ class TimerHandle(Handle):
 
     __slots__ = ("_when", "_seq", "_scheduled")
 
-    def __init__(self, when, seq, callback, args, loop, context=None):
+    def __init__(self, when: float, seq: int, callback: Callable[..., object], args: Tuple[Any, ...],
+                 loop: Any, context: Optional[contextvars.Context] = None) -> None:
         Handle.__init__(self, callback, args, loop, context)
         self._when = when
         self._seq = seq
         self._scheduled = True
 
-    def when(self):
+    def when(self) -> float:
         """Return the loop time at which the callback is due."""
         return self._when
 
-    def cancel(self):
+    def cancel(self) -> None:
         """Keep the callback from running; same contract as asyncio's."""
         if not self._cancelled:
             self._cancelled = True
             if self._scheduled:
                 self._loop._timer_cancelled()
 
-    def __lt__(self, other):
+    def __lt__(self, other: "TimerHandle") -> bool:
         return (self._when, self._seq) < (other._when, other._seq)
 
 
 class _FdEntry:
     __slots__ = ("reader", "writer", "handler", "handler_events", "mask")
 
-    def __init__(self):
-        self.reader = self.writer = self.handler = None
+    def __init__(self) -> None:
+        self.reader: Optional[Handle] = None
+        self.writer: Optional[Handle] = None
+        self.handler: Optional[Callable[[int, int], object]] = None
         self.handler_events = self.mask = 0
 
 
@@ -108,15 +128,15 @@ class LoopCore:
     :param waker: a fastio Waker, registered here for call_soon_threadsafe().
     """
 
-    def __init__(self, poller, waker):
+    def __init__(self, poller: Any, waker: Any) -> None:
         self._poller = poller
         self._waker = waker
-        self._ready = []
-        self._threadsafe = collections.deque()
-        self._timers = []
+        self._ready: List[Handle] = []
+        self._threadsafe: Deque[Handle] = collections.deque()
+        self._timers: List[TimerHandle] = []
         self._timer_seq = 0
         self._timer_cancelled_count = 0
-        self._fds = {}
+        self._fds: Dict[int, _FdEntry] = {}
         self._stopping = False
         self._closed = False
         self._wfd = waker.fileno()
@@ -124,15 +144,20 @@ class LoopCore:
 
     # ------------------------------------------------------------ callbacks
 
-    def time(self):
+    if TYPE_CHECKING:
+        # Provided by fastio.loop.Loop, the class every core is mixed into.
+        def call_exception_handler(self, context: Dict[str, Any]) -> None: ...
+
+    def time(self) -> float:
         """Return the loop's clock: time.monotonic()."""
         return _monotonic()
 
-    def _check_closed(self):
+    def _check_closed(self) -> None:
         if self._closed:
             raise RuntimeError("Event loop is closed")
 
-    def call_soon(self, callback, *args, context=None):
+    def call_soon(self, callback: Callable[..., object], *args: Any,
+                  context: Optional[contextvars.Context] = None) -> Handle:
         """Run `callback(*args)` at the next iteration; return its Handle.
 
         :raises RuntimeError: the loop is closed.
@@ -142,7 +167,8 @@ class LoopCore:
         self._ready.append(handle)
         return handle
 
-    def call_soon_threadsafe(self, callback, *args, context=None):
+    def call_soon_threadsafe(self, callback: Callable[..., object], *args: Any,
+                             context: Optional[contextvars.Context] = None) -> Handle:
         """Like call_soon() but callable from any thread; wakes the loop."""
         self._check_closed()
         handle = Handle(callback, args, self, context)
@@ -152,7 +178,8 @@ class LoopCore:
         self._waker.wake()
         return handle
 
-    def call_at(self, when, callback, *args, context=None):
+    def call_at(self, when: float, callback: Callable[..., object], *args: Any,
+                context: Optional[contextvars.Context] = None) -> TimerHandle:
         """Run `callback(*args)` at loop time `when`; return its TimerHandle."""
         self._check_closed()
         self._timer_seq += 1
@@ -160,11 +187,12 @@ class LoopCore:
         _heapq.heappush(self._timers, timer)
         return timer
 
-    def call_later(self, delay, callback, *args, context=None):
+    def call_later(self, delay: float, callback: Callable[..., object], *args: Any,
+                   context: Optional[contextvars.Context] = None) -> TimerHandle:
         """Run `callback(*args)` `delay` seconds from now; return its TimerHandle."""
         return self.call_at(_monotonic() + delay, callback, *args, context=context)
 
-    def _timer_cancelled(self):
+    def _timer_cancelled(self) -> None:
         # Cancelled timers stay in the heap until due; rebuild it when they
         # are the majority so a cancel-heavy load keeps it small.
         self._timer_cancelled_count += 1
@@ -182,13 +210,13 @@ class LoopCore:
 
     # ------------------------------------------------------------ fd table
 
-    def _entry(self, fd):
+    def _entry(self, fd: int) -> _FdEntry:
         entry = self._fds.get(fd)
         if entry is None:
             entry = self._fds[fd] = _FdEntry()
         return entry
 
-    def _update(self, fd, entry):
+    def _update(self, fd: int, entry: _FdEntry) -> None:
         mask = (POLLIN if entry.reader is not None else 0) | (
             POLLOUT if entry.writer is not None else 0) | entry.handler_events
         if mask == entry.mask:
@@ -210,7 +238,7 @@ class LoopCore:
                 self._poller.register(fd, mask)
         entry.mask = mask
 
-    def _set_io(self, fd, reader, handle):
+    def _set_io(self, fd: "_FileDescriptorLike", reader: bool, handle: Handle) -> None:
         fd = _fileno(fd)
         entry = self._entry(fd)
         if entry.handler is not None:
@@ -233,23 +261,23 @@ class LoopCore:
         if old is not None and old is not handle:
             old._cancelled = True
 
-    def add_reader(self, fd, callback, *args):
+    def add_reader(self, fd: "_FileDescriptorLike", callback: Callable[..., object], *args: Any) -> None:
         """Call `callback(*args)` whenever `fd` is readable."""
         self._set_io(fd, True, Handle(callback, args, self))
 
-    def add_writer(self, fd, callback, *args):
+    def add_writer(self, fd: "_FileDescriptorLike", callback: Callable[..., object], *args: Any) -> None:
         """Call `callback(*args)` whenever `fd` is writable."""
         self._set_io(fd, False, Handle(callback, args, self))
 
-    def remove_reader(self, fd):
+    def remove_reader(self, fd: "_FileDescriptorLike") -> bool:
         """Stop watching `fd` for reading; return whether it was watched."""
         return self._remove_io(_fileno(fd), True)
 
-    def remove_writer(self, fd):
+    def remove_writer(self, fd: "_FileDescriptorLike") -> bool:
         """Stop watching `fd` for writing; return whether it was watched."""
         return self._remove_io(_fileno(fd), False)
 
-    def _remove_io(self, fd, reader):
+    def _remove_io(self, fd: int, reader: bool) -> bool:
         entry = self._fds.get(fd)
         if entry is None:
             return False
@@ -264,7 +292,8 @@ class LoopCore:
         self._update(fd, entry)
         return True
 
-    def add_handler(self, fd, handler, events):
+    def add_handler(self, fd: "_FileDescriptorLike", handler: Callable[[int, int], object],
+                    events: int) -> None:
         """pika: call `handler(fd, events)` on READ/WRITE/ERROR readiness."""
         fd = _fileno(fd)
         entry = self._entry(fd)
@@ -278,7 +307,7 @@ class LoopCore:
             self._fds.pop(fd, None)
             raise
 
-    def update_handler(self, fd, events):
+    def update_handler(self, fd: "_FileDescriptorLike", events: int) -> None:
         """pika: change the events a handler added by add_handler() watches."""
         entry = self._fds.get(_fileno(fd))
         if entry is None or entry.handler is None:
@@ -286,7 +315,7 @@ class LoopCore:
         entry.handler_events = events & (POLLIN | POLLOUT | POLLERR)
         self._update(_fileno(fd), entry)
 
-    def remove_handler(self, fd):
+    def remove_handler(self, fd: "_FileDescriptorLike") -> None:
         """pika: stop calling the handler of `fd`."""
         fd = _fileno(fd)
         entry = self._fds.get(fd)
@@ -298,8 +327,9 @@ class LoopCore:
 
     # ------------------------------------------------------------ iteration
 
-    def _run_once(self):
+    def _run_once(self) -> None:
         """Wait for I/O or the first timer, then run what is due."""
+        timeout: Optional[float]
         if self._ready or self._threadsafe or self._stopping:
             timeout = 0
         elif self._timers:
@@ -360,13 +390,13 @@ class LoopCore:
             self._ready[:0] = ready[i:]
             raise
 
-    def _clear(self):
+    def _clear(self) -> None:
         self._ready = []
         self._threadsafe.clear()
         self._timers = []
         self._fds = {}
 
-    def _run_handler(self, handler, fd, events):
+    def _run_handler(self, handler: Callable[[int, int], object], fd: int, events: int) -> None:
         try:
             handler(fd, events)
         except Exception as exc:
@@ -375,7 +405,7 @@ class LoopCore:
                 "exception": exc,
             })
 
-    def _run_forever_core(self):
+    def _run_forever_core(self) -> None:
         # As asyncio: at least one iteration, so callbacks scheduled before a
         # stop() still run; the iteration that sees stop() is the last.
         try:
@@ -387,7 +417,7 @@ class LoopCore:
             self._stopping = False
 
 
-def _fileno(fd):
+def _fileno(fd: "_FileDescriptorLike") -> int:
     if isinstance(fd, int):
         return fd
     return fd.fileno()
@@ -406,11 +436,12 @@ class Transport:
 
     max_size = 256 * 1024
 
-    def __init__(self, loop, sock, protocol, extra, server=None):
+    def __init__(self, loop: Any, sock: socket.socket, protocol: "Protocol", extra: Dict[str, Any],
+                 server: Any = None) -> None:
         self._loop = loop
         self._sock = sock
         self._fd = sock.fileno()
-        self._protocol = protocol
+        self._protocol: Any = protocol
         self._extra = extra
         self._server = server
         self._buffer = bytearray()
@@ -428,13 +459,13 @@ class Transport:
 
     # --- event side
 
-    def _start(self):
+    def _start(self) -> None:
         self._protocol.connection_made(self)
         if not self._closing and not self._reading_paused:
             self._reader._cancelled = False
             self._loop._set_io(self._fd, True, self._reader)
 
-    def _read_ready(self):
+    def _read_ready(self) -> None:
         try:
             data = self._sock.recv(self.max_size)
         except (BlockingIOError, InterruptedError):
@@ -457,7 +488,7 @@ class Transport:
         if not keep_open:
             self.close()
 
-    def _write_ready(self):
+    def _write_ready(self) -> None:
         buf = self._buffer
         try:
             n = self._sock.send(buf)
@@ -481,7 +512,7 @@ class Transport:
 
     # --- user side
 
-    def write(self, data):
+    def write(self, data: "_Buffer") -> None:
         """Send `data` (bytes-like), buffering what the kernel does not take.
 
         :raises RuntimeError: after write_eof().
@@ -507,11 +538,11 @@ class Transport:
         buf += data
         self._maybe_pause_protocol()
 
-    def writelines(self, list_of_data):
+    def writelines(self, list_of_data: "Iterable[_Buffer]") -> None:
         """Send each bytes-like of `list_of_data`, as one write."""
         self.write(b"".join(list_of_data))
 
-    def write_eof(self):
+    def write_eof(self) -> None:
         """Shut down the sending side once the buffer is flushed."""
         if self._closing or self._eof:
             return
@@ -519,17 +550,18 @@ class Transport:
         if not self._buffer:
             self._shutdown_write()
 
-    def _shutdown_write(self):
+    def _shutdown_write(self) -> None:
         # A reset can land between the last send and this call.
         try:
             self._sock.shutdown(socket.SHUT_WR)
         except OSError as exc:
             self._fatal_error(exc, "Fatal error on socket shutdown")
 
-    def can_write_eof(self):
+    def can_write_eof(self) -> bool:
+        """Return True: a TCP transport can half-close."""
         return True
 
-    def close(self):
+    def close(self) -> None:
         """Stop reading, flush the buffer, then close; connection_lost(None)."""
         if self._closing:
             return
@@ -539,21 +571,22 @@ class Transport:
             self._conn_lost += 1
             self._loop.call_soon(self._call_connection_lost, None)
 
-    def abort(self):
+    def abort(self) -> None:
         """Close at once, dropping buffered data; connection_lost(None)."""
         self._force_close(None)
 
-    def is_closing(self):
+    def is_closing(self) -> bool:
+        """Return whether close() or abort() was called, or the connection broke."""
         return self._closing
 
-    def pause_reading(self):
+    def pause_reading(self) -> None:
         """Stop calling data_received() until resume_reading()."""
         if self._closing or self._reading_paused:
             return
         self._reading_paused = True
         self._loop._remove_io(self._fd, True)
 
-    def resume_reading(self):
+    def resume_reading(self) -> None:
         """Undo pause_reading()."""
         if self._closing or not self._reading_paused:
             return
@@ -561,17 +594,19 @@ class Transport:
         self._reader._cancelled = False
         self._loop._set_io(self._fd, True, self._reader)
 
-    def is_reading(self):
+    def is_reading(self) -> bool:
+        """Return whether data_received() may be called."""
         return not self._reading_paused and not self._closing
 
-    def get_write_buffer_size(self):
+    def get_write_buffer_size(self) -> int:
         """Return the number of bytes waiting in the write buffer."""
         return len(self._buffer)
 
-    def get_write_buffer_limits(self):
+    def get_write_buffer_limits(self) -> Tuple[int, int]:
+        """Return the (low, high) flow-control marks."""
         return (self._low, self._high)
 
-    def set_write_buffer_limits(self, high=None, low=None):
+    def set_write_buffer_limits(self, high: Optional[int] = None, low: Optional[int] = None) -> None:
         """Set the flow-control marks (asyncio defaults: 64 KiB / 16 KiB).
 
         :raises ValueError: unless high >= low >= 0.
@@ -586,20 +621,22 @@ class Transport:
         self._low = low
         self._maybe_pause_protocol()
 
-    def get_extra_info(self, name, default=None):
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
         """Return 'peername', 'sockname', 'socket', or 'dropped_bytes' (bytes
         left unsent when the connection broke or was aborted), else `default`."""
         return self._extra.get(name, default)
 
-    def get_protocol(self):
+    def get_protocol(self) -> Any:
+        """Return the protocol (None once the connection is lost)."""
         return self._protocol
 
-    def set_protocol(self, protocol):
+    def set_protocol(self, protocol: "Protocol") -> None:
+        """Deliver further callbacks to `protocol`."""
         self._protocol = protocol
 
     # --- internals
 
-    def _maybe_pause_protocol(self):
+    def _maybe_pause_protocol(self) -> None:
         if len(self._buffer) <= self._high or self._protocol_paused:
             return
         self._protocol_paused = True
@@ -610,7 +647,7 @@ class Transport:
                 "message": "protocol.pause_writing() failed",
                 "exception": exc, "transport": self, "protocol": self._protocol})
 
-    def _maybe_resume_protocol(self):
+    def _maybe_resume_protocol(self) -> None:
         if not self._protocol_paused or len(self._buffer) > self._low:
             return
         self._protocol_paused = False
@@ -621,7 +658,7 @@ class Transport:
                 "message": "protocol.resume_writing() failed",
                 "exception": exc, "transport": self, "protocol": self._protocol})
 
-    def _fatal_error(self, exc, message):
+    def _fatal_error(self, exc: BaseException, message: str) -> None:
         # A connection the peer broke is the protocol's business, reported
         # through connection_lost(exc); anything else is also logged.
         if not isinstance(exc, OSError):
@@ -630,7 +667,7 @@ class Transport:
                 "transport": self, "protocol": self._protocol})
         self._force_close(exc)
 
-    def _force_close(self, exc):
+    def _force_close(self, exc: Optional[BaseException]) -> None:
         if self._conn_lost:
             return
         if self._buffer:
@@ -644,7 +681,7 @@ class Transport:
         self._conn_lost += 1
         self._loop.call_soon(self._call_connection_lost, exc)
 
-    def _call_connection_lost(self, exc):
+    def _call_connection_lost(self, exc: Optional[BaseException]) -> None:
         try:
             self._protocol.connection_lost(exc)
         finally:
@@ -655,6 +692,6 @@ class Transport:
                 self._server = None
                 server._detach()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<%s fd=%d%s>" % (type(self).__name__, self._fd,
                                  " closing" if self._closing else "")

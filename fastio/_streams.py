@@ -6,6 +6,12 @@ twin fastio/_pyloop.py; this module only sets sockets up and hands them over.
 
 import errno
 import socket
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from fastio._pyloop import Transport
 
 __all__ = ["Protocol", "Server", "start_server", "open_connection"]
 
@@ -18,30 +24,30 @@ _ACCEPT_RETRY_DELAY = 1.0
 class Protocol:
     """Base class of stream protocols; same callbacks as `asyncio.Protocol`."""
 
-    def connection_made(self, transport):
+    def connection_made(self, transport: "Transport") -> None:
         """Called with the transport once the connection is up."""
 
-    def data_received(self, data):
+    def data_received(self, data: bytes) -> None:
         """Called with each chunk of bytes received."""
 
-    def eof_received(self):
+    def eof_received(self) -> Optional[bool]:
         """Called when the peer shut down its sending side.
 
         :returns: true to keep the transport open (half-closed) for writing;
             otherwise the transport closes itself.
         """
 
-    def connection_lost(self, exc):
+    def connection_lost(self, exc: Optional[Exception]) -> None:
         """Called once the connection is closed; `exc` is None or the error."""
 
-    def pause_writing(self):
+    def pause_writing(self) -> None:
         """Called when the transport's write buffer goes over the high mark."""
 
-    def resume_writing(self):
+    def resume_writing(self) -> None:
         """Called when the write buffer drains below the low mark."""
 
 
-def _extra(sock):
+def _extra(sock: socket.socket) -> Dict[str, Any]:
     try:
         peername = sock.getpeername()
     except OSError:
@@ -49,7 +55,7 @@ def _extra(sock):
     return {"peername": peername, "sockname": sock.getsockname(), "socket": sock}
 
 
-def _tune(sock):
+def _tune(sock: socket.socket) -> None:
     sock.setblocking(False)
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -63,30 +69,32 @@ class Server:
     it accepted is gone.
     """
 
-    def __init__(self, loop, sockets, protocol_factory, backlog):
+    def __init__(self, loop: Any, sockets: List[socket.socket],
+                 protocol_factory: Callable[[], Protocol], backlog: int) -> None:
         self._loop = loop
-        self._sockets = sockets
+        self._sockets: Optional[List[socket.socket]] = sockets
         self._factory = protocol_factory
         self._backlog = backlog
         self._active = 0
-        self._waiters = []
+        self._waiters: "List[asyncio.Future[None]]" = []
         self._accept_paused = False
         for sock in sockets:
             loop.add_reader(sock.fileno(), self._accept, sock)
 
     @property
-    def sockets(self):
+    def sockets(self) -> Tuple[socket.socket, ...]:
         """The listening sockets (empty once closed)."""
         return tuple(self._sockets or ())
 
-    def get_loop(self):
+    def get_loop(self) -> Any:
+        """Return the Loop the server runs on."""
         return self._loop
 
-    def is_serving(self):
+    def is_serving(self) -> bool:
         """Return whether the server still accepts connections."""
         return self._sockets is not None
 
-    def close(self):
+    def close(self) -> None:
         """Stop listening; connections already accepted stay open."""
         sockets, self._sockets = self._sockets, None
         if sockets is None:
@@ -96,35 +104,35 @@ class Server:
             sock.close()
         self._wake_waiters()
 
-    def pause_accepting(self):
+    def pause_accepting(self) -> None:
         """Stop taking new connections (they wait in the kernel's backlog)."""
         if self._sockets is not None and not self._accept_paused:
             self._accept_paused = True
             for sock in self._sockets:
                 self._loop.remove_reader(sock.fileno())
 
-    def resume_accepting(self):
+    def resume_accepting(self) -> None:
         """Undo pause_accepting()."""
         if self._sockets is not None and self._accept_paused:
             self._accept_paused = False
             for sock in self._sockets:
                 self._loop.add_reader(sock.fileno(), self._accept, sock)
 
-    def wait_closed(self):
+    def wait_closed(self) -> "asyncio.Future[None]":
         """Return a future done once closed with no connection left."""
-        fut = self._loop.create_future()
+        fut: "asyncio.Future[None]" = self._loop.create_future()
         self._waiters.append(fut)
         self._wake_waiters()
         return fut
 
-    def _attach(self):
+    def _attach(self) -> None:
         self._active += 1
 
-    def _detach(self):
+    def _detach(self) -> None:
         self._active -= 1
         self._wake_waiters()
 
-    def _wake_waiters(self):
+    def _wake_waiters(self) -> None:
         if self._sockets is not None or self._active:
             return
         waiters, self._waiters = self._waiters, []
@@ -132,7 +140,7 @@ class Server:
             if not fut.done():
                 fut.set_result(None)
 
-    def _accept(self, sock):
+    def _accept(self, sock: socket.socket) -> None:
         # Take up to `backlog` connections per readiness: one accept() per
         # loop iteration would let a burst wait behind every other fd.
         for _ in range(self._backlog):
@@ -160,15 +168,17 @@ class Server:
                 raise
             transport._start()
 
-    def _resume_accept(self, sock):
+    def _resume_accept(self, sock: socket.socket) -> None:
         if self._sockets is not None and sock in self._sockets and not self._accept_paused:
             self._loop.add_reader(sock.fileno(), self._accept, sock)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<Server sockets=%r>" % (self.sockets,)
 
 
-def start_server(loop, protocol_factory, host, port, backlog, reuse_port, sock):
+def start_server(loop: Any, protocol_factory: Callable[[], Protocol],
+                 host: Union[None, str, Iterable[str]], port: Optional[int], backlog: int,
+                 reuse_port: bool, sock: Optional[socket.socket]) -> Server:
     """Listen on `host`:`port` (or on `sock`); see Loop.create_server."""
     if sock is not None:
         if host is not None or port is not None:
@@ -178,11 +188,11 @@ def start_server(loop, protocol_factory, host, port, backlog, reuse_port, sock):
     if reuse_port and not hasattr(socket, "SO_REUSEPORT"):
         raise ValueError("reuse_port not supported by socket module")
     hosts = [host] if host is None or isinstance(host, str) else list(host)
-    infos = []
+    infos: List[Tuple[Any, ...]] = []
     for h in hosts:
         infos += socket.getaddrinfo(h, port, type=socket.SOCK_STREAM,
                                     flags=socket.AI_PASSIVE)
-    sockets = []
+    sockets: List[socket.socket] = []
     try:
         for family, type_, proto, _name, addr in dict.fromkeys(infos):
             s = socket.socket(family, type_, proto)
@@ -202,9 +212,10 @@ def start_server(loop, protocol_factory, host, port, backlog, reuse_port, sock):
     return Server(loop, sockets, protocol_factory, backlog)
 
 
-def open_connection(loop, protocol_factory, host, port):
+def open_connection(loop: Any, protocol_factory: Callable[[], Protocol], host: Optional[str],
+                    port: Union[int, str, None]) -> "asyncio.Future[Any]":
     """Connect without blocking on the connect; see Loop.create_connection."""
-    fut = loop.create_future()
+    fut: "asyncio.Future[Any]" = loop.create_future()
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     _try_connect(loop, fut, protocol_factory, infos, None)
     return fut

@@ -29,14 +29,23 @@ import logging
 import signal
 import socket
 import threading
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Optional, Tuple, TypeVar, Union
 
 from fastio import _pollers, _streams
+from fastio._pollers import SelectorArg
 from fastio._ext import loop as _ext_loop
 
 from fastio import _pyloop
 
-_impl: Any = _ext_loop if _ext_loop is not None else _pyloop
+if TYPE_CHECKING:
+    # The pure-Python twin is the type source: fastio._loop has the same
+    # classes, methods and signatures (see fastio/_loop.pyi).
+    from fastio import _pyloop as _impl
+    from fastio._pyloop import LoopCore as _LoopBase
+else:
+    _impl = _ext_loop if _ext_loop is not None else _pyloop
+    _LoopBase = object
 
 from fastio._streams import Protocol, Server
 
@@ -48,13 +57,19 @@ Transport = _impl.Transport
 
 logger = logging.getLogger("fastio.loop")
 
+_T = TypeVar("_T")
+_P = TypeVar("_P", bound=Protocol)
 
-def _noop_signal_handler(signum, frame):
+#: An exception handler: handler(loop, context).
+ExceptionHandler = Callable[["Loop", Dict[str, Any]], object]
+
+
+def _noop_signal_handler(signum: int, frame: Optional[FrameType]) -> None:
     # The wakeup fd only gets the signal number if a Python handler is set.
     pass
 
 
-class _LoopAPI:
+class _LoopAPI(_LoopBase):
     """Everything of Loop above the core: shared by the Cython and Python cores."""
 
     # pika's event bits; equal to poll(2)'s POLLIN, POLLOUT, POLLERR.
@@ -62,22 +77,22 @@ class _LoopAPI:
     WRITE = 0x004
     ERROR = 0x008
 
-    def __init__(self, selector=None):
+    def __init__(self, selector: SelectorArg = None) -> None:
         poller = _pollers.make_poller(selector)
         waker = _pollers.Waker()
-        super().__init__(poller, waker)
+        super().__init__(poller, waker)  # the core, next in the MRO
         self._poller_ref = poller
         self._waker_ref = waker
         self._closed = False
-        self._thread_id = None
-        self._exception_handler = None
-        self._signal_handlers = {}
-        self._signal_socks = None
+        self._thread_id: Optional[int] = None
+        self._exception_handler: Optional[ExceptionHandler] = None
+        self._signal_handlers: Dict[int, Tuple[Callable[..., object], Tuple[Any, ...]]] = {}
+        self._signal_socks: Optional[Tuple[socket.socket, socket.socket]] = None
         self._old_wakeup_fd = -1
 
     # ------------------------------------------------------------- running
 
-    def run_forever(self):
+    def run_forever(self) -> None:
         """Run until stop() is called.
 
         :raises RuntimeError: the loop is closed or already running.
@@ -92,7 +107,7 @@ class _LoopAPI:
         finally:
             self._thread_id = None
 
-    def run_until_complete(self, future):
+    def run_until_complete(self, future: "asyncio.Future[_T]") -> _T:
         """Run until `future` (from create_future()) is done; return its result.
 
         :raises RuntimeError: the loop stopped first.
@@ -109,14 +124,14 @@ class _LoopAPI:
             raise RuntimeError("Event loop stopped before Future completed.")
         return future.result()
 
-    def _stop_on_done(self, future):
+    def _stop_on_done(self, future: "asyncio.Future[Any]") -> None:
         self.stop()
 
-    def create_future(self):
+    def create_future(self) -> "asyncio.Future[Any]":
         """Return an `asyncio.Future` whose callbacks run on this loop."""
-        return asyncio.Future(loop=self)
+        return asyncio.Future(loop=self)  # type: ignore[arg-type]  # uses call_soon/get_debug only
 
-    def stop(self):
+    def stop(self) -> None:
         """Stop after the current iteration; from any thread.
 
         Called before run_forever()/start(), makes the next run do one
@@ -126,13 +141,15 @@ class _LoopAPI:
         if self._thread_id is not None and self._thread_id != threading.get_ident():
             self._waker_ref.wake()
 
-    def is_running(self):
+    def is_running(self) -> bool:
+        """Return whether run_forever() is running."""
         return self._thread_id is not None
 
-    def is_closed(self):
+    def is_closed(self) -> bool:
+        """Return whether close() was called."""
         return self._closed
 
-    def close(self):
+    def close(self) -> None:
         """Drop pending callbacks and release the poller; idempotent.
 
         :raises RuntimeError: the loop is running.
@@ -148,16 +165,17 @@ class _LoopAPI:
         self._poller_ref.close()
         self._waker_ref.close()
 
-    def get_debug(self):
+    def get_debug(self) -> bool:
+        """Return False: the loop has no debug mode (asyncio.Future asks)."""
         return False
 
     # ------------------------------------------------------ pika's ioloop
 
-    def start(self):
+    def start(self) -> None:
         """pika: run until stop()."""
         self.run_forever()
 
-    def add_callback(self, callback):
+    def add_callback(self, callback: Callable[[], object]) -> None:
         """pika: call `callback()` on the loop; thread-safe."""
         self.call_soon_threadsafe(callback)
 
@@ -165,22 +183,23 @@ class _LoopAPI:
     # SelectConnection calls connection.ioloop.add_callback_threadsafe().
     add_callback_threadsafe = add_callback
 
-    def remove_timeout(self, timeout_handle):
+    def remove_timeout(self, timeout_handle: "Handle") -> None:
         """pika: cancel a handle returned by call_later()."""
         timeout_handle.cancel()
 
     # ----------------------------------------------------------- errors
 
-    def set_exception_handler(self, handler):
+    def set_exception_handler(self, handler: Optional[ExceptionHandler]) -> None:
         """Route callback errors to `handler(loop, context)`; None restores the default."""
         if handler is not None and not callable(handler):
             raise TypeError("A callable object or None is expected, got %r" % (handler,))
         self._exception_handler = handler
 
-    def get_exception_handler(self):
+    def get_exception_handler(self) -> Optional[ExceptionHandler]:
+        """Return the handler set by set_exception_handler(), or None."""
         return self._exception_handler
 
-    def default_exception_handler(self, context):
+    def default_exception_handler(self, context: Dict[str, Any]) -> None:
         """Log `context['message']` with the exception's traceback."""
         exc = context.get("exception")
         exc_info = (type(exc), exc, exc.__traceback__) if exc is not None else False
@@ -189,14 +208,14 @@ class _LoopAPI:
         logger.error("%s%s", context.get("message", "Unhandled error in event loop"),
                      details, exc_info=exc_info)
 
-    def call_exception_handler(self, context):
+    def call_exception_handler(self, context: Dict[str, Any]) -> None:
         """Report `context` to the exception handler; never raises."""
         handler = self._exception_handler
         try:
             if handler is None:
                 self.default_exception_handler(context)
             else:
-                handler(self, context)
+                handler(self, context)  # type: ignore[arg-type]  # self is a Loop
         except Exception:
             logger.exception("Exception in the exception handler (context %r)", context)
 
@@ -208,7 +227,7 @@ class _LoopAPI:
     # interrupted. A socket pair, not the core Waker: an eventfd takes only
     # 8-byte writes, and the waker's byte would not say which signal.
 
-    def add_signal_handler(self, sig, callback, *args):
+    def add_signal_handler(self, sig: int, callback: Callable[..., object], *args: Any) -> None:
         """Run `callback(*args)` in the loop each time signal `sig` arrives.
 
         :raises ValueError: not in the main thread, or an invalid signal.
@@ -238,7 +257,7 @@ class _LoopAPI:
                 self._close_signal_socks()
             raise
 
-    def remove_signal_handler(self, sig):
+    def remove_signal_handler(self, sig: int) -> bool:
         """Restore the default action of `sig`; return whether it was handled."""
         if self._signal_handlers.pop(sig, None) is None:
             return False
@@ -248,7 +267,8 @@ class _LoopAPI:
             self._close_signal_socks()
         return True
 
-    def _close_signal_socks(self):
+    def _close_signal_socks(self) -> None:
+        assert self._signal_socks is not None
         rsock, wsock = self._signal_socks
         self._signal_socks = None
         signal.set_wakeup_fd(self._old_wakeup_fd)
@@ -256,7 +276,7 @@ class _LoopAPI:
         rsock.close()
         wsock.close()
 
-    def _read_signals(self):
+    def _read_signals(self) -> None:
         while self._signal_socks is not None:
             try:
                 data = self._signal_socks[0].recv(4096)
@@ -271,8 +291,10 @@ class _LoopAPI:
 
     # ----------------------------------------------------------- streams
 
-    def create_server(self, protocol_factory, host=None, port=None, *,
-                      backlog=100, reuse_port=False, sock=None):
+    def create_server(self, protocol_factory: Callable[[], Protocol],
+                      host: Union[None, str, Iterable[str]] = None, port: Optional[int] = None, *,
+                      backlog: int = 100, reuse_port: bool = False,
+                      sock: Optional[socket.socket] = None) -> Server:
         """Listen on `host`:`port` (or on a bound, listening `sock`).
 
         Unlike asyncio's, returns the listening Server at once (no coroutine);
@@ -284,7 +306,8 @@ class _LoopAPI:
         return _streams.start_server(self, protocol_factory, host, port,
                                      backlog, reuse_port, sock)
 
-    def create_connection(self, protocol_factory, host, port):
+    def create_connection(self, protocol_factory: Callable[[], _P], host: Optional[str],
+                          port: Union[int, str, None]) -> "asyncio.Future[Tuple[Transport, _P]]":
         """Connect to `host`:`port` without blocking on the connect.
 
         Name resolution (getaddrinfo) is synchronous: pass numeric addresses
@@ -296,7 +319,7 @@ class _LoopAPI:
         """
         return _streams.open_connection(self, protocol_factory, host, port)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<%s running=%s closed=%s>" % (
             type(self).__name__, self.is_running(), self._closed)
 

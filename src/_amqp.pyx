@@ -26,6 +26,8 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.unicode cimport PyUnicode_AsUTF8String
 from libc.string cimport memcpy
 
+from collections.abc import Mapping as _Mapping
+
 cdef enum:
     FRAME_METHOD = 1
     FRAME_HEADER = 2
@@ -173,16 +175,51 @@ _PROPERTY_FIELDS = (
 )
 
 
+PROPERTY_NAMES = frozenset(field[0] for field in _PROPERTY_FIELDS)
+
+# pika.spec.BasicProperties, imported on first use: the frame functions
+# above work without pika.
+_BasicProperties = None
+
+
+def coerce_properties(properties):
+    """Return `properties` as a `pika.BasicProperties`; a mapping is converted.
+
+    :raises TypeError: neither a BasicProperties nor a mapping, or a
+        mapping with a key that is not a basic property.
+    """
+    global _BasicProperties
+    if _BasicProperties is None:
+        from pika.spec import BasicProperties
+        _BasicProperties = BasicProperties
+    if isinstance(properties, _BasicProperties):
+        return properties
+    if isinstance(properties, _Mapping):
+        unknown = sorted(repr(key) for key in properties if key not in PROPERTY_NAMES)
+        if unknown:
+            raise TypeError("unknown message propert%s %s; the AMQP basic properties are: %s"
+                            % ("y" if len(unknown) == 1 else "ies", ", ".join(unknown),
+                               ", ".join(sorted(PROPERTY_NAMES))))
+        return _BasicProperties(**properties)
+    raise TypeError("properties must be a pika.BasicProperties or a dict, not %s"
+                    % type(properties).__name__)
+
+
 def encode_properties(properties):
     """Return pika's encoding of a `pika.BasicProperties`, flags word first.
 
-    Byte-identical to ``b"".join(properties.encode())``.
+    Byte-identical to ``b"".join(properties.encode())``. A dict of property
+    names is converted first (see `coerce_properties`).
+
+    :raises TypeError: see `coerce_properties`.
     """
     cdef list pieces = []
     cdef unsigned int flags = 0
     cdef int kind
     cdef bytes raw
     cdef char head[8]
+    if _BasicProperties is None or type(properties) is not _BasicProperties:
+        properties = coerce_properties(properties)
     for name, kind, bit in _PROPERTY_FIELDS:
         value = getattr(properties, name, None)
         if value is None:
@@ -360,9 +397,13 @@ cdef class Outbox:
         if self.n_submitted - self.n_done >= self.max_in_flight:
             self._wait_for_room()
         future = self._new_future()
-        self.n_submitted += 1
+        # Queued before counted: a flush() that runs in between (a signal
+        # handler, another thread) never waits for a message not yet queued.
         self.queue.append((future, frames, args))
-        if not self.wake_pending:
+        self.n_submitted += 1
+        # Closed meanwhile (a signal handler, another thread): wake() is
+        # what settles the message when nothing will send it any more.
+        if not self.wake_pending or self.closed_error is not None:
             self.wake_pending = True
             self._wake()
         return future

@@ -22,7 +22,7 @@ from echo_support import (
     fill_until_server_owes, parse_summary, raise_nofile, recv_exactly, recv_until_eof, reset, round_trip,
     rss_kib, run_cli, socket_inodes, stream_prefix)
 from fastio.echo import client as client_module
-from fastio.echo.client import SEED_MESSAGE
+from fastio.echo.client import TUTORIAL_MESSAGE
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -65,7 +65,7 @@ def test_echo_is_byte_exact_with_messages_split_across_writes(backend, upper):
     with InProcessServer(backend=backend, upper=upper) as srv:
         socks = [connect(srv.address) for _ in messages]
         try:
-            # Like the seed's client: the parts of every message interleaved
+            # Like the tutorial's multi-socket client: the parts of every message interleaved
             # over the sockets, with a pause so each part is its own segment.
             parts = [split_at(m, [1, len(m) // 3, len(m) // 2 + 7]) for m in messages]
             for step in range(4):
@@ -518,12 +518,12 @@ def plain_server():
 
 
 @pytest.mark.parametrize("upper", [False, True], ids=["plain", "upper"])
-def test_client_seed_mode_prints_each_reply(upper):
+def test_client_tutorial_mode_prints_each_reply(upper):
     with ServerProcess(*(["--upper"] if upper else [])) as srv:
         result = run_cli("client", "--port", str(srv.port), "--sockets", "3", "--parts", "4",
                          *(["--upper"] if upper else []))
         srv.stop()
-    want = SEED_MESSAGE.upper() if upper else SEED_MESSAGE
+    want = TUTORIAL_MESSAGE.upper() if upper else TUTORIAL_MESSAGE
     lines = result.stdout.splitlines()
     assert result.returncode == 0, result.stderr
     assert sum(1 for line in lines if ": sending " in line) == 3 * 4
@@ -606,7 +606,7 @@ def test_bench_reports_wrong_and_missing_replies(bench_core):
     assert any("no reply within" in m for m in report["error_messages"]), report["error_messages"]
 
 
-@pytest.mark.parametrize("mode", [[], ["--bench", "--duration", "0.5"]], ids=["seed", "bench"])
+@pytest.mark.parametrize("mode", [[], ["--bench", "--duration", "0.5"]], ids=["tutorial", "bench"])
 def test_client_against_closed_port_exits_1_with_one_line(mode):
     holder = free_port_held()
     port = holder.getsockname()[1]

@@ -1,5 +1,5 @@
 """Reliability: fd exhaustion, 10k connections, timer signals and cross-thread
-close/stop (issue 7, items 3 and 4).
+close/stop.
 
 The loop tests run on fastio's Cython loop, its Python twin and asyncio (the
 reference); the selector tests on fastio's selectors and the stdlib's. A test

@@ -1,5 +1,5 @@
 """Transport fuzzing: random writes, pauses, limits, EOFs and resets against a
-reference byte stream (issue 7, item 5).
+reference byte stream.
 
 Hypothesis drives one TCP connection on 127.0.0.1: fastio's transport (on
 the Cython loop, the Python twin, and asyncio as the reference) against a

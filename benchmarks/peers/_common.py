@@ -9,7 +9,7 @@ import signal
 import socket
 import sys
 
-BACKLOG = 1024  # the seed's listen(5) would drop SYNs when 1000 clients connect at once
+BACKLOG = 1024  # the tutorial server's listen(5) would drop SYNs when 1000 clients connect at once
 BUFSIZE = 65536
 
 
@@ -65,3 +65,46 @@ def run(main):
     except KeyboardInterrupt:
         pass
     sys.exit(0)
+
+
+# --- asyncio peers: which loop -----------------------------------------------------------
+
+ASYNCIO_LOOPS = ("fastio", "uvloop", "asyncio")
+
+
+def loop_factory(name):
+    """Return a no-argument callable building a new event loop of `name` (one of ASYNCIO_LOOPS).
+
+    "fastio" is `fastio.EventLoop` where fastio has it, else what
+    `fastio.new_event_loop()` builds (asyncio's SelectorEventLoop over
+    fastio's selectors).
+    """
+    if name == "asyncio":
+        import asyncio
+        return asyncio.SelectorEventLoop
+    if name == "uvloop":
+        import uvloop
+        return uvloop.new_event_loop
+    if name == "fastio":
+        import fastio
+        return getattr(fastio, "EventLoop", None) or fastio.new_event_loop
+    raise ValueError("unknown loop %r (one of %s)" % (name, ", ".join(ASYNCIO_LOOPS)))
+
+
+def run_on(name, main):
+    """Run coroutine `main` to completion on a new loop of `name`, as asyncio.run() does; return its result."""
+    import asyncio
+
+    if hasattr(asyncio, "Runner"):  # 3.11+
+        with asyncio.Runner(loop_factory=loop_factory(name)) as runner:
+            return runner.run(main)
+    loop = loop_factory(name)()
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()

@@ -1,4 +1,4 @@
-"""asyncio echo server: a Protocol (default) or streams (--streams), on asyncio's loop or uvloop (--uvloop)."""
+"""asyncio echo server: a Protocol, a BufferedProtocol or streams, on asyncio's loop, uvloop or fastio's."""
 
 import asyncio
 import signal
@@ -25,6 +25,31 @@ class EchoProtocol(asyncio.Protocol):
         self.transport.resume_reading()
 
 
+class BufferedEchoProtocol(asyncio.BufferedProtocol):
+    """EchoProtocol receiving into one reused buffer (get_buffer/buffer_updated)."""
+
+    def __init__(self, reply):
+        self.reply = reply
+        self.view = memoryview(bytearray(_common.BUFSIZE))
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def get_buffer(self, sizehint):
+        return self.view
+
+    def buffer_updated(self, nbytes):
+        # bytes(): the buffer is reused by the next read, and a transport may
+        # keep what it could not send yet by reference (3.12+ asyncio does).
+        self.transport.write(self.reply(bytes(self.view[:nbytes])))
+
+    def pause_writing(self):
+        self.transport.pause_reading()
+
+    def resume_writing(self):
+        self.transport.resume_reading()
+
+
 def streams_handler(reply):
     """Return a start_server callback echoing through StreamReader/StreamWriter."""
     async def handle(reader, writer):
@@ -42,33 +67,37 @@ def streams_handler(reply):
     return handle
 
 
-async def serve(args):
-    """Listen until SIGTERM/SIGINT."""
-    reply = _common.reply_function(args.upper)
+async def wait_for_signal():
+    """Return once SIGTERM or SIGINT arrives."""
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, lambda: stop.done() or stop.set_result(None))
+    await stop
+
+
+async def serve(args):
+    """Listen until SIGTERM/SIGINT."""
+    reply = _common.reply_function(args.upper)
+    loop = asyncio.get_running_loop()
     sock = _common.listen(args.host, args.port)
-    if args.streams:
+    if args.style == "streams":
         server = await asyncio.start_server(streams_handler(reply), sock=sock, limit=_common.BUFSIZE)
     else:
-        server = await loop.create_server(lambda: EchoProtocol(reply), sock=sock)
+        protocol = EchoProtocol if args.style == "protocol" else BufferedEchoProtocol
+        server = await loop.create_server(lambda: protocol(reply), sock=sock)
     _common.ready()
-    await stop
+    await wait_for_signal()
     server.close()
 
 
 def main():
     args = _common.parse_args(__doc__, lambda p: (
-        p.add_argument("--streams", action="store_true", help="StreamReader/StreamWriter instead of a Protocol"),
-        p.add_argument("--uvloop", action="store_true", help="run on uvloop"),
+        p.add_argument("--style", choices=("protocol", "buffered", "streams"), default="protocol",
+                       help="asyncio.Protocol, asyncio.BufferedProtocol or StreamReader/StreamWriter"),
+        p.add_argument("--loop", choices=_common.ASYNCIO_LOOPS, default="asyncio"),
     ))
-    if args.uvloop:
-        import uvloop
-        uvloop.run(serve(args))
-    else:
-        asyncio.run(serve(args))
+    _common.run_on(args.loop, serve(args))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The seed's select() echo server, as written: select.select, recv(1024), a queue per connection.
+"""The classic tutorial select() echo server, as written: select.select, recv(1024), a queue per connection.
 
 Kept deliberately close to the tutorial (lists scanned with `in`, one
 queue.Queue per connection, `select` over every socket on each turn), with
@@ -44,7 +44,7 @@ def serve(args):
             else:
                 try:
                     data = s.recv(args.recv_size)
-                except OSError:  # a reset: the seed would crash here
+                except OSError:  # a reset: the tutorial's server would crash here
                     data = b""
                 if data:
                     message_queues[s].put(reply(data))
@@ -68,7 +68,7 @@ def serve(args):
                     close(s)
                     continue
                 if sent < len(next_msg):
-                    # The seed dropped the rest; put it back at the head of the queue.
+                    # The tutorial's server dropped the rest; put it back at the head of the queue.
                     message_queues[s].queue.appendleft(next_msg[sent:])
         for s in exceptional:
             if s in message_queues:
@@ -77,5 +77,5 @@ def serve(args):
 
 if __name__ == "__main__":
     args = _common.parse_args(__doc__.split("\n")[0], lambda p: p.add_argument(
-        "--recv-size", type=int, default=1024, help="bytes per recv (the seed: 1024)"))
+        "--recv-size", type=int, default=1024, help="bytes per recv (the tutorial's: 1024)"))
     _common.run(lambda: serve(args))

@@ -1,7 +1,7 @@
-"""Talk to an echo server like the seed's client does, or load it with `--bench`.
+"""Talk to an echo server like the tutorial's multi-socket client, or load it with --bench.
 
-Seed mode opens several sockets, sends one message on each in parts and prints
-what comes back. Bench mode is a closed-loop load generator: N connections,
+Tutorial mode opens several sockets, sends one message on each in parts and
+prints what comes back. Bench mode is a closed-loop load generator: N connections,
 each keeping `pipeline` requests of `size` bytes in flight; every echoed byte is
 compared with what was sent (or its ASCII uppercase, for a server run with
 `--upper`); it reports req/s, MiB/s, p50/p99 latency and errors.
@@ -30,34 +30,39 @@ import json
 import socket
 import sys
 import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 from fastio import selectors as _selectors
-from fastio._cli import bounded
+from fastio._cli import bounded, format_address
 from fastio._ext import core as _core
 from fastio._ext import echo as _echo_ext
 
-__all__ = ["SEED_MESSAGE", "talk", "bench", "format_result", "add_arguments", "run", "main"]
+__all__ = ["TUTORIAL_MESSAGE", "talk", "bench", "format_result", "format_progress", "add_arguments", "run",
+           "main"]
 
-SEED_MESSAGE = "This is the message.  It will be sent in parts."
+TUTORIAL_MESSAGE = "This is the message.  It will be sent in parts."
 RECV_BUFFER = 256 * 1024  # one recv drains a whole pipeline of 16 KiB replies
 MAX_SIZE = 16 * 1024 * 1024
 MAX_PIPELINE = 1024
 MAX_ERROR_MESSAGES = 10
 TICK = 0.05  # longest poll wait: how late a phase change may be noticed
+PROGRESS_INTERVAL = 2.0  # seconds between progress lines
+_Text = TypeVar("_Text", str, bytes)
 ALPHABET = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
 
 
-# --- seed mode ----------------------------------------------------------------
+# --- tutorial mode -----------------------------------------------------------
 
 
-def split_parts(message, parts):
+def split_parts(message: _Text, parts: int) -> List[_Text]:
     """Split `message` into at most `parts` nearly equal, non-empty pieces."""
     step = -(-len(message) // max(1, parts))
     return [message[i:i + step] for i in range(0, len(message), step)] or [message]
 
 
-def talk(host="127.0.0.1", port=10000, sockets=2, parts=3, message=SEED_MESSAGE, upper=False, timeout=5.0,
-         out=print):
+def talk(host: str = "127.0.0.1", port: int = 10000, sockets: int = 2, parts: int = 3,
+         message: str = TUTORIAL_MESSAGE, upper: bool = False, timeout: float = 5.0,
+         out: Callable[[str], object] = print) -> int:
     """Send `message` in parts on each of `sockets` connections; print and check what comes back.
 
     :param upper: expect the ASCII uppercase of the message (a server run with --upper).
@@ -74,6 +79,7 @@ def talk(host="127.0.0.1", port=10000, sockets=2, parts=3, message=SEED_MESSAGE,
                 out("socket %d: sending %r" % (i, part.decode(errors="replace")))
                 sock.sendall(part)
         bad = 0
+        hint = None
         for i, sock in enumerate(socks):
             got = b""
             try:
@@ -88,6 +94,14 @@ def talk(host="127.0.0.1", port=10000, sockets=2, parts=3, message=SEED_MESSAGE,
             if got != want:
                 bad += 1
                 out("socket %d: MISMATCH, expected %r" % (i, want.decode(errors="replace")))
+                if not upper and got == data.upper() != data:
+                    hint = ("the replies are in uppercase: is the server running with --upper? "
+                            "Then pass --upper too")
+                elif upper and got == data != want:
+                    hint = ("the replies are unchanged: the server is not running with --upper; "
+                            "drop --upper")
+        if hint is not None:
+            out("hint: " + hint)
         return bad
     finally:
         for sock in socks:
@@ -257,7 +271,7 @@ class _Poller:
         self.register, self.modify, self.unregister = poller.register, poller.modify, poller.unregister
 
 
-def make_ring(size, count, upper):
+def make_ring(size: int, count: int, upper: bool) -> Tuple[bytes, bytes, int]:
     """Return (send stream, expected stream, ring length): `count` payloads of `size` bytes, doubled."""
     alphabet = ALPHABET * (size // len(ALPHABET) + 2)
     ring = b"".join(alphabet[i % len(ALPHABET):][:size] for i in range(count))
@@ -265,15 +279,19 @@ def make_ring(size, count, upper):
     return send, send.upper() if upper else send, len(ring)
 
 
-def _percentile(ordered, q):
+def _percentile(ordered: Sequence[float], q: float) -> Optional[float]:
     """Return the nearest-rank `q` quantile of a sorted list, or None when empty."""
     if not ordered:
         return None
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def bench(host="127.0.0.1", port=10000, connections=100, size=1024, duration=5.0, pipeline=1, upper=False,
-          warmup=0.5, timeout=10.0, on_start=None, on_stop=None):
+def bench(host: str = "127.0.0.1", port: int = 10000, connections: int = 100, size: int = 1024,
+          duration: float = 5.0, pipeline: int = 1, upper: bool = False, warmup: float = 0.5,
+          timeout: float = 10.0, on_start: Optional[Callable[[], object]] = None,
+          on_stop: Optional[Callable[[], object]] = None,
+          progress: Optional[Callable[[Dict[str, Any]], object]] = None,
+          progress_interval: float = PROGRESS_INTERVAL) -> Dict[str, Any]:
     """Load an echo server from one thread; verify every byte; return a JSON-able result.
 
     The measured window opens once every connection has had a reply and
@@ -285,15 +303,22 @@ def bench(host="127.0.0.1", port=10000, connections=100, size=1024, duration=5.0
     :param upper: expect the ASCII uppercase of what was sent.
     :param on_start: called with no argument right before the window opens.
     :param on_stop: called with no argument right after it closes.
-    :returns: dict with req_per_s, mib_per_s, latency_us (p50, p99, max), errors...
+    :param progress: called every `progress_interval` seconds with a dict:
+        phase ("warmup", "measure", "drain"), elapsed_s and duration_s of the
+        window, requests and errors so far.
+    :returns: dict with req_per_s, mib_per_s, latency_us (p50, p99, max),
+        errors... KeyboardInterrupt (Ctrl-C) ends the run early: the result
+        then covers what completed, with ``interrupted`` true.
     :raises OSError: when a connection cannot be made (ConnectionRefusedError...).
     """
     send_stream, expect_stream, ring_len = make_ring(size, pipeline + 3, upper)
     poller = _Poller()
-    socks, error_messages = {}, []
+    socks: Dict[int, socket.socket] = {}
+    error_messages: List[str] = []
     errors = 0
+    interrupted = False
 
-    def drop(fd, why):
+    def drop(fd: int, why: str) -> None:
         nonlocal errors
         errors += 1
         if len(error_messages) < MAX_ERROR_MESSAGES:
@@ -322,33 +347,44 @@ def bench(host="127.0.0.1", port=10000, connections=100, size=1024, duration=5.0
         t0 = t1 = now
         done0 = done1 = lat0 = lat1 = 0
         cpu0 = cpu1 = time.process_time()
-        while socks:
-            now = core.step(TICK)
-            if not core.sending and not core.outstanding:
-                break  # drained
-            if now < phase_end:
-                continue
-            # --- phase changes, noticed within TICK ---
-            if phase == "warmup":
-                if core.cold and now < give_up:
-                    phase_end = now + TICK
+        next_report = now + progress_interval
+        try:
+            while socks:
+                now = core.step(TICK)
+                if not core.sending and not core.outstanding:
+                    break  # drained
+                if progress is not None and now >= next_report:
+                    next_report = now + progress_interval
+                    measuring = phase == "measure"
+                    progress({"phase": phase, "elapsed_s": now - t0 if measuring else 0.0,
+                              "duration_s": duration, "errors": errors,
+                              "requests": core.done - done0 if phase != "warmup" else 0})
+                if now < phase_end:
                     continue
-                for fd in core.cold_fds():
-                    core.fail(fd, "no reply within %.1f s" % timeout)
-                if on_start:
-                    on_start()
-                t0, done0, lat0, cpu0 = core.clock(), core.done, core.latency_count, time.process_time()
-                phase, phase_end = "measure", t0 + duration
-            elif phase == "measure":
-                t1, done1, lat1, cpu1 = core.clock(), core.done, core.latency_count, time.process_time()
-                if on_stop:
-                    on_stop()
-                core.sending = False
-                phase, phase_end = "drain", now + timeout
-            else:
-                for fd, n in core.pending():
-                    core.fail(fd, "%d replies missing after %.1f s" % (n, timeout))
-        if phase == "measure":  # every connection failed inside the window
+                # --- phase changes, noticed within TICK ---
+                if phase == "warmup":
+                    if core.cold and now < give_up:
+                        phase_end = now + TICK
+                        continue
+                    for fd in core.cold_fds():
+                        core.fail(fd, "no reply within %.1f s" % timeout)
+                    if on_start:
+                        on_start()
+                    t0, done0, lat0, cpu0 = core.clock(), core.done, core.latency_count, time.process_time()
+                    phase, phase_end = "measure", t0 + duration
+                elif phase == "measure":
+                    t1, done1, lat1, cpu1 = core.clock(), core.done, core.latency_count, time.process_time()
+                    if on_stop:
+                        on_stop()
+                    core.sending = False
+                    phase, phase_end = "drain", now + timeout
+                else:
+                    for fd, n in core.pending():
+                        core.fail(fd, "%d replies missing after %.1f s" % (n, timeout))
+        except KeyboardInterrupt:
+            # Ctrl-C: stop here and report what completed (a window cut short).
+            interrupted = True
+        if phase == "measure":  # interrupted, or every connection failed inside the window
             t1, done1, lat1, cpu1 = core.clock(), core.done, core.latency_count, time.process_time()
             if on_stop:
                 on_stop()
@@ -380,16 +416,18 @@ def bench(host="127.0.0.1", port=10000, connections=100, size=1024, duration=5.0
         "client_cpu_pct": round(100 * (cpu1 - cpu0) / elapsed, 1),
         "errors": errors,
         "error_messages": error_messages,
+        "interrupted": interrupted,
     }
 
 
-def format_result(result):
+def format_result(result: Dict[str, Any]) -> str:
     """Return a two-line human summary of a `bench` result."""
     lat = result["latency_us"]
     fmt = lambda us: "-" if us is None else "%.0f µs" % us
     lines = [
-        "%d connections x %d B, pipeline %d, %.2f s on %s:" % (
-            result["connections"], result["size"], result["pipeline"], result["duration_s"], result["poller"]),
+        "%d connections x %d B, pipeline %d, %.2f s on %s%s:" % (
+            result["connections"], result["size"], result["pipeline"], result["duration_s"], result["poller"],
+            " (interrupted: what completed)" if result.get("interrupted") else ""),
         "  %.0f req/s, %.2f MiB/s, latency p50 %s p99 %s, client CPU %.0f%%, %d errors" % (
             result["req_per_s"], result["mib_per_s"], fmt(lat["p50"]), fmt(lat["p99"]),
             result["client_cpu_pct"], result["errors"]),
@@ -401,10 +439,10 @@ def format_result(result):
 # --- command line ---------------------------------------------------------------
 
 
-BENCH_DEFAULTS = dict(connections=100, size=1024, duration=5.0, pipeline=1, warmup=0.5)
+BENCH_DEFAULTS: Dict[str, Any] = dict(connections=100, size=1024, duration=5.0, pipeline=1, warmup=0.5)
 
 
-def add_arguments(parser):
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the client's options to an argparse parser (for `python -m fastio client`)."""
     parser.add_argument("--host", default="127.0.0.1", help="server address (default: %(default)s)")
     parser.add_argument("--port", type=bounded(int, 1, 65535), default=10000,
@@ -413,12 +451,13 @@ def add_arguments(parser):
                         help="expect replies in ASCII uppercase (a server run with --upper)")
     parser.add_argument("--timeout", type=bounded(float, 0.001), default=10.0,
                         help="seconds to wait for a connection or a reply (default: %(default)s)")
-    seed = parser.add_argument_group("seed mode (the default)")
-    seed.add_argument("--sockets", type=bounded(int, 1, 10000), default=2,
+    tutorial = parser.add_argument_group("tutorial mode (the default): the tutorial's multi-socket client")
+    tutorial.add_argument("--sockets", type=bounded(int, 1, 10000), default=2,
                       help="connections to open (default: %(default)s)")
-    seed.add_argument("--parts", type=bounded(int, 1, 10000), default=3,
+    tutorial.add_argument("--parts", type=bounded(int, 1, 10000), default=3,
                       help="pieces each message is sent in (default: %(default)s)")
-    seed.add_argument("--message", default=SEED_MESSAGE, help="the message (default: the seed's)")
+    tutorial.add_argument("--message", default=TUTORIAL_MESSAGE,
+                          help="the message (default: the tutorial's, %(default)r)")
     load = parser.add_argument_group("load generator")
     load.add_argument("--bench", action="store_true", help="run the load generator instead")
     load.add_argument("--connections", type=bounded(int, 1, 100000),
@@ -432,14 +471,32 @@ def add_arguments(parser):
     load.add_argument("--warmup", type=bounded(float, 0.0),
                       help="seconds of load before the window opens (default: %g)" % BENCH_DEFAULTS["warmup"])
     load.add_argument("--json", action="store_true", help="print the result as JSON")
+    load.add_argument("--progress", type=bounded(float, 0.01), nargs="?", const=PROGRESS_INTERVAL,
+                      metavar="SECONDS",
+                      help="print a progress line on stderr every SECONDS (default %g; on by "
+                           "default when stderr is a terminal). Ctrl-C prints the summary of "
+                           "what completed" % PROGRESS_INTERVAL)
 
 
-def run(args):
+def format_progress(report: Dict[str, Any]) -> str:
+    """Return the progress line for one `bench` progress report."""
+    if report["phase"] == "warmup":
+        return "fastio client: warming up (waiting for every connection's first reply)"
+    if report["phase"] == "drain":
+        return "fastio client: window closed, waiting for the outstanding replies"
+    elapsed = report["elapsed_s"]
+    return "fastio client: %.1f s of %.1f s, %d requests, %.0f req/s, %d errors" % (
+        elapsed, report["duration_s"], report["requests"], report["requests"] / max(elapsed, 1e-9),
+        report["errors"])
+
+
+def run(args: argparse.Namespace) -> int:
     """Run the client as parsed by a parser built with `add_arguments`; return the exit status."""
     prog = "fastio client"
     given = [name for name in BENCH_DEFAULTS if getattr(args, name) is not None]
-    if not args.bench and (given or args.json):
-        print("%s: error: --%s needs --bench" % (prog, (given or ["json"])[0]), file=sys.stderr)
+    if not args.bench and (given or args.json or args.progress is not None):
+        flag = given[0] if given else "json" if args.json else "progress"
+        print("%s: error: --%s needs --bench" % (prog, flag), file=sys.stderr)
         return 2
     try:
         if not args.bench:
@@ -447,18 +504,27 @@ def run(args):
             return 1 if bad else 0
         options = {name: getattr(args, name) if getattr(args, name) is not None else default
                    for name, default in BENCH_DEFAULTS.items()}
+        interval = args.progress
+        if interval is None and sys.stderr.isatty():
+            interval = PROGRESS_INTERVAL
+        if interval is not None:
+            options.update(progress_interval=interval, progress=lambda report: print(
+                format_progress(report), file=sys.stderr, flush=True))
         result = bench(args.host, args.port, upper=args.upper, timeout=args.timeout, **options)
     except OSError as exc:
         reason = exc.strerror or str(exc) or type(exc).__name__
-        print("%s: cannot talk to %s:%d: %s" % (prog, args.host, args.port, reason), file=sys.stderr)
+        print("%s: cannot talk to %s: %s" % (prog, format_address(args.host, args.port), reason),
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
     print(json.dumps(result) if args.json else format_result(result), flush=True)
+    if result["interrupted"]:
+        return 130
     return 1 if result["errors"] else 0
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     """Parse `argv` (default: sys.argv[1:]) and run the client; return the exit status."""
     parser = argparse.ArgumentParser(
         prog="python -m fastio client", description=__doc__.split("\n")[0])

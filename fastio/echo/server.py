@@ -26,16 +26,18 @@ import select
 import signal
 import socket
 import sys
-from typing import Any
+import warnings
+from typing import IO, Any, Callable, Dict, Optional, Set, Tuple, Type
 
 from fastio import selectors as _selectors
+from fastio._cli import format_address
 from fastio._ext import echo as _echo_ext
-from fastio.loop import Loop, Protocol
+from fastio.loop import Loop, Protocol, Server, Transport
 
 __all__ = ["EchoServer", "EchoStats", "BACKENDS", "serve"]
 
 #: --backend name -> selector class (None: the best available).
-BACKENDS = {
+BACKENDS: Dict[str, Optional[Type[_selectors.BaseSelector]]] = {
     "epoll": getattr(_selectors, "EpollSelector", None),
     "poll": getattr(_selectors, "PollSelector", None),
     "select": _selectors.SelectSelector,
@@ -54,12 +56,13 @@ class EchoStats:
     bytes_in: int = 0
     bytes_out: int = 0
 
-    def add(self, other):
+    def add(self, other: "EchoStats") -> None:
+        """Add the counts of `other` to these."""
         self.connections += other.connections
         self.bytes_in += other.bytes_in
         self.bytes_out += other.bytes_out
 
-    def summary(self):
+    def summary(self) -> str:
         """Return the one-line summary printed at shutdown."""
         return "served %d connections, %d bytes in, %d bytes out" % (
             self.connections, self.bytes_in, self.bytes_out)
@@ -68,7 +71,12 @@ class EchoStats:
 class _PyEchoCore:
     """The per-chunk path without the extension: fastio._echo.EchoCore's twin."""
 
-    def data_received(self, data):
+    _transport: Any
+    _upper: bool
+    _draining: bool
+    _in: int
+
+    def data_received(self, data: bytes) -> None:
         if self._draining:
             return  # arrived after shutdown began: read only to be discarded
         self._in += len(data)
@@ -91,29 +99,29 @@ class _EchoProtocol(_EchoCore, Protocol):
     transport then knows what never left).
     """
 
-    def __init__(self, server):
+    def __init__(self, server: "EchoServer") -> None:
         self._server = server
         self._upper = server.upper
-        self._transport = None
+        self._transport: Any = None
         self._in = 0
         self._draining = False
 
-    def connection_made(self, transport):
+    def connection_made(self, transport: Transport) -> None:
         self._transport = transport
         self._server._opened(self)
 
-    def eof_received(self):
+    def eof_received(self) -> Optional[bool]:
         # The client is done sending: close once its replies are flushed.
         return False
 
-    def pause_writing(self):
+    def pause_writing(self) -> None:
         # The client reads slower than it sends: stop reading from it.
         self._transport.pause_reading()
 
-    def resume_writing(self):
+    def resume_writing(self) -> None:
         self._transport.resume_reading()
 
-    def drain_and_close(self):
+    def drain_and_close(self) -> None:
         """Flush the owed replies, send EOF, then discard input until the
         client closes.
 
@@ -126,10 +134,10 @@ class _EchoProtocol(_EchoCore, Protocol):
         self._transport.write_eof()
         self._transport.resume_reading()
 
-    def abort(self):
+    def abort(self) -> None:
         self._transport.abort()
 
-    def connection_lost(self, exc):
+    def connection_lost(self, exc: Optional[Exception]) -> None:
         # Every byte read was written back (upper() keeps the length), less
         # what a reset or an abort left unsent.
         self._server._closed(self, self._in, self._in - self._transport.get_extra_info("dropped_bytes", 0))
@@ -149,13 +157,19 @@ class EchoServer:
         replies and close before the rest are aborted.
     """
 
-    def __init__(self, host="127.0.0.1", port=10000, *, upper=False, backend=None,
-                 max_conns=None, reuse_port=False, loop=None, drain_timeout=5.0):
+    def __init__(self, host: str = "127.0.0.1", port: int = 10000, *, upper: bool = False,
+                 backend: Optional[str] = None, max_conns: Optional[int] = None,
+                 reuse_port: bool = False, loop: Optional[Loop] = None,
+                 drain_timeout: float = 5.0) -> None:
         if backend is not None and BACKENDS.get(backend) is None:
             raise ValueError("backend %r is not available here" % (backend,))
         if max_conns is not None and max_conns < 1:
             raise ValueError("max_conns must be >= 1, not %r" % (max_conns,))
         if backend == "select":
+            if max_conns is not None and max_conns > SELECT_MAX_CONNS:
+                warnings.warn("select() cannot watch more than %d connections here; max_conns "
+                              "%d lowered to %d" % (SELECT_MAX_CONNS, max_conns, SELECT_MAX_CONNS),
+                              RuntimeWarning, stacklevel=2)
             max_conns = min(max_conns or SELECT_MAX_CONNS, SELECT_MAX_CONNS)
         self.host = host
         self.port = port
@@ -164,21 +178,21 @@ class EchoServer:
         self.max_conns = max_conns
         self.reuse_port = reuse_port
         self.drain_timeout = drain_timeout
-        self.loop = loop if loop is not None else Loop(BACKENDS.get(backend))
+        self.loop = loop if loop is not None else Loop(BACKENDS[backend] if backend is not None else None)
         self._totals = EchoStats()  # of the connections that ended
-        self._server = None
-        self._conns = set()
+        self._server: Optional[Server] = None
+        self._conns: Set[_EchoProtocol] = set()
         self._stopping = False
 
-    def start(self):
+    def start(self) -> Tuple[str, int]:
         """Start listening; return the bound (host, port)."""
         self._server = self.loop.create_server(
             lambda: _EchoProtocol(self), self.host, self.port,
             backlog=1024, reuse_port=self.reuse_port)
-        self.port = self._server.sockets[0].getsockname()[1]
+        self.port = int(self._server.sockets[0].getsockname()[1])
         return self.host, self.port
 
-    def shutdown(self):
+    def shutdown(self) -> None:
         """Stop accepting, flush every owed reply, then stop the loop."""
         if self._stopping:
             return
@@ -190,7 +204,7 @@ class EchoServer:
         self.loop.call_later(self.drain_timeout, self._abort_stragglers)
         self._maybe_stop()
 
-    def serve_forever(self, ready=None):
+    def serve_forever(self, ready: Optional[Callable[[], object]] = None) -> EchoStats:
         """Run until SIGINT/SIGTERM or shutdown(); return the stats.
 
         :param ready: called once SIGINT/SIGTERM lead to shutdown(), before
@@ -208,12 +222,12 @@ class EchoServer:
                 self.loop.remove_signal_handler(sig)
         return self.stats
 
-    def close(self):
+    def close(self) -> None:
         """Release the loop."""
         self.loop.close()
 
     @property
-    def stats(self):
+    def stats(self) -> EchoStats:
         """Return the `EchoStats` so far (bytes in include open connections')."""
         totals = self._totals
         return EchoStats(totals.connections,
@@ -222,28 +236,30 @@ class EchoServer:
 
     # -- connection bookkeeping
 
-    def _opened(self, proto):
+    def _opened(self, proto: _EchoProtocol) -> None:
         self._totals.connections += 1
         self._conns.add(proto)
         if self._stopping:
             proto.drain_and_close()
         elif self.max_conns is not None and len(self._conns) >= self.max_conns:
+            assert self._server is not None
             self._server.pause_accepting()
 
-    def _closed(self, proto, bytes_in, bytes_out):
+    def _closed(self, proto: _EchoProtocol, bytes_in: int, bytes_out: int) -> None:
         self._totals.bytes_in += bytes_in
         self._totals.bytes_out += bytes_out
         self._conns.discard(proto)
         if self._stopping:
             self._maybe_stop()
         elif self.max_conns is not None and len(self._conns) < self.max_conns:
+            assert self._server is not None
             self._server.resume_accepting()
 
-    def _maybe_stop(self):
+    def _maybe_stop(self) -> None:
         if not self._conns:
             self.loop.stop()
 
-    def _abort_stragglers(self):
+    def _abort_stragglers(self) -> None:
         for proto in list(self._conns):
             proto.abort()
 
@@ -357,17 +373,27 @@ def _kill(pid):
         pass
 
 
-def serve(host="127.0.0.1", port=10000, *, upper=False, backend=None, workers=1,
-          max_conns=None, out=sys.stdout):
+def serve(host: str = "127.0.0.1", port: int = 10000, *, upper: bool = False,
+          backend: Optional[str] = None, workers: int = 1, max_conns: Optional[int] = None,
+          out: Optional[IO[str]] = None) -> EchoStats:
     """Serve until SIGINT/SIGTERM; print a ready line and a one-line summary.
 
     :returns: the `EchoStats` of all workers.
     """
-    options = dict(host=host, port=port, upper=upper, backend=backend, max_conns=max_conns)
+    if out is None:
+        out = sys.stdout
+    if backend == "select" and max_conns is not None and max_conns > SELECT_MAX_CONNS:
+        print("fastio echo: warning: select() cannot watch more than %d connections here; "
+              "--max-conns %d lowered to %d" % (SELECT_MAX_CONNS, max_conns, SELECT_MAX_CONNS),
+              file=sys.stderr, flush=True)
+        max_conns = SELECT_MAX_CONNS
+    options: Dict[str, Any] = dict(host=host, port=port, upper=upper, backend=backend,
+                                   max_conns=max_conns)
 
-    def announce(bound_host, bound_port):
-        print("fastio echo: listening on %s:%d (backend %s, %d worker%s)" % (
-            bound_host, bound_port, backend or "default", workers, "s" if workers > 1 else ""),
+    def announce(bound_host: str, bound_port: int) -> None:
+        print("fastio echo: listening on %s (backend %s, %d worker%s)" % (
+            format_address(bound_host, bound_port), backend or "default", workers,
+            "s" if workers > 1 else ""),
             file=out, flush=True)
 
     if workers > 1:

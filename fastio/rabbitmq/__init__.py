@@ -7,14 +7,17 @@ usable wherever `pika.SelectConnection` is. `Publisher` publishes with
 pipelined confirms from any thread, reconnects (to the next node of a
 cluster), re-publishes what the broker did not ack (nacked and returned
 messages too, within a retry bound), and encodes its frames in C.
+`AsyncPublisher` is the same Publisher for asyncio code: awaitable
+confirms, no blocking.
 """
 
 from fastio.rabbitmq.connection import FastioConnection, FastioIOServices
-from fastio.rabbitmq.errors import (Attempt, BackPressureError, ChannelClosedError, ConnectError,
-                                    NackError, PublishError, PublisherClosed,
-                                    UnroutableError)
+from fastio.rabbitmq.errors import (Attempt, BackPressureError, ChannelClosedError,
+                                    CloseTimeoutError, ConnectError, NackError, PublishError,
+                                    PublisherClosed, UnroutableError)
 from fastio.rabbitmq.publisher import Publisher
+from fastio.rabbitmq.aio import AsyncPublisher
 
-__all__ = ["FastioConnection", "FastioIOServices", "Publisher", "Attempt", "PublishError",
-           "NackError", "UnroutableError", "ChannelClosedError", "PublisherClosed",
-           "BackPressureError", "ConnectError"]
+__all__ = ["FastioConnection", "FastioIOServices", "Publisher", "AsyncPublisher", "Attempt",
+           "PublishError", "NackError", "UnroutableError", "ChannelClosedError",
+           "PublisherClosed", "BackPressureError", "ConnectError", "CloseTimeoutError"]

@@ -23,13 +23,14 @@ This relies on the attributes Future has used since Python 3.8
 import threading
 from concurrent.futures import Future
 from concurrent.futures._base import FINISHED, RUNNING
+from typing import Any, List, Optional
 
 __all__ = ["PublishFuture", "new_future"]
 
 _create_lock = threading.Lock()
 
 
-class PublishFuture(Future):
+class PublishFuture(Future[None]):
     """The future `Publisher.publish()` returns; a `concurrent.futures.Future`.
 
     Make one with `new_future()`: Future.__init__ is skipped on purpose.
@@ -41,17 +42,17 @@ class PublishFuture(Future):
     _state = RUNNING
     _result = None
     _exception = None
-    _waiters = ()  # type: ignore[assignment]
-    _done_callbacks = ()
+    _waiters: Any = ()
+    _done_callbacks: Any = ()
     # The failed attempts (errors.Attempt) of a message the Publisher
     # retries; set on the first failure only, so the hot path pays nothing.
-    _attempts = None
+    _attempts: Optional[List[Any]] = None
 
-    def __init__(self):
+    def __init__(self) -> None:
         pass
 
     @property
-    def _condition(self):
+    def _condition(self) -> threading.Condition:  # type: ignore[override]
         cond = self.__dict__.get("_cond")
         if cond is None:
             with _create_lock:
@@ -62,7 +63,7 @@ class PublishFuture(Future):
                     cond = self.__dict__["_cond"] = threading.Condition()
         return cond
 
-    def _resolve(self, exc=None):
+    def _resolve(self, exc: Optional[BaseException] = None) -> None:
         """Finish with None or with `exc`; loop thread only."""
         self._exception = exc
         cond = self.__dict__.get("_cond")
@@ -79,9 +80,10 @@ class PublishFuture(Future):
                 else:
                     waiter.add_exception(self)
             cond.notify_all()
-        self._invoke_callbacks()
+        self._invoke_callbacks()  # type: ignore[attr-defined]
 
 
-def new_future(_new=object.__new__, _cls=PublishFuture):
+def new_future(_new: Any = object.__new__, _cls: Any = PublishFuture) -> PublishFuture:
     """Return a fresh RUNNING PublishFuture (without running any __init__)."""
-    return _new(_cls)
+    future: PublishFuture = _new(_cls)
+    return future

@@ -15,7 +15,9 @@ sockets keep pika's own SSL transport, running on the same loop.
 """
 
 import logging
+from typing import Any, Callable, Optional, Sequence, Union
 
+import pika.connection
 from pika.adapters.base_connection import BaseConnection
 from pika.adapters.utils import nbio_interface
 from pika.adapters.utils.selector_ioloop_adapter import SelectorIOServicesAdapter
@@ -24,6 +26,9 @@ from fastio import _streams
 from fastio.loop import Loop
 
 __all__ = ["FastioConnection", "FastioIOServices"]
+
+#: What a FastioConnection runs on: a fastio Loop, or pika I/O services.
+IOLoopOrServices = Union[Loop, nbio_interface.AbstractIOServices]
 
 logger = logging.getLogger("fastio.rabbitmq")
 
@@ -110,13 +115,14 @@ class FastioIOServices(SelectorIOServicesAdapter):
         return _StreamLinkup(self._loop, protocol_factory, sock, on_done).start()
 
 
-def _services(custom_ioloop):
+def _services(custom_ioloop: Optional[IOLoopOrServices]
+              ) -> nbio_interface.AbstractIOServices:
     if isinstance(custom_ioloop, nbio_interface.AbstractIOServices):
         return custom_ioloop
     return FastioIOServices(custom_ioloop if custom_ioloop is not None else Loop())
 
 
-class FastioConnection(BaseConnection):
+class FastioConnection(BaseConnection):  # type: ignore[misc, unused-ignore]  # pika: untyped
     """A pika connection on a fastio Loop; use it wherever SelectConnection fits.
 
     Same constructor and callbacks as `pika.SelectConnection`; the loop is
@@ -132,20 +138,28 @@ class FastioConnection(BaseConnection):
         `create_connection()`.
     """
 
-    def __init__(self, parameters=None, on_open_callback=None,
-                 on_open_error_callback=None, on_close_callback=None,
-                 custom_ioloop=None, internal_connection_workflow=True):
+    def __init__(self, parameters: Optional[pika.connection.Parameters] = None,
+                 on_open_callback: Optional[Callable[["FastioConnection"], None]] = None,
+                 on_open_error_callback: Optional[
+                     Callable[["FastioConnection", BaseException], None]] = None,
+                 on_close_callback: Optional[
+                     Callable[["FastioConnection", BaseException], None]] = None,
+                 custom_ioloop: Optional[IOLoopOrServices] = None,
+                 internal_connection_workflow: bool = True) -> None:
         super().__init__(parameters, on_open_callback, on_open_error_callback,
                          on_close_callback, _services(custom_ioloop),
                          internal_connection_workflow=internal_connection_workflow)
 
     @classmethod
-    def create_connection(cls, connection_configs, on_done, custom_ioloop=None,
-                          workflow=None):
+    def create_connection(cls, connection_configs: Sequence[pika.connection.Parameters],
+                          on_done: Callable[[Union["FastioConnection", BaseException]], None],
+                          custom_ioloop: Optional[IOLoopOrServices] = None,
+                          workflow: Any = None) -> Any:
         """Try `connection_configs` in order; same contract as pika's."""
         nbio = _services(custom_ioloop)
 
-        def connection_factory(params):
+        def connection_factory(params: Optional[pika.connection.Parameters]
+                               ) -> "FastioConnection":
             if params is None:
                 raise ValueError("Expected pika.connection.Parameters instance, "
                                  "but got None in params arg.")
@@ -157,6 +171,6 @@ class FastioConnection(BaseConnection):
             connection_factory=connection_factory, nbio=nbio,
             workflow=workflow, on_done=on_done)
 
-    def _get_write_buffer_size(self):
+    def _get_write_buffer_size(self) -> int:
         """Return how many bytes the transport holds unsent."""
         return self._transport.get_write_buffer_size()

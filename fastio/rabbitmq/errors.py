@@ -1,25 +1,27 @@
 """Exceptions of fastio.rabbitmq; all derive from `PublishError`."""
 
-import collections
+from typing import Iterable, List, NamedTuple, Optional, Sequence, Union
 
 __all__ = ["Attempt", "PublishError", "NackError", "UnroutableError", "ChannelClosedError",
-           "PublisherClosed", "BackPressureError", "ConnectError"]
+           "PublisherClosed", "BackPressureError", "ConnectError", "CloseTimeoutError"]
 
 
 class PublishError(Exception):
     """A message was not (or may not have been) accepted by the broker."""
 
 
-class Attempt(collections.namedtuple("Attempt", "when address outcome")):
+class Attempt(NamedTuple):
     """One failed delivery attempt of a message, in `NackError.attempts`.
 
     :ivar when: wall-clock time (`time.time()`) the failure was seen.
     :ivar address: ``"host:port"`` of the node the message was sent to.
-    :ivar outcome: what happened: ``"nack"``, ``"channel closed: ..."`` or
-        ``"connection lost: ..."``.
+    :ivar outcome: what happened: ``"nack"``, ``"returned: ..."``,
+        ``"channel closed: ..."`` or ``"connection lost: ..."``.
     """
 
-    __slots__ = ()
+    when: float
+    address: str
+    outcome: str
 
 
 class NackError(PublishError):
@@ -32,9 +34,9 @@ class NackError(PublishError):
     :ivar attempts: the failed attempts (`Attempt`), oldest first.
     """
 
-    def __init__(self, message, attempts=()):
+    def __init__(self, message: str, attempts: Iterable[Attempt] = ()) -> None:
         super().__init__(message)
-        self.attempts = list(attempts)
+        self.attempts: List[Attempt] = list(attempts)
 
 
 class UnroutableError(PublishError):
@@ -47,9 +49,10 @@ class UnroutableError(PublishError):
         queue whose node is down makes its messages unroutable.
     """
 
-    attempts = ()
+    attempts: Sequence[Attempt] = ()
 
-    def __init__(self, exchange, routing_key, reply_code, reply_text):
+    def __init__(self, exchange: Union[str, bytes], routing_key: Union[str, bytes],
+                 reply_code: int, reply_text: str) -> None:
         super().__init__("unroutable: exchange=%r routing_key=%r: %d %s" % (
             exchange, routing_key, reply_code, reply_text))
         self.exchange = exchange
@@ -72,3 +75,20 @@ class BackPressureError(PublishError):
 
 class ConnectError(PublishError):
     """No broker address accepted a connection (refused, unreachable, bad login)."""
+
+
+class CloseTimeoutError(PublishError, TimeoutError):
+    """close() ran out of time with messages the broker had not confirmed.
+
+    Those messages' futures failed with `PublisherClosed`; none is dropped
+    without a failed future.
+
+    :ivar unconfirmed: how many messages were still unconfirmed.
+    """
+
+    def __init__(self, unconfirmed: int, timeout: Optional[float]) -> None:
+        super().__init__("%d message%s still unconfirmed when close() gave up after %ss; "
+                         "their futures failed with PublisherClosed" % (
+                             unconfirmed, "" if unconfirmed == 1 else "s", timeout))
+        self.unconfirmed = unconfirmed
+        self.timeout = timeout

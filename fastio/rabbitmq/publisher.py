@@ -55,9 +55,11 @@ Design (why it is fast and what it guarantees):
 * Unroutable: a mandatory message that matches no queue comes back as
   basic.return before its basic.ack; the return is matched to the oldest
   unconfirmed mandatory message with the same exchange, routing key and
-  body (the broker routes a channel's publishes in order), and its future
-  fails with `UnroutableError` when the ack arrives.
-* A channel error (e.g. an unknown exchange) closes the channel; the broker
+  body (the broker routes a channel's publishes in order), and when the
+  ack arrives it is retried (see above) or, past the bound, its future
+  fails with `UnroutableError`.
+* A channel error that is not transient (e.g. an unknown exchange) closes
+  the channel; the broker
   does not say which message caused it, so every unconfirmed message fails
   with `ChannelClosedError`, and a new channel is opened.
 """
@@ -68,19 +70,35 @@ import logging
 import random
 import threading
 import time
+from types import TracebackType
+from typing import (TYPE_CHECKING, Any, Callable, Deque, Dict, List, Mapping, Optional,
+                    Sequence, Tuple, Type, Union)
 
 import pika
+import pika.connection
 import pika.exceptions
+import pika.spec
 
 from fastio import _pyamqp
 from fastio._ext import amqp as _amqp
-from fastio.rabbitmq._future import new_future
+from fastio.rabbitmq import _params
+from fastio.rabbitmq._future import PublishFuture, new_future
 from fastio.rabbitmq.connection import FastioConnection
 from fastio.rabbitmq.errors import (Attempt, BackPressureError, ChannelClosedError,
-                                    ConnectError, NackError, PublisherClosed,
+                                    CloseTimeoutError, ConnectError, NackError, PublisherClosed,
                                     UnroutableError)
 
-__all__ = ["Publisher"]
+if TYPE_CHECKING:
+    from fastio.loop import Loop
+
+__all__ = ["Publisher", "Address", "Properties", "Body"]
+
+#: What a Publisher connects to: an AMQP URL or pika connection parameters.
+Address = Union[str, pika.connection.Parameters]
+#: Message properties: a pika.BasicProperties, a dict of its fields, or None.
+Properties = Union[pika.spec.BasicProperties, Mapping[str, Any], None]
+#: A message body; str is sent UTF-8 encoded.
+Body = Union[bytes, bytearray, memoryview, str]
 
 logger = logging.getLogger("fastio.rabbitmq")
 
@@ -99,9 +117,8 @@ _TRANSIENT_CLOSE = frozenset((320, 506, 541))
 # new channel, and before it moves to the next node.
 _NEW_CHANNEL_ROUND = 2
 _NEW_NODE_ROUND = 3
-_AUTH_ERRORS = (pika.exceptions.ProbableAuthenticationError,
-                pika.exceptions.AuthenticationError,
-                pika.exceptions.ProbableAccessDeniedError)
+# Longest a blocked publish()/flush() sleeps without re-checking (see _wait).
+_RECHECK = 0.05
 
 # A message, until it is confirmed, is a tuple (future, frames, args): the
 # encoded frames are what goes on the wire (again, after a reconnect);
@@ -109,6 +126,26 @@ _AUTH_ERRORS = (pika.exceptions.ProbableAuthenticationError,
 # is kept only when needed: to match a basic.return (mandatory), or to
 # re-encode a body longer than the smallest frame_max should the broker
 # negotiate a smaller frame_max than assumed. Tuples: cheapest to build.
+
+
+def check_retry_options(retry_deadline: Optional[float], max_attempts: Optional[int],
+                        retry_delay: Tuple[float, float]) -> None:
+    """Raise ValueError for retry options no Publisher could honour.
+
+    Shared with `AsyncPublisher`, which checks them before it connects.
+    """
+    if retry_deadline is not None and not retry_deadline >= 0:
+        raise ValueError("retry_deadline must be None or >= 0, not %r" % (retry_deadline,))
+    if max_attempts is not None and max_attempts < 1:
+        raise ValueError("max_attempts must be None or at least 1, not %r" % (max_attempts,))
+    try:
+        first, most = retry_delay
+        valid = 0 <= first <= most
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise ValueError("retry_delay must be a pair (first, max) with 0 <= first <= max, "
+                         "not %r" % (retry_delay,))
 
 
 class _ConfirmingConnection(FastioConnection):
@@ -162,16 +199,6 @@ class _ConfirmingConnection(FastioConnection):
                     return
 
 
-def _parameters_list(url_or_parameters):
-    items = url_or_parameters
-    if isinstance(items, (str, pika.connection.Parameters)):
-        items = [items]
-    out = [pika.URLParameters(p) if isinstance(p, str) else p for p in items]
-    if not out:
-        raise ValueError("no broker address given")
-    return out
-
-
 class Publisher:
     """Publish to RabbitMQ with confirms, from any thread; reconnect on failure.
 
@@ -189,12 +216,16 @@ class Publisher:
         before `BackPressureError` (None: until there is room).
     :param connect_timeout: how long the constructor (background-thread
         mode) waits for the first connection before `ConnectError`.
+    :param close_timeout: how long `close()` (and leaving a ``with``
+        block) waits for outstanding confirms (messages waiting for a retry
+        included) and the connection's close before it gives up with
+        `CloseTimeoutError`; None: no limit.
     :param reconnect_delay: (first, max) back-off between attempts, seconds.
     :param retry_deadline: seconds, from a message's first failed attempt
         (nacked, returned, or lost with a channel the broker closed or with
         the connection), after which its next failure is final (`NackError`
-        or `UnroutableError`); None: no time bound. close() without a
-        timeout waits for messages being retried.
+        or `UnroutableError`); None: no time bound. close() waits for
+        messages being retried too, within its own timeout.
     :param max_attempts: failed attempts after which a message fails;
         None (the default): no count bound. With both bounds None a
         message is retried until it is acked or close() gives up on it.
@@ -202,24 +233,31 @@ class Publisher:
         nacked or returned message, seconds; doubles with each of its
         failed attempts.
     :param loop: a fastio Loop to attach to instead of a background thread.
+    :raises ValueError: an address that is not an ``amqp://`` or
+        ``amqps://`` URL or pika connection parameters.
     :raises ConnectError: (background-thread mode) no broker could be
-        reached within `connect_timeout`, or the login was refused.
+        reached within `connect_timeout`, or the login or virtual host was
+        refused.
     """
 
-    def __init__(self, url_or_parameters, *, confirms=True, max_in_flight=20000,
-                 publish_timeout=None, connect_timeout=15.0,
-                 reconnect_delay=(0.1, 5.0), retry_deadline=120.0, max_attempts=None,
-                 retry_delay=(0.05, 2.0), loop=None):
+    def __init__(self, url_or_parameters: Union[Address, Sequence[Address]], *,
+                 confirms: bool = True, max_in_flight: int = 20000,
+                 publish_timeout: Optional[float] = None, connect_timeout: float = 15.0,
+                 close_timeout: Optional[float] = 30.0,
+                 reconnect_delay: Tuple[float, float] = (0.1, 5.0),
+                 retry_deadline: Optional[float] = 120.0, max_attempts: Optional[int] = None,
+                 retry_delay: Tuple[float, float] = (0.05, 2.0),
+                 loop: Optional["Loop"] = None) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
-        if retry_deadline is not None and not retry_deadline >= 0:
-            raise ValueError("retry_deadline must be None or >= 0, not %r" % (retry_deadline,))
-        if max_attempts is not None and max_attempts < 1:
-            raise ValueError("max_attempts must be None or at least 1, not %r" % (max_attempts,))
+        check_retry_options(retry_deadline, max_attempts, retry_delay)
         self._retry_deadline = retry_deadline
         self._max_attempts = max_attempts
         self._retry_first, self._retry_max = retry_delay
-        self._params = _parameters_list(url_or_parameters)
+        self._params = _params.parameters_list(url_or_parameters)
+        self._close_timeout = close_timeout
+        self._failed_on_close = 0       # messages close() had to fail
+        self._last_error: Optional[str] = None
         self._confirms = confirms
         self._max_in_flight = max_in_flight
         # Blocked publishers wake only once a quarter of the window is free:
@@ -227,34 +265,36 @@ class Publisher:
         self._low_water = max_in_flight - max(1, max_in_flight // 4)
         self._publish_timeout = publish_timeout
         self._delay_first, self._delay_max = reconnect_delay
-        self._cond = threading.Condition(threading.Lock())
+        # Reentrant: flush() or close() from a signal handler may run on a
+        # thread that is inside _wait() holding it.
+        self._cond = threading.Condition(threading.RLock())
         self._room_waiters = 0
         self._flush_waiters = 0
         self._closing = False
-        self._fatal = None
-        self._returnable = collections.deque()
-        self._returned = {}
+        self._fatal: Optional[BaseException] = None
+        self._returnable: Deque[int] = collections.deque()
+        self._returned: Dict[int, BaseException] = {}
         self._loop = loop if loop is not None else _new_loop()
         self._outbox = Outbox(CHANNEL, self._params[0].frame_max, max_in_flight,
-                              new_future, self._wake, self._wait_for_room,
+                              self._future_factory(), self._wake, self._wait_for_room,
                               self._returnable, self._returned)
         # Loop-thread state.
-        self._connection = None
-        self._channel = None
-        self._transport = None
+        self._connection: Any = None
+        self._channel: Any = None
+        self._transport: Any = None
         self._ready = False
         self._recycling = False     # closing the channel to open a fresh one
-        self._retry = []            # nacked messages waiting for _retry_timer
-        self._retry_timer = None
+        self._retry: List[Any] = []     # nacked messages waiting for _retry_timer
+        self._retry_timer: Any = None
         self._retry_has_nacks = False
         self._nack_rounds = 0       # retry rounds with nacks since the last ack
         self._blocked = False
         self._attempt = 0
         self._address = 0
-        self._reconnect_timer = None
-        self._first_open = concurrent.futures.Future()
-        self._closed = concurrent.futures.Future()
-        self._thread = None
+        self._reconnect_timer: Any = None
+        self._first_open: "concurrent.futures.Future[None]" = concurrent.futures.Future()
+        self._closed: "concurrent.futures.Future[None]" = concurrent.futures.Future()
+        self._thread: Optional[threading.Thread] = None
         self._owns_loop = loop is None
         if self._owns_loop:
             self._thread = threading.Thread(target=self._loop.run_forever,
@@ -269,19 +309,35 @@ class Publisher:
                 self._loop.call_soon_threadsafe(self._close_on_loop)
                 self._shutdown_thread()
                 if isinstance(exc, concurrent.futures.TimeoutError):
-                    raise ConnectError("no broker reachable within %ss at %s" % (
-                        connect_timeout, self._addresses())) from None
+                    raise self._unreachable(connect_timeout) from None
                 raise
 
-    def __enter__(self):
+    def _unreachable(self, connect_timeout: float) -> ConnectError:
+        last = "" if self._last_error is None else ": " + self._last_error
+        return ConnectError("no broker reachable within %ss at %s%s" % (
+            connect_timeout, self._addresses(), last))
+
+    def _future_factory(self) -> Callable[[], PublishFuture]:
+        """Return what makes a message's future (a subclass may bridge them)."""
+        return new_future
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closing else "open" if self._ready else "connecting"
+        return "<%s %s %s, %d outstanding>" % (type(self).__name__, self._addresses(),
+                                               state, self.outstanding)
+
+    def __enter__(self) -> "Publisher":
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None:
         self.close()
 
     # ------------------------------------------------------------ public
 
-    def publish(self, exchange, routing_key, body, properties=None, mandatory=False):
+    def publish(self, exchange: Union[str, bytes], routing_key: Union[str, bytes], body: Body,
+                properties: Properties = None,
+                mandatory: bool = False) -> "concurrent.futures.Future[None]":
         """Queue one message; return a future resolved by the broker's ack.
 
         Thread-safe. The future (a `concurrent.futures.Future`) resolves to
@@ -292,62 +348,107 @@ class Publisher:
         :param exchange: exchange name ('' is the default exchange).
         :param routing_key: the routing key (the queue, on the default exchange).
         :param body: bytes (or str, sent UTF-8 encoded).
-        :param properties: a `pika.BasicProperties`, or None.
+        :param properties: a `pika.BasicProperties`, a dict of its fields
+            (``{"delivery_mode": 2}``), or None.
         :param mandatory: ask the broker to return the message if unroutable.
         :raises BackPressureError: the window stayed full (see the module docstring).
         :raises PublisherClosed: close() was called.
+        :raises TypeError: properties of another type, or a dict with a key
+            that is not a basic property.
         """
-        return self._outbox.submit(exchange, routing_key, body, properties, mandatory)
+        future: "concurrent.futures.Future[None]" = self._outbox.submit(
+            exchange, routing_key, body, properties, mandatory)
+        return future
 
-    def flush(self, timeout=None):
+    def flush(self, timeout: Optional[float] = None) -> None:
         """Wait until every message published so far is confirmed (or failed).
 
+        Safe in ``finally`` blocks and signal handlers: the one lock it
+        takes is reentrant, and its wait re-checks on its own, so a handler
+        that interrupted a publish() or another flush() on the same thread
+        neither deadlocks nor misses a wake-up. Not on the loop thread of an
+        attached Publisher: waiting there would stop the loop it waits for.
+
         :raises TimeoutError: some are still outstanding after `timeout` s.
+        :raises RuntimeError: called on the loop's own thread.
         """
+        if self._on_loop_thread():
+            raise RuntimeError("flush() on the Publisher's loop thread would never return")
         box = self._outbox
         target = box.n_submitted
+        if box.n_done >= target:
+            return
+        # Also covers a publish() interrupted between queueing its message
+        # and scheduling the write (KeyboardInterrupt, a signal handler).
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._drain)
         self._wait(lambda: box.n_done >= target, timeout, "_flush_waiters",
                    lambda: TimeoutError("%d messages still unconfirmed" % (
                        box.n_submitted - box.n_done)))
 
-    def close(self, timeout=None):
+    def close(self, timeout: Optional[float] = None) -> None:
         """Flush, close the connection and stop the background loop.
 
-        Messages still unconfirmed after `timeout` seconds fail with
-        `PublisherClosed`.
+        Waits at most `timeout` seconds (default: the constructor's
+        `close_timeout`) for the outstanding confirms and the connection's
+        close. A message waiting for a retry (nacked or returned, see
+        `retry_deadline`) is outstanding too: close() waits for its ack,
+        and when the time runs out it fails and counts like the others.
+        Idempotent, and safe in ``finally`` blocks and signal handlers,
+        also while another close() on the same thread is under way.
+
+        :raises CloseTimeoutError: messages were still unconfirmed when the
+            time ran out; their futures failed with `PublisherClosed`.
         """
-        if self._closing and self._closed.done():
-            return
+        if timeout is None:
+            timeout = self._close_timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        on_loop = self._on_loop_thread()
+        timed_out = False
         try:
-            if not self._on_loop_thread() and self._fatal is None:
+            if not on_loop and self._fatal is None and not self._closed.done():
                 self.flush(timeout)
         except TimeoutError:
-            pass
+            timed_out = True
         finally:
             self._closing = True
             self._outbox.closed_error = PublisherClosed("publish() on a closed Publisher")
-            self._loop.call_soon_threadsafe(self._close_on_loop)
-            if not self._on_loop_thread():
+            if not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(self._close_on_loop)
+            if not on_loop:
+                remaining = None if deadline is None else max(0.5, deadline - time.monotonic())
                 try:
-                    self._closed.result(30)
+                    self._closed.result(remaining)
                 except concurrent.futures.TimeoutError:
-                    logger.warning("connection close did not finish within 30 s")
-            self._shutdown_thread()
+                    logger.warning("connection close did not finish within %ss", timeout)
+                self._shutdown_thread()
+        # Confirms that came in after the flush gave up are not counted:
+        # only messages whose futures close() failed are.
+        left = self._failed_on_close or self.outstanding
+        if timed_out and left:
+            raise CloseTimeoutError(left, timeout)
 
     @property
-    def outstanding(self):
+    def outstanding(self) -> int:
         """Messages published but not yet confirmed or failed."""
         return self._outbox.n_submitted - self._outbox.n_done
 
     # ------------------------------------------------- waiting (any thread)
 
-    def _on_loop_thread(self):
+    def _on_loop_thread(self) -> bool:
         return self._loop._thread_id == threading.get_ident()
 
     def _wake(self):
-        self._loop.call_soon_threadsafe(self._drain)
+        try:
+            self._loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:
+            # The loop is closed (close() finished while this message was
+            # being queued): nothing will send it, so fail it now.
+            self._fail_queued(self._outbox.closed_error or PublisherClosed(
+                "publish() on a closed Publisher"))
 
-    def _wait_for_room(self):
+    def _wait_for_room(self) -> None:
+        """Block until the window has room (the Outbox calls it when full)."""
         if self._on_loop_thread():
             raise BackPressureError("confirm window full (%d) on the loop thread"
                                     % self._max_in_flight)
@@ -356,20 +457,32 @@ class Publisher:
                    self._publish_timeout, "_room_waiters",
                    lambda: BackPressureError("confirm window (%d) still full after %ss" % (
                        self._max_in_flight, self._publish_timeout)))
+        if box.closed_error is not None:
+            raise box.closed_error      # closed while this publish() waited
 
     def _wait(self, ready, timeout, counter, timeout_exc):
         # Dekker-style hand-off, correct because the GIL orders memory: a
         # waiter raises its counter and then reads the outbox counts; the
         # loop thread updates the counts and then reads the counters. One
         # of the two sees the other's write, so no wake-up is lost.
+        #
+        # The wait re-checks every _RECHECK seconds even without a wake-up:
+        # a signal handler that runs on this thread after the check and
+        # before the wait (the lock is reentrant, so the handler may flush)
+        # can take the last notification, and nothing would wake us again.
         if ready():
             return
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             setattr(self, counter, getattr(self, counter) + 1)
             try:
-                if not self._cond.wait_for(
-                        lambda: ready() or self._fatal is not None, timeout):
-                    raise timeout_exc()
+                while not (ready() or self._fatal is not None):
+                    pause = _RECHECK
+                    if deadline is not None:
+                        pause = min(pause, deadline - time.monotonic())
+                        if pause <= 0:
+                            raise timeout_exc()
+                    self._cond.wait(pause)
             finally:
                 setattr(self, counter, getattr(self, counter) - 1)
         if self._fatal is not None and not ready():
@@ -383,7 +496,7 @@ class Publisher:
     # ------------------------------------------------- connection (loop)
 
     def _addresses(self):
-        return ", ".join("%s:%s" % (p.host, p.port) for p in self._params)
+        return ", ".join(_params.describe(p) for p in self._params)
 
     def _connect(self):
         self._reconnect_timer = None
@@ -401,13 +514,18 @@ class Publisher:
 
     def _on_open_error(self, connection, exc):
         self._connection = None
-        if isinstance(exc, _AUTH_ERRORS) and not self._first_open.done():
-            # Retrying a refused login cannot help: report it at once.
-            self._fail_fatal(ConnectError("login refused by %s: %r" % (
-                self._addresses(), exc)))
+        why = _params.explain(exc, connection.params)
+        if _params.is_fatal(exc) and not self._first_open.done():
+            # Retrying a refused login or a missing vhost cannot help.
+            self._fail_fatal(ConnectError(why))
             return
-        logger.warning("connecting to %s:%s failed: %r", connection.params.host,
-                       connection.params.port, exc)
+        # Once per outage: a broker that stays down would otherwise log a
+        # line per attempt.
+        if self._last_error is None:
+            logger.warning("%s; retrying", why)
+        else:
+            logger.debug("%s; retrying", why)
+        self._last_error = why
         self._schedule_reconnect()
 
     def _schedule_reconnect(self):
@@ -441,6 +559,7 @@ class Publisher:
         self._transport = self._connection._transport
         self._ready = True
         self._attempt = 0
+        self._last_error = None
         self._outbox.reset_tags()     # delivery tags restart at 1 on a new channel
         if not self._first_open.done():
             self._first_open.set_result(None)
@@ -661,6 +780,7 @@ class Publisher:
             msg[0]._resolve(exc)
         self._outbox.n_done += len(msgs)
         self._wake_waiters()
+        return len(msgs)
 
     def _fail_queued(self, exc):
         queue = self._outbox.queue
@@ -670,6 +790,7 @@ class Publisher:
             n += 1
         self._outbox.n_done += n
         self._wake_waiters()
+        return n
 
     def _close_on_loop(self):
         if self._reconnect_timer is not None:
@@ -686,19 +807,31 @@ class Publisher:
         if self._retry_timer is not None:
             self._retry_timer.cancel()
             self._retry_timer = None
+        # Messages waiting for their retry are unconfirmed too: they fail
+        # (and count) with the rest, never vanish.
         self._outbox.queue.extendleft(reversed(self._retry))
         self._retry = []
-        self._fail_unconfirmed(exc)
-        self._fail_queued(exc)
+        self._failed_on_close += self._fail_unconfirmed(exc) + self._fail_queued(exc)
         if not self._closed.done():
             self._closed.set_result(None)
 
     def _shutdown_thread(self):
-        if self._owns_loop and self._thread is not None:
-            self._loop.stop()
-            self._thread.join(30)
-            self._thread = None
-            self._loop.close()
+        thread, self._thread = self._thread, None
+        if not self._owns_loop or thread is None:
+            return      # not ours, or another close() (maybe the one we interrupted) does it
+        self._loop.stop()
+        thread.join(30)
+        if thread.is_alive():
+            logger.warning("the Publisher's loop thread did not stop within 30 s")
+            return
+        # The loop is stopped: what the close on the loop could not settle
+        # (the broker never answered, or a publish() raced close()),
+        # settle here, so no future stays pending.
+        self._loop.close()
+        if not self._closed.done():
+            self._finish_close()
+        else:
+            self._fail_queued(self._outbox.closed_error)
 
 
 def _new_loop():

@@ -1,0 +1,114 @@
+"""Packaging: the license ships, the metadata is PEP 639, `make develop` works.
+
+The builds run setuptools' PEP 517 backend (what pip and `python -m build`
+call) on a copy of the checkout, without the C extension so they take
+seconds; the extension build itself is covered by `make wheel`.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import fastio
+
+ROOT = Path(__file__).resolve().parent.parent
+LICENSE = ROOT / "LICENSE"
+
+pytestmark = pytest.mark.skipif(not (ROOT / "pyproject.toml").exists(), reason="needs the source checkout")
+
+
+def _copy_checkout(dest):
+    """Copy the files a build reads (no build output) to `dest`."""
+    ignore = shutil.ignore_patterns("build", "dist", "wheelhouse", "*.egg-info", "*.so", "*.c",
+                                    "__pycache__", ".pytest_cache", ".hypothesis", ".venv", ".git")
+    shutil.copytree(ROOT, dest, ignore=ignore)
+    # benchmarks/c_echo's C source is a source, not build output.
+    for c_file in (ROOT / "benchmarks" / "c_echo").glob("*.c"):
+        shutil.copy(c_file, dest / "benchmarks" / "c_echo" / c_file.name)
+    return dest
+
+
+def _backend(tree, hook, outdir):
+    code = ("import sys; from setuptools import build_meta; "
+            "print(build_meta.%s(sys.argv[1]))" % hook)
+    env = dict(os.environ, FASTIO_NO_EXTENSIONS="1")
+    result = subprocess.run([sys.executable, "-c", code, str(outdir)], cwd=tree, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return outdir / result.stdout.strip().splitlines()[-1]
+
+
+def test_license_file_is_mit_for_the_fastio_authors():
+    text = LICENSE.read_text()
+    assert text.startswith("MIT License\n")
+    assert "Copyright (c) 2026 The fastio authors" in text
+    assert "THE SOFTWARE IS PROVIDED \"AS IS\"" in text
+
+
+def test_pyproject_uses_an_spdx_license_and_a_setuptools_that_reads_it():
+    text = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r'^license = "MIT"$', text, re.M)
+    assert re.search(r'^license-files = \["LICENSE"\]$', text, re.M)
+    assert '"setuptools>=77"' in text  # PEP 639 support
+    assert '"setuptools>=77"' in (ROOT / "Makefile").read_text()
+
+
+def test_sdist_and_wheel_carry_the_license_and_the_console_script(tmp_path):
+    tree = _copy_checkout(tmp_path / "src")
+    sdist = _backend(tree, "build_sdist", tmp_path)
+    with tarfile.open(sdist) as tar:
+        names = tar.getnames()
+        top = names[0].split("/")[0]
+        assert "%s/LICENSE" % top in names
+        pkg_info = tar.extractfile("%s/PKG-INFO" % top).read().decode()
+    assert "License-Expression: MIT" in pkg_info
+    assert "License-File: LICENSE" in pkg_info
+
+    wheel = _backend(tree, "build_wheel", tmp_path)
+    with zipfile.ZipFile(wheel) as whl:
+        names = whl.namelist()
+        dist_info = "fastio-%s.dist-info" % fastio.__version__
+        assert dist_info + "/licenses/LICENSE" in names
+        metadata = whl.read(dist_info + "/METADATA").decode()
+        entry_points = whl.read(dist_info + "/entry_points.txt").decode()
+        assert "fastio/py.typed" in names and "fastio/_loop.pyi" in names
+    assert "License-Expression: MIT" in metadata
+    assert re.search(r"^\[console_scripts\]\nfastio = fastio\.__main__:main$", entry_points, re.M)
+
+
+def test_make_develop_installs_the_checkout_editable_with_the_command(tmp_path):
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    tree = _copy_checkout(tmp_path / "checkout")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    # The new venv sees this one's packages (pip, setuptools, Cython): what
+    # `make develop` would install from PyPI is already here.
+    vpy = venv / "bin" / "python"
+    site = subprocess.run([str(vpy), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    Path(site, "outer.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    (venv / ".deps-stamp").touch()  # the dependencies are in place: skip their install
+    env = dict(os.environ, FASTIO_NO_EXTENSIONS="1")
+    env.pop("MAKEFLAGS", None)
+    result = subprocess.run(["make", "develop", "VENV=%s" % venv], cwd=tree, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    version = subprocess.run([str(venv / "bin" / "fastio"), "--version"], cwd=elsewhere,
+                             capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.strip() == "fastio %s (python)" % fastio.__version__
+    where = subprocess.run([str(vpy), "-c", "import fastio; print(fastio.__file__)"], cwd=elsewhere,
+                           capture_output=True, text=True, timeout=60)
+    assert Path(where.stdout.strip()) == tree / "fastio" / "__init__.py", where.stderr
