@@ -3,7 +3,9 @@
 `fastio.selectors` is a drop-in, faster `selectors`; `install()` makes the
 stdlib (asyncio, socketserver, subprocess, multiprocessing) use it unchanged.
 `fastio.loop.Loop` is a small callback loop with fast TCP transports (also
-pika's ioloop); `new_event_loop()` / `run()` run asyncio over fastio.
+pika's ioloop); `EventLoop` is an asyncio event loop on the same compiled
+core (`new_event_loop()`, `run()`, `EventLoopPolicy`), and
+`SelectorEventLoop` asyncio's own loop over a fastio selector.
 `IMPLEMENTATION` is "cython" with the compiled core, "python" on the fallback.
 """
 
@@ -16,6 +18,9 @@ __all__ = [
     "installed",
     "uninstall",
     "Loop",
+    "EventLoop",
+    "EventLoopPolicy",
+    "SelectorEventLoop",
     "new_event_loop",
     "run",
     "__version__",
@@ -30,7 +35,7 @@ def __getattr__(name):
         from fastio.loop import Loop
 
         return Loop
-    if name in ("new_event_loop", "run"):
+    if name in ("EventLoop", "EventLoopPolicy", "SelectorEventLoop", "new_event_loop", "run"):
         from fastio import _aio
 
         return getattr(_aio, name)

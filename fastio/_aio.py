@@ -1,20 +1,90 @@
-"""asyncio on fastio: a stdlib SelectorEventLoop over a fastio selector."""
+"""asyncio on fastio: `EventLoop`, its policy, `new_event_loop()` and `run()`.
+
+`EventLoop` is asyncio's own selector loop (on Unix
+`asyncio.unix_events._UnixSelectorEventLoop`, so subprocesses, pipes,
+signals, Unix sockets, sendfile, UDP, TLS, executors and debug mode are
+asyncio's code) over a fastio selector, with its hot paths -- one loop
+iteration, I/O event dispatch and the TCP / Unix-socket transports' receive
+and send -- in fastio._loop (Cython). They work on asyncio's own objects
+(its Handles, ready deque and timer heap), so every version 3.9-3.13 keeps
+its asyncio semantics. Without the extension `EventLoop` is
+`SelectorEventLoop`: asyncio's loop over a fastio selector, nothing else.
+"""
 
 import asyncio
 import sys
+from asyncio import base_events, selector_events
 
-__all__ = ["new_event_loop", "run"]
+from fastio._ext import loop as _ext_loop
+
+__all__ = ["EventLoop", "EventLoopPolicy", "SelectorEventLoop", "new_event_loop", "run"]
+
+
+class SelectorEventLoop(asyncio.SelectorEventLoop):
+    """asyncio's SelectorEventLoop over `fastio.selectors.DefaultSelector`.
+
+    :param selector: a selector to use instead (any `selectors.BaseSelector`).
+    """
+
+    def __init__(self, selector=None):
+        if selector is None:
+            from fastio.selectors import DefaultSelector
+
+            selector = DefaultSelector()
+        super().__init__(selector)
+
+
+if _ext_loop is not None:
+    _ext_loop.aio_setup(base_events, selector_events)
+
+    class _SelectorSocketTransport(selector_events._SelectorSocketTransport):
+        # asyncio's TCP / Unix-socket transport; the per-event methods are
+        # compiled twins of asyncio's, the rest is inherited unchanged.
+        _read_ready = _ext_loop.aio_read_ready
+        _read_ready__data_received = _ext_loop.aio_read_ready__data_received
+        _read_ready__get_buffer = _ext_loop.aio_read_ready__get_buffer
+        write = _ext_loop.aio_write
+
+    class EventLoop(SelectorEventLoop):
+        """An asyncio event loop on fastio's compiled core.
+
+        Same contract as `asyncio.SelectorEventLoop`; see the module docstring
+        for what runs compiled.
+        """
+
+        _run_once = _ext_loop.aio_run_once
+        _process_events = _ext_loop.aio_process_events
+
+        def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
+            if sys.version_info >= (3, 13):
+                self._ensure_fd_no_transport(sock)
+            return _SelectorSocketTransport(self, sock, protocol, waiter, extra, server)
+
+else:
+    EventLoop = SelectorEventLoop  # type: ignore[misc]
+
+
+class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
+    """asyncio's default policy, making `EventLoop`s.
+
+    ``asyncio.set_event_loop_policy(fastio.EventLoopPolicy())`` makes
+    fastio's loop the default for `asyncio.run()` and `new_event_loop()`.
+    """
+
+    _loop_factory = EventLoop
+
+    def new_event_loop(self):
+        """Return a new `EventLoop`."""
+        return EventLoop()
 
 
 def new_event_loop():
-    """Return an `asyncio.SelectorEventLoop` over `fastio.selectors.DefaultSelector`.
+    """Return a new `EventLoop` (a `SelectorEventLoop` without the extension).
 
     Usable as ``asyncio.run(main(), loop_factory=fastio.new_event_loop)``
     on Python 3.12+.
     """
-    from fastio.selectors import DefaultSelector
-
-    return asyncio.SelectorEventLoop(DefaultSelector())
+    return EventLoop()
 
 
 def run(main, *, debug=None):
