@@ -7,7 +7,7 @@ DEPS   := $(VENV)/.deps-stamp
 BENCH_DEPS := $(VENV)/.bench-deps-stamp
 
 BUILD_DEPS := "setuptools>=64" "Cython>=3.0.8" wheel
-TEST_DEPS  := "pytest>=7" "pytest-timeout>=2" "hypothesis>=6" "pika>=1.3" uvloop mypy
+TEST_DEPS  := "pytest>=7" "pytest-timeout>=2" "hypothesis>=6" "pika>=1.3" uvloop mypy trustme
 BENCH_PKGS := uvloop matplotlib "pika>=1.3" aio-pika
 
 .PHONY: all venv build test bench broker-deps wheel wheels-all sdist typecheck sanitize valgrind clean
