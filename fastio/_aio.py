@@ -13,7 +13,7 @@ its asyncio semantics. Without the extension `EventLoop` is
 
 import asyncio
 import sys
-from asyncio import base_events, selector_events
+from asyncio import base_events, events, format_helpers, selector_events
 
 from fastio._ext import loop as _ext_loop
 
@@ -34,8 +34,22 @@ class SelectorEventLoop(asyncio.SelectorEventLoop):
         super().__init__(selector)
 
 
+def _callback_error(handle, exc):
+    # What asyncio's Handle._run does with an exception from its callback
+    # (3.13 formats the callback with the loop's debug flag).
+    if sys.version_info >= (3, 13):
+        cb = format_helpers._format_callback_source(
+            handle._callback, handle._args, debug=handle._loop.get_debug())
+    else:
+        cb = format_helpers._format_callback_source(handle._callback, handle._args)
+    context = {"message": f"Exception in callback {cb}", "exception": exc, "handle": handle}
+    if handle._source_traceback:
+        context["source_traceback"] = handle._source_traceback
+    handle._loop.call_exception_handler(context)
+
+
 if _ext_loop is not None:
-    _ext_loop.aio_setup(base_events, selector_events)
+    _ext_loop.aio_setup(base_events, selector_events, events, _callback_error)
 
     class _SelectorSocketTransport(selector_events._SelectorSocketTransport):
         # asyncio's TCP / Unix-socket transport; the per-event methods are
@@ -54,6 +68,8 @@ if _ext_loop is not None:
 
         _run_once = _ext_loop.aio_run_once
         _process_events = _ext_loop.aio_process_events
+        call_soon = _ext_loop.aio_call_soon
+        _call_soon = _ext_loop.aio_private_call_soon
 
         def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
             if sys.version_info >= (3, 13):

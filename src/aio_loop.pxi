@@ -20,8 +20,12 @@ cdef Py_ssize_t _aio_min_scheduled = 100
 cdef object _aio_min_cancelled_fraction = None
 
 
-def aio_setup(base_events, selector_events):
-    """Bind asyncio's modules; called once by fastio._aio."""
+def aio_setup(base_events, selector_events, events, callback_error):
+    """Bind asyncio's modules; called once by fastio._aio.
+
+    :param callback_error: `callback_error(handle, exc)`, what asyncio's
+        Handle._run does with an exception from the callback.
+    """
     global _aio_base_run_once, _aio_heappop, _aio_heapify, _aio_max_select_timeout
     global _aio_min_scheduled, _aio_min_cancelled_fraction
     import heapq
@@ -32,6 +36,7 @@ def aio_setup(base_events, selector_events):
     _aio_min_scheduled = base_events._MIN_SCHEDULED_TIMER_HANDLES
     _aio_min_cancelled_fraction = base_events._MIN_CANCELLED_TIMER_HANDLES_FRACTION
     _aio_transport_setup(base_events, selector_events)
+    _aio_handles_setup(base_events, events, callback_error)
 
 
 def aio_run_once(self):
@@ -95,9 +100,7 @@ def aio_run_once(self):
     popleft = ready.popleft
     for i in range(ntodo):
         handle = popleft()
-        if handle._cancelled:
-            continue
-        handle._run()
+        _aio_run_handle(handle)
     handle = None
 
 
