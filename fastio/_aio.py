@@ -70,6 +70,8 @@ if _ext_loop is not None:
         _process_events = _ext_loop.aio_process_events
         call_soon = _ext_loop.aio_call_soon
         _call_soon = _ext_loop.aio_private_call_soon
+        call_at = _ext_loop.aio_call_at
+        call_later = _ext_loop.aio_call_later
 
         def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
             if sys.version_info >= (3, 13):

@@ -242,35 +242,60 @@ def test_tls_echo_with_ssl_argument(aio_loop, tls_contexts):
 def test_start_tls_upgrades_a_plain_connection(aio_loop, tls_contexts):
     server_ctx, client_ctx = tls_contexts
 
-    async def handle(reader, writer):
-        assert await reader.readexactly(8) == b"STARTTLS"
-        writer.write(b"OK")
-        await writer.drain()
-        await writer.start_tls(server_ctx)
-        data = await reader.read(100)
-        writer.write(b"tls:" + data)
-        await writer.drain()
-        writer.close()
+    class Server(asyncio.Protocol):
+        """Plain text until STARTTLS, then echo "tls:" + data over TLS."""
+
+        def __init__(self):
+            self.tls = None
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            if self.tls is None:
+                assert data == b"STARTTLS"
+                self.transport.write(b"OK")
+                # No plain-text read may take the client's hello.
+                self.transport.pause_reading()
+                self.tls = asyncio.ensure_future(aio_loop.start_tls(
+                    self.transport, self, server_ctx, server_side=True))
+            else:
+                # Data can arrive before start_tls() has returned here.
+                self.tls.add_done_callback(lambda t: t.result().write(b"tls:" + data))
+
+    class Client(asyncio.Protocol):
+        def __init__(self):
+            self.data = bytearray()
+            self.got_ok = aio_loop.create_future()
+            self.got_reply = aio_loop.create_future()
+
+        def data_received(self, data):
+            self.data += data
+            if not self.got_ok.done():
+                self.got_ok.set_result(bytes(self.data))
+                self.data.clear()
+            elif len(self.data) >= 9:
+                self.got_reply.set_result(bytes(self.data))
 
     async def main():
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        server = await aio_loop.create_server(Server, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"STARTTLS")
-        assert await reader.readexactly(2) == b"OK"
-        transport = writer.transport
-        protocol = transport.get_protocol()
-        tls = await aio_loop.start_tls(transport, protocol, client_ctx, server_hostname="localhost")
-        reader._transport = tls
-        writer._transport = tls
+        client = Client()
+        transport, _ = await aio_loop.create_connection(lambda: client, "127.0.0.1", port)
+        transport.write(b"STARTTLS")
+        assert await client.got_ok == b"OK"
+        tls = await aio_loop.start_tls(transport, client, client_ctx, server_hostname="localhost")
         tls.write(b"hello")
-        got = await reader.read(100)
+        got = await client.got_reply
+        cipher = tls.get_extra_info("cipher")
         tls.close()
         server.close()
         await server.wait_closed()
-        return got
+        return got, cipher
 
-    assert run(aio_loop, main()) == b"tls:hello"
+    got, cipher = run(aio_loop, main())
+    assert got == b"tls:hello"
+    assert cipher is not None
 
 
 # --------------------------------------------------------------------- UDP
@@ -458,7 +483,9 @@ def test_shutdown_asyncgens_finalizes_generators(aio_loop):
 
 
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks are 3.12+")
-def test_eager_task_factory_runs_eagerly(aio_loop):
+def test_eager_task_factory_runs_eagerly(selector_loop):
+    # uvloop passes eager_start= to task factories, which asyncio's refuse.
+    aio_loop = selector_loop
     order = []
 
     async def child():
@@ -467,9 +494,12 @@ def test_eager_task_factory_runs_eagerly(aio_loop):
 
     async def main():
         aio_loop.set_task_factory(asyncio.eager_task_factory)
-        task = asyncio.create_task(child())
-        order.append("after create_task")
-        return await task
+        try:
+            task = asyncio.create_task(child())
+            order.append("after create_task")
+            return await task
+        finally:
+            aio_loop.set_task_factory(None)
 
     assert run(aio_loop, main()) == 5
     assert order == ["child started", "after create_task"]
