@@ -13,9 +13,12 @@ its asyncio semantics. Without the extension `EventLoop` is
 
 import asyncio
 import sys
+from typing import Any
 from asyncio import base_events, events, format_helpers, selector_events
 
 from fastio._ext import loop as _ext_loop
+
+_c: Any = _ext_loop  # the compiled methods below, when the extension is there
 
 __all__ = ["EventLoop", "EventLoopPolicy", "SelectorEventLoop", "new_event_loop", "run"]
 
@@ -48,16 +51,24 @@ def _callback_error(handle, exc):
     handle._loop.call_exception_handler(context)
 
 
-if _ext_loop is not None:
-    _ext_loop.aio_setup(base_events, selector_events, events, _callback_error)
+if _c is not None:
+    _c.aio_setup(base_events, selector_events, events, _callback_error)
 
-    class _SelectorSocketTransport(selector_events._SelectorSocketTransport):
+    # (typeshed does not declare asyncio's private transport class)
+    _AsyncioSocketTransport: Any = getattr(selector_events, "_SelectorSocketTransport")
+
+    class _SelectorSocketTransport(_AsyncioSocketTransport):
         # asyncio's TCP / Unix-socket transport; the per-event methods are
         # compiled twins of asyncio's, the rest is inherited unchanged.
-        _read_ready = _ext_loop.aio_read_ready
-        _read_ready__data_received = _ext_loop.aio_read_ready__data_received
-        _read_ready__get_buffer = _ext_loop.aio_read_ready__get_buffer
-        write = _ext_loop.aio_write
+        _read_ready = _c.aio_read_ready
+        _read_ready__data_received = _c.aio_read_ready__data_received
+        _read_ready__get_buffer = _c.aio_read_ready__get_buffer
+        write = _c.aio_write
+
+    # Newer asyncio checks the fd has no live transport first (a bugfix
+    # release may have it too): do what this interpreter's asyncio does.
+    _CHECKS_FD = "_ensure_fd_no_transport" in (
+        selector_events.BaseSelectorEventLoop._make_socket_transport.__code__.co_names)
 
     class EventLoop(SelectorEventLoop):
         """An asyncio event loop on fastio's compiled core.
@@ -66,20 +77,20 @@ if _ext_loop is not None:
         for what runs compiled.
         """
 
-        _run_once = _ext_loop.aio_run_once
-        _process_events = _ext_loop.aio_process_events
-        call_soon = _ext_loop.aio_call_soon
-        _call_soon = _ext_loop.aio_private_call_soon
-        call_at = _ext_loop.aio_call_at
-        call_later = _ext_loop.aio_call_later
+        _run_once = _c.aio_run_once
+        _process_events = _c.aio_process_events
+        call_soon = _c.aio_call_soon
+        _call_soon = _c.aio_private_call_soon
+        call_at = _c.aio_call_at
+        call_later = _c.aio_call_later
 
         def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
-            if sys.version_info >= (3, 13):
+            if _CHECKS_FD:
                 self._ensure_fd_no_transport(sock)
             return _SelectorSocketTransport(self, sock, protocol, waiter, extra, server)
 
 else:
-    EventLoop = SelectorEventLoop  # type: ignore[misc]
+    EventLoop = SelectorEventLoop  # type: ignore[misc, assignment]
 
 
 class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
