@@ -67,8 +67,8 @@ if _c is not None:
 
     # Newer asyncio checks the fd has no live transport first (a bugfix
     # release may have it too): do what this interpreter's asyncio does.
-    _CHECKS_FD = "_ensure_fd_no_transport" in (
-        selector_events.BaseSelectorEventLoop._make_socket_transport.__code__.co_names)
+    _base_make: Any = getattr(selector_events.BaseSelectorEventLoop, "_make_socket_transport")
+    _CHECKS_FD = "_ensure_fd_no_transport" in _base_make.__code__.co_names
 
     class EventLoop(SelectorEventLoop):
         """An asyncio event loop on fastio's compiled core.
