@@ -288,3 +288,59 @@ def test_task_factory_and_exception_handler_api(aio_loop):
     handler = lambda loop, ctx: None  # noqa: E731
     aio_loop.set_exception_handler(handler)
     assert aio_loop.get_exception_handler() is handler
+
+
+def _failing_callback(arg):
+    raise ValueError(arg)
+
+
+def test_callback_error_context_matches_asyncio():
+    import fastio
+
+    contexts = {}
+    for name, loop in (("fastio", fastio.new_event_loop()), ("asyncio", asyncio.SelectorEventLoop())):
+        try:
+            handled = []
+            loop.set_exception_handler(lambda loop, ctx: handled.append(ctx))
+            handle = loop.call_soon(_failing_callback, "x")
+            timer = loop.call_later(0, _failing_callback, "y")
+            loop.call_later(0.01, loop.stop)
+            loop.run_forever()
+            assert [c["handle"] for c in handled] == [handle, timer]
+            contexts[name] = [(c["message"], sorted(c), repr(c["exception"])) for c in handled]
+        finally:
+            loop.close()
+    assert contexts["fastio"] == contexts["asyncio"]
+
+
+def test_handle_objects_are_asyncio_handles(selector_loop):
+    handle = selector_loop.call_soon(_failing_callback, 1)
+    timer = selector_loop.call_later(5, _failing_callback, 2)
+    assert type(handle) is asyncio.Handle
+    assert type(timer) is asyncio.TimerHandle
+    assert repr(handle).startswith("<Handle _failing_callback(1) at ")
+    assert handle._args == (1,) and handle._loop is selector_loop and not handle._cancelled
+    assert timer._scheduled and timer in selector_loop._scheduled
+    handle.cancel()
+    timer.cancel()
+    assert timer.cancelled() and selector_loop._timer_cancelled_count == 1
+
+
+def test_debug_mode_handles_carry_source_traceback(selector_loop):
+    selector_loop.set_debug(True)
+    handle = selector_loop.call_soon(print)
+    timer = selector_loop.call_later(5, print)
+    here = test_debug_mode_handles_carry_source_traceback.__code__.co_name
+    # The last frame is the caller's, as asyncio trims its own.
+    assert handle._source_traceback[-1].name == here
+    assert timer._source_traceback[-1].name == here
+    handle.cancel()
+    timer.cancel()
+    selector_loop.set_debug(False)
+
+
+def test_call_at_and_call_later_reject_none(aio_loop):
+    with pytest.raises((TypeError, AssertionError)):
+        aio_loop.call_later(None, print)
+    with pytest.raises((TypeError, AssertionError)):
+        aio_loop.call_at(None, print)
