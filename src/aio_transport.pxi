@@ -59,9 +59,11 @@ def aio_read_ready__data_received(self):
     cdef int err
     if self._conn_lost:
         return
-    size = self.max_size
-    if size > _aio_rbuf_size or size <= 0:
+    max_size = self.max_size
+    if type(max_size) is not int or not 0 < max_size <= _aio_rbuf_size:
+        # A size the shared buffer does not cover: asyncio's own code.
         return _aio_py_read_data_received(self)
+    size = max_size
     n = fastio_recv(self._sock_fd, _aio_rbuf, size)
     if n < 0:
         err = fastio_last_error()

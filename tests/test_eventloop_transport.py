@@ -13,7 +13,7 @@ import tempfile
 
 import pytest
 
-from eventloop_fixtures import aio_kind, aio_loop, run  # noqa: F401 (fixtures)
+from eventloop_fixtures import aio_kind, aio_loop, run, selector_loop  # noqa: F401 (fixtures)
 
 
 class Recorder(asyncio.Protocol):
@@ -507,3 +507,26 @@ def test_transport_over_socketpair_with_connect_accepted_socket(aio_loop):
         return got
 
     assert run(aio_loop, main()) == b"ping"
+
+
+@pytest.mark.parametrize("max_size", [3, 1 << 20])
+def test_transport_max_size_bounds_each_read(selector_loop, max_size):
+    # asyncio's per-transport read size (uvloop has none).
+    aio_loop = selector_loop
+    sizes = []
+
+    class Sizes(Recorder):
+        def data_received(self, data):
+            sizes.append(len(data))
+            super().data_received(data)
+
+    async def main():
+        server, sp, cp = await tcp_pair(aio_loop, server_proto=Sizes(aio_loop))
+        sp.transport.max_size = max_size
+        cp.transport.write(b"abcdefgh" * 1000)
+        got = await sp.expect(8000)
+        await finish(server, sp, cp)
+        return got
+
+    assert run(aio_loop, main()) == b"abcdefgh" * 1000
+    assert max(sizes) <= max_size
