@@ -344,3 +344,34 @@ def test_call_at_and_call_later_reject_none(aio_loop):
         aio_loop.call_later(None, print)
     with pytest.raises((TypeError, AssertionError)):
         aio_loop.call_at(None, print)
+
+
+def test_handles_release_callback_args_and_context(selector_loop):
+    import gc
+
+    def callback(*args):
+        pass
+
+    arg = object()
+    ctx = contextvars.copy_context()
+
+    def cycle():
+        for _ in range(1000):
+            selector_loop.call_soon(callback, arg, context=ctx)
+            selector_loop.call_later(0, callback, arg, context=ctx)
+            selector_loop.call_at(selector_loop.time() + 100, callback, arg, context=ctx).cancel()
+        selector_loop.call_soon(selector_loop.stop)
+        selector_loop.run_forever()
+        # The cancelled far timers leave the heap on the next iteration.
+        selector_loop.call_soon(selector_loop.stop)
+        selector_loop.run_forever()
+        gc.collect()
+
+    cycle()
+    before = (sys.getrefcount(callback), sys.getrefcount(arg), sys.getrefcount(ctx),
+              sys.getrefcount(asyncio.Handle), sys.getrefcount(asyncio.TimerHandle))
+    cycle()
+    after = (sys.getrefcount(callback), sys.getrefcount(arg), sys.getrefcount(ctx),
+             sys.getrefcount(asyncio.Handle), sys.getrefcount(asyncio.TimerHandle))
+    assert after == before
+    assert selector_loop._scheduled == []
