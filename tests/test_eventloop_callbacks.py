@@ -318,7 +318,8 @@ def test_handle_objects_are_asyncio_handles(selector_loop):
     timer = selector_loop.call_later(5, _failing_callback, 2)
     assert type(handle) is asyncio.Handle
     assert type(timer) is asyncio.TimerHandle
-    assert repr(handle).startswith("<Handle _failing_callback(1) at ")
+    # 3.13 shows the arguments in debug mode only.
+    assert repr(handle).startswith("<Handle _failing_callback(")
     assert handle._args == (1,) and handle._loop is selector_loop and not handle._cancelled
     assert timer._scheduled and timer in selector_loop._scheduled
     handle.cancel()
