@@ -4,17 +4,18 @@
 `asyncio.unix_events._UnixSelectorEventLoop`, so subprocesses, pipes,
 signals, Unix sockets, sendfile, UDP, TLS, executors and debug mode are
 asyncio's code) over a fastio selector, with its hot paths -- one loop
-iteration, I/O event dispatch and the TCP / Unix-socket transports' receive
-and send -- in fastio._loop (Cython). They work on asyncio's own objects
-(its Handles, ready deque and timer heap), so every version 3.9-3.13 keeps
-its asyncio semantics. Without the extension `EventLoop` is
+iteration, I/O event dispatch, call_soon/call_later/call_at and running the
+ready queue, the TCP / Unix-socket transports' receive and send -- in
+fastio._loop (Cython). They work on asyncio's own objects (its Handle and
+TimerHandle classes, ready deque and timer heap), so every version 3.9-3.13
+keeps its asyncio semantics. Without the extension `EventLoop` is
 `SelectorEventLoop`: asyncio's loop over a fastio selector, nothing else.
 """
 
 import asyncio
 import sys
-from typing import Any
 from asyncio import base_events, events, format_helpers, selector_events
+from typing import Any
 
 from fastio._ext import loop as _ext_loop
 

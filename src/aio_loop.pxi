@@ -7,7 +7,8 @@
 # the selector's keys -- step for step as the Python originals (identical
 # in CPython 3.9-3.13), so everything else asyncio does with those objects
 # stays true. Debug mode (slow-callback warnings, `_current_handle`) runs
-# asyncio's own `_run_once`.
+# asyncio's own `_run_once`. The pure-Python twin of this face is asyncio
+# itself: without the extension fastio.EventLoop is fastio.SelectorEventLoop.
 #
 # fastio._loop is imported by `import fastio`, which must not import
 # asyncio: aio_setup() hands over asyncio's pieces when fastio._aio loads.
