@@ -1020,6 +1020,6 @@ _C_API = PyCapsule_New(&_capi, FASTIO_LOOP_CAPI, NULL)
 
 # ----------------------------------------------------------- asyncio's face
 
+include "aio_transport.pxi"
 include "aio_handles.pxi"
 include "aio_loop.pxi"
-include "aio_transport.pxi"

@@ -173,7 +173,13 @@ cdef inline int _aio_run_handle(object handle) except -1:
         if PyContext_CheckExact(ctx) and type(args) is tuple:
             PyContext_Enter(ctx)
             try:
-                callback(*<tuple>args)
+                # A socket transport's reader: its compiled method, no call
+                # through the bound method.
+                if (PyMethod_Check(callback) and not args
+                        and <object>PyMethod_GET_FUNCTION(callback) is _aio_read_ready_fn):
+                    _aio_read_ready(<object>PyMethod_GET_SELF(callback))
+                else:
+                    callback(*<tuple>args)
             finally:
                 PyContext_Exit(ctx)
         else:

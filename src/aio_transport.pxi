@@ -13,8 +13,13 @@ from cpython.buffer cimport PyBUF_WRITABLE
 from cpython.bytes cimport PyBytes_Check
 from cpython.bytearray cimport PyByteArray_Check
 from cpython.memoryview cimport PyMemoryView_Check
+from cpython.method cimport PyMethod_Check, PyMethod_GET_FUNCTION, PyMethod_GET_SELF
 
 cdef object _aio_py_read_data_received = None
+# The compiled read methods themselves, to recognise them bound to a transport.
+cdef object _aio_read_ready_fn = None
+cdef object _aio_read_data_fn = None
+cdef object _aio_read_buffer_fn = None
 cdef object _aio_logger = None
 cdef object _aio_log_threshold = None
 # 3.12+ buffer writes as a deque of memoryviews, older versions as a bytearray.
@@ -28,6 +33,10 @@ cdef Py_ssize_t _aio_rbuf_size = 256 * 1024
 cdef _aio_transport_setup(base_events, selector_events):
     global _aio_py_read_data_received, _aio_logger, _aio_log_threshold
     global _aio_deque_buffer, _aio_rbuf
+    global _aio_read_ready_fn, _aio_read_data_fn, _aio_read_buffer_fn
+    _aio_read_ready_fn = aio_read_ready
+    _aio_read_data_fn = aio_read_ready__data_received
+    _aio_read_buffer_fn = aio_read_ready__get_buffer
     import sys
     from asyncio import constants
     cls = selector_events._SelectorSocketTransport
@@ -49,11 +58,31 @@ cdef inline object _aio_oserror(int err):
 
 def aio_read_ready(self):
     """Call the read callback chosen for the protocol's kind."""
-    self._read_ready_cb()
+    _aio_read_ready(self)
+
+
+cdef int _aio_read_ready(object self) except -1:
+    # `_read_ready_cb` is one of the two methods below bound to this
+    # transport unless someone set it otherwise: then call those directly.
+    cb = self._read_ready_cb
+    if PyMethod_Check(cb) and PyMethod_GET_SELF(cb) == <PyObject *>self:
+        func = <object>PyMethod_GET_FUNCTION(cb)
+        if func is _aio_read_data_fn:
+            _aio_read_ready__data_received(self)
+            return 0
+        if func is _aio_read_buffer_fn:
+            _aio_read_ready__get_buffer(self)
+            return 0
+    cb()
+    return 0
 
 
 def aio_read_ready__data_received(self):
     """Receive what is there and hand it to protocol.data_received()."""
+    return _aio_read_ready__data_received(self)
+
+
+cdef object _aio_read_ready__data_received(object self):
     cdef Py_ssize_t size
     cdef long long n
     cdef int err
@@ -85,6 +114,10 @@ def aio_read_ready__data_received(self):
 
 def aio_read_ready__get_buffer(self):
     """Receive straight into protocol.get_buffer(); report it with buffer_updated()."""
+    return _aio_read_ready__get_buffer(self)
+
+
+cdef object _aio_read_ready__get_buffer(object self):
     cdef Py_buffer view
     cdef long long n
     cdef int err
