@@ -3,11 +3,14 @@
 `fastio.selectors` is a drop-in, faster `selectors`; `install()` makes the
 stdlib (asyncio, socketserver, subprocess, multiprocessing) use it unchanged.
 `fastio.loop.Loop` is a small callback loop with fast TCP transports (also
-pika's ioloop); `new_event_loop()` / `run()` run asyncio over fastio.
+pika's ioloop); `EventLoop` is an asyncio event loop on the same compiled
+core (`new_event_loop()`, `run()`, `EventLoopPolicy`), and
+`SelectorEventLoop` asyncio's own loop over a fastio selector.
 `IMPLEMENTATION` is "cython" with the compiled core, "python" on the fallback.
 
-`Loop`, `new_event_loop` and `run` are imported on first use, so that
-``import fastio`` for the selectors does not import asyncio.
+`Loop`, the asyncio loop classes, `new_event_loop` and `run` are imported
+on first use, so that ``import fastio`` for the selectors does not import
+asyncio.
 """
 
 import logging
@@ -17,7 +20,7 @@ from fastio._ext import IMPLEMENTATION
 from fastio._install import install, installed, uninstall
 
 if TYPE_CHECKING:
-    from fastio._aio import new_event_loop, run
+    from fastio._aio import EventLoop, EventLoopPolicy, SelectorEventLoop, new_event_loop, run
     from fastio.loop import Loop
 
 __all__ = [
@@ -26,6 +29,9 @@ __all__ = [
     "installed",
     "uninstall",
     "Loop",
+    "EventLoop",
+    "EventLoopPolicy",
+    "SelectorEventLoop",
     "new_event_loop",
     "run",
     "__version__",
@@ -37,11 +43,11 @@ __version__ = "0.1.0"
 # (without a handler, logging's last resort would print warnings to stderr).
 logging.getLogger("fastio").addHandler(logging.NullHandler())
 
-_LAZY = ("Loop", "new_event_loop", "run")
+_LAZY = ("Loop", "EventLoop", "EventLoopPolicy", "SelectorEventLoop", "new_event_loop", "run")
 
 
 def __getattr__(name: str) -> Any:
-    """Import the lazy attributes `Loop`, `new_event_loop` and `run` on first use.
+    """Import the lazy attributes (`Loop`, the asyncio loop classes, `new_event_loop`, `run`) on first use.
 
     :raises AttributeError: `name` is not an attribute of fastio.
     """
@@ -49,7 +55,7 @@ def __getattr__(name: str) -> Any:
         from fastio.loop import Loop
 
         return Loop
-    if name in ("new_event_loop", "run"):
+    if name in _LAZY:
         from fastio import _aio
 
         return getattr(_aio, name)

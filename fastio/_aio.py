@@ -1,23 +1,122 @@
-"""asyncio on fastio: a stdlib SelectorEventLoop over a fastio selector."""
+"""asyncio on fastio: `EventLoop`, its policy, `new_event_loop()` and `run()`.
+
+`EventLoop` is asyncio's own selector loop (on Unix
+`asyncio.unix_events._UnixSelectorEventLoop`, so subprocesses, pipes,
+signals, Unix sockets, sendfile, UDP, TLS, executors and debug mode are
+asyncio's code) over a fastio selector, with its hot paths -- one loop
+iteration, I/O event dispatch, call_soon/call_later/call_at and running the
+ready queue, the TCP / Unix-socket transports' receive and send -- in
+fastio._loop (Cython). They work on asyncio's own objects (its Handle and
+TimerHandle classes, ready deque and timer heap), so every version 3.9-3.13
+keeps its asyncio semantics. Without the extension `EventLoop` is
+`SelectorEventLoop`: asyncio's loop over a fastio selector, nothing else.
+"""
 
 import asyncio
+import selectors
 import sys
+from asyncio import base_events, events, format_helpers, selector_events
 from typing import Any, Coroutine, Optional, TypeVar
 
-__all__ = ["new_event_loop", "run"]
+from fastio._ext import loop as _ext_loop
+
+_c: Any = _ext_loop  # the compiled methods below, when the extension is there
+
+__all__ = ["EventLoop", "EventLoopPolicy", "SelectorEventLoop", "new_event_loop", "run"]
+
+
+class SelectorEventLoop(asyncio.SelectorEventLoop):
+    """asyncio's SelectorEventLoop over `fastio.selectors.DefaultSelector`.
+
+    :param selector: a selector to use instead (any `selectors.BaseSelector`).
+    """
+
+    def __init__(self, selector: Optional[selectors.BaseSelector] = None) -> None:
+        if selector is None:
+            from fastio.selectors import DefaultSelector
+
+            selector = DefaultSelector()
+        super().__init__(selector)
+
+
+def _callback_error(handle, exc):
+    # What asyncio's Handle._run does with an exception from its callback
+    # (3.13 formats the callback with the loop's debug flag).
+    if sys.version_info >= (3, 13):
+        cb = format_helpers._format_callback_source(
+            handle._callback, handle._args, debug=handle._loop.get_debug())
+    else:
+        cb = format_helpers._format_callback_source(handle._callback, handle._args)
+    context = {"message": f"Exception in callback {cb}", "exception": exc, "handle": handle}
+    if handle._source_traceback:
+        context["source_traceback"] = handle._source_traceback
+    handle._loop.call_exception_handler(context)
+
+
+if _c is not None:
+    _c.aio_setup(base_events, selector_events, events, _callback_error)
+
+    # (typeshed does not declare asyncio's private transport class)
+    _AsyncioSocketTransport: Any = getattr(selector_events, "_SelectorSocketTransport")
+
+    class _SelectorSocketTransport(_AsyncioSocketTransport):
+        # asyncio's TCP / Unix-socket transport; the per-event methods are
+        # compiled twins of asyncio's, the rest is inherited unchanged.
+        _read_ready = _c.aio_read_ready
+        _read_ready__data_received = _c.aio_read_ready__data_received
+        _read_ready__get_buffer = _c.aio_read_ready__get_buffer
+        write = _c.aio_write
+
+    # Newer asyncio checks the fd has no live transport first (a bugfix
+    # release may have it too): do what this interpreter's asyncio does.
+    _base_make: Any = getattr(selector_events.BaseSelectorEventLoop, "_make_socket_transport")
+    _CHECKS_FD = "_ensure_fd_no_transport" in _base_make.__code__.co_names
+
+    class EventLoop(SelectorEventLoop):
+        """An asyncio event loop on fastio's compiled core.
+
+        Same contract as `asyncio.SelectorEventLoop`; see the module docstring
+        for what runs compiled.
+        """
+
+        _run_once = _c.aio_run_once
+        _process_events = _c.aio_process_events
+        call_soon = _c.aio_call_soon
+        _call_soon = _c.aio_private_call_soon
+        call_at = _c.aio_call_at
+        call_later = _c.aio_call_later
+
+        def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
+            if _CHECKS_FD:
+                self._ensure_fd_no_transport(sock)
+            return _SelectorSocketTransport(self, sock, protocol, waiter, extra, server)
+
+else:
+    EventLoop = SelectorEventLoop  # type: ignore[misc, assignment]
+
+
+class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
+    """asyncio's default policy, making `EventLoop`s.
+
+    ``asyncio.set_event_loop_policy(fastio.EventLoopPolicy())`` makes
+    fastio's loop the default for `asyncio.run()` and `new_event_loop()`.
+    """
+
+    _loop_factory = EventLoop
+
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        """Return a new `EventLoop`."""
+        return EventLoop()
 
 _T = TypeVar("_T")
 
-
 def new_event_loop() -> asyncio.AbstractEventLoop:
-    """Return an asyncio event loop waiting on `fastio.selectors.DefaultSelector`.
+    """Return a new `EventLoop` (a `SelectorEventLoop` without the extension).
 
     Usable as ``asyncio.run(main(), loop_factory=fastio.new_event_loop)``
     on Python 3.12+.
     """
-    from fastio.selectors import DefaultSelector
-
-    return asyncio.SelectorEventLoop(DefaultSelector())
+    return EventLoop()
 
 
 def run(main: Coroutine[Any, Any, _T], *, debug: Optional[bool] = None) -> _T:

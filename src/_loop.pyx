@@ -1016,3 +1016,10 @@ cdef int capi_transport_write(object transport, const char *buf, Py_ssize_t n) e
 cdef fastio_loop_capi _capi
 _capi.transport_write = capi_transport_write
 _C_API = PyCapsule_New(&_capi, FASTIO_LOOP_CAPI, NULL)
+
+
+# ----------------------------------------------------------- asyncio's face
+
+include "aio_transport.pxi"
+include "aio_handles.pxi"
+include "aio_loop.pxi"

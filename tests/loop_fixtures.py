@@ -28,9 +28,11 @@ class LoopAdapter:
             self.loop = Loop()
         elif kind == "fastio-python":
             self.loop = _PyLoop()
+        elif kind == "fastio-asyncio":
+            self.loop = fastio.new_event_loop()  # fastio.EventLoop
         else:
             self.loop = asyncio.new_event_loop()
-        self.is_asyncio = kind == "asyncio"
+        self.is_asyncio = kind in ("asyncio", "fastio-asyncio")
 
     def _complete(self, aw, timeout):
         fut = asyncio.ensure_future(aw, loop=self.loop) if self.is_asyncio else aw

@@ -36,9 +36,10 @@ def _cli(*args, argv0=None):
 
 def test_help_lists_the_lazy_attributes_with_their_docs():
     text = pydoc.render_doc(fastio, renderer=pydoc.plaintext)
-    for name in ("Loop", "new_event_loop", "run", "install", "uninstall", "installed"):
+    for name in ("Loop", "EventLoop", "EventLoopPolicy", "SelectorEventLoop",
+                 "new_event_loop", "run", "install", "uninstall", "installed"):
         assert re.search(r"^\s*(class )?%s\b" % name, text, re.M), name
-    assert "Return an asyncio event loop" in text  # new_event_loop's docstring
+    assert "Return a new `EventLoop`" in text  # new_event_loop's docstring
     assert "A callback event loop" in text  # Loop's docstring
 
 

@@ -288,7 +288,9 @@ class Connection:
         assert self.max_over_high <= 0, "buffered %d bytes over high-water + one write" % self.max_over_high
 
 
-@pytest.mark.parametrize("kind", LOOP_KINDS)
+# fastio-asyncio: fastio.EventLoop, whose transport is asyncio's with a compiled
+# read/write path.
+@pytest.mark.parametrize("kind", LOOP_KINDS + ["fastio-asyncio"])
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=st.lists(operations, max_size=30), reset=st.booleans())
 @example(ops=[("limits", 1000, 100), ("write", MiB), ("peer_read", 100), ("write", 10), ("run", 3)], reset=False)

@@ -41,6 +41,11 @@ try:
     assert aloop.run_until_complete(answer()) == 42
 finally:
     aloop.close()
+eloop: asyncio.AbstractEventLoop = fastio.EventLoop()
+eloop.close()
+sloop: asyncio.AbstractEventLoop = fastio.SelectorEventLoop()
+sloop.close()
+policy: asyncio.AbstractEventLoopPolicy = fastio.EventLoopPolicy()
 LoopClass: "type[Loop]" = fastio.Loop
 
 

@@ -1,0 +1,191 @@
+# asyncio's face of the loop core: asyncio Handles made and run from C.
+#
+# fastio.EventLoop's handles are asyncio's own `events.Handle` and
+# `events.TimerHandle` objects, so their whole contract (cancel, cancelled,
+# when, get_context, repr, `_run`, what asyncio's internals read off them)
+# is asyncio's. What is compiled is making one for call_soon() and running
+# one from the ready queue: both go straight to the instance's slots (the
+# classes declare `__slots__`; the offsets come from their member
+# descriptors), with no Python frame for `__init__` or `_run`; a timer
+# goes into asyncio's `_scheduled` heap with heapq, as asyncio does. Only objects
+# whose type is exactly one of those two classes are touched this way;
+# anything else in the ready queue runs through its own `_run()`. Debug mode
+# (source tracebacks, thread checks) takes asyncio's Python code.
+
+from cpython.contextvars cimport PyContext_CopyCurrent, PyContext_Enter, PyContext_Exit
+from cpython.object cimport PyTypeObject
+from cpython.ref cimport Py_INCREF, Py_XDECREF
+
+cdef extern from "Python.h":
+    ctypedef struct PyMemberDef:
+        Py_ssize_t offset
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef *d_member
+    object PyType_GenericAlloc(PyTypeObject *type, Py_ssize_t nitems)
+    bint PyContext_CheckExact(object obj)
+
+cdef object _aio_Handle = None
+cdef object _aio_TimerHandle = None
+cdef object _aio_base_call_soon = None
+cdef object _aio_base_private_call_soon = None
+cdef object _aio_base_call_at = None
+cdef object _aio_base_call_later = None
+cdef object _aio_heappush = None
+cdef object _aio_callback_error = None
+cdef Py_ssize_t _OFF_CALLBACK, _OFF_ARGS, _OFF_CANCELLED, _OFF_LOOP
+cdef Py_ssize_t _OFF_SOURCE_TB, _OFF_REPR, _OFF_CONTEXT, _OFF_WHEN, _OFF_SCHEDULED
+
+
+cdef Py_ssize_t _slot_offset(cls, str name) except -1:
+    descr = cls.__dict__[name]
+    if type(descr).__name__ != "member_descriptor":
+        raise TypeError("%s.%s is not a slot" % (cls.__name__, name))
+    return (<PyMemberDescrObject *><PyObject *>descr).d_member.offset
+
+
+cdef _aio_handles_setup(base_events, events, callback_error):
+    global _aio_Handle, _aio_TimerHandle, _aio_base_call_soon, _aio_base_private_call_soon
+    global _aio_callback_error, _OFF_CALLBACK, _OFF_ARGS, _OFF_CANCELLED, _OFF_LOOP
+    global _OFF_SOURCE_TB, _OFF_REPR, _OFF_CONTEXT, _OFF_WHEN, _OFF_SCHEDULED
+    global _aio_base_call_at, _aio_base_call_later, _aio_heappush
+    import heapq
+    cls = events.Handle
+    _OFF_CALLBACK = _slot_offset(cls, "_callback")
+    _OFF_ARGS = _slot_offset(cls, "_args")
+    _OFF_CANCELLED = _slot_offset(cls, "_cancelled")
+    _OFF_LOOP = _slot_offset(cls, "_loop")
+    _OFF_SOURCE_TB = _slot_offset(cls, "_source_traceback")
+    _OFF_REPR = _slot_offset(cls, "_repr")
+    _OFF_CONTEXT = _slot_offset(cls, "_context")
+    _OFF_WHEN = _slot_offset(events.TimerHandle, "_when")
+    _OFF_SCHEDULED = _slot_offset(events.TimerHandle, "_scheduled")
+    _aio_Handle = cls
+    _aio_TimerHandle = events.TimerHandle
+    _aio_base_call_at = base_events.BaseEventLoop.call_at
+    _aio_base_call_later = base_events.BaseEventLoop.call_later
+    _aio_heappush = heapq.heappush
+    _aio_base_call_soon = base_events.BaseEventLoop.call_soon
+    _aio_base_private_call_soon = base_events.BaseEventLoop._call_soon
+    _aio_callback_error = callback_error
+
+
+cdef inline PyObject *_slot(object obj, Py_ssize_t off) noexcept:
+    # Borrowed; NULL if the slot was never set.
+    return (<PyObject **>((<char *><PyObject *>obj) + off))[0]
+
+
+cdef inline void _slot_set(object obj, Py_ssize_t off, object value) noexcept:
+    cdef PyObject **p = <PyObject **>((<char *><PyObject *>obj) + off)
+    cdef PyObject *old = p[0]
+    Py_INCREF(value)
+    p[0] = <PyObject *>value
+    Py_XDECREF(old)
+
+
+cdef object _aio_new_handle(object callback, tuple args, object loop, object context,
+                            type cls):
+    """Return cls(callback, args, loop, context) of a loop not in debug mode."""
+    if cls is None:
+        raise RuntimeError("fastio._loop.aio_setup() has not been called")
+    cdef object handle = PyType_GenericAlloc(<PyTypeObject *>cls, 0)
+    if context is None:
+        context = PyContext_CopyCurrent()
+    _slot_set(handle, _OFF_CONTEXT, context)
+    _slot_set(handle, _OFF_LOOP, loop)
+    _slot_set(handle, _OFF_CALLBACK, callback)
+    _slot_set(handle, _OFF_ARGS, args)
+    _slot_set(handle, _OFF_CANCELLED, False)
+    _slot_set(handle, _OFF_REPR, None)
+    _slot_set(handle, _OFF_SOURCE_TB, None)
+    return handle
+
+
+def aio_call_soon(self, callback, *args, context=None):
+    """Same contract as asyncio's BaseEventLoop.call_soon."""
+    if self._closed:
+        raise RuntimeError('Event loop is closed')
+    if self._debug:
+        return _aio_base_call_soon(self, callback, *args, context=context)
+    handle = _aio_new_handle(callback, args, self, context, _aio_Handle)
+    self._ready.append(handle)
+    return handle
+
+
+def aio_call_at(self, when, callback, *args, context=None):
+    """Same contract as asyncio's BaseEventLoop.call_at."""
+    if when is None or self._debug:
+        # None: each version's own error; debug: its checks and tracebacks.
+        return _aio_base_call_at(self, when, callback, *args, context=context)
+    if self._closed:
+        raise RuntimeError('Event loop is closed')
+    return _aio_new_timer(self, when, callback, args, context)
+
+
+def aio_call_later(self, delay, callback, *args, context=None):
+    """Same contract as asyncio's BaseEventLoop.call_later."""
+    if delay is None or self._debug or type(self).call_at is not aio_call_at:
+        return _aio_base_call_later(self, delay, callback, *args, context=context)
+    when = self.time() + delay
+    if self._closed:
+        raise RuntimeError('Event loop is closed')
+    return _aio_new_timer(self, when, callback, args, context)
+
+
+cdef object _aio_new_timer(object loop, object when, object callback, tuple args, object context):
+    timer = _aio_new_handle(callback, args, loop, context, _aio_TimerHandle)
+    _slot_set(timer, _OFF_WHEN, when)
+    _slot_set(timer, _OFF_SCHEDULED, False)
+    _aio_heappush(loop._scheduled, timer)
+    _slot_set(timer, _OFF_SCHEDULED, True)
+    return timer
+
+
+def aio_private_call_soon(self, callback, args, context):
+    """Same contract as asyncio's BaseEventLoop._call_soon."""
+    if self._debug:
+        return _aio_base_private_call_soon(self, callback, args, context)
+    handle = _aio_new_handle(callback, args, self, context, _aio_Handle)
+    self._ready.append(handle)
+    return handle
+
+
+cdef inline int _aio_run_handle(object handle) except -1:
+    """Run one handle of the ready queue, as its `_run()` would; skip a cancelled one."""
+    cdef PyObject *p
+    cdef object ctx, callback, args
+    cdef type t = type(handle)
+    if t is not _aio_Handle and t is not _aio_TimerHandle:
+        if not handle._cancelled:
+            handle._run()
+        return 0
+    p = _slot(handle, _OFF_CANCELLED)
+    if p == NULL:
+        cancelled = handle._cancelled  # AttributeError, as asyncio's code raises
+    elif <object>p:
+        return 0
+    p = _slot(handle, _OFF_CONTEXT)
+    ctx = <object>p if p != NULL else handle._context
+    p = _slot(handle, _OFF_CALLBACK)
+    callback = <object>p if p != NULL else handle._callback
+    p = _slot(handle, _OFF_ARGS)
+    args = <object>p if p != NULL else handle._args
+    try:
+        if PyContext_CheckExact(ctx) and type(args) is tuple:
+            PyContext_Enter(ctx)
+            try:
+                # A socket transport's reader: its compiled method, no call
+                # through the bound method.
+                if (PyMethod_Check(callback) and not args
+                        and <object>PyMethod_GET_FUNCTION(callback) is _aio_read_ready_fn):
+                    _aio_read_ready(<object>PyMethod_GET_SELF(callback))
+                else:
+                    callback(*<tuple>args)
+            finally:
+                PyContext_Exit(ctx)
+        else:
+            ctx.run(callback, *args)
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        _aio_callback_error(handle, exc)
+    return 0

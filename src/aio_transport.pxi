@@ -1,0 +1,222 @@
+# asyncio's face of the loop core: the TCP / Unix-socket transport's hot path.
+#
+# fastio.EventLoop's socket transport is asyncio's own
+# selector_events._SelectorSocketTransport with these compiled twins of its
+# per-event methods: the receive path (data_received and BufferedProtocol's
+# get_buffer/buffer_updated, reading straight into the protocol's buffer)
+# and write(). They call recv(2)/send(2) on the transport's fd instead of
+# going through the socket object, and otherwise take asyncio's steps in
+# asyncio's order, with its exceptions and messages. Everything else (close,
+# abort, flow control, write_eof, sendfile, start_tls) is asyncio's code.
+
+from cpython.buffer cimport PyBUF_WRITABLE
+from cpython.bytes cimport PyBytes_Check
+from cpython.bytearray cimport PyByteArray_Check
+from cpython.memoryview cimport PyMemoryView_Check
+from cpython.method cimport PyMethod_Check, PyMethod_GET_FUNCTION, PyMethod_GET_SELF
+
+cdef object _aio_py_read_data_received = None
+# The compiled read methods themselves, to recognise them bound to a transport.
+cdef object _aio_read_ready_fn = None
+cdef object _aio_read_data_fn = None
+cdef object _aio_read_buffer_fn = None
+cdef object _aio_logger = None
+cdef object _aio_log_threshold = None
+# 3.12+ buffer writes as a deque of memoryviews, older versions as a bytearray.
+cdef bint _aio_deque_buffer = False
+# One receive buffer for every transport: a read and the copy out of it
+# happen under the GIL on the loop's thread, never interleaved.
+cdef char *_aio_rbuf = NULL
+cdef Py_ssize_t _aio_rbuf_size = 256 * 1024
+
+
+cdef _aio_transport_setup(base_events, selector_events):
+    global _aio_py_read_data_received, _aio_logger, _aio_log_threshold
+    global _aio_deque_buffer, _aio_rbuf
+    global _aio_read_ready_fn, _aio_read_data_fn, _aio_read_buffer_fn
+    _aio_read_ready_fn = aio_read_ready
+    _aio_read_data_fn = aio_read_ready__data_received
+    _aio_read_buffer_fn = aio_read_ready__get_buffer
+    import sys
+    from asyncio import constants
+    cls = selector_events._SelectorSocketTransport
+    _aio_py_read_data_received = cls._read_ready__data_received
+    _aio_logger = selector_events.logger
+    _aio_log_threshold = constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES
+    _aio_deque_buffer = sys.version_info >= (3, 12)
+    if _aio_rbuf == NULL:
+        _aio_rbuf = <char *>PyMem_Malloc(_aio_rbuf_size)
+        if _aio_rbuf == NULL:
+            raise MemoryError()
+
+
+cdef inline object _aio_oserror(int err):
+    # OSError(errno, ...) is the errno's subclass (ConnectionResetError...),
+    # as socket methods raise.
+    return OSError(err, _os.strerror(err))
+
+
+def aio_read_ready(self):
+    """Call the read callback chosen for the protocol's kind."""
+    _aio_read_ready(self)
+
+
+cdef int _aio_read_ready(object self) except -1:
+    # `_read_ready_cb` is one of the two methods below bound to this
+    # transport unless someone set it otherwise: then call those directly.
+    cb = self._read_ready_cb
+    if PyMethod_Check(cb) and PyMethod_GET_SELF(cb) == <PyObject *>self:
+        func = <object>PyMethod_GET_FUNCTION(cb)
+        if func is _aio_read_data_fn:
+            _aio_read_ready__data_received(self)
+            return 0
+        if func is _aio_read_buffer_fn:
+            _aio_read_ready__get_buffer(self)
+            return 0
+    cb()
+    return 0
+
+
+def aio_read_ready__data_received(self):
+    """Receive what is there and hand it to protocol.data_received()."""
+    return _aio_read_ready__data_received(self)
+
+
+cdef object _aio_read_ready__data_received(object self):
+    cdef Py_ssize_t size
+    cdef long long n
+    cdef int err
+    if self._conn_lost:
+        return
+    max_size = self.max_size
+    if type(max_size) is not int or not 0 < max_size <= _aio_rbuf_size:
+        # A size the shared buffer does not cover: asyncio's own code.
+        return _aio_py_read_data_received(self)
+    size = max_size
+    n = fastio_recv(self._sock_fd, _aio_rbuf, size)
+    if n < 0:
+        err = fastio_last_error()
+        if fastio_would_block(err):
+            return
+        self._fatal_error(_aio_oserror(err), 'Fatal read error on socket transport')
+        return
+    if n == 0:
+        self._read_ready__on_eof()
+        return
+    data = PyBytes_FromStringAndSize(_aio_rbuf, n)
+    try:
+        self._protocol.data_received(data)
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        self._fatal_error(exc, 'Fatal error: protocol.data_received() call failed.')
+
+
+def aio_read_ready__get_buffer(self):
+    """Receive straight into protocol.get_buffer(); report it with buffer_updated()."""
+    return _aio_read_ready__get_buffer(self)
+
+
+cdef object _aio_read_ready__get_buffer(object self):
+    cdef Py_buffer view
+    cdef long long n
+    cdef int err
+    if self._conn_lost:
+        return
+    try:
+        buf = self._protocol.get_buffer(-1)
+        if not len(buf):
+            raise RuntimeError('get_buffer() returned an empty buffer')
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        self._fatal_error(exc, 'Fatal error: protocol.get_buffer() call failed.')
+        return
+    try:
+        PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE)
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        # What socket.recv_into() raises for a buffer it cannot write.
+        self._fatal_error(exc, 'Fatal read error on socket transport')
+        return
+    try:
+        n = fastio_recv(self._sock_fd, <char *>view.buf, view.len)
+        err = fastio_last_error() if n < 0 else 0
+    finally:
+        PyBuffer_Release(&view)
+    if n < 0:
+        if fastio_would_block(err):
+            return
+        self._fatal_error(_aio_oserror(err), 'Fatal read error on socket transport')
+        return
+    if n == 0:
+        self._read_ready__on_eof()
+        return
+    try:
+        self._protocol.buffer_updated(n)
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        self._fatal_error(exc, 'Fatal error: protocol.buffer_updated() call failed.')
+
+
+def aio_write(self, data):
+    """Send `data` now if nothing is buffered; buffer what the kernel leaves.
+
+    Same contract as asyncio's socket transport write().
+    """
+    cdef Py_buffer view
+    cdef long long n
+    cdef Py_ssize_t total
+    cdef int err = 0
+    if not (PyBytes_Check(data) or PyByteArray_Check(data) or PyMemoryView_Check(data)):
+        raise TypeError(f'data argument must be a bytes-like object, '
+                        f'not {type(data).__name__!r}')
+    if self._eof:
+        raise RuntimeError('Cannot call write() after write_eof()')
+    if self._empty_waiter is not None:
+        raise RuntimeError('unable to write; sendfile is in progress')
+    if not data:
+        return
+    conn_lost = self._conn_lost
+    if conn_lost:
+        if conn_lost >= _aio_log_threshold:
+            _aio_logger.warning('socket.send() raised exception.')
+        self._conn_lost = conn_lost + 1
+        return
+
+    buffer = self._buffer
+    if not buffer:
+        # Try to send now.
+        try:
+            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            # What socket.send() raises for a buffer it cannot read.
+            self._fatal_error(exc, 'Fatal write error on socket transport')
+            return
+        total = view.len
+        n = fastio_send(self._sock_fd, <const char *>view.buf, total)
+        if n < 0:
+            err = fastio_last_error()
+        PyBuffer_Release(&view)
+        if n < 0:
+            if not fastio_would_block(err):
+                self._fatal_error(_aio_oserror(err), 'Fatal write error on socket transport')
+                return
+            n = 0
+        elif n >= total:
+            return
+        if n:
+            data = memoryview(data)[n:] if _aio_deque_buffer else data[n:]
+        # Not all was written; register write handler.
+        self._loop._add_writer(self._sock_fd, self._write_ready)
+
+    # Add it to the buffer.
+    if _aio_deque_buffer:
+        buffer.append(data)
+    else:
+        buffer.extend(data)
+    self._maybe_pause_protocol()

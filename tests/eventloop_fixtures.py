@@ -1,0 +1,72 @@
+"""asyncio loop fixtures: every asyncio behaviour runs on fastio.EventLoop and
+on the references, stock asyncio and uvloop.
+
+A test that fails on "asyncio" or "uvloop" is a wrong test; one that fails
+only on "fastio" is a fastio bug. Import the fixture into a test module with
+``from eventloop_fixtures import aio_kind, aio_loop, run``.
+"""
+
+import asyncio
+import sys
+
+import pytest
+
+import fastio
+
+try:
+    import uvloop
+except ImportError:  # not on Windows
+    uvloop = None
+
+AIO_KINDS = ["fastio", "asyncio", "uvloop"]
+# The loops with asyncio's internals (`_scheduled`, `_selector`, Handle classes).
+SELECTOR_KINDS = ["fastio", "asyncio"]
+
+
+def make_loop(kind):
+    """Return a new loop of `kind`: "fastio", "asyncio" or "uvloop"."""
+    if kind == "fastio":
+        return fastio.new_event_loop()
+    if kind == "asyncio":
+        return asyncio.SelectorEventLoop()
+    if uvloop is None:
+        pytest.fail("uvloop is a test dependency (Makefile TEST_DEPS)")
+    return uvloop.new_event_loop()
+
+
+def close_loop(loop):
+    if not loop.is_closed():
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        if sys.version_info >= (3, 9):
+            loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()
+    asyncio.set_event_loop(None)
+
+
+@pytest.fixture(params=AIO_KINDS)
+def aio_kind(request):
+    """The loop under test: "fastio", or the "asyncio" / "uvloop" reference."""
+    return request.param
+
+
+@pytest.fixture
+def aio_loop(aio_kind):
+    """A fresh event loop of `aio_kind`, also set as the thread's current loop."""
+    loop = make_loop(aio_kind)
+    asyncio.set_event_loop(loop)
+    yield loop
+    close_loop(loop)
+
+
+@pytest.fixture(params=SELECTOR_KINDS)
+def selector_loop(request):
+    """fastio.EventLoop and stock asyncio: for asyncio internals uvloop lacks."""
+    loop = make_loop(request.param)
+    asyncio.set_event_loop(loop)
+    yield loop
+    close_loop(loop)
+
+
+def run(loop, coro, timeout=30.0):
+    """Run `coro` on `loop`; fail (not hang) after `timeout` seconds."""
+    return loop.run_until_complete(asyncio.wait_for(coro, timeout))

@@ -1,0 +1,126 @@
+"""fastio.EventLoop's names: the class, its policy, new_event_loop(), run(),
+asyncio's loop_factory, and the fallback without the extension."""
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import pytest
+
+import fastio
+from fastio import _aio
+
+
+async def _which_loop():
+    await asyncio.sleep(0)
+    return type(asyncio.get_running_loop())
+
+
+def test_event_loop_is_an_asyncio_loop():
+    loop = fastio.new_event_loop()
+    try:
+        assert type(loop) is fastio.EventLoop
+        assert isinstance(loop, asyncio.AbstractEventLoop)
+        assert isinstance(loop, asyncio.SelectorEventLoop)
+        assert isinstance(loop, fastio.SelectorEventLoop)
+    finally:
+        loop.close()
+
+
+def test_event_loop_is_compiled_when_the_extension_is():
+    if fastio.IMPLEMENTATION == "cython":
+        assert fastio.EventLoop is not fastio.SelectorEventLoop
+        assert fastio.EventLoop._run_once is not asyncio.SelectorEventLoop._run_once
+    else:
+        assert fastio.EventLoop is fastio.SelectorEventLoop
+
+
+def test_selector_event_loop_is_asyncio_over_a_fastio_selector():
+    import fastio.selectors
+
+    loop = fastio.SelectorEventLoop()
+    try:
+        assert type(loop._selector) is fastio.selectors.DefaultSelector
+        assert loop._run_once.__func__ is asyncio.SelectorEventLoop._run_once
+    finally:
+        loop.close()
+
+
+def test_run_runs_on_event_loop_and_returns_result():
+    assert fastio.run(_which_loop()) is fastio.EventLoop
+
+    async def fail():
+        raise LookupError("x")
+
+    with pytest.raises(LookupError):
+        fastio.run(fail())
+
+
+def test_run_debug_flag():
+    async def debug():
+        return asyncio.get_running_loop().get_debug()
+
+    assert fastio.run(debug(), debug=True) is True
+
+
+def test_policy_makes_event_loop_the_default():
+    old = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(fastio.EventLoopPolicy())
+    try:
+        assert isinstance(asyncio.get_event_loop_policy(), asyncio.DefaultEventLoopPolicy)
+        assert asyncio.run(_which_loop()) is fastio.EventLoop
+        loop = asyncio.new_event_loop()
+        assert type(loop) is fastio.EventLoop
+        loop.close()
+    finally:
+        asyncio.set_event_loop_policy(old)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.Runner is 3.11+")
+def test_asyncio_runner_with_loop_factory():
+    with asyncio.Runner(loop_factory=fastio.new_event_loop) as runner:
+        assert runner.run(_which_loop()) is fastio.EventLoop
+        assert type(runner.get_loop()) is fastio.EventLoop
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="asyncio.run(loop_factory=) is 3.12+")
+def test_asyncio_run_with_loop_factory():
+    assert asyncio.run(_which_loop(), loop_factory=fastio.new_event_loop) is fastio.EventLoop
+
+
+def test_import_fastio_does_not_import_asyncio():
+    code = "import sys, fastio; fastio.IMPLEMENTATION; print('asyncio' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_fallback_without_extension_is_selector_event_loop():
+    code = (
+        "import asyncio, fastio\n"
+        "async def main():\n"
+        "    r, w = await asyncio.open_connection(*srv)\n"
+        "    w.write(b'hi'); await w.drain(); got = await r.read(2); w.close()\n"
+        "    return got\n"
+        "async def serve():\n"
+        "    global srv\n"
+        "    async def h(r, w):\n"
+        "        w.write(await r.read(2)); await w.drain(); w.close()\n"
+        "    s = await asyncio.start_server(h, '127.0.0.1', 0)\n"
+        "    srv = s.sockets[0].getsockname()\n"
+        "    got = await main(); s.close(); await s.wait_closed()\n"
+        "    return type(asyncio.get_running_loop()), got\n"
+        "cls, got = fastio.run(serve())\n"
+        "print(fastio.IMPLEMENTATION, cls is fastio.EventLoop is fastio.SelectorEventLoop,"
+        " type(fastio.new_event_loop()).__name__, got)\n"
+    )
+    env = dict(os.environ, FASTIO_NO_EXTENSIONS="1")
+    env.pop("FASTIO_REQUIRE_EXTENSIONS", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, check=True, timeout=60)
+    assert out.stdout.split() == ["python", "True", "SelectorEventLoop", "b'hi'"]
+
+
+def test_policy_loop_factory_attribute():
+    assert fastio.EventLoopPolicy._loop_factory is fastio.EventLoop
+    assert _aio.EventLoopPolicy is fastio.EventLoopPolicy

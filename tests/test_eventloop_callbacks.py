@@ -1,0 +1,378 @@
+"""Handles, timers, the ready queue and context semantics of fastio.EventLoop,
+beside asyncio and uvloop."""
+
+import asyncio
+import contextvars
+import logging
+import sys
+import threading
+import time
+
+import pytest
+
+from eventloop_fixtures import aio_kind, aio_loop, run, selector_loop  # noqa: F401 (fixtures)
+
+var = contextvars.ContextVar("var", default="unset")
+
+
+def test_call_soon_runs_in_fifo_order_with_args(aio_loop):
+    seen = []
+    for i in range(5):
+        aio_loop.call_soon(seen.append, i)
+    aio_loop.call_soon(aio_loop.stop)
+    aio_loop.run_forever()
+    assert seen == [0, 1, 2, 3, 4]
+
+
+def test_callbacks_scheduled_by_callbacks_run_next_iteration(selector_loop):
+    # asyncio's iteration boundary (uvloop drains differently).
+    loop = selector_loop
+    seen = []
+
+    def first():
+        seen.append("first")
+        loop.call_soon(seen.append, "nested")
+
+    loop.call_soon(first)
+    loop.call_soon(seen.append, "second")
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    # stop() ends the iteration it is in; the nested callback waits.
+    assert seen == ["first", "second"]
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert seen == ["first", "second", "nested"]
+
+
+def test_handle_cancel_and_cancelled(aio_loop):
+    seen = []
+    handle = aio_loop.call_soon(seen.append, "no")
+    assert not handle.cancelled()
+    handle.cancel()
+    handle.cancel()
+    assert handle.cancelled()
+    aio_loop.call_soon(aio_loop.stop)
+    aio_loop.run_forever()
+    assert seen == []
+
+
+def test_handle_get_context_and_repr(aio_loop, aio_kind):
+    ctx = contextvars.copy_context()
+    handle = aio_loop.call_soon(print, context=ctx)
+    timer = aio_loop.call_later(10, print)
+    # Handle.get_context() is 3.12+; uvloop's Handle has none.
+    if sys.version_info >= (3, 12) and aio_kind != "uvloop":
+        assert handle.get_context() is ctx
+        assert isinstance(timer.get_context(), contextvars.Context)
+    assert "print" in repr(handle)
+    handle.cancel()
+    timer.cancel()
+    assert "cancelled" in repr(handle)
+
+
+def test_timer_when_and_order(aio_loop):
+    seen = []
+    now = aio_loop.time()
+    t1 = aio_loop.call_at(now + 0.05, seen.append, "c")
+    t0 = aio_loop.call_later(0.01, seen.append, "a")
+    aio_loop.call_at(now + 0.03, seen.append, "b")
+    aio_loop.call_later(0.1, aio_loop.stop)
+    # uvloop's clock has millisecond steps.
+    assert t1.when() == pytest.approx(now + 0.05, abs=1e-3)
+    assert t0.when() == pytest.approx(aio_loop.time() + 0.01, abs=0.5)
+    aio_loop.run_forever()
+    assert seen == ["a", "b", "c"]
+
+
+def test_timer_never_fires_early(aio_loop):
+    fired = []
+    start = time.monotonic()
+    aio_loop.call_later(0.05, lambda: (fired.append(time.monotonic() - start), aio_loop.stop()))
+    aio_loop.run_forever()
+    # The clock's resolution is the only slack asyncio allows.
+    assert fired[0] >= 0.05 - aio_loop._clock_resolution - 1e-3 if hasattr(
+        aio_loop, "_clock_resolution") else fired[0] >= 0.049
+
+
+def test_cancelled_timer_does_not_run(aio_loop):
+    seen = []
+    t = aio_loop.call_later(0.01, seen.append, "no")
+    t.cancel()
+    assert t.cancelled()
+    aio_loop.call_later(0.05, aio_loop.stop)
+    aio_loop.run_forever()
+    assert seen == []
+
+
+def test_timer_heap_drops_cancelled_timers(selector_loop):
+    timers = [selector_loop.call_later(3600 + i, print) for i in range(1000)]
+    for t in timers[:900]:
+        t.cancel()
+    selector_loop.call_soon(selector_loop.stop)
+    selector_loop.run_forever()
+    # asyncio's rule: more than half cancelled (of > 100) rebuilds the heap.
+    assert len(selector_loop._scheduled) == 100
+    assert selector_loop._timer_cancelled_count == 0
+    for t in timers[900:]:
+        t.cancel()
+
+
+def test_call_soon_copies_current_context(aio_loop):
+    seen = []
+
+    def set_and_schedule():
+        var.set("outer")
+        aio_loop.call_soon(lambda: seen.append(var.get()))
+        var.set("changed-after")
+
+    ctx = contextvars.copy_context()
+    ctx.run(set_and_schedule)
+    aio_loop.call_soon(lambda: seen.append(var.get()))
+    aio_loop.call_soon(aio_loop.stop)
+    aio_loop.run_forever()
+    # The copy is taken at call_soon time; the loop's own context is untouched.
+    assert seen == ["outer", "unset"]
+
+
+def test_callback_runs_in_given_context_and_changes_stay_there(aio_loop):
+    ctx = contextvars.copy_context()
+    aio_loop.call_soon(var.set, "inside", context=ctx)
+    aio_loop.call_later(0.001, var.set, "timer", context=ctx)
+    aio_loop.call_later(0.02, aio_loop.stop)
+    aio_loop.run_forever()
+    assert ctx[var] == "timer"
+    assert var.get() == "unset"
+
+
+def test_task_context_isolated(aio_loop):
+    async def child(value):
+        var.set(value)
+        await asyncio.sleep(0)
+        return var.get()
+
+    async def main():
+        var.set("parent")
+        got = await asyncio.gather(child("a"), child("b"))
+        return got, var.get()
+
+    assert run(aio_loop, main()) == (["a", "b"], "parent")
+
+
+def test_call_soon_threadsafe_wakes_the_loop(aio_loop):
+    seen = []
+
+    def worker():
+        time.sleep(0.05)
+        aio_loop.call_soon_threadsafe(seen.append, threading.current_thread().name)
+        aio_loop.call_soon_threadsafe(aio_loop.stop)
+
+    t = threading.Thread(target=worker, name="w")
+    t.start()
+    aio_loop.run_forever()
+    t.join()
+    assert seen == ["w"]
+
+
+def test_closed_loop_rejects_callbacks(aio_loop):
+    aio_loop.close()
+    with pytest.raises(RuntimeError):
+        aio_loop.call_soon(print)
+    with pytest.raises(RuntimeError):
+        aio_loop.call_later(1, print)
+
+
+def test_exception_in_callback_goes_to_handler(aio_loop):
+    handled = []
+    aio_loop.set_exception_handler(lambda loop, ctx: handled.append(ctx))
+
+    def boom():
+        raise KeyError("k")
+
+    h = aio_loop.call_soon(boom)
+    aio_loop.call_soon(aio_loop.stop)
+    aio_loop.run_forever()
+    assert len(handled) == 1
+    assert isinstance(handled[0]["exception"], KeyError)
+    assert handled[0]["handle"] is h
+    assert "Exception in callback" in handled[0]["message"]
+
+
+def test_keyboard_interrupt_leaves_run_forever_and_rest_runs_later(aio_loop):
+    seen = []
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    aio_loop.call_soon(interrupt)
+    aio_loop.call_soon(seen.append, "after")
+    with pytest.raises(KeyboardInterrupt):
+        aio_loop.run_forever()
+    aio_loop.call_soon(aio_loop.stop)
+    aio_loop.run_forever()
+    assert seen == ["after"]
+
+
+def test_add_reader_and_writer(aio_loop, socketpair):
+    a, b = socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    got = []
+
+    def on_readable():
+        got.append(b.recv(100))
+        aio_loop.remove_reader(b)
+        aio_loop.stop()
+
+    def on_writable():
+        a.send(b"ready")
+        assert aio_loop.remove_writer(a.fileno())
+
+    aio_loop.add_reader(b, on_readable)
+    aio_loop.add_writer(a, on_writable)
+    aio_loop.run_forever()
+    assert got == [b"ready"]
+    assert not aio_loop.remove_reader(b)
+    assert not aio_loop.remove_writer(a)
+
+
+def test_add_reader_replaces_callback(aio_loop, socketpair):
+    a, b = socketpair()
+    seen = []
+    aio_loop.add_reader(b, seen.append, "old")
+    aio_loop.add_reader(b, lambda: (seen.append("new"), aio_loop.remove_reader(b), aio_loop.stop()))
+    a.send(b"x")
+    aio_loop.run_forever()
+    assert seen == ["new"]
+
+
+def test_debug_mode_warns_about_slow_callbacks(aio_loop, caplog):
+    aio_loop.set_debug(True)
+    aio_loop.slow_callback_duration = 0.01
+    aio_loop.call_soon(time.sleep, 0.05)
+    aio_loop.call_soon(aio_loop.stop)
+    with caplog.at_level(logging.WARNING, logger="asyncio"):
+        aio_loop.run_forever()
+    aio_loop.set_debug(False)
+    assert any("Executing" in r.getMessage() and "took" in r.getMessage() for r in caplog.records)
+
+
+def test_run_until_complete_result_and_exception(aio_loop):
+    async def ok():
+        await asyncio.sleep(0.001)
+        return 42
+
+    async def bad():
+        raise ValueError("v")
+
+    assert aio_loop.run_until_complete(ok()) == 42
+    with pytest.raises(ValueError):
+        aio_loop.run_until_complete(bad())
+
+
+def test_task_factory_and_exception_handler_api(aio_loop):
+    made = []
+
+    def factory(loop, coro, **kwargs):
+        task = asyncio.Task(coro, loop=loop, **kwargs)
+        made.append(task)
+        return task
+
+    aio_loop.set_task_factory(factory)
+    assert aio_loop.get_task_factory() is factory
+
+    async def main():
+        return await asyncio.create_task(asyncio.sleep(0, "r"))
+
+    assert run(aio_loop, main()) == "r"
+    assert len(made) >= 2
+    handler = lambda loop, ctx: None  # noqa: E731
+    aio_loop.set_exception_handler(handler)
+    assert aio_loop.get_exception_handler() is handler
+
+
+def _failing_callback(arg):
+    raise ValueError(arg)
+
+
+def test_callback_error_context_matches_asyncio():
+    import fastio
+
+    contexts = {}
+    for name, loop in (("fastio", fastio.new_event_loop()), ("asyncio", asyncio.SelectorEventLoop())):
+        try:
+            handled = []
+            loop.set_exception_handler(lambda loop, ctx: handled.append(ctx))
+            handle = loop.call_soon(_failing_callback, "x")
+            timer = loop.call_later(0, _failing_callback, "y")
+            loop.call_later(0.01, loop.stop)
+            loop.run_forever()
+            assert [c["handle"] for c in handled] == [handle, timer]
+            contexts[name] = [(c["message"], sorted(c), repr(c["exception"])) for c in handled]
+        finally:
+            loop.close()
+    assert contexts["fastio"] == contexts["asyncio"]
+
+
+def test_handle_objects_are_asyncio_handles(selector_loop):
+    handle = selector_loop.call_soon(_failing_callback, 1)
+    timer = selector_loop.call_later(5, _failing_callback, 2)
+    assert type(handle) is asyncio.Handle
+    assert type(timer) is asyncio.TimerHandle
+    # 3.13 shows the arguments in debug mode only.
+    assert repr(handle).startswith("<Handle _failing_callback(")
+    assert handle._args == (1,) and handle._loop is selector_loop and not handle._cancelled
+    assert timer._scheduled and timer in selector_loop._scheduled
+    handle.cancel()
+    timer.cancel()
+    assert timer.cancelled() and selector_loop._timer_cancelled_count == 1
+
+
+def test_debug_mode_handles_carry_source_traceback(selector_loop):
+    selector_loop.set_debug(True)
+    handle = selector_loop.call_soon(print)
+    timer = selector_loop.call_later(5, print)
+    here = test_debug_mode_handles_carry_source_traceback.__code__.co_name
+    # The last frame is the caller's, as asyncio trims its own.
+    assert handle._source_traceback[-1].name == here
+    assert timer._source_traceback[-1].name == here
+    handle.cancel()
+    timer.cancel()
+    selector_loop.set_debug(False)
+
+
+def test_call_at_and_call_later_reject_none(aio_loop):
+    with pytest.raises((TypeError, AssertionError)):
+        aio_loop.call_later(None, print)
+    with pytest.raises((TypeError, AssertionError)):
+        aio_loop.call_at(None, print)
+
+
+def test_handles_release_callback_args_and_context(selector_loop):
+    import gc
+
+    def callback(*args):
+        pass
+
+    arg = object()
+    ctx = contextvars.copy_context()
+
+    def cycle():
+        for _ in range(1000):
+            selector_loop.call_soon(callback, arg, context=ctx)
+            selector_loop.call_later(0, callback, arg, context=ctx)
+            selector_loop.call_at(selector_loop.time() + 100, callback, arg, context=ctx).cancel()
+        selector_loop.call_soon(selector_loop.stop)
+        selector_loop.run_forever()
+        # The cancelled far timers leave the heap on the next iteration.
+        selector_loop.call_soon(selector_loop.stop)
+        selector_loop.run_forever()
+        gc.collect()
+
+    cycle()
+    before = (sys.getrefcount(callback), sys.getrefcount(arg), sys.getrefcount(ctx),
+              sys.getrefcount(asyncio.Handle), sys.getrefcount(asyncio.TimerHandle))
+    cycle()
+    after = (sys.getrefcount(callback), sys.getrefcount(arg), sys.getrefcount(ctx),
+             sys.getrefcount(asyncio.Handle), sys.getrefcount(asyncio.TimerHandle))
+    assert after == before
+    assert selector_loop._scheduled == []

@@ -1,0 +1,532 @@
+"""TCP and Unix-socket transports of fastio.EventLoop, beside asyncio and uvloop.
+
+Each test drives a real connection through the loop's own server and
+client and asserts what the protocol sees: bytes, callbacks and their order,
+exceptions, flow-control calls.
+"""
+
+import asyncio
+import os
+import socket
+import sys
+import tempfile
+
+import pytest
+
+from eventloop_fixtures import aio_kind, aio_loop, run, selector_loop  # noqa: F401 (fixtures)
+
+
+class Recorder(asyncio.Protocol):
+    """Record every callback; futures for the milestones."""
+
+    def __init__(self, loop, keep_open=False):
+        self.loop = loop
+        self.keep_open = keep_open
+        self.events = []  # connection callbacks, in order
+        self.flow = []  # pause_writing / resume_writing, in order
+        self.data = bytearray()
+        self.transport = None
+        self.made = loop.create_future()
+        self.eof = loop.create_future()
+        self.lost = loop.create_future()
+        self.want = None
+        self.got = None
+
+    def expect(self, n):
+        """Return a future resolved once `n` bytes have arrived in total."""
+        self.want = n
+        self.got = self.loop.create_future()
+        self._check()
+        return self.got
+
+    def _check(self):
+        if self.got is not None and not self.got.done() and len(self.data) >= self.want:
+            self.got.set_result(bytes(self.data))
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.events.append("made")
+        self.made.set_result(transport)
+
+    def data_received(self, data):
+        if "data" not in self.events:
+            self.events.append("data")
+        self.data += data
+        self._check()
+
+    def eof_received(self):
+        self.events.append("eof")
+        self.eof.set_result(bytes(self.data))
+        return self.keep_open
+
+    def pause_writing(self):
+        self.flow.append("pause")
+
+    def resume_writing(self):
+        self.flow.append("resume")
+
+    def connection_lost(self, exc):
+        self.events.append("lost")
+        self.lost.set_result(exc)
+
+
+async def tcp_pair(loop, server_proto=None, client_proto=None, family="tcp"):
+    """Connect a client to a one-connection server; return (server, sp, cp).
+
+    `family` is "tcp" or "unix".
+    """
+    server_proto = server_proto or Recorder(loop)
+    client_proto = client_proto or Recorder(loop)
+    if family == "unix":
+        path = os.path.join(tempfile.mkdtemp(), "s")
+        server = await loop.create_unix_server(lambda: server_proto, path)
+        await loop.create_unix_connection(lambda: client_proto, path)
+    else:
+        server = await loop.create_server(lambda: server_proto, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        await loop.create_connection(lambda: client_proto, "127.0.0.1", port)
+    await server_proto.made
+    return server, server_proto, client_proto
+
+
+async def finish(server, *protos):
+    for proto in protos:
+        if proto.transport is not None:
+            proto.transport.close()
+    for proto in protos:
+        await proto.lost
+    server.close()
+    await server.wait_closed()
+
+
+@pytest.fixture(params=["tcp", "unix"])
+def family(request):
+    return request.param
+
+
+def test_echo_round_trip_and_callback_order(aio_loop, family):
+    async def main():
+        server, sp, cp = await tcp_pair(aio_loop, server_proto=Recorder(aio_loop, keep_open=True),
+                                        family=family)
+        payload = os.urandom(300_000)
+        cp.transport.write(payload)
+        cp.transport.write_eof()
+        got = await sp.eof
+        sp.transport.write(got[::-1])
+        sp.transport.close()
+        await cp.eof
+        await cp.lost
+        await sp.lost
+        server.close()
+        await server.wait_closed()
+        return got, bytes(cp.data), sp.events, cp.events
+
+    got, back, sevents, cevents = run(aio_loop, main())
+    assert got == back[::-1] and len(got) == 300_000
+    assert sevents == ["made", "data", "eof", "lost"]
+    assert cevents == ["made", "data", "eof", "lost"]
+
+
+def test_get_extra_info_keys(aio_loop):
+    async def main():
+        server, sp, cp = await tcp_pair(aio_loop)
+        tr = cp.transport
+        sock = tr.get_extra_info("socket")
+        info = (tr.get_extra_info("sockname"), tr.get_extra_info("peername"),
+                sock.fileno(), sock.family, sock.type, sock.getsockname(),
+                sp.transport.get_extra_info("peername"),
+                tr.get_extra_info("no-such-key", "dflt"))
+        await finish(server, sp, cp)
+        return info
+
+    sockname, peername, fd, fam, typ, sock_sockname, server_peer, dflt = run(aio_loop, main())
+    assert sockname == sock_sockname == server_peer
+    assert peername[0] == "127.0.0.1"
+    assert fd >= 0 and fam == socket.AF_INET and typ == socket.SOCK_STREAM
+    assert dflt == "dflt"
+
+
+def test_write_buffer_limits_pause_and_resume_writing(aio_loop):
+    async def main():
+        server, sp, cp = await tcp_pair(aio_loop)
+        tr = cp.transport
+        sp.transport.pause_reading()
+        tr.set_write_buffer_limits(high=64 * 1024, low=16 * 1024)
+        limits = tr.get_write_buffer_limits()
+        chunk = b"x" * 65536
+        sent = 0
+        while "pause" not in cp.flow:
+            tr.write(chunk)
+            sent += len(chunk)
+            assert sent < 256 * 1024 * 1024, "never paused"
+        buffered = tr.get_write_buffer_size()
+        assert not sp.data or len(sp.data) < sent
+        sp.transport.resume_reading()
+        await sp.expect(sent)
+        # resume_writing ran once the buffer drained below the low mark.
+        while "resume" not in cp.flow:
+            await asyncio.sleep(0.01)
+        size_after = tr.get_write_buffer_size()
+        await finish(server, sp, cp)
+        return limits, buffered, size_after, cp.flow
+
+    limits, buffered, size_after, flow = run(aio_loop, main())
+    assert limits == (16 * 1024, 64 * 1024)
+    assert buffered > 64 * 1024
+    assert size_after == 0
+    assert flow == ["pause", "resume"]
+
+
+def test_set_write_buffer_limits_rejects_bad_marks(aio_loop):
+    async def main():
+        server, sp, cp = await tcp_pair(aio_loop)
+        with pytest.raises(ValueError):
+            cp.transport.set_write_buffer_limits(high=1, low=2)
+        await finish(server, sp, cp)
+
+    run(aio_loop, main())
+
+
+def test_pause_and_resume_reading(aio_loop):
+    async def main():
+        server, sp, cp = await tcp_pair(aio_loop)
+        tr = sp.transport
+        assert tr.is_reading()
+        tr.pause_reading()
+        assert not tr.is_reading()
+        tr.pause_reading()  # twice is harmless
+        cp.transport.write(b"held")
+        await asyncio.sleep(0.1)
+        held = bytes(sp.data)
+        tr.resume_reading()
+        assert tr.is_reading()
+        got = await sp.expect(4)
+        await finish(server, sp, cp)
+        return held, got, tr.is_reading()
+
+    held, got, reading_after_close = run(aio_loop, main())
+    assert held == b"" and got == b"held"
+    assert reading_after_close is False
+
+
+def test_write_eof_and_can_write_eof(aio_loop, family):
+    async def main():
+        server, sp, cp = await tcp_pair(aio_loop, server_proto=Recorder(aio_loop, keep_open=True),
+                                        family=family)
+        assert cp.transport.can_write_eof()
+        cp.transport.write(b"last words")
+        cp.transport.write_eof()
+        with pytest.raises(RuntimeError):
+            cp.transport.write(b"more")
+        got = await sp.eof
+        # eof_received() returned True: the server side can still write.
+        sp.transport.write(b"reply")
+        reply = await cp.expect(5)
+        await finish(server, sp, cp)
+        return got, reply, sp.events
+
+    got, reply, sevents = run(aio_loop, main())
+    assert got == b"last words" and reply == b"reply"
+    assert sevents == ["made", "data", "eof", "lost"]
+
+
+def test_close_flushes_buffer_then_connection_lost(aio_loop):
+    async def main():
+        server, sp, cp = await tcp_pair(aio_loop)
+        sp.transport.pause_reading()
+        # More than loopback's socket buffers take, so some stays buffered.
+        payload = os.urandom(32 * 1024 * 1024)
+        cp.transport.write(payload)
+        buffered = cp.transport.get_write_buffer_size()
+        cp.transport.close()
+        assert cp.transport.is_closing()
+        sp.transport.resume_reading()
+        got = await sp.eof
+        exc = await cp.lost
+        await finish(server, sp)
+        return payload, got, buffered, exc
+
+    payload, got, buffered, exc = run(aio_loop, main())
+    assert buffered > 0
+    assert got == payload and exc is None
+
+
+def test_abort_drops_buffer_and_reports_none(aio_loop):
+    async def main():
+        server, sp, cp = await tcp_pair(aio_loop)
+        sp.transport.pause_reading()
+        cp.transport.write(b"y" * (32 * 1024 * 1024))
+        assert cp.transport.get_write_buffer_size() > 0
+        cp.transport.abort()
+        exc = await cp.lost
+        sp.transport.resume_reading()
+        await sp.lost
+        await finish(server)
+        return exc, len(sp.data), cp.events
+
+    exc, got, events = run(aio_loop, main())
+    assert exc is None
+    assert got < 32 * 1024 * 1024
+    assert events == ["made", "lost"]
+
+
+def test_write_rejects_non_bytes_and_accepts_bytes_likes(aio_loop):
+    async def main():
+        server, sp, cp = await tcp_pair(aio_loop)
+        with pytest.raises(TypeError):
+            cp.transport.write("text")
+        cp.transport.write(bytearray(b"ab"))
+        cp.transport.write(memoryview(b"xcdx")[1:3])
+        cp.transport.writelines([b"e", bytearray(b"f"), memoryview(b"g")])
+        cp.transport.write(b"")
+        got = await sp.expect(7)
+        await finish(server, sp, cp)
+        return got
+
+    assert run(aio_loop, main()) == b"abcdefg"
+
+
+def test_data_received_exception_closes_with_error(aio_loop, aio_kind):
+    class Boom(Recorder):
+        def data_received(self, data):
+            super().data_received(data)
+            raise ZeroDivisionError("boom")
+
+    async def main():
+        handled = []
+        aio_loop.set_exception_handler(lambda loop, ctx: handled.append(ctx))
+        server, sp, cp = await tcp_pair(aio_loop, server_proto=Boom(aio_loop))
+        cp.transport.write(b"x")
+        exc = await sp.lost
+        await cp.lost
+        await finish(server)
+        return exc, handled
+
+    exc, handled = run(aio_loop, main())
+    assert isinstance(exc, ZeroDivisionError)
+    assert [type(c["exception"]) for c in handled] == [ZeroDivisionError]
+    if aio_kind != "uvloop":  # uvloop words it differently
+        assert handled[0]["message"] == "Fatal error: protocol.data_received() call failed."
+
+
+def test_peer_reset_reports_connection_error(aio_loop):
+    async def main():
+        server, sp, cp = await tcp_pair(aio_loop)
+        sock = sp.transport.get_extra_info("socket")
+        # SO_LINGER 0: close() sends RST.
+        raw = socket.socket(fileno=os.dup(sock.fileno()))
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        raw.close()
+        sp.transport.abort()
+        await sp.lost
+        # Writing into a reset connection: connection_lost with an OSError.
+        for _ in range(100):
+            if cp.lost.done():
+                break
+            cp.transport.write(b"z" * 1024)
+            await asyncio.sleep(0.01)
+        exc = await cp.lost
+        await finish(server)
+        return exc
+
+    exc = run(aio_loop, main())
+    assert exc is None or isinstance(exc, ConnectionError)
+
+
+class Buffered(asyncio.BufferedProtocol):
+    """BufferedProtocol that records the buffers it handed out."""
+
+    def __init__(self, loop, size=4096):
+        self.buf = bytearray(size)
+        self.view = memoryview(self.buf)
+        self.received = bytearray()
+        self.hints = []
+        self.eof = loop.create_future()
+        self.lost = loop.create_future()
+        self.transport = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def get_buffer(self, sizehint):
+        self.hints.append(sizehint)
+        return self.view
+
+    def buffer_updated(self, nbytes):
+        self.received += self.buf[:nbytes]
+
+    def eof_received(self):
+        self.eof.set_result(bytes(self.received))
+
+    def connection_lost(self, exc):
+        self.lost.set_result(exc)
+
+
+def test_buffered_protocol_reads_into_protocol_buffer(aio_loop, aio_kind, family):
+    async def main():
+        bp = Buffered(aio_loop)
+        sp = Recorder(aio_loop)
+        if family == "unix":
+            path = os.path.join(tempfile.mkdtemp(), "s")
+            server = await aio_loop.create_unix_server(lambda: sp, path)
+            tr, _ = await aio_loop.create_unix_connection(lambda: bp, path)
+        else:
+            server = await aio_loop.create_server(lambda: sp, "127.0.0.1", 0)
+            port = server.sockets[0].getsockname()[1]
+            tr, _ = await aio_loop.create_connection(lambda: bp, "127.0.0.1", port)
+        await sp.made
+        payload = os.urandom(100_000)
+        sp.transport.write(payload)
+        sp.transport.write_eof()
+        got = await bp.eof
+        tr.close()
+        await bp.lost
+        await sp.lost
+        server.close()
+        await server.wait_closed()
+        return payload, got, bp.hints
+
+    payload, got, hints = run(aio_loop, main())
+    assert got == payload
+    # asyncio asks for "any size" (-1); uvloop passes its read size.
+    assert set(hints) == ({65536} if aio_kind == "uvloop" else {-1})
+    assert len(hints) >= len(payload) // 4096
+
+
+def test_buffered_protocol_empty_buffer_is_an_error(aio_loop):
+    class Empty(Buffered):
+        def get_buffer(self, sizehint):
+            return bytearray()
+
+    async def main():
+        handled = []
+        aio_loop.set_exception_handler(lambda loop, ctx: handled.append(ctx))
+        bp = Empty(aio_loop)
+        sp = Recorder(aio_loop)
+        server = await aio_loop.create_server(lambda: sp, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        await aio_loop.create_connection(lambda: bp, "127.0.0.1", port)
+        await sp.made
+        sp.transport.write(b"data")
+        exc = await bp.lost
+        sp.transport.close()
+        await sp.lost
+        server.close()
+        await server.wait_closed()
+        return exc, handled
+
+    exc, handled = run(aio_loop, main())
+    assert isinstance(exc, RuntimeError)
+    assert handled and isinstance(handled[0]["exception"], RuntimeError)
+
+
+def test_set_protocol_switches_to_buffered(aio_loop):
+    async def main():
+        server, sp, cp = await tcp_pair(aio_loop)
+        bp = Buffered(aio_loop)
+        sp.transport.set_protocol(bp)
+        assert sp.transport.get_protocol() is bp
+        cp.transport.write(b"to the buffer")
+        cp.transport.write_eof()
+        got = await bp.eof
+        cp.transport.close()
+        sp.transport.close()
+        await cp.lost
+        await bp.lost
+        server.close()
+        await server.wait_closed()
+        return got
+
+    assert run(aio_loop, main()) == b"to the buffer"
+
+
+def test_streams_echo_many_clients(aio_loop, family):
+    async def handle(reader, writer):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    async def main():
+        if family == "unix":
+            path = os.path.join(tempfile.mkdtemp(), "s")
+            server = await asyncio.start_unix_server(handle, path)
+            connect = lambda: asyncio.open_unix_connection(path)  # noqa: E731
+        else:
+            server = await asyncio.start_server(handle, "127.0.0.1", 0)
+            port = server.sockets[0].getsockname()[1]
+            connect = lambda: asyncio.open_connection("127.0.0.1", port)  # noqa: E731
+
+        async def client(i):
+            reader, writer = await connect()
+            body = os.urandom(50_000 + i)
+            writer.write(body)
+            await writer.drain()
+            writer.write_eof()
+            got = await reader.read()
+            writer.close()
+            await writer.wait_closed()
+            return got == body
+
+        async with server:
+            results = await asyncio.gather(*(client(i) for i in range(20)))
+        return results
+
+    assert run(aio_loop, main()) == [True] * 20
+
+
+def test_unix_transport_extra_info(aio_loop):
+    async def main():
+        server, sp, cp = await tcp_pair(aio_loop, family="unix")
+        path = server.sockets[0].getsockname()
+        info = (sp.transport.get_extra_info("sockname"),
+                cp.transport.get_extra_info("peername"),
+                cp.transport.get_extra_info("socket").family)
+        await finish(server, sp, cp)
+        return path, info
+
+    path, (sockname, peername, fam) = run(aio_loop, main())
+    assert sockname == peername == path
+    assert fam == socket.AF_UNIX
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Unix sockets")
+def test_transport_over_socketpair_with_connect_accepted_socket(aio_loop):
+    async def main():
+        a, b = socket.socketpair()
+        pa, pb = Recorder(aio_loop), Recorder(aio_loop)
+        await aio_loop.connect_accepted_socket(lambda: pa, a)
+        await aio_loop.connect_accepted_socket(lambda: pb, b)
+        pa.transport.write(b"ping")
+        got = await pb.expect(4)
+        pa.transport.close()
+        pb.transport.close()
+        await pa.lost
+        await pb.lost
+        return got
+
+    assert run(aio_loop, main()) == b"ping"
+
+
+@pytest.mark.parametrize("max_size", [3, 1 << 20])
+def test_transport_max_size_bounds_each_read(selector_loop, max_size):
+    # asyncio's per-transport read size (uvloop has none).
+    aio_loop = selector_loop
+    sizes = []
+
+    class Sizes(Recorder):
+        def data_received(self, data):
+            sizes.append(len(data))
+            super().data_received(data)
+
+    async def main():
+        server, sp, cp = await tcp_pair(aio_loop, server_proto=Sizes(aio_loop))
+        sp.transport.max_size = max_size
+        cp.transport.write(b"abcdefgh" * 1000)
+        got = await sp.expect(8000)
+        await finish(server, sp, cp)
+        return got
+
+    assert run(aio_loop, main()) == b"abcdefgh" * 1000
+    assert max(sizes) <= max_size
