@@ -12,4 +12,5 @@ SUITES = {
     "loop": "benchmarks.bench_loop",
     "echo": "benchmarks.bench_echo",
     "rabbitmq": "benchmarks.bench_rabbitmq",
+    "import": "benchmarks.bench_import",
 }

@@ -7,8 +7,15 @@ pika's ioloop); `new_event_loop()` / `run()` run asyncio over fastio.
 `IMPLEMENTATION` is "cython" with the compiled core, "python" on the fallback.
 """
 
-from fastio._ext import IMPLEMENTATION
+# Nothing heavy at import: `import fastio; fastio.install()` at the top of a
+# program must not slow its start (benchmarks/bench_import.py).
+import os as _os
+
 from fastio._install import install, installed, uninstall
+
+if _os.environ.get("FASTIO_REQUIRE_EXTENSIONS", "") not in ("", "0"):
+    # Fail at import, not at first use, when the extension is demanded.
+    import fastio._ext  # noqa: F401
 
 __all__ = [
     "IMPLEMENTATION",
@@ -26,6 +33,10 @@ __version__ = "0.1.0"
 
 def __getattr__(name):
     # Lazy: `import fastio` for the selectors should not import asyncio.
+    if name == "IMPLEMENTATION":
+        from fastio._ext import IMPLEMENTATION
+
+        return IMPLEMENTATION
     if name == "Loop":
         from fastio.loop import Loop
 
