@@ -65,20 +65,25 @@ def test_accept_emfile_keeps_serving_clients_without_spinning_then_serves_the_ba
             sock.sendall(payload)
         assert wait_until(lambda: srv.stats()[1] >= 1), "accept() never failed with EMFILE"
 
-        _, emfile0, _, cpu0 = srv.stats()
-        t0 = time.monotonic()
         # The connected clients are still served, byte for byte, meanwhile.
         for sock in clients:
             payload = rng.randbytes(256 * 1024)
             got = round_trip(sock, payload)
             assert got == payload, first_difference(got, payload)
-        time.sleep(max(0.0, t0 + 1.0 - time.monotonic()))
+        # No spinning: over a quiet window of at least 1 s that holds an
+        # accept() retry (conditions, not a deadline: a loaded machine only
+        # makes the window longer), the server uses little CPU.
+        _, emfile0, _, cpu0 = srv.stats()
+        t0 = time.monotonic()
+        assert wait_until(lambda: srv.stats()[1] > emfile0, timeout=60, interval=0.1), \
+            "accept() was never retried"
+        while time.monotonic() - t0 < 1.0:
+            time.sleep(0.1)
         accepted, emfile1, _, cpu1 = srv.stats()
         cpu_share = (cpu1 - cpu0) / (time.monotonic() - t0)
         assert cpu_share < 0.3, "the server used %.0f%% of a core while accept() failed" % (100 * cpu_share)
         # (No bound on the EMFILE reports themselves: asyncio reports one per
         # accept() of its batch, `backlog` per retry.)
-        assert emfile1 > emfile0, "accept() was not retried within 1 s"
         assert accepted == connected
         for sock in pending:
             sock.settimeout(0)
@@ -87,7 +92,7 @@ def test_accept_emfile_keeps_serving_clients_without_spinning_then_serves_the_ba
 
         assert srv.command("free").startswith("freed ")
         for sock, payload in zip(pending, pending_payloads):
-            got = recv_exactly(sock, len(payload), timeout=5)
+            got = recv_exactly(sock, len(payload), timeout=60)
             assert got == payload, first_difference(got, payload)
         for sock in clients:
             payload = rng.randbytes(4096)
@@ -441,7 +446,7 @@ def test_waker_wake_from_8_threads_while_the_loop_closes(fastio_loop):
         # write into it (or fail with EBADF on its read end).
         while len(pipes) < 64 and not any(waker_fd in p for p in pipes):
             pipes.append(os.pipe())
-        wait_until(lambda: min(after_close) >= 100, timeout=3)
+        wait_until(lambda: min(after_close) >= 100, timeout=30)
     finally:
         stop.set()
         for thread in threads:
