@@ -260,7 +260,7 @@ def test_call_soon_threadsafe_under_a_1ms_timer_signal_wakes_the_loop_every_time
                 time.sleep(rng.uniform(0, 0.002))  # let the loop go back to sleep
                 t0 = time.monotonic()
                 loop.call_soon_threadsafe(on_loop, i)
-                if not done.wait(2.0):
+                if not done.wait(20.0):
                     lost.append(i)
                     return
                 latencies.append(time.monotonic() - t0)
@@ -276,28 +276,39 @@ def test_call_soon_threadsafe_under_a_1ms_timer_signal_wakes_the_loop_every_time
     guard.cancel()
     assert lost == []
     assert ran == list(range(calls))
-    assert max(latencies) < 1.0
+    assert max(latencies) < 5.0  # a lost wake-up waits for the 30 s guard
     assert signals.calls >= 50
 
 
 def test_loop_signal_handler_runs_for_a_1ms_timer_signal_while_the_loop_sleeps(any_loop):
     loop = any_loop.loop
     runs = []
+
+    def on_signal():
+        runs.append(loop.time())
+        if len(runs) == 100:
+            loop.stop()
+
     with timer_signal():
         # The loop's own handler replaces the no-op one until removed.
-        loop.add_signal_handler(signal.SIGALRM, lambda: runs.append(loop.time()))
+        loop.add_signal_handler(signal.SIGALRM, on_signal)
         try:
-            loop.call_later(0.5, loop.stop)
+            # Until 100 handler runs (a condition: a loaded machine delivers
+            # fewer signals per second), or the guard.
+            guard = loop.call_later(60, loop.stop)
             started = loop.time()
             loop.run_forever()  # nothing else to do: each signal must wake it
+            guard.cancel()
         finally:
             # Disarm first: remove_signal_handler() restores SIG_DFL, which
             # would kill the process on the next tick.
             signal.setitimer(signal.ITIMER_REAL, 0)
             loop.remove_signal_handler(signal.SIGALRM)
-    assert len(runs) >= 100, "%d handler runs for ~500 signals" % len(runs)
+    assert len(runs) >= 100, "%d handler runs in 60 s of 1 ms signals" % len(runs)
     gaps = [b - a for a, b in zip([started] + runs, runs)]
-    assert max(gaps) < 0.2, "the loop slept %.3f s through pending signals" % max(gaps)
+    # A loop that sleeps through pending signals sleeps until the guard;
+    # a busy machine only stalls it for a scheduler slice or so.
+    assert max(gaps) < 5.0, "the loop slept %.3f s through pending signals" % max(gaps)
 
 
 # --- closing and stopping from another thread --------------------------------------
