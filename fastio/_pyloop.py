@@ -362,6 +362,11 @@ class LoopCore:
                 entry.reader._run()
             if ev & _WRITE_BITS and entry.writer is not None:
                 entry.writer._run()
+        # Callbacks queued from other threads come first: they were queued
+        # before the timers below became due (asyncio queues them at once).
+        threadsafe = self._threadsafe
+        while threadsafe:
+            self._ready.append(threadsafe.popleft())
         # Timers due now (never early: compared with the clock, not the
         # poll timeout) join the ready queue in deadline order.
         timers = self._timers
@@ -374,9 +379,6 @@ class LoopCore:
                     self._timer_cancelled_count -= 1
                 else:
                     self._ready.append(timer)
-        threadsafe = self._threadsafe
-        while threadsafe:
-            self._ready.append(threadsafe.popleft())
         # Run what is ready now; what those callbacks schedule runs next time.
         ready = self._ready
         self._ready = []

@@ -569,6 +569,10 @@ cdef class LoopCore:
                 item = <tuple>PyList_GET_ITEM(events, i)
                 self._dispatch(item[0], item[1])
 
+        # Callbacks queued from other threads come first: they were queued
+        # before the timers below became due (asyncio queues them at once).
+        while self._threadsafe:
+            self._ready.append(self._threadsafe.popleft())
         # Timers due now (never early: compared with the clock, not the
         # poll timeout) join the ready queue in deadline order.
         if PyList_GET_SIZE(self._timers):
@@ -584,8 +588,6 @@ cdef class LoopCore:
                     self._timer_cancelled_count -= 1
                 else:
                     self._ready.append(timer)
-        while self._threadsafe:
-            self._ready.append(self._threadsafe.popleft())
 
         # Run what is ready now; what those callbacks schedule runs next time.
         ready = self._ready
