@@ -25,27 +25,55 @@ def _flag(name):
 
 
 class OptionalBuildExt(build_ext):
-    """Let the extension build fail unless FASTIO_REQUIRE_EXTENSIONS demands it."""
+    """Let the extension build fail unless FASTIO_REQUIRE_EXTENSIONS demands it.
+
+    A failure is never silent: the build ends with a warning banner naming
+    what failed, and the installed fastio warns again at import (a
+    RuntimeWarning from fastio._ext) until it is rebuilt.
+    """
 
     def run(self):
+        self._failures = []
         try:
             super().run()
         except Exception as exc:
-            self._fallback(exc)
+            if not self._failures:  # else: a consequence of those
+                self._fallback("build_ext", exc)
+            elif _flag("FASTIO_REQUIRE_EXTENSIONS"):
+                raise
+        if self._failures:
+            self._warn()
 
     def build_extension(self, ext):
         try:
             super().build_extension(ext)
         except Exception as exc:
-            self._fallback(exc)
+            self._fallback(ext.name, exc)
 
-    def _fallback(self, exc):
+    def _fallback(self, what, exc):
         if _flag("FASTIO_REQUIRE_EXTENSIONS"):
             raise
-        sys.stderr.write(
-            "*** fastio: building the C extension failed (%s); "
-            "installing the pure-Python fallback.\n" % (exc,)
-        )
+        message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        if len(message) > 160:
+            message = "..." + message[-157:]
+        self._failures.append("%s: %s" % (what, message))
+
+    def _warn(self):
+        bar = "*" * 78
+        lines = [
+            bar,
+            "WARNING: fastio's C extension could not be built; fastio will run on its",
+            "pure-Python fallback, which is much slower.",
+        ]
+        lines += ["  failed: %s" % f for f in self._failures]
+        lines += [
+            "Install a C compiler and the Python headers (e.g. apt install gcc",
+            "python3-dev), then rebuild. Set FASTIO_REQUIRE_EXTENSIONS=1 to make this",
+            "an error, or FASTIO_NO_EXTENSIONS=1 to choose the fallback on purpose.",
+            bar,
+        ]
+        sys.stderr.write("\n".join(lines) + "\n")
+        sys.stderr.flush()
 
 
 def _extensions():

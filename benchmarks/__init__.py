@@ -14,4 +14,5 @@ SUITES = {
     "asyncio": "benchmarks.bench_asyncio",
     "rabbitmq": "benchmarks.bench_rabbitmq",
     "rabbitmq-cluster": "benchmarks.bench_rabbitmq_cluster",
+    "import": "benchmarks.bench_import",
 }

@@ -13,15 +13,21 @@ on first use, so that ``import fastio`` for the selectors does not import
 asyncio.
 """
 
-import logging
+# Nothing heavy at import: `import fastio; fastio.install()` at the top of a
+# program must not slow its start (benchmarks/bench_import.py).
+import os as _os
 from typing import TYPE_CHECKING, Any, List
 
-from fastio._ext import IMPLEMENTATION
 from fastio._install import install, installed, uninstall
 
 if TYPE_CHECKING:
     from fastio._aio import EventLoop, EventLoopPolicy, SelectorEventLoop, new_event_loop, run
+    from fastio._ext import IMPLEMENTATION
     from fastio.loop import Loop
+
+if _os.environ.get("FASTIO_REQUIRE_EXTENSIONS", "") not in ("", "0"):
+    # Fail at import, not at first use, when the extension is demanded.
+    import fastio._ext  # noqa: F401
 
 __all__ = [
     "IMPLEMENTATION",
@@ -39,10 +45,6 @@ __all__ = [
 
 __version__ = "0.1.0"
 
-# A library's loggers stay silent until the application configures logging
-# (without a handler, logging's last resort would print warnings to stderr).
-logging.getLogger("fastio").addHandler(logging.NullHandler())
-
 _LAZY = ("Loop", "EventLoop", "EventLoopPolicy", "SelectorEventLoop", "new_event_loop", "run")
 
 
@@ -51,6 +53,10 @@ def __getattr__(name: str) -> Any:
 
     :raises AttributeError: `name` is not an attribute of fastio.
     """
+    if name == "IMPLEMENTATION":
+        from fastio._ext import IMPLEMENTATION
+
+        return IMPLEMENTATION
     if name == "Loop":
         from fastio.loop import Loop
 
@@ -64,4 +70,4 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> List[str]:
     """List fastio's attributes, the lazy ones included."""
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | {"IMPLEMENTATION"})

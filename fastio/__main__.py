@@ -1,12 +1,13 @@
 """fastio's command line: ``python -m fastio COMMAND`` or ``fastio COMMAND``.
 
-    python -m fastio echo --port 10000 [--upper] [--backend epoll|poll|select] [--workers N]
+    python -m fastio echo --port 10000 [--upper] [--backend epoll|poll|select] [--workers N] [--reuse-port]
     python -m fastio client [--sockets N --parts K | --bench --connections N --size B ...]
     python -m fastio publish [--url URL] [--timeout S] [--exchange X] [--routing-key K | --queue Q] [--declare] MESSAGE...
     python -m fastio consume [--url URL] [--timeout S] [--queue Q] [--declare] [--count N]
 """
 
 import argparse
+import errno
 import os
 import sys
 from typing import Optional, Sequence
@@ -35,7 +36,11 @@ def _add_echo(sub):
     parser.add_argument("--backend", choices=[name for name, cls in BACKENDS.items() if cls],
                         help="readiness syscall (default: the best available, epoll on Linux)")
     parser.add_argument("--workers", type=bounded(int, 1), default=1,
-                        help="processes serving one port through SO_REUSEPORT (default: 1)")
+                        help="processes serving one port through SO_REUSEPORT; one that dies "
+                             "is replaced (default: 1)")
+    parser.add_argument("--reuse-port", action="store_true",
+                        help="share the port with other servers already listening on it "
+                             "(SO_REUSEPORT); without it such a port is refused: address in use")
     parser.add_argument("--max-conns", type=bounded(int, 1), default=None,
                         help="connections served at once; more wait in the backlog "
                              "(default: no limit; at most 1000 with --backend select)")
@@ -47,11 +52,13 @@ def _run_echo(args):
 
     try:
         serve(args.host, args.port, upper=args.upper, backend=args.backend,
-              workers=args.workers, max_conns=args.max_conns)
+              workers=args.workers, max_conns=args.max_conns, reuse_port=args.reuse_port)
     except OSError as exc:
-        print("fastio echo: cannot listen on %s: %s" % (format_address(args.host, args.port),
-                                                       exc.strerror or exc),
-              file=sys.stderr)
+        hint = ""
+        if exc.errno == errno.EADDRINUSE and not args.reuse_port:
+            hint = " (another server holds the port; --reuse-port shares it)"
+        print("fastio echo: cannot listen on %s: %s%s" % (
+            format_address(args.host, args.port), exc.strerror or exc, hint), file=sys.stderr)
         return 1
     except RuntimeError as exc:  # a worker failed to start or exited with an error
         print("fastio echo: %s" % (exc,), file=sys.stderr)

@@ -43,6 +43,24 @@ _WRITE_BITS = ~POLLIN
 _monotonic = time.monotonic
 
 
+def _check_callback(callback, method):
+    # At call time, as asyncio's debug mode does: later, inside the loop,
+    # the error would be far from its cause.
+    if not callable(callback):
+        raise TypeError("a callable object was expected by %s(), got %r" % (method, callback))
+
+
+def _check_time(value, name):
+    """Return `value` as a float; NaN is refused (no timer could ever be due)."""
+    if isinstance(value, (str, bytes, bytearray)):
+        # float() would parse them; the compiled core refuses them.
+        raise TypeError("must be real number, not %s" % type(value).__name__)
+    t = float(value)
+    if t != t:
+        raise ValueError("%s must not be NaN" % name)
+    return t
+
+
 class Handle:
     """A callback scheduled on the loop; `cancel()` keeps it from running."""
 
@@ -163,6 +181,7 @@ class LoopCore:
         :raises RuntimeError: the loop is closed.
         """
         self._check_closed()
+        _check_callback(callback, "call_soon")
         handle = Handle(callback, args, self, context)
         self._ready.append(handle)
         return handle
@@ -171,6 +190,7 @@ class LoopCore:
                              context: Optional[contextvars.Context] = None) -> Handle:
         """Like call_soon() but callable from any thread; wakes the loop."""
         self._check_closed()
+        _check_callback(callback, "call_soon_threadsafe")
         handle = Handle(callback, args, self, context)
         # A deque that is never replaced: appends from other threads cannot
         # land in a list the loop has already swapped out (see _run_once).
@@ -180,17 +200,29 @@ class LoopCore:
 
     def call_at(self, when: float, callback: Callable[..., object], *args: Any,
                 context: Optional[contextvars.Context] = None) -> TimerHandle:
-        """Run `callback(*args)` at loop time `when`; return its TimerHandle."""
-        self._check_closed()
-        self._timer_seq += 1
-        timer = TimerHandle(float(when), self._timer_seq, callback, args, self, context)
-        _heapq.heappush(self._timers, timer)
-        return timer
+        """Run `callback(*args)` at loop time `when`; return its TimerHandle.
+
+        :raises ValueError: `when` is NaN.
+        """
+        return self._call_at(_check_time(when, "when"), callback, args, context, "call_at")
 
     def call_later(self, delay: float, callback: Callable[..., object], *args: Any,
                    context: Optional[contextvars.Context] = None) -> TimerHandle:
-        """Run `callback(*args)` `delay` seconds from now; return its TimerHandle."""
-        return self.call_at(_monotonic() + delay, callback, *args, context=context)
+        """Run `callback(*args)` `delay` seconds from now; return its TimerHandle.
+
+        :raises ValueError: `delay` is NaN.
+        """
+        return self._call_at(_monotonic() + _check_time(delay, "delay"), callback, args,
+                             context, "call_later")
+
+    def _call_at(self, when: float, callback: Callable[..., object], args: Tuple[Any, ...],
+                 context: Optional[contextvars.Context], method: str) -> TimerHandle:
+        self._check_closed()
+        _check_callback(callback, method)
+        self._timer_seq += 1
+        timer = TimerHandle(when, self._timer_seq, callback, args, self, context)
+        _heapq.heappush(self._timers, timer)
+        return timer
 
     def _timer_cancelled(self) -> None:
         # Cancelled timers stay in the heap until due; rebuild it when they
@@ -263,10 +295,12 @@ class LoopCore:
 
     def add_reader(self, fd: "_FileDescriptorLike", callback: Callable[..., object], *args: Any) -> None:
         """Call `callback(*args)` whenever `fd` is readable."""
+        _check_callback(callback, "add_reader")
         self._set_io(fd, True, Handle(callback, args, self))
 
     def add_writer(self, fd: "_FileDescriptorLike", callback: Callable[..., object], *args: Any) -> None:
         """Call `callback(*args)` whenever `fd` is writable."""
+        _check_callback(callback, "add_writer")
         self._set_io(fd, False, Handle(callback, args, self))
 
     def remove_reader(self, fd: "_FileDescriptorLike") -> bool:
@@ -359,6 +393,11 @@ class LoopCore:
                 entry.reader._run()
             if ev & _WRITE_BITS and entry.writer is not None:
                 entry.writer._run()
+        # Callbacks queued from other threads come first: they were queued
+        # before the timers below became due (asyncio queues them at once).
+        threadsafe = self._threadsafe
+        while threadsafe:
+            self._ready.append(threadsafe.popleft())
         # Timers due now (never early: compared with the clock, not the
         # poll timeout) join the ready queue in deadline order.
         timers = self._timers
@@ -371,9 +410,6 @@ class LoopCore:
                     self._timer_cancelled_count -= 1
                 else:
                     self._ready.append(timer)
-        threadsafe = self._threadsafe
-        while threadsafe:
-            self._ready.append(threadsafe.popleft())
         # Run what is ready now; what those callbacks schedule runs next time.
         ready = self._ready
         self._ready = []
@@ -460,7 +496,17 @@ class Transport:
     # --- event side
 
     def _start(self) -> None:
-        self._protocol.connection_made(self)
+        try:
+            self._protocol.connection_made(self)
+        except (SystemExit, KeyboardInterrupt):
+            self._force_close(None)
+            raise
+        except BaseException as exc:
+            # As asyncio: log it and serve the connection all the same; it
+            # is closed by the protocol or the peer, never left behind.
+            self._loop.call_exception_handler({
+                "message": "protocol.connection_made() failed",
+                "exception": exc, "transport": self, "protocol": self._protocol})
         if not self._closing and not self._reading_paused:
             self._reader._cancelled = False
             self._loop._set_io(self._fd, True, self._reader)
@@ -517,6 +563,13 @@ class Transport:
 
         :raises RuntimeError: after write_eof().
         """
+        if type(data) is not bytes:
+            try:
+                # Any bytes-like, counted in bytes (an array's items may not be).
+                data = memoryview(data).cast("B")
+            except TypeError:
+                raise TypeError("data argument must be a bytes-like object, not %r"
+                                % type(data).__name__) from None
         if self._eof:
             raise RuntimeError("Cannot call write() after write_eof()")
         if not data or self._conn_lost:

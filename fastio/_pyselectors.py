@@ -7,6 +7,7 @@ interpreter, or a failed build). Behaviour is the stdlib's; the additions are
 
 import select
 import selectors
+import time
 
 from selectors import EVENT_READ, EVENT_WRITE
 
@@ -100,8 +101,51 @@ class _Extras:
             return self.__dict__.setdefault("_fastio_flags_map", {})
 
 
-class SelectSelector(_Extras, _StdSelectSelector):
-    __doc__ = selectors.SelectSelector.__doc__
+class _Numbered:
+    """Never return a report made while its fd was not registered.
+
+    select(2) and poll(2) wait on the fds registered when the wait began. If
+    another thread unregisters an fd, reads it and registers it again while
+    the wait is blocked, the wait's report for it means nothing by the time
+    it is returned. Each registration gets a number; reports of fds whose
+    registration is newer than the wait are dropped, and the wait goes on
+    with the time left (an fd still ready is reported by the next wait).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._registrations = 0
+        self._numbers = {}
+
+    def register(self, fileobj, events, data=None, *, flags=0):
+        key = super().register(fileobj, events, data, flags=flags)
+        self._registrations += 1
+        self._numbers[key.fd] = self._registrations
+        return key
+
+    def unregister(self, fileobj):
+        key = super().unregister(fileobj)
+        self._numbers.pop(key.fd, None)
+        return key
+
+    def select(self, timeout=None):
+        deadline = None if timeout is None or timeout <= 0 else time.monotonic() + timeout
+        while True:
+            start = self._registrations
+            ready = super().select(timeout)
+            numbers = self._numbers
+            kept = [(key, events) for key, events in ready
+                    if numbers.get(key.fd, start + 1) <= start]
+            if kept or not ready or (timeout is not None and timeout <= 0):
+                return kept
+            if deadline is not None:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    return kept
+
+
+class _SelectExtras(_Extras):
+    """`_Extras` for select(2), which takes no flags."""
 
     def register(self, fileobj, events, data=None, *, flags=0):
         self._check_flags(flags)
@@ -116,9 +160,13 @@ class SelectSelector(_Extras, _StdSelectSelector):
         return _StdSelectSelector.modify(self, fileobj, events, data)
 
 
+class SelectSelector(_Numbered, _SelectExtras, _StdSelectSelector):
+    __doc__ = selectors.SelectSelector.__doc__
+
+
 if hasattr(selectors, "PollSelector"):
 
-    class PollSelector(_Extras, selectors.PollSelector):
+    class PollSelector(_Numbered, _Extras, selectors.PollSelector):
         __doc__ = selectors.PollSelector.__doc__
         _flag_mask = select.POLLPRI | getattr(select, "POLLRDHUP", 0)
 

@@ -25,7 +25,6 @@ result, and `fut.add_done_callback(cb)` works from plain callbacks.
 """
 
 import asyncio
-import logging
 import signal
 import socket
 import threading
@@ -47,6 +46,7 @@ else:
     _impl = _ext_loop if _ext_loop is not None else _pyloop
     _LoopBase = object
 
+from fastio._log import get_logger
 from fastio._streams import Protocol, Server
 
 __all__ = ["Loop", "Handle", "TimerHandle", "Transport", "Server", "Protocol"]
@@ -55,7 +55,7 @@ Handle = _impl.Handle
 TimerHandle = _impl.TimerHandle
 Transport = _impl.Transport
 
-logger = logging.getLogger("fastio.loop")
+logger = get_logger("fastio.loop")
 
 _T = TypeVar("_T")
 _P = TypeVar("_P", bound=Protocol)

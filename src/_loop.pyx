@@ -17,7 +17,7 @@ the receive buffer itself (no bytes object per chunk).
 """
 
 cimport cython
-from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_CheckBuffer, PyObject_GetBuffer
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
@@ -68,6 +68,22 @@ cdef double MAX_WAIT = 24 * 3600.0
 cdef inline double _now() noexcept:
     # Exactly time.monotonic(): same clock, same ns -> float conversion.
     return <double>fastio_monotonic_ns() / 1e9
+
+
+cdef inline int _check_callback(object callback, str method) except -1:
+    # At call time, as asyncio's debug mode does: later, inside the loop,
+    # the error would be far from its cause.
+    if not callable(callback):
+        raise TypeError("a callable object was expected by %s(), got %r" % (method, callback))
+    return 0
+
+
+cdef inline double _check_time(object value, str name) except? -1.0:
+    """Return `value` as a float; NaN is refused (no timer could ever be due)."""
+    cdef double t = value
+    if t != t:
+        raise ValueError("%s must not be NaN" % name)
+    return t
 
 
 cdef inline long long _fdtab_index(object fd) noexcept:
@@ -292,6 +308,7 @@ cdef class LoopCore:
         :raises RuntimeError: the loop is closed.
         """
         self._check_closed()
+        _check_callback(callback, "call_soon")
         cdef Handle handle = Handle.__new__(Handle, callback, args, self)
         handle._context = context
         self._ready.append(handle)
@@ -300,6 +317,7 @@ cdef class LoopCore:
     def call_soon_threadsafe(self, callback, *args, context=None):
         """Like call_soon() but callable from any thread; wakes the loop."""
         self._check_closed()
+        _check_callback(callback, "call_soon_threadsafe")
         cdef Handle handle = Handle.__new__(Handle, callback, args, self)
         handle._context = context
         # A deque that is never replaced: appends from other threads cannot
@@ -309,15 +327,23 @@ cdef class LoopCore:
         return handle
 
     def call_at(self, when, callback, *args, context=None):
-        """Run `callback(*args)` at loop time `when`; return its TimerHandle."""
-        return self._call_at(when, callback, args, context)
+        """Run `callback(*args)` at loop time `when`; return its TimerHandle.
+
+        :raises ValueError: `when` is NaN.
+        """
+        return self._call_at(_check_time(when, "when"), callback, args, context, "call_at")
 
     def call_later(self, delay, callback, *args, context=None):
-        """Run `callback(*args)` `delay` seconds from now; return its TimerHandle."""
-        return self._call_at(_now() + <double>delay, callback, args, context)
+        """Run `callback(*args)` `delay` seconds from now; return its TimerHandle.
 
-    cdef TimerHandle _call_at(self, double when, callback, tuple args, context):
+        :raises ValueError: `delay` is NaN.
+        """
+        return self._call_at(_now() + _check_time(delay, "delay"), callback, args, context,
+                             "call_later")
+
+    cdef TimerHandle _call_at(self, double when, callback, tuple args, context, str method):
         self._check_closed()
+        _check_callback(callback, method)
         cdef TimerHandle timer = TimerHandle.__new__(TimerHandle, callback, args, self)
         timer._context = context
         self._timer_seq += 1
@@ -459,10 +485,12 @@ cdef class LoopCore:
 
     def add_reader(self, fd, callback, *args):
         """Call `callback(*args)` whenever `fd` is readable."""
+        _check_callback(callback, "add_reader")
         self._set_io(_fileno(fd), True, Handle.__new__(Handle, callback, args, self))
 
     def add_writer(self, fd, callback, *args):
         """Call `callback(*args)` whenever `fd` is writable."""
+        _check_callback(callback, "add_writer")
         self._set_io(_fileno(fd), False, Handle.__new__(Handle, callback, args, self))
 
     def remove_reader(self, fd):
@@ -541,6 +569,10 @@ cdef class LoopCore:
                 item = <tuple>PyList_GET_ITEM(events, i)
                 self._dispatch(item[0], item[1])
 
+        # Callbacks queued from other threads come first: they were queued
+        # before the timers below became due (asyncio queues them at once).
+        while self._threadsafe:
+            self._ready.append(self._threadsafe.popleft())
         # Timers due now (never early: compared with the clock, not the
         # poll timeout) join the ready queue in deadline order.
         if PyList_GET_SIZE(self._timers):
@@ -556,8 +588,6 @@ cdef class LoopCore:
                     self._timer_cancelled_count -= 1
                 else:
                     self._ready.append(timer)
-        while self._threadsafe:
-            self._ready.append(self._threadsafe.popleft())
 
         # Run what is ready now; what those callbacks schedule runs next time.
         ready = self._ready
@@ -710,7 +740,17 @@ cdef class Transport:
     # --- event side
 
     def _start(self):
-        self._protocol.connection_made(self)
+        try:
+            self._protocol.connection_made(self)
+        except (SystemExit, KeyboardInterrupt):
+            self._force_close(None)
+            raise
+        except BaseException as exc:
+            # As asyncio: log it and serve the connection all the same; it
+            # is closed by the protocol or the peer, never left behind.
+            self._loop.call_exception_handler({
+                "message": "protocol.connection_made() failed",
+                "exception": exc, "transport": self, "protocol": self._protocol})
         if not self._closing and not self._reading_paused:
             self._reader._cancelled = False
             self._loop._set_io(self._fd, True, self._reader)
@@ -779,6 +819,9 @@ cdef class Transport:
         :raises RuntimeError: after write_eof().
         """
         cdef Py_buffer view
+        if not PyBytes_CheckExact(data) and not PyObject_CheckBuffer(data):
+            raise TypeError("data argument must be a bytes-like object, not %r"
+                            % type(data).__name__)
         if self._eof:
             raise RuntimeError("Cannot call write() after write_eof()")
         if not data or self._conn_lost:

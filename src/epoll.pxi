@@ -20,7 +20,7 @@
 #   once -- every lookup treats it as absent -- but leaves the kernel entry
 #   in place and marks the table entry deferred (slot -2). register() of a
 #   deferred fd re-arms that entry with one EPOLL_CTL_MOD (which re-arms an
-#   EPOLLONESHOT-disabled one too); ENOENT means the entry is gone (the file
+#   EPOLLONESHOT-disabled one too) under a new generation; ENOENT means the entry is gone (the file
 #   was closed, or the number now names another file), so it falls back to
 #   EPOLL_CTL_ADD. EPOLLEXCLUSIVE entries cannot be MODed, so they are
 #   deleted eagerly, as are fds >= FDTABLE_DIRECT_MAX (no table slot to
@@ -47,6 +47,12 @@
 #   event is armed again; and a registered fd the user closed without
 #   unregistering, whose number now names another file, starts watching
 #   that file (as a register() by the caller would).
+# * Why re-arm under a new generation: while deferred, the entry still
+#   reports, and a thread blocked in epoll_wait may have taken such a report
+#   before another thread registers the fd again (then reads it, and the
+#   report means nothing). The table keeps the old generation in `gen`, so
+#   reports carrying it are dropped without a rebuild; the kernel reports
+#   again, under the new generation, whatever is still ready.
 # * Dropped reports must not end a wait early: the wait goes on with the
 #   time left (Poller._wait), and the buffer holds registered + deferred
 #   entries' reports, so none is ever starved by stale ones.
@@ -90,6 +96,7 @@ cdef class EpollPoller(Poller):
         """ADD `fd` under a new generation, or re-arm its deferred entry."""
         cdef fdentry *e = NULL
         cdef int err
+        cdef uint32_t gen
         if fd > 2147483647:
             raise OverflowError("Python int too large to convert to C int")
         if fd < self._cap and self._entries[fd].slot == FASTIO_EPOLL_DEFERRED:
@@ -101,21 +108,36 @@ cdef class EpollPoller(Poller):
                     e.slot = -1
                     self._deferred -= 1
                     e = NULL
-            elif fastio_epoll_ctl(self._epfd, EPOLL_CTL_MOD, <int>fd, mask, e.gen) == 0:
-                self._deferred -= 1
-                return <int>e.gen
             else:
+                # A new generation: reports the old one made while the fd
+                # was unregistered may still be on their way to a waiting
+                # thread; `gen` keeps the old one so they are dropped
+                # without a rebuild.
+                gen = self._next_gen()
+                if fastio_epoll_ctl(self._epfd, EPOLL_CTL_MOD, <int>fd, mask, gen) == 0:
+                    self._deferred -= 1
+                    return <int>gen
                 err = fastio_last_error()
                 if err != ENOENT:
                     # EPERM (regular file), EBADF: what ADD would say too.
                     _raise_errno(err)
-        self._gen = (self._gen + 1) & FASTIO_EPOLL_GEN_MASK
-        self._ctl(EPOLL_CTL_ADD, fd, mask, self._gen)
+        gen = self._next_gen()
+        self._ctl(EPOLL_CTL_ADD, fd, mask, gen)
         if e != NULL:
             # The old entry is gone or harmless: a report from it carries
             # an older generation and triggers a rebuild.
             self._deferred -= 1
-        return <int>self._gen
+        if fd < self._cap:
+            # No older generation of this registration to forgive.
+            self._entries[fd].gen = gen
+        return <int>gen
+
+    cdef inline uint32_t _next_gen(self) noexcept:
+        # 0 is never used: it is what a fresh table entry's `gen` holds.
+        self._gen = (self._gen + 1) & FASTIO_EPOLL_GEN_MASK
+        if self._gen == 0:
+            self._gen = 1
+        return self._gen
 
     cdef int _sys_mod(self, long long fd, int slot, uint32_t mask) except -1:
         if fd > 2147483647:
@@ -193,7 +215,9 @@ cdef class EpollPoller(Poller):
                         buf[k] = buf[i]
                     k += 1
                     continue
-                if settled:
+                if settled or (slot >= 0 and entries[fd].gen == gen):
+                    # The second: made by this fd's entry before it was
+                    # re-armed (while unregistered): stale, and harmless.
                     continue
                 if (slot == FASTIO_EPOLL_DEFERRED and entries[fd].gen == gen
                         and fastio_epoll_ctl(self._epfd, EPOLL_CTL_DEL, fd, 0, 0) == 0):

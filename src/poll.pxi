@@ -4,7 +4,8 @@
 # (it rebuilds its array from an insertion-ordered dict): unregister() turns
 # an entry into a hole (fd = -1, which poll(2) ignores) and holes are
 # compacted away once they are half the array. Each wait polls a private
-# copy, so other threads may register while it blocks.
+# copy, so other threads may register while it blocks; a report is kept only
+# if its fd has been registered since before the wait began (src/poller.pxi).
 
 
 cdef class PollPoller(Poller):
@@ -19,6 +20,7 @@ cdef class PollPoller(Poller):
 
     def __cinit__(self, *args, **kwargs):
         self.flag_mask = POLLPRI | POLLRDHUP
+        self._track_regs = True
         if not FASTIO_HAVE_POLL:
             raise OSError(ENOSYS, "poll is not available on this platform")
 
@@ -79,6 +81,7 @@ cdef class PollPoller(Poller):
         cdef Py_ssize_t nfds = self._nfds, i, k = 0
         cdef fastio_pollfd *work
         cdef void *p
+        cdef uint32_t start = self._regseq
         self._reserve(self._count)
         if nfds > self._workcap:
             p = PyMem_Realloc(self._work, nfds * sizeof(fastio_pollfd))
@@ -101,13 +104,20 @@ cdef class PollPoller(Poller):
         if n < 0:
             self._err = err
             return -1
-        if 0 < maxevents < n:
-            n = <int>maxevents
+        if n == 0:
+            return 0
+        if maxevents <= 0 or maxevents > n:
+            maxevents = n
         i = 0
-        while k < n and i < nfds:
-            if work[i].revents and work[i].fd >= 0:
+        while k < maxevents and i < nfds:
+            if (work[i].revents and work[i].fd >= 0
+                    and self._registered_since(work[i].fd, start)):
                 self._buf[k].fd = work[i].fd
                 self._buf[k].events = <uint16_t>work[i].revents
                 k += 1
             i += 1
+        if k == 0:
+            # Every report was dropped: the wait goes on (Poller._wait).
+            self._err = 0
+            return -1
         return k

@@ -16,7 +16,13 @@
 # Threads: a wait runs without the GIL. Registration changes made by other
 # threads meanwhile are safe (epoll: the kernel; poll: the wait works on a
 # private copy of the pollfd array; select: on copies of the fd_sets) and
-# take effect at the next wait. Two concurrent waits on one poller raise
+# take effect at the next wait. A report made while its fd was not
+# registered is never returned, even if the fd is registered again before
+# the wait gets the GIL back (a thread that unregisters a socket, reads it
+# and registers it again must not see it reported readable with nothing to
+# read): epoll re-arms under a new generation (src/epoll.pxi); poll and
+# select number every registration (`gen`, from `_regseq`) and drop reports
+# of fds registered after the wait began. Two concurrent waits on one poller raise
 # RuntimeError, as select.poll does. close() from another thread does not
 # free anything a wait is using; the blocked wait returns normally when it
 # wakes and every later call raises ValueError.
@@ -80,12 +86,16 @@ cdef class Poller:
     cdef bint _kernel_table
     cdef bint _any_fd
     cdef int _err
+    cdef uint32_t _regseq
+    cdef bint _track_regs
+    cdef dict _far_gen
     cdef readonly bint closed
     cdef readonly uint32_t flag_mask
 
     def __cinit__(self, *args, **kwargs):
         self._direct_limit = FDTABLE_DIRECT_MAX
         self._far = {}
+        self._far_gen = {}
 
     def __dealloc__(self):
         PyMem_Free(self._entries)
@@ -143,7 +153,32 @@ cdef class Poller:
             self._entries[fd].mask = 0
         elif fd >= self._direct_limit:
             self._far.pop(fd, None)
+            if self._far_gen:
+                self._far_gen.pop(fd, None)
         return 0
+
+    cdef int _number(self, long long fd) except -1:
+        """Give `fd`'s new registration the next registration number."""
+        self._regseq += 1
+        if fd < self._cap:
+            self._entries[fd].gen = self._regseq
+        else:
+            self._far_gen[fd] = self._regseq
+        return 0
+
+    cdef inline bint _registered_since(self, long long fd, uint32_t start):
+        """Tell whether `fd` is registered now under a registration that
+        existed when `_regseq` was `start` (poll, select)."""
+        cdef uint32_t mask, gen
+        cdef int slot
+        if not self._lookup(fd, &mask, &slot):
+            return False
+        if fd < self._cap:
+            gen = self._entries[fd].gen
+        else:
+            gen = self._far_gen.get(fd, 0)
+        # Wrap-safe "gen <= start".
+        return <int32_t>(gen - start) <= 0
 
     cdef inline int _check_open(self) except -1:
         if self.closed:
@@ -184,6 +219,8 @@ cdef class Poller:
         # left the interest list by itself, so its number may be added again.
         slot = self._sys_add(fd, mask)
         self._store(fd, mask, slot)
+        if self._track_regs:
+            self._number(fd)
         if not present:
             self._count += 1
         return 0

@@ -22,6 +22,7 @@ cdef class SelectPoller(Poller):
         self._maxfd = -1
         self.flag_mask = 0
         self._any_fd = True
+        self._track_regs = True
         if not FASTIO_WINSOCK:
             self._direct_limit = FD_SETSIZE
 
@@ -71,6 +72,10 @@ cdef class SelectPoller(Poller):
         cdef uint32_t ev
         cdef int64_t us = -1 if timeout_ns < 0 else (timeout_ns + 999) // 1000
         cdef Py_ssize_t k = 0
+        cdef uint32_t start = self._regseq
+        # Bits at or above nfds are select()'s input, never a report.
+        cdef int nfds = self._maxfd + 1
+        cdef int got
         if self._far:
             for fd_obj in self._far:
                 if fd_obj > 2147483647:
@@ -84,19 +89,20 @@ cdef class SelectPoller(Poller):
         else:
             FD_ZERO(&x)
         if us == 0:
-            n = fastio_select(self._maxfd + 1, &r, &w, &x, 0)
+            n = fastio_select(nfds, &r, &w, &x, 0)
             if n < 0:
                 err = fastio_last_error()
         else:
             with nogil:
-                n = fastio_select(self._maxfd + 1, &r, &w, &x, us)
+                n = fastio_select(nfds, &r, &w, &x, us)
                 if n < 0:
                     err = fastio_last_error()
         if n < 0:
             self._err = err
             return -1
+        got = n
         fd = 0
-        while n > 0 and fd <= self._maxfd:
+        while n > 0 and fd < nfds:
             ev = 0
             if FD_ISSET(fd, &r):
                 ev |= POLLIN
@@ -107,11 +113,15 @@ cdef class SelectPoller(Poller):
             if FASTIO_WINSOCK and FD_ISSET(fd, &x):
                 ev |= POLLOUT
                 n -= 1
-            if ev and self._mask_of(fd):
+            if ev and self._registered_since(fd, start):
                 self._buf[k].fd = fd
                 self._buf[k].events = ev
                 k += 1
                 if k == maxevents:
                     break
             fd += 1
+        if k == 0 and got > 0:
+            # Every report was dropped: the wait goes on (Poller._wait).
+            self._err = 0
+            return -1
         return k

@@ -241,7 +241,7 @@ def unread_bytes(sock):
     return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))[0]
 
 
-def wait_until(predicate, timeout=5.0, interval=0.002):
+def wait_until(predicate, timeout=30.0, interval=0.002):
     """Poll `predicate()` until true or `timeout`; return its last value."""
     deadline = time.monotonic() + timeout
     while True:
@@ -309,7 +309,7 @@ def fill_until_server_owes(sock, server, pattern, chunk=32 * 1024, limit=64 << 2
             start = sent % len(pattern)
             sock.sendall(stream[start:start + chunk])
             sent += chunk
-            if not wait_until(lambda: server.stats.bytes_in == sent, timeout=5):
+            if not wait_until(lambda: server.stats.bytes_in == sent, timeout=30):
                 raise AssertionError("the server stopped reading after %d of %d bytes"
                                      % (server.stats.bytes_in, sent))
             time.sleep(0.001)  # the write follows the read in the same callback
@@ -329,13 +329,13 @@ def stream_prefix(pattern, n):
 # --- client sockets ----------------------------------------------------------
 
 
-def connect(address, timeout=5.0):
+def connect(address, timeout=30.0):
     sock = socket.create_connection(address, timeout=timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
 
 
-def recv_exactly(sock, n, timeout=5.0):
+def recv_exactly(sock, n, timeout=30.0):
     """Receive exactly `n` bytes within `timeout` seconds (fewer if EOF comes first)."""
     chunks = []
     got = 0
@@ -356,7 +356,7 @@ def recv_exactly(sock, n, timeout=5.0):
     return b"".join(chunks)
 
 
-def recv_until_eof(sock, timeout=5.0):
+def recv_until_eof(sock, timeout=30.0):
     """Receive until EOF; return (data, saw_eof). saw_eof is False on timeout."""
     chunks = []
     deadline = time.monotonic() + timeout
@@ -374,7 +374,7 @@ def recv_until_eof(sock, timeout=5.0):
         chunks.append(chunk)
 
 
-def round_trip(sock, payload, timeout=5.0):
+def round_trip(sock, payload, timeout=30.0):
     """Send `payload`, return what comes back in the same number of bytes."""
     sock.sendall(payload)
     return recv_exactly(sock, len(payload), timeout)

@@ -109,7 +109,7 @@ def first_difference(got, want):
     return "equal"
 
 
-def recv_exactly(sock, n, timeout=5.0):
+def recv_exactly(sock, n, timeout=30.0):
     """Receive exactly `n` bytes within `timeout` s (fewer on EOF or timeout)."""
     data = bytearray()
     deadline = time.monotonic() + timeout
@@ -128,7 +128,7 @@ def recv_exactly(sock, n, timeout=5.0):
     return bytes(data)
 
 
-def round_trip(sock, payload, timeout=5.0):
+def round_trip(sock, payload, timeout=30.0):
     """Send `payload` from a helper thread, return what comes back (len(payload) bytes).
 
     Sending from another thread lets a payload larger than both socket
@@ -185,7 +185,7 @@ class EmfileServer:
         self.port = int(line.split()[1])
         self.address = ("127.0.0.1", self.port)
 
-    def read_line(self, timeout=5.0):
+    def read_line(self, timeout=30.0):
         fd = self.proc.stdout.fileno()
         data = b""
         deadline = time.monotonic() + timeout
@@ -199,7 +199,7 @@ class EmfileServer:
             data += chunk
         return data.decode().strip()
 
-    def command(self, text, timeout=5.0):
+    def command(self, text, timeout=30.0):
         self.proc.stdin.write(text.encode() + b"\n")
         self.proc.stdin.flush()
         return self.read_line(timeout)

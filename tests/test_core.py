@@ -397,7 +397,8 @@ def test_poll_zero_timeout_does_not_block(poller, socketpair):
     poller.register(a, _core.POLLIN)
     t0 = time.monotonic()
     assert poller.poll(0) == []
-    assert time.monotonic() - t0 < 0.5
+    # Generous: "at once" on a loaded machine; a poll(0) that blocks never returns.
+    assert time.monotonic() - t0 < 5.0
 
 
 def test_poll_negative_timeout_returns_when_ready(poller, socketpair):
@@ -405,7 +406,7 @@ def test_poll_negative_timeout_returns_when_ready(poller, socketpair):
     poller.register(b, _core.POLLOUT)
     t0 = time.monotonic()
     assert poller.poll(-1) == [(b.fileno(), _core.POLLOUT)]
-    assert time.monotonic() - t0 < 0.5
+    assert time.monotonic() - t0 < 5.0
 
 
 @pytest.mark.parametrize("timeout", [None, -1])
@@ -440,7 +441,7 @@ def test_poll_propagates_raising_signal_handler_promptly(poller, socketpair, sig
     t0 = time.monotonic()
     with pytest.raises(Interrupted):
         poller.poll(10.0)
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < 5.0  # well before the 10 s timeout
     # The poller is usable afterwards (no "concurrent poll()" left behind).
     poller.register(b, _core.POLLOUT)
     assert poller.poll(0) == [(b.fileno(), _core.POLLOUT)]
@@ -565,7 +566,7 @@ def test_waker_wake_from_thread_wakes_blocked_poll(poller_cls, waker):
         elapsed = time.monotonic() - t0
         timer.join()
         assert ready == [(waker.fileno(), _core.POLLIN)]
-        assert elapsed < 1.0
+        assert elapsed < 5.0  # well before the 10 s timeout
     finally:
         p.close()
 

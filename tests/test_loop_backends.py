@@ -68,8 +68,11 @@ def test_echo_timers_and_threadsafe_on_backend(loop):
     failsafe.cancel()
 
     order = []
-    loop.call_later(0.02, order.append, "late")
-    loop.call_later(0.01, order.append, "early")
+    # Deadlines from one base time: a stall between the two calls on a
+    # loaded machine must not swap them.
+    base = loop.time()
+    loop.call_at(base + 0.02, order.append, "late")
+    loop.call_at(base + 0.01, order.append, "early")
     # Queued from another thread before the loop runs: first, whatever the load.
     thread = threading.Thread(target=loop.call_soon_threadsafe, args=(order.append, "thread"))
     thread.start()

@@ -106,7 +106,7 @@ def test_stop_before_run_forever_runs_one_iteration(any_loop):
     t0 = time.monotonic()
     loop.run_forever()
     assert out == [1]
-    assert time.monotonic() - t0 < 1
+    assert time.monotonic() - t0 < 5  # a loop that did not stop would block forever
 
 
 def test_call_soon_threadsafe_from_8_threads_loses_none(any_loop):

@@ -65,20 +65,25 @@ def test_accept_emfile_keeps_serving_clients_without_spinning_then_serves_the_ba
             sock.sendall(payload)
         assert wait_until(lambda: srv.stats()[1] >= 1), "accept() never failed with EMFILE"
 
-        _, emfile0, _, cpu0 = srv.stats()
-        t0 = time.monotonic()
         # The connected clients are still served, byte for byte, meanwhile.
         for sock in clients:
             payload = rng.randbytes(256 * 1024)
             got = round_trip(sock, payload)
             assert got == payload, first_difference(got, payload)
-        time.sleep(max(0.0, t0 + 1.0 - time.monotonic()))
+        # No spinning: over a quiet window of at least 1 s that holds an
+        # accept() retry (conditions, not a deadline: a loaded machine only
+        # makes the window longer), the server uses little CPU.
+        _, emfile0, _, cpu0 = srv.stats()
+        t0 = time.monotonic()
+        assert wait_until(lambda: srv.stats()[1] > emfile0, timeout=60, interval=0.1), \
+            "accept() was never retried"
+        while time.monotonic() - t0 < 1.0:
+            time.sleep(0.1)
         accepted, emfile1, _, cpu1 = srv.stats()
         cpu_share = (cpu1 - cpu0) / (time.monotonic() - t0)
         assert cpu_share < 0.3, "the server used %.0f%% of a core while accept() failed" % (100 * cpu_share)
         # (No bound on the EMFILE reports themselves: asyncio reports one per
         # accept() of its batch, `backlog` per retry.)
-        assert emfile1 > emfile0, "accept() was not retried within 1 s"
         assert accepted == connected
         for sock in pending:
             sock.settimeout(0)
@@ -87,7 +92,7 @@ def test_accept_emfile_keeps_serving_clients_without_spinning_then_serves_the_ba
 
         assert srv.command("free").startswith("freed ")
         for sock, payload in zip(pending, pending_payloads):
-            got = recv_exactly(sock, len(payload), timeout=5)
+            got = recv_exactly(sock, len(payload), timeout=60)
             assert got == payload, first_difference(got, payload)
         for sock in clients:
             payload = rng.randbytes(4096)
@@ -255,7 +260,7 @@ def test_call_soon_threadsafe_under_a_1ms_timer_signal_wakes_the_loop_every_time
                 time.sleep(rng.uniform(0, 0.002))  # let the loop go back to sleep
                 t0 = time.monotonic()
                 loop.call_soon_threadsafe(on_loop, i)
-                if not done.wait(2.0):
+                if not done.wait(20.0):
                     lost.append(i)
                     return
                 latencies.append(time.monotonic() - t0)
@@ -271,28 +276,39 @@ def test_call_soon_threadsafe_under_a_1ms_timer_signal_wakes_the_loop_every_time
     guard.cancel()
     assert lost == []
     assert ran == list(range(calls))
-    assert max(latencies) < 1.0
+    assert max(latencies) < 5.0  # a lost wake-up waits for the 30 s guard
     assert signals.calls >= 50
 
 
 def test_loop_signal_handler_runs_for_a_1ms_timer_signal_while_the_loop_sleeps(any_loop):
     loop = any_loop.loop
     runs = []
+
+    def on_signal():
+        runs.append(loop.time())
+        if len(runs) == 100:
+            loop.stop()
+
     with timer_signal():
         # The loop's own handler replaces the no-op one until removed.
-        loop.add_signal_handler(signal.SIGALRM, lambda: runs.append(loop.time()))
+        loop.add_signal_handler(signal.SIGALRM, on_signal)
         try:
-            loop.call_later(0.5, loop.stop)
+            # Until 100 handler runs (a condition: a loaded machine delivers
+            # fewer signals per second), or the guard.
+            guard = loop.call_later(60, loop.stop)
             started = loop.time()
             loop.run_forever()  # nothing else to do: each signal must wake it
+            guard.cancel()
         finally:
             # Disarm first: remove_signal_handler() restores SIG_DFL, which
             # would kill the process on the next tick.
             signal.setitimer(signal.ITIMER_REAL, 0)
             loop.remove_signal_handler(signal.SIGALRM)
-    assert len(runs) >= 100, "%d handler runs for ~500 signals" % len(runs)
+    assert len(runs) >= 100, "%d handler runs in 60 s of 1 ms signals" % len(runs)
     gaps = [b - a for a, b in zip([started] + runs, runs)]
-    assert max(gaps) < 0.2, "the loop slept %.3f s through pending signals" % max(gaps)
+    # A loop that sleeps through pending signals sleeps until the guard;
+    # a busy machine only stalls it for a scheduler slice or so.
+    assert max(gaps) < 5.0, "the loop slept %.3f s through pending signals" % max(gaps)
 
 
 # --- closing and stopping from another thread --------------------------------------
@@ -441,7 +457,7 @@ def test_waker_wake_from_8_threads_while_the_loop_closes(fastio_loop):
         # write into it (or fail with EBADF on its read end).
         while len(pipes) < 64 and not any(waker_fd in p for p in pipes):
             pipes.append(os.pipe())
-        wait_until(lambda: min(after_close) >= 100, timeout=3)
+        wait_until(lambda: min(after_close) >= 100, timeout=30)
     finally:
         stop.set()
         for thread in threads:

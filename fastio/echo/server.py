@@ -17,7 +17,10 @@ fastio's Loop. What the tutorial version leaves out:
   until the client closes; clients that are not done within `drain_timeout`
   are aborted.
 * ``workers``: N processes, each with its own listening socket on the same
-  port (SO_REUSEPORT: the kernel spreads connections over them).
+  port (SO_REUSEPORT: the kernel spreads connections over them), supervised:
+  a worker that dies is logged and replaced, with a growing delay if it
+  keeps dying right after its start. A port another server already listens
+  on is refused unless ``reuse_port`` asks to share it.
 """
 
 import dataclasses
@@ -26,6 +29,7 @@ import select
 import signal
 import socket
 import sys
+import time
 import warnings
 from typing import IO, Any, Callable, Dict, Optional, Set, Tuple, Type
 
@@ -270,7 +274,7 @@ def _run_worker(options, ready_fd, stats_fd, sigmask):
     SIGINT/SIGTERM stay blocked (pending) until the server's handlers are in
     place; `sigmask` is the mask to restore then.
     """
-    server = EchoServer(reuse_port=True, **options)
+    server = EchoServer(**dict(options, reuse_port=True))
 
     def ready():
         signal.pthread_sigmask(signal.SIG_SETMASK, sigmask)
@@ -286,84 +290,264 @@ def _run_worker(options, ready_fd, stats_fd, sigmask):
     os.close(stats_fd)
 
 
-def _serve_workers(options, workers, announce):
-    """Run `workers` processes on one port; return the summed stats."""
-    # Reserve the port here (port 0 must become one port for all workers):
-    # a bound, non-listening SO_REUSEPORT socket takes no connections.
-    probe = socket.socket(socket.AF_INET6 if ":" in options["host"] else socket.AF_INET)
-    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    probe.bind((options["host"], options["port"]))
-    options = dict(options, port=probe.getsockname()[1])
-    stats_r, stats_w = os.pipe()
-    children = []
-    # Children install their own handlers; until then, keep signals pending.
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+def _reserve_port(host, port, share):
+    """Return a bound, non-listening SO_REUSEPORT socket holding the port.
+
+    It keeps the port for the workers (port 0 becomes one port for all, and a
+    replacement worker finds it free) but takes no connections. Unless
+    `share`, first bind without SO_REUSEPORT: if another server listens on
+    the port, that fails with EADDRINUSE instead of silently sharing it.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if not share:
+        with socket.socket(family) as exclusive:
+            exclusive.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            exclusive.bind((host, port))
+            port = exclusive.getsockname()[1]
+    probe = socket.socket(family)
     try:
-        for _ in range(workers):
-            ready_r, ready_w = os.pipe()
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        probe.bind((host, port))
+    except BaseException:
+        probe.close()
+        raise
+    return probe
+
+
+#: A worker that dies sooner than this after its start is crashing: its
+#: replacement waits, twice as long each time (up to RESPAWN_DELAY_MAX).
+RESPAWN_MIN_UPTIME = 1.0
+RESPAWN_DELAY_FIRST = 0.5
+RESPAWN_DELAY_MAX = 30.0
+
+
+@dataclasses.dataclass
+class _Worker:
+    pid: int
+    slot: int
+    started: float
+    stats_r: int
+    ready_r: Any = None  # the ready pipe until the worker said it is up
+    report: bytes = b""
+
+
+class _Supervisor:
+    """Run `workers` echo processes on one port and keep them running.
+
+    As gunicorn's arbiter and nginx's master: a worker that dies is reaped,
+    logged and replaced (after a growing delay if it keeps dying right after
+    its start); SIGINT/SIGTERM are forwarded to the workers, whose stats are
+    summed once they have all exited.
+    """
+
+    def __init__(self, options, workers, share, log):
+        self.options = options
+        self.count = workers
+        self.share = share
+        self.log = log
+        self.live = {}  # pid -> _Worker
+        self.due = {}  # slot -> monotonic time of its respawn
+        self.delay = [0.0] * workers  # slot -> its next respawn delay
+        self.stopping = False
+        self.total = EchoStats()
+        self.failed = 0
+        self.sigmask = None
+        self.probe = None
+        self.wake = None
+
+    # -- processes
+
+    def _spawn(self, slot, wait_ready):
+        """Fork one worker (signals blocked meanwhile); return its _Worker."""
+        stats_r, stats_w = os.pipe()
+        ready_r, ready_w = os.pipe()
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD})
+        try:
             pid = os.fork()
             if pid == 0:
                 code = 0
                 try:
-                    os.close(ready_r)
-                    os.close(stats_r)
-                    _run_worker(options, ready_w, stats_w, old)
+                    # Nothing of the supervisor's: its handlers, wakeup fd, fds.
+                    signal.set_wakeup_fd(-1)
+                    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
+                        signal.signal(sig, signal.SIG_DFL)
+                    for fd in [stats_r, ready_r] + self._parent_fds():
+                        os.close(fd)
+                    _run_worker(self.options, ready_w, stats_w, self.sigmask)
                 except BaseException:
                     import traceback
                     traceback.print_exc()
                     code = 1
                 finally:
                     os._exit(code)
+            os.close(stats_w)
             os.close(ready_w)
-            children.append(pid)
-            if os.read(ready_r, 1) != b"1":
-                raise RuntimeError("echo worker %d failed to start" % pid)
+            worker = _Worker(pid, slot, time.monotonic(), stats_r, ready_r)
+            self.live[pid] = worker
+        except BaseException:
+            for fd in (stats_r, ready_r):
+                os.close(fd)
+            raise
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        if wait_ready:
+            ok = os.read(ready_r, 1) == b"1"
             os.close(ready_r)
-    except BaseException:
-        for pid in children:
-            os.kill(pid, signal.SIGTERM)
-        raise
-    finally:
-        os.close(stats_w)
-        probe.close()
-    # Forward SIGINT/SIGTERM to every worker, then collect their stats. The
-    # wait watches a wakeup fd too: a Python handler runs only between
-    # bytecodes, so a signal landing just before a blocking read would wait
-    # for that read to return -- never, as the workers wait for the signal.
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_w, False)
-    old_wakeup = signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGINT, lambda *a: [_kill(pid) for pid in children])
-    signal.signal(signal.SIGTERM, lambda *a: [_kill(pid) for pid in children])
-    announce(options["host"], options["port"])
-    signal.pthread_sigmask(signal.SIG_SETMASK, old)
-    reports = b""
-    try:
+            worker.ready_r = None
+            if not ok:
+                raise RuntimeError("echo worker %d failed to start" % pid)
+        return worker
+
+    def _parent_fds(self):
+        fds = [self.probe.fileno()]
+        if self.wake is not None:
+            fds += list(self.wake)
+        for w in self.live.values():
+            fds.append(w.stats_r)
+            if w.ready_r is not None:
+                fds.append(w.ready_r)
+        return fds
+
+    def _reap(self):
+        for pid in list(self.live):
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done, status = pid, 0
+            if done:
+                self._exited(self.live.pop(pid), status)
+
+    def _exited(self, worker, status):
+        # The worker is gone: its pipe ends at what it wrote.
         while True:
-            readable = select.select([stats_r, wake_r], [], [])[0]
-            if wake_r in readable:
-                os.read(wake_r, 512)  # the handler has run or runs next
-            if stats_r in readable:
-                chunk = os.read(stats_r, 65536)
-                if not chunk:
-                    break
-                reports += chunk
-    finally:
-        signal.set_wakeup_fd(old_wakeup)
-        for fd in (wake_r, wake_w, stats_r):
-            os.close(fd)
-    total = EchoStats()
-    failed = 0
-    for line in reports.decode().splitlines():
-        connections, bytes_in, bytes_out = map(int, line.split())
-        total.add(EchoStats(connections, bytes_in, bytes_out))
-    for pid in children:
-        _, status = os.waitpid(pid, 0)
-        failed += status != 0
-    if failed:
-        raise RuntimeError("%d echo worker(s) exited with an error" % failed)
-    return total
+            chunk = os.read(worker.stats_r, 65536)
+            if not chunk:
+                break
+            worker.report += chunk
+        os.close(worker.stats_r)
+        if worker.ready_r is not None:
+            os.close(worker.ready_r)
+        for line in worker.report.decode().splitlines():
+            self.total.add(EchoStats(*map(int, line.split())))
+        if self.stopping:
+            self.failed += status != 0
+            return
+        uptime = time.monotonic() - worker.started
+        if uptime < RESPAWN_MIN_UPTIME:
+            delay = self.delay[worker.slot]
+            delay = min(max(delay * 2, RESPAWN_DELAY_FIRST), RESPAWN_DELAY_MAX)
+        else:
+            delay = 0.0
+        self.delay[worker.slot] = delay
+        self.due[worker.slot] = time.monotonic() + delay
+        self.log("worker %d %s after %.1f s; starting a new one%s" % (
+            worker.pid, _describe_status(status), uptime,
+            " in %.1f s (it died right after its start)" % delay if delay else ""))
+
+    def _respawn_due(self):
+        now = time.monotonic()
+        for slot, when in sorted(self.due.items()):
+            if when <= now:
+                del self.due[slot]
+                worker = self._spawn(slot, wait_ready=False)
+                self.log("worker %d started (replacing one that died)" % worker.pid)
+
+    def _stop(self, *_):
+        self.stopping = True
+        self.due.clear()
+        for pid in self.live:
+            _kill(pid)
+
+    # -- the whole run
+
+    def run(self, announce):
+        """Start the workers, supervise them until a signal; return the summed stats."""
+        self.probe = _reserve_port(self.options["host"], self.options["port"], self.share)
+        self.options = dict(self.options, port=self.probe.getsockname()[1])
+        # Until the handlers below are in place (and, in each worker, its
+        # server's), SIGINT/SIGTERM stay pending: none is lost, none kills
+        # a process mid-start.
+        self.sigmask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            for slot in range(self.count):
+                self._spawn(slot, wait_ready=True)
+        except BaseException:
+            for pid in self.live:
+                _kill(pid)
+            self.probe.close()
+            signal.pthread_sigmask(signal.SIG_SETMASK, self.sigmask)
+            raise
+        # The wait watches a wakeup fd: a Python handler runs only between
+        # bytecodes, so a signal landing just before a blocking select
+        # would wait for that select to return.
+        self.wake = os.pipe()
+        os.set_blocking(self.wake[1], False)
+        old_wakeup = signal.set_wakeup_fd(self.wake[1])
+        old_handlers = {sig: signal.signal(sig, handler) for sig, handler in (
+            (signal.SIGINT, self._stop), (signal.SIGTERM, self._stop),
+            (signal.SIGCHLD, lambda *_: None))}
+        try:
+            announce(self.options["host"], self.options["port"])
+            signal.pthread_sigmask(signal.SIG_SETMASK, self.sigmask)
+            self._reap()  # a worker that died before the handler was set
+            while self.live or self.due:
+                self._wait()
+                self._reap()
+                if not self.stopping:
+                    self._respawn_due()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self.sigmask)
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
+            signal.set_wakeup_fd(old_wakeup)
+            for fd in self.wake:
+                os.close(fd)
+            self.wake = None
+            self.probe.close()
+            for pid in self.live:
+                _kill(pid)
+        if self.failed:
+            raise RuntimeError("%d echo worker(s) exited with an error" % self.failed)
+        return self.total
+
+    def _wait(self):
+        timeout = None
+        if self.due and not self.stopping:
+            timeout = max(0.0, min(self.due.values()) - time.monotonic())
+        fds = [self.wake[0]]
+        for w in self.live.values():
+            fds.append(w.stats_r)
+            if w.ready_r is not None:
+                fds.append(w.ready_r)
+        readable = select.select(fds, [], [], timeout)[0]
+        if self.wake[0] in readable:
+            os.read(self.wake[0], 512)  # the handler has run or runs next
+        for w in list(self.live.values()):
+            if w.ready_r is not None and w.ready_r in readable:
+                os.read(w.ready_r, 1)  # EOF if it died first: reaped anyway
+                os.close(w.ready_r)
+                w.ready_r = None
+            if w.stats_r in readable:
+                w.report += os.read(w.stats_r, 65536)
+
+
+def _describe_status(status):
+    if os.WIFSIGNALED(status):
+        try:
+            name = signal.Signals(os.WTERMSIG(status)).name
+        except ValueError:
+            name = str(os.WTERMSIG(status))
+        return "was killed by %s" % name
+    return "exited with status %d" % os.waitstatus_to_exitcode(status)
+
+
+def _serve_workers(options, workers, announce, reuse_port=False, log=None):
+    """Run `workers` supervised processes on one port; return the summed stats."""
+    if log is None:
+        def log(message):
+            print("fastio echo: " + message, file=sys.stderr, flush=True)
+    return _Supervisor(options, workers, reuse_port, log).run(announce)
 
 
 def _kill(pid):
@@ -375,9 +559,12 @@ def _kill(pid):
 
 def serve(host: str = "127.0.0.1", port: int = 10000, *, upper: bool = False,
           backend: Optional[str] = None, workers: int = 1, max_conns: Optional[int] = None,
-          out: Optional[IO[str]] = None) -> EchoStats:
+          reuse_port: bool = False, out: Optional[IO[str]] = None) -> EchoStats:
     """Serve until SIGINT/SIGTERM; print a ready line and a one-line summary.
 
+    :param workers: processes serving the port; one that dies is replaced.
+    :param reuse_port: share the port with other servers (SO_REUSEPORT);
+        otherwise a port another server listens on is refused (EADDRINUSE).
     :returns: the `EchoStats` of all workers.
     """
     if out is None:
@@ -397,9 +584,9 @@ def serve(host: str = "127.0.0.1", port: int = 10000, *, upper: bool = False,
             file=out, flush=True)
 
     if workers > 1:
-        stats = _serve_workers(options, workers, announce)
+        stats = _serve_workers(options, workers, announce, reuse_port)
     else:
-        server = EchoServer(**options)
+        server = EchoServer(reuse_port=reuse_port, **options)
         try:
             server.start()
             stats = server.serve_forever(lambda: announce(server.host, server.port))

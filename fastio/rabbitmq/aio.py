@@ -29,7 +29,7 @@ import asyncio
 import collections
 import threading
 from types import TracebackType
-from typing import (Any, Callable, Deque, List, Mapping, Optional, Sequence, Tuple, Type,
+from typing import (Any, Callable, Deque, List, Optional, Sequence, Tuple, Type,
                     TypeVar, Union)
 
 from fastio.rabbitmq import _params

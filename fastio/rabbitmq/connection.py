@@ -14,7 +14,6 @@ connection_lost), which is exactly what fastio's Transport drives. TLS
 sockets keep pika's own SSL transport, running on the same loop.
 """
 
-import logging
 from typing import Any, Callable, Optional, Sequence, Union
 
 import pika.connection
@@ -23,6 +22,7 @@ from pika.adapters.utils import nbio_interface
 from pika.adapters.utils.selector_ioloop_adapter import SelectorIOServicesAdapter
 
 from fastio import _streams
+from fastio._log import get_logger
 from fastio.loop import Loop
 
 __all__ = ["FastioConnection", "FastioIOServices"]
@@ -30,7 +30,7 @@ __all__ = ["FastioConnection", "FastioIOServices"]
 #: What a FastioConnection runs on: a fastio Loop, or pika I/O services.
 IOLoopOrServices = Union[Loop, nbio_interface.AbstractIOServices]
 
-logger = logging.getLogger("fastio.rabbitmq")
+logger = get_logger("fastio.rabbitmq")
 
 
 class _ProtocolShim:

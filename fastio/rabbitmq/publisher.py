@@ -66,7 +66,6 @@ Design (why it is fast and what it guarantees):
 
 import collections
 import concurrent.futures
-import logging
 import random
 import threading
 import time
@@ -80,6 +79,7 @@ import pika.exceptions
 import pika.spec
 
 from fastio import _pyamqp
+from fastio._log import get_logger
 from fastio._ext import amqp as _amqp
 from fastio.rabbitmq import _params
 from fastio.rabbitmq._future import PublishFuture, new_future
@@ -100,7 +100,7 @@ Properties = Union[pika.spec.BasicProperties, Mapping[str, Any], None]
 #: A message body; str is sent UTF-8 encoded.
 Body = Union[bytes, bytearray, memoryview, str]
 
-logger = logging.getLogger("fastio.rabbitmq")
+logger = get_logger("fastio.rabbitmq")
 
 # The C hot path (fastio._amqp) or its pure-Python twin.
 _frames = _amqp if _amqp is not None else _pyamqp

@@ -1,0 +1,157 @@
+"""A report the kernel made while an fd was unregistered is never returned.
+
+The thread interleaving of a gunicorn gthread worker, driven step by step:
+thread A waits in select(); the main thread B unregisters a socket, the
+socket becomes readable (so a backend that still watches it reports it to
+A's pending wait), B reads the data and registers the socket again, and only
+then does A get the GIL back. A must not return the socket: there is nothing
+to read, and a worker would block in recv() on it.
+
+B keeps the GIL through the critical steps (a huge switch interval, and libc
+calls through `ctypes.PyDLL`, which do not release it), and watches A's
+thread in /proc to know when A has left its wait and queued for the GIL.
+
+The stdlib's EpollSelector is the reference (it deletes the kernel entry at
+unregister(), so the report never happens). The stdlib's PollSelector and
+SelectSelector fail this test: their wait works on a snapshot of the fds
+taken when it began.
+"""
+
+import ctypes
+import os
+import selectors
+import socket
+import sys
+import threading
+import time
+
+import pytest
+
+import fastio._pyselectors as py_selectors
+import fastio.selectors as fastio_selectors
+from conftest import STDLIB_CLASSES
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="watches threads through /proc (Linux)")
+
+CLASSES = {
+    "fastio-epoll": getattr(fastio_selectors, "EpollSelector", None),
+    "fastio-poll": getattr(fastio_selectors, "PollSelector", None),
+    "fastio-select": fastio_selectors.SelectSelector,
+    "python-epoll": getattr(py_selectors, "EpollSelector", None),
+    "python-poll": getattr(py_selectors, "PollSelector", None),
+    "python-select": py_selectors.SelectSelector,
+    "stdlib-epoll": STDLIB_CLASSES["epoll"],
+}
+
+# Calls through PyDLL keep the GIL: A cannot run while B makes them.
+_libc = ctypes.PyDLL(None, use_errno=True)
+_libc.send.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int)
+_libc.recv.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int)
+_libc.open.argtypes = (ctypes.c_char_p, ctypes.c_int)
+_libc.read.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t)
+_libc.close.argtypes = (ctypes.c_int,)
+for _f in (_libc.send, _libc.recv, _libc.read):
+    _f.restype = ctypes.c_ssize_t
+MSG_DONTWAIT = 0x40
+
+
+def syscall_of(tid):
+    """Return the number of the syscall thread `tid` is blocked in, or None
+    if it is running; reads /proc without releasing the GIL."""
+    fd = _libc.open(b"/proc/self/task/%d/syscall" % tid, os.O_RDONLY)
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "cannot open /proc/self/task/%d/syscall" % tid)
+    buf = ctypes.create_string_buffer(256)
+    try:
+        n = _libc.read(fd, buf, 255)
+    finally:
+        _libc.close(fd)
+    head = buf.raw[:max(n, 0)].split(b" ", 1)[0].strip()
+    return int(head) if head.isdigit() else None
+
+
+def blocked_syscall(tid, timeout=30.0):
+    """Wait (releasing the GIL) until `tid` stays blocked in one syscall; return it."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        nr = syscall_of(tid)
+        if nr is not None and nr == last:
+            return nr
+        last = nr
+        time.sleep(0.02)
+    raise AssertionError("thread %d never blocked in a syscall" % tid)
+
+
+@pytest.fixture(scope="module")
+def futex_nr():
+    """The number of the syscall a thread waiting for a lock (or the GIL) is in."""
+    lock = threading.Lock()
+    lock.acquire()
+    t = threading.Thread(target=lock.acquire)
+    t.start()
+    try:
+        while t.native_id is None:
+            time.sleep(0.001)
+        return blocked_syscall(t.native_id)
+    finally:
+        lock.release()
+        t.join()
+
+
+@pytest.mark.parametrize("name", list(CLASSES))
+def test_report_made_while_unregistered_is_not_returned(name, futex_nr):
+    cls = CLASSES[name]
+    if cls is None:
+        pytest.skip("%s is not available on this platform" % name)
+    if not os.path.exists("/proc/self/task/%d/syscall" % threading.get_native_id()):
+        pytest.skip("/proc/<pid>/task/<tid>/syscall is not available")
+    sel = cls()
+    a, peer = socket.socketpair()
+    wake_r, wake_w = socket.socketpair()
+    sel.register(a, selectors.EVENT_READ)
+    sel.register(wake_r, selectors.EVENT_READ)
+    results = []
+    t = threading.Thread(target=lambda: results.append(sel.select(60)), daemon=True)
+    old_interval = sys.getswitchinterval()
+    try:
+        t.start()
+        # 1. A blocks in its wait (not in the futex of a lock or the GIL).
+        deadline = time.monotonic() + 30
+        while True:
+            nr = blocked_syscall(t.native_id)
+            if nr != futex_nr:
+                break
+            assert time.monotonic() < deadline, "the selecting thread never waited"
+        # From here B keeps the GIL until A's batch must be filtered.
+        sys.setswitchinterval(1000)
+        sel.unregister(a)
+        assert _libc.send(peer.fileno(), b"x", 1, 0) == 1
+        # 2. A backend that still watches `a` wakes A, which queues for the
+        # GIL. One that does not (the reference) leaves A waiting: give up.
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and syscall_of(t.native_id) != futex_nr:
+            pass
+        # 3. Drain, then register again: the report A holds means nothing now.
+        buf = ctypes.create_string_buffer(16)
+        assert _libc.recv(a.fileno(), buf, 16, MSG_DONTWAIT) == 1
+        sel.register(a, selectors.EVENT_READ)
+        assert _libc.send(wake_w.fileno(), b"w", 1, 0) == 1
+        sys.setswitchinterval(old_interval)
+        # 4. A runs on with its batch.
+        t.join(60)
+        assert not t.is_alive()
+        ready = {key.fileobj: events for key, events in results[0]}
+        assert a not in ready, "a readiness reported while unregistered was returned"
+        assert ready == {wake_r: selectors.EVENT_READ}
+        # Later data on `a` is reported as usual.
+        peer.send(b"y")
+        assert [key.fileobj for key, _ in sel.select(5) if key.fileobj is a] == [a]
+    finally:
+        sys.setswitchinterval(old_interval)
+        wake_w.send(b"w")
+        t.join(60)
+        sel.close()
+        for s in (a, peer, wake_r, wake_w):
+            s.close()
