@@ -14,13 +14,20 @@ asyncio.
 """
 
 # Nothing heavy at import: `import fastio; fastio.install()` at the top of a
-# program must not slow its start (benchmarks/bench_import.py).
+# program must not slow its start (benchmarks/bench_import.py), and `typing`
+# alone costs more than that: annotations are strings, and the names they use
+# are imported for type checkers only (mypy and pyright read TYPE_CHECKING
+# as true).
+from __future__ import annotations
+
 import os as _os
-from typing import TYPE_CHECKING, Any, List
 
 from fastio._install import install, installed, uninstall
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, List
+
     from fastio._aio import EventLoop, EventLoopPolicy, SelectorEventLoop, new_event_loop, run
     from fastio._ext import IMPLEMENTATION
     from fastio.loop import Loop

@@ -12,8 +12,13 @@ and an import hook (a finder at the head of `sys.meta_path`) rebinds the
 others when, and if, they are imported. uninstall() removes the hook.
 """
 
+from __future__ import annotations
+
 import sys
-from typing import Any, List, Optional, Tuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # `typing` costs more at start than install() may
+    from typing import Any, List, Optional, Tuple
 
 # _thread, not threading: it is already loaded when the interpreter starts.
 from _thread import RLock

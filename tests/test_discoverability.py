@@ -128,7 +128,7 @@ def test_library_warnings_stay_silent_until_logging_is_configured():
 def test_every_logger_is_under_the_fastio_namespace():
     names = []
     for path in Path(fastio.__file__).parent.rglob("*.py"):
-        names += re.findall(r"get(?:_l|L)ogger\((['"][^)]*)\)", path.read_text())
+        names += re.findall(r"""get(?:_l|L)ogger\((['"][^)]*)\)""", path.read_text())
     assert names, "fastio has loggers"
     for name in names:
         assert re.fullmatch(r"""["']fastio(\.[\w.]+)?["']""", name), name
