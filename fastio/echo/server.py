@@ -39,6 +39,9 @@ BACKENDS = {
     "epoll": getattr(_selectors, "EpollSelector", None),
     "poll": getattr(_selectors, "PollSelector", None),
     "select": _selectors.SelectSelector,
+    # Completion-based (fastio.echo.uring); where io_uring is unavailable,
+    # serve() falls back to epoll, this entry's selector.
+    "io_uring": getattr(_selectors, "EpollSelector", None),
 }
 
 # select(2) cannot watch fds past FD_SETSIZE (1024): keep headroom for the
@@ -254,7 +257,7 @@ def _run_worker(options, ready_fd, stats_fd, sigmask):
     SIGINT/SIGTERM stay blocked (pending) until the server's handlers are in
     place; `sigmask` is the mask to restore then.
     """
-    server = EchoServer(reuse_port=True, **options)
+    server = _new_server(reuse_port=True, **options)
 
     def ready():
         signal.pthread_sigmask(signal.SIG_SETMASK, sigmask)
@@ -350,6 +353,32 @@ def _serve_workers(options, workers, announce):
     return total
 
 
+# -- io_uring ---------------------------------------------------------------
+
+
+def _resolve_backend(backend):
+    """Return `backend`, or "epoll" (with a one-line notice on stderr) when
+    io_uring was asked for and is unavailable here."""
+    if backend == "io_uring":
+        from fastio.echo import uring
+
+        mode, reason = uring.status()
+        if mode is None:
+            print("fastio echo: io_uring unavailable (%s); using epoll" % reason,
+                  file=sys.stderr, flush=True)
+            return "epoll" if BACKENDS.get("epoll") is not None else None
+    return backend
+
+
+def _new_server(**options):
+    """Return an EchoServer, or a UringEchoServer for backend "io_uring"."""
+    if options.get("backend") == "io_uring":
+        from fastio.echo.uring import UringEchoServer
+
+        return UringEchoServer(**options)
+    return EchoServer(**options)
+
+
 def _kill(pid):
     try:
         os.kill(pid, signal.SIGTERM)
@@ -363,6 +392,7 @@ def serve(host="127.0.0.1", port=10000, *, upper=False, backend=None, workers=1,
 
     :returns: the `EchoStats` of all workers.
     """
+    backend = _resolve_backend(backend)
     options = dict(host=host, port=port, upper=upper, backend=backend, max_conns=max_conns)
 
     def announce(bound_host, bound_port):
@@ -373,7 +403,7 @@ def serve(host="127.0.0.1", port=10000, *, upper=False, backend=None, workers=1,
     if workers > 1:
         stats = _serve_workers(options, workers, announce)
     else:
-        server = EchoServer(**options)
+        server = _new_server(**options)
         try:
             server.start()
             stats = server.serve_forever(lambda: announce(server.host, server.port))
