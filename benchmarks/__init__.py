@@ -11,5 +11,6 @@ SUITES = {
     "selectors": "benchmarks.bench_selectors",
     "loop": "benchmarks.bench_loop",
     "echo": "benchmarks.bench_echo",
+    "uring": "benchmarks.bench_uring",
     "rabbitmq": "benchmarks.bench_rabbitmq",
 }

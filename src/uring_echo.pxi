@@ -144,23 +144,30 @@ cdef class UringEcho:
                 total += self.conns[fd].nin
         return total
 
-    def run(self):
-        """Serve until stopped; raise OSError if the ring cannot be set up.
+    def setup(self):
+        """Create the ring; raise OSError if io_uring refuses.
 
-        Creates the ring in the calling thread (DEFER_TASKRUN binds it there)
-        and releases it before returning.
+        Call it from the thread that will call `run` (DEFER_TASKRUN binds the
+        ring to it); `run` calls it if need be.
         """
         cdef str reason
-        cdef int err
-        cdef long long timeout
-        if self.ran:
-            raise RuntimeError("UringEcho.run() is already running or has run")
-        self.ran = True
+        if self.ring_open or self.ran:
+            return
         reason = uring_open(&self.ring, self.entries, self.nbufs, self.bufsize)
         if reason is not None:
             raise OSError(reason)
         self.ring_open = True
         self.mode = _URING_MODES[self.ring.mode]
+
+    def run(self):
+        """Serve until stopped, then release the ring; raise OSError if the
+        ring cannot be set up."""
+        cdef int err
+        cdef long long timeout
+        if self.ran:
+            raise RuntimeError("UringEcho.run() is already running or has run")
+        self.setup()
+        self.ran = True
         try:
             self._arm_wake()
             self._arm_accept()

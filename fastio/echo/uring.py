@@ -110,6 +110,7 @@ class UringEchoServer:
         try:
             if self._stopping:
                 self._core.request_stop()
+            self._core.setup()  # in this thread: the ring belongs to it
             if ready is not None:
                 ready()
             self._core.run()
