@@ -98,18 +98,21 @@ cdef extern from "<sys/socket.h>" nogil:
     int MSG_NOSIGNAL, SOCK_NONBLOCK, SOCK_CLOEXEC
 
 _URING_MODES = {3: "defer_taskrun", 2: "coop_taskrun", 1: "plain"}
+_URING_MODE_NUMBERS = {name: number for number, name in _URING_MODES.items()}
 
 
-cdef str uring_open(fastio_ring *ring, unsigned entries, unsigned nbufs, unsigned bufsize):
-    """Create `ring` with everything fastio needs; return None, or why not
-    (`ring` is then closed)."""
+cdef str uring_open(fastio_ring *ring, unsigned entries, unsigned nbufs, unsigned bufsize,
+                    int best_mode=3):
+    """Create `ring` with everything fastio needs, in setup mode `best_mode`
+    or the best below it the kernel takes; return None, or why not (`ring`
+    is then closed)."""
     cdef int err
     cdef unsigned op
     if _os.environ.get("FASTIO_IO_URING", "") == "0":
         return "disabled by FASTIO_IO_URING=0"
     if not FASTIO_HAVE_URING:
         return "io_uring is Linux-only"
-    err = fastio_ring_init(ring, entries, FASTIO_URING_DEFER_TASKRUN)
+    err = fastio_ring_init(ring, entries, best_mode)
     if err:
         if err == ENOSYS:
             return "io_uring_setup: %s (kernel without io_uring, or a seccomp filter)" % _os.strerror(err)

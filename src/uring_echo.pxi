@@ -3,9 +3,12 @@
 # Same semantics as the Loop-based server (fastio/echo/server.py), in one
 # compiled loop with no Python per request:
 #
-# * Each connection has one multishot recv. Received bytes are copied (and
-#   uppercased) from the provided buffer into the connection's pending
-#   output, and the buffer goes straight back to the kernel.
+# * Each connection has one multishot recv. When the connection owes
+#   nothing, a chunk is sent back straight from the provided buffer it
+#   arrived in (uppercased in place), which returns to the kernel with the
+#   send's completion: no copy. Otherwise it is copied into the connection's
+#   pending output and the buffer goes straight back. At most half the
+#   buffers are held by sends, so receives always find one.
 # * At most one send per connection is in flight, from a buffer that stays
 #   put until its CQE (the kernel may read it any time before); replies that
 #   arrive meanwhile collect in a second buffer, sent next. A short send is
@@ -54,11 +57,20 @@ cdef struct uconn:
     bint aborted
     bint draining       # shutdown: discard input, SHUT_WR once flushed
     bint shut_wr
-    char *sbuf          # in flight: bytes [soff, slen)
+    char *sbuf          # in flight: bytes [soff, slen) of sbuf, or of zbuf
     Py_ssize_t slen, soff, scap
+    char *zbuf          # the provided buffer a reply is sent from, if any
+    int zbid            # its id (-1: none; the reply is in sbuf)
     char *pbuf          # waiting for the send in flight
     Py_ssize_t plen, pcap
     long long nin, ndropped
+
+
+cdef inline void _ascii_upper(char *dst, const char *src, Py_ssize_t n) noexcept:
+    # bytes.upper(): ASCII letters only.
+    cdef Py_ssize_t i
+    for i in range(n):
+        dst[i] = src[i] - 32 if b'a' <= src[i] <= b'z' else src[i]
 
 
 cdef inline uint64_t _ud(int kind, int fd, uint32_t gen) noexcept nogil:
@@ -75,6 +87,10 @@ cdef class UringEcho:
     :param upper: reply with the ASCII uppercase.
     :param max_conns: at most this many connections at once (0: no limit).
     :param high_water: unsent bytes per connection above which it is not read.
+    :param mode: the best setup mode to try ("defer_taskrun", "coop_taskrun"
+        or "plain"); the kernel may give a lower one (see `mode` after setup).
+    :param nbufs: provided buffers in the ring (a power of two).
+    :param bufsize: bytes per provided buffer.
     """
 
     cdef fastio_ring ring
@@ -84,6 +100,8 @@ cdef class UringEcho:
     cdef bint upper
     cdef Py_ssize_t max_conns, high_water, low_water
     cdef unsigned entries, nbufs, bufsize
+    cdef unsigned held          # provided buffers held by zero-copy sends
+    cdef int best_mode
     cdef uconn *conns
     cdef Py_ssize_t cap
     cdef int accept_state
@@ -94,6 +112,7 @@ cdef class UringEcho:
     cdef public bint stop_requested
     cdef readonly Py_ssize_t nconns
     cdef readonly long long connections, bytes_in, bytes_out, accept_errors, enters
+    cdef readonly long long recvs, sends, copies
     cdef readonly str mode
 
     def __cinit__(self, *args, **kwargs):
@@ -102,11 +121,15 @@ cdef class UringEcho:
 
     def __init__(self, int listen_fd, int wake_fd, *, bint upper=False, Py_ssize_t max_conns=0,
                  Py_ssize_t high_water=64 * 1024, double drain_timeout=5.0,
-                 unsigned entries=1024, unsigned nbufs=512, unsigned bufsize=16384):
+                 str mode="defer_taskrun", unsigned entries=1024, unsigned nbufs=512,
+                 unsigned bufsize=16384):
         if high_water < 1 or max_conns < 0 or entries < 8 or bufsize < 64:
             raise ValueError("bad sizes")
         if nbufs < 1 or nbufs > 32768 or nbufs & (nbufs - 1):
             raise ValueError("nbufs must be a power of two up to 32768")
+        if mode not in _URING_MODE_NUMBERS:
+            raise ValueError("mode must be one of %s, not %r" % (", ".join(_URING_MODE_NUMBERS), mode))
+        self.best_mode = _URING_MODE_NUMBERS[mode]
         self.listen_fd = listen_fd
         self.wake_fd = wake_fd
         self.upper = upper
@@ -153,7 +176,7 @@ cdef class UringEcho:
         cdef str reason
         if self.ring_open or self.ran:
             return
-        reason = uring_open(&self.ring, self.entries, self.nbufs, self.bufsize)
+        reason = uring_open(&self.ring, self.entries, self.nbufs, self.bufsize, self.best_mode)
         if reason is not None:
             raise OSError(reason)
         self.ring_open = True
@@ -177,6 +200,7 @@ cdef class UringEcho:
                 if self.stopping and self.nconns == 0:
                     break
                 timeout = self._timeout()
+                fastio_ring_recycle_flush(&self.ring)
                 with nogil:
                     err = fastio_ring_enter(&self.ring, 1, timeout)
                 self.enters += 1
@@ -227,7 +251,6 @@ cdef class UringEcho:
         cdef uint64_t ud
         cdef int kind, fd, res
         cdef uint32_t flags
-        cdef bint recycled = False
         try:
             while True:
                 cqe = fastio_ring_peek(&self.ring, &head)
@@ -241,8 +264,6 @@ cdef class UringEcho:
                 fastio_ring_cq_advance(&self.ring, head)
                 kind = <int>(ud & 0xff)
                 fd = <int>((ud >> 8) & 0xffffffff)
-                if flags & FASTIO_CQE_F_BUFFER:
-                    recycled = True
                 if kind == K_RECV:
                     self._on_recv(fd, <uint32_t>(ud >> 40), res, flags)
                 elif kind == K_SEND:
@@ -253,8 +274,7 @@ cdef class UringEcho:
                     fastio_uring_drain(self.wake_fd)
                     self._arm_wake()
         finally:
-            if recycled:
-                fastio_ring_recycle_flush(&self.ring)
+            fastio_ring_recycle_flush(&self.ring)
         return 0
 
     cdef fastio_uring_sqe *_sqe(self) except NULL:
@@ -262,6 +282,7 @@ cdef class UringEcho:
         cdef int err
         if sqe == NULL:
             # SQ full: submit what is queued (no wait) and take a fresh slot.
+            fastio_ring_recycle_flush(&self.ring)
             err = fastio_ring_enter(&self.ring, 0, -1)
             if err and err != EINTR and err != EAGAIN and err != EBUSY:
                 raise OSError(err, "io_uring_enter: " + _os.strerror(err))
@@ -317,11 +338,12 @@ cdef class UringEcho:
         cdef fastio_uring_sqe *sqe = self._sqe()
         sqe.opcode = FASTIO_OP_SEND
         sqe.fd = fd
-        sqe.addr = <uint64_t><size_t>(c.sbuf + c.soff)
+        sqe.addr = <uint64_t><size_t>((c.zbuf if c.zbid >= 0 else c.sbuf) + c.soff)
         sqe.len = <uint32_t>min(c.slen - c.soff, 1 << 30)
         sqe.op_flags = MSG_NOSIGNAL
         sqe.user_data = _ud(K_SEND, fd, c.gen)
         c.send_busy = True
+        self.sends += 1
         return 0
 
     # -- completions
@@ -348,6 +370,8 @@ cdef class UringEcho:
         c.recv = R_OFF
         c.send_busy = c.eof = c.aborted = c.draining = c.shut_wr = False
         c.slen = c.soff = c.plen = 0
+        c.zbid = -1
+        c.zbuf = NULL
         c.nin = c.ndropped = 0
         self.nconns += 1
         self.connections += 1
@@ -366,13 +390,26 @@ cdef class UringEcho:
         if fd < 0 or fd >= self.cap:
             return 0
         c = &self.conns[fd]
+        self.recvs += 1
         if flags & FASTIO_CQE_F_BUFFER:
             bid = flags >> FASTIO_CQE_BUFFER_SHIFT
             if res > 0 and c.live and c.gen & 0xffffff == gen and not c.draining and not c.aborted:
                 src = fastio_ring_buffer(&self.ring, bid)
-                self._append(c, src, res)
                 c.nin += res
-            fastio_ring_recycle(&self.ring, bid)
+                if (not c.send_busy and not c.plen and c.slen == c.soff
+                        and self.held < self.nbufs // 2):
+                    # Nothing owed: reply from the buffer itself.
+                    if self.upper:
+                        _ascii_upper(src, src, res)
+                    c.zbuf, c.zbid, c.slen, c.soff = src, <int>bid, res, 0
+                    self.held += 1
+                    self._send(fd, c)
+                else:
+                    self._append(c, src, res)
+                    self.copies += 1
+                    fastio_ring_recycle(&self.ring, bid)
+            else:
+                fastio_ring_recycle(&self.ring, bid)
         if not c.live or c.gen & 0xffffff != gen:
             return 0
         if not flags & FASTIO_CQE_F_MORE:
@@ -407,8 +444,16 @@ cdef class UringEcho:
         c.soff += res
         if c.soff >= c.slen:
             c.soff = c.slen = 0
+            self._release_zbuf(c)
         self._update(fd, c)
         return 0
+
+    cdef inline void _release_zbuf(self, uconn *c) noexcept:
+        if c.zbid >= 0:
+            fastio_ring_recycle(&self.ring, <unsigned>c.zbid)
+            self.held -= 1
+            c.zbid = -1
+            c.zbuf = NULL
 
     # -- per-connection state
 
@@ -426,9 +471,7 @@ cdef class UringEcho:
             c.pcap = cap
         dst = c.pbuf + c.plen
         if self.upper:
-            # bytes.upper(): ASCII letters only.
-            for i in range(n):
-                dst[i] = src[i] - 32 if b'a' <= src[i] <= b'z' else src[i]
+            _ascii_upper(dst, src, n)
         else:
             memcpy(dst, src, n)
         c.plen += n
@@ -439,8 +482,11 @@ cdef class UringEcho:
         cdef char *tmp
         cdef Py_ssize_t tcap, unsent
         if c.aborted:
-            if not c.send_busy and c.recv == R_OFF:
-                self._close(fd, c)
+            if not c.send_busy:
+                c.slen = c.soff = 0
+                self._release_zbuf(c)
+                if c.recv == R_OFF:
+                    self._close(fd, c)
             return 0
         if not c.send_busy:
             if c.slen > c.soff:
@@ -477,6 +523,7 @@ cdef class UringEcho:
             self._cancel(_ud(K_SEND, fd, c.gen))
         else:
             c.slen = c.soff = 0
+            self._release_zbuf(c)
         self._update(fd, c)
         return 0
 

@@ -103,6 +103,41 @@ def test_many_pipelined_requests_take_fewer_enters_than_requests():
     assert server.engine.enters < 20 * 50
 
 
+@pytest.mark.parametrize("mode", ["defer_taskrun", "coop_taskrun", "plain"])
+def test_every_setup_mode_echoes_byte_exact_and_flushes_on_shutdown(mode):
+    # Older kernels get the lesser modes: completions then arrive without
+    # DEFER_TASKRUN's batching, and the loop must not depend on it.
+    import threading
+
+    from fastio.echo.uring import UringEchoServer
+
+    payload = (bytes(range(256)) + b"mixed Case zZ") * 3000
+    server = UringEchoServer(port=0, upper=True, mode=mode, drain_timeout=5)
+    host, port = server.start()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with connect((host, port)) as sock:
+            sender = threading.Thread(target=sock.sendall, args=(payload,), daemon=True)
+            sender.start()
+            got = recv_exactly(sock, len(payload), timeout=10)
+            sender.join(5)
+            sock.sendall(b"owed at shutdown")
+            assert echo_support.wait_until(lambda: server.stats.bytes_in == len(payload) + 16)
+            server.shutdown()
+            rest, saw_eof = echo_support.recv_until_eof(sock, timeout=10)
+        thread.join(10)
+    finally:
+        server.shutdown()
+        thread.join(10)
+        server.close()
+    assert server.mode == mode
+    assert got == echo_support.ascii_upper(payload)
+    assert rest == b"OWED AT SHUTDOWN"
+    assert saw_eof
+    assert not thread.is_alive()
+
+
 def _cpu_seconds(pid):
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()

@@ -34,15 +34,21 @@ class UringEchoServer:
     """An echo server on io_uring; same interface as `EchoServer`.
 
     :param backend: ignored ("io_uring"); accepted for `EchoServer`'s signature.
+    :param high_water: unsent bytes per connection above which it is not read.
+    :param mode: the best io_uring setup mode to try: "defer_taskrun" (the
+        default), "coop_taskrun" or "plain"; the kernel may give a lower one.
+    :param nbufs: provided buffers in the ring (a power of two).
+    :param bufsize: bytes per provided buffer.
     :raises OSError: from `__init__` if io_uring is unavailable (see `status`).
     """
 
     def __init__(self, host="127.0.0.1", port=10000, *, upper=False, backend="io_uring",
-                 max_conns=None, reuse_port=False, drain_timeout=5.0, high_water=64 * 1024):
+                 max_conns=None, reuse_port=False, drain_timeout=5.0, high_water=64 * 1024,
+                 mode="defer_taskrun", nbufs=512, bufsize=16384):
         if max_conns is not None and max_conns < 1:
             raise ValueError("max_conns must be >= 1, not %r" % (max_conns,))
-        mode, reason = status()
-        if mode is None:
+        usable, reason = status()
+        if usable is None:
             raise OSError("io_uring is unavailable: %s" % reason)
         self.host = host
         self.port = port
@@ -52,7 +58,7 @@ class UringEchoServer:
         self.reuse_port = reuse_port
         self.drain_timeout = drain_timeout
         self.high_water = high_water
-        self.mode = mode
+        self._ring_options = dict(mode=mode, nbufs=nbufs, bufsize=bufsize)
         self._sock = None
         self._core = None
         self._wake_r = self._wake_w = -1
@@ -77,7 +83,7 @@ class UringEchoServer:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._core = _echo_ext.UringEcho(
             sock.fileno(), self._wake_r, upper=self.upper, max_conns=self.max_conns or 0,
-            high_water=self.high_water, drain_timeout=self.drain_timeout)
+            high_water=self.high_water, drain_timeout=self.drain_timeout, **self._ring_options)
         return self.host, self.port
 
     def shutdown(self):
@@ -139,6 +145,11 @@ class UringEchoServer:
         if core is None:
             return EchoStats()
         return EchoStats(core.connections, core.bytes_in + core.open_bytes_in, core.bytes_out)
+
+    @property
+    def mode(self):
+        """The io_uring setup mode in use; None until serve_forever sets the ring up."""
+        return self._core.mode if self._core is not None else None
 
     @property
     def engine(self):
