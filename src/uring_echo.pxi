@@ -24,6 +24,14 @@
 #   input until the client's EOF; past `drain_timeout` the rest are aborted.
 # * Accept failing with EMFILE/ENFILE/ENOBUFS/ENOMEM: counted, retried after
 #   a second (new clients wait in the backlog meanwhile).
+#
+# Discussion: the per-connection state machine (uconn, _update) is what a
+# completion-based Loop transport needs too: write() appends to the pending
+# buffer, pause_reading()/resume_reading() cancel and rearm the recv (here
+# driven by the unsent level), write_eof() is the draining SHUT_WR, close()
+# is "flush, then close", abort() is _abort. Only the data path differs:
+# here a chunk is answered in place; a transport would hand it to its
+# protocol's data_received.
 
 from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport ENOBUFS
