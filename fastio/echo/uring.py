@@ -44,7 +44,7 @@ class UringEchoServer:
 
     def __init__(self, host="127.0.0.1", port=10000, *, upper=False, backend="io_uring",
                  max_conns=None, reuse_port=False, drain_timeout=5.0, high_water=64 * 1024,
-                 mode="defer_taskrun", nbufs=512, bufsize=16384):
+                 mode="defer_taskrun", nbufs=128, bufsize=65536):
         if max_conns is not None and max_conns < 1:
             raise ValueError("max_conns must be >= 1, not %r" % (max_conns,))
         usable, reason = status()
