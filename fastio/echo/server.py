@@ -156,6 +156,9 @@ class EchoServer:
                  max_conns=None, reuse_port=False, loop=None, drain_timeout=5.0):
         if backend is not None and BACKENDS.get(backend) is None:
             raise ValueError("backend %r is not available here" % (backend,))
+        if backend == "io_uring":
+            raise ValueError("EchoServer runs on a Loop: use fastio.echo.uring.UringEchoServer "
+                             "or serve(backend='io_uring') for io_uring")
         if max_conns is not None and max_conns < 1:
             raise ValueError("max_conns must be >= 1, not %r" % (max_conns,))
         if backend == "select":
