@@ -48,8 +48,14 @@
 #  include <netinet/tcp.h>
 #  include <sys/socket.h>
 #  define FASTIO_HAVE_URING 1
+#  define FASTIO_MSG_NOSIGNAL MSG_NOSIGNAL
+#  define FASTIO_SOCK_NONBLOCK SOCK_NONBLOCK
+#  define FASTIO_SOCK_CLOEXEC SOCK_CLOEXEC
 #else
 #  define FASTIO_HAVE_URING 0
+#  define FASTIO_MSG_NOSIGNAL 0
+#  define FASTIO_SOCK_NONBLOCK 0
+#  define FASTIO_SOCK_CLOEXEC 0
 #endif
 
 /* ---- ABI: structs and constants (from the kernel's uapi io_uring.h) ---- */
@@ -234,7 +240,7 @@ static inline int fastio_sys_uring_register(int fd, unsigned opcode, void *arg, 
 #define fastio_load_acquire(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
 #define fastio_store_release(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
 
-static void fastio_ring_unmap(fastio_ring *r) {
+static inline void fastio_ring_unmap(fastio_ring *r) {
     if (r->sqes != NULL && r->sqes != MAP_FAILED)
         munmap(r->sqes, r->sqes_len);
     if (r->cq_map != NULL && r->cq_map != MAP_FAILED && r->cq_map != r->sq_map)
@@ -252,7 +258,7 @@ static void fastio_ring_unmap(fastio_ring *r) {
 }
 
 /* Release the ring (closing its fd cancels and reaps every op in flight). */
-static void fastio_ring_close(fastio_ring *r) {
+static inline void fastio_ring_close(fastio_ring *r) {
     fastio_ring_unmap(r);
     if (r->fd >= 0)
         close(r->fd);
@@ -261,7 +267,7 @@ static void fastio_ring_close(fastio_ring *r) {
 
 /* Create a ring of `entries` SQEs (CQ four times that), trying the setup
  * flags best first. Return 0, or an errno (ENOSYS, EPERM, ...). */
-static int fastio_ring_init(fastio_ring *r, unsigned entries, int best_mode) {
+static inline int fastio_ring_init(fastio_ring *r, unsigned entries, int best_mode) {
     static const unsigned modes[3][2] = {
         {FASTIO_URING_DEFER_TASKRUN, FASTIO_SETUP_SINGLE_ISSUER | FASTIO_SETUP_DEFER_TASKRUN},
         {FASTIO_URING_COOP_TASKRUN, FASTIO_SETUP_COOP_TASKRUN},
@@ -340,7 +346,7 @@ static int fastio_ring_init(fastio_ring *r, unsigned entries, int best_mode) {
 }
 
 /* Return whether the kernel supports opcode `op` (IORING_REGISTER_PROBE, 5.6). */
-static int fastio_ring_probe(fastio_ring *r, unsigned op) {
+static inline int fastio_ring_probe(fastio_ring *r, unsigned op) {
     struct fastio_uring_probe probe;
     memset(&probe, 0, sizeof(probe));
     if (fastio_sys_uring_register(r->fd, FASTIO_REGISTER_PROBE, &probe, 256) < 0)
@@ -350,7 +356,7 @@ static int fastio_ring_probe(fastio_ring *r, unsigned op) {
 
 /* Register buffer group 0: `entries` (a power of two) buffers of `size`
  * bytes, all handed to the kernel. Return 0 or an errno. */
-static int fastio_ring_setup_buffers(fastio_ring *r, unsigned entries, unsigned size) {
+static inline int fastio_ring_setup_buffers(fastio_ring *r, unsigned entries, unsigned size) {
     struct fastio_uring_buf_reg reg;
     unsigned i;
     int err;
@@ -423,7 +429,7 @@ static inline struct fastio_uring_sqe *fastio_ring_get_sqe(fastio_ring *r) {
 /* Submit what is queued; with `wait`, also wait for one completion or until
  * `timeout_ns` (< 0: no limit) passes. Return 0 or an errno (EINTR, ETIME
  * and EAGAIN/EBUSY are for the caller to treat as "look again"). */
-static int fastio_ring_enter(fastio_ring *r, int wait, long long timeout_ns) {
+static inline int fastio_ring_enter(fastio_ring *r, int wait, long long timeout_ns) {
     struct fastio_uring_getevents_arg arg;
     struct fastio_kernel_timespec ts;
     unsigned flags = 0, to_submit;

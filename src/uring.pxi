@@ -84,18 +84,8 @@ cdef extern from "fastio_uring.h" nogil:
     void fastio_uring_nodelay(int fd)
     void fastio_uring_drain(int fd)
     void fastio_uring_poke(int fd)
+    int FASTIO_MSG_NOSIGNAL, FASTIO_SOCK_NONBLOCK, FASTIO_SOCK_CLOEXEC
 
-cdef extern from "<sys/socket.h>" nogil:
-    """
-    #ifndef MSG_NOSIGNAL
-    #  define MSG_NOSIGNAL 0
-    #endif
-    #ifndef SOCK_NONBLOCK
-    #  define SOCK_NONBLOCK 0
-    #  define SOCK_CLOEXEC 0
-    #endif
-    """
-    int MSG_NOSIGNAL, SOCK_NONBLOCK, SOCK_CLOEXEC
 
 _URING_MODES = {3: "defer_taskrun", 2: "coop_taskrun", 1: "plain"}
 _URING_MODE_NUMBERS = {name: number for number, name in _URING_MODES.items()}

@@ -319,7 +319,7 @@ cdef class UringEcho:
         sqe = self._sqe()
         sqe.opcode = FASTIO_OP_ACCEPT
         sqe.fd = self.listen_fd
-        sqe.op_flags = SOCK_NONBLOCK | SOCK_CLOEXEC
+        sqe.op_flags = FASTIO_SOCK_NONBLOCK | FASTIO_SOCK_CLOEXEC
         if self.accept_multishot:
             sqe.ioprio = FASTIO_ACCEPT_MULTISHOT
         sqe.user_data = _ud(K_ACCEPT, 0, 0)
@@ -351,7 +351,7 @@ cdef class UringEcho:
         sqe.fd = fd
         sqe.addr = <uint64_t><size_t>((c.zbuf if c.zbid >= 0 else c.sbuf) + c.soff)
         sqe.len = <uint32_t>min(c.slen - c.soff, 1 << 30)
-        sqe.op_flags = MSG_NOSIGNAL
+        sqe.op_flags = FASTIO_MSG_NOSIGNAL
         sqe.user_data = _ud(K_SEND, fd, c.gen)
         c.send_busy = True
         self.sends += 1
