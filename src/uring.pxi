@@ -30,7 +30,7 @@
 # memory an SQE points at: receives into the buffer ring look uninitialised
 # to it. See README "io_uring".
 
-from libc.errno cimport EAGAIN, EBUSY, EINTR, ENOSYS, EPERM, ETIME
+from libc.errno cimport EAGAIN, EBUSY, EINTR, EINVAL, ENOSYS, EPERM, ETIME
 from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 cdef extern from "fastio_uring.h" nogil:
@@ -108,6 +108,8 @@ cdef str uring_open(fastio_ring *ring, unsigned entries, unsigned nbufs, unsigne
             return "io_uring_setup: %s (kernel without io_uring, or a seccomp filter)" % _os.strerror(err)
         if err == EPERM:
             return "io_uring_setup: %s (kernel.io_uring_disabled)" % _os.strerror(err)
+        if err == EINVAL:
+            return "io_uring_setup: %s (kernel too old: fastio needs 6.0)" % _os.strerror(err)
         return "io_uring_setup: %s" % _os.strerror(err)
     for op in (FASTIO_OP_ACCEPT, FASTIO_OP_SEND, FASTIO_OP_RECV, FASTIO_OP_ASYNC_CANCEL,
                FASTIO_OP_POLL_ADD, FASTIO_OP_SEND_ZC):

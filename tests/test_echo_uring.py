@@ -224,7 +224,7 @@ def test_short_sends_to_a_slow_reader_resume_where_they_stopped():
 
 
 @pytest.mark.skipif(_echo_ext is None, reason="needs fastio's C extension")
-@pytest.mark.parametrize("err", [errno.EPERM, errno.ENOSYS], ids=["EPERM", "ENOSYS"])
+@pytest.mark.parametrize("err", [errno.EPERM, errno.ENOSYS, errno.EINVAL], ids=["EPERM", "ENOSYS", "EINVAL"])
 def test_setup_refused_is_reported_and_serve_falls_back_to_epoll_with_one_notice(err, monkeypatch, capsys):
     from fastio.echo import server as server_module
     from fastio.echo import uring
