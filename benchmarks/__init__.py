@@ -11,6 +11,7 @@ SUITES = {
     "selectors": "benchmarks.bench_selectors",
     "loop": "benchmarks.bench_loop",
     "echo": "benchmarks.bench_echo",
+    "uring": "benchmarks.bench_uring",
     "asyncio": "benchmarks.bench_asyncio",
     "rabbitmq": "benchmarks.bench_rabbitmq",
     "rabbitmq-cluster": "benchmarks.bench_rabbitmq_cluster",

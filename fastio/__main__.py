@@ -1,6 +1,6 @@
 """fastio's command line: ``python -m fastio COMMAND`` or ``fastio COMMAND``.
 
-    python -m fastio echo --port 10000 [--upper] [--backend epoll|poll|select] [--workers N] [--reuse-port]
+    python -m fastio echo --port 10000 [--upper] [--backend epoll|poll|select|io_uring] [--workers N] [--reuse-port]
     python -m fastio client [--sockets N --parts K | --bench --connections N --size B ...]
     python -m fastio publish [--url URL] [--timeout S] [--exchange X] [--routing-key K | --queue Q] [--declare] MESSAGE...
     python -m fastio consume [--url URL] [--timeout S] [--queue Q] [--declare] [--count N]
@@ -34,7 +34,8 @@ def _add_echo(sub):
     parser.add_argument("--upper", action="store_true",
                         help="reply with the ASCII uppercase of what arrived")
     parser.add_argument("--backend", choices=[name for name, cls in BACKENDS.items() if cls],
-                        help="readiness syscall (default: the best available, epoll on Linux)")
+                        help="readiness syscall, or io_uring (completion-based; falls back to epoll "
+                             "where unavailable) (default: the best available, epoll on Linux)")
     parser.add_argument("--workers", type=bounded(int, 1), default=1,
                         help="processes serving one port through SO_REUSEPORT; one that dies "
                              "is replaced (default: 1)")

@@ -31,7 +31,7 @@ cdef fastio_core_capi *_core_api = <fastio_core_capi *>PyCapsule_GetPointer(
     _core._C_API, FASTIO_CORE_CAPI)
 cdef object _CorePoller = _core.Poller
 
-__all__ = ["EchoCore", "BenchCore"]
+__all__ = ["EchoCore", "BenchCore", "UringEcho", "uring_status"]
 
 
 cdef int echo_data_received(object protocol, char *buf, Py_ssize_t n) except -1:
@@ -343,3 +343,9 @@ cdef class BenchCore:
         cdef Py_ssize_t fd
         return [(fd, self._conns[fd].nsent) for fd in range(self._cap)
                 if self._conns[fd].live and self._conns[fd].nsent]
+
+
+# ------------------------------------------------------- io_uring echo server
+
+include "uring.pxi"
+include "uring_echo.pxi"

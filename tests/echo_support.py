@@ -23,6 +23,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 READY_RE = re.compile(r"^fastio echo: listening on (\S+):(\d+) ")
 SUMMARY_RE = re.compile(r"^fastio echo: served (\d+) connections, (\d+) bytes in, (\d+) bytes out$")
 
+#: The server backend InProcessServer and ServerProcess use when a test names
+#: none (None: the default). tests/test_echo_uring.py sets "io_uring" to run
+#: test_echo's server tests again on io_uring.
+BACKEND = None
+
+
+def uring_unavailable():
+    """Return why io_uring cannot run here, or None if it can."""
+    from fastio.echo import uring
+
+    return uring.status()[1]
+
+
 _UPPER = bytes.maketrans(b"abcdefghijklmnopqrstuvwxyz", b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
@@ -43,11 +56,35 @@ class InProcessServer:
     def __init__(self, **options):
         options.setdefault("port", 0)
         options.setdefault("drain_timeout", 2.0)
-        self.server = EchoServer(**options)
-        self.loop = self.server.loop
+        if BACKEND is not None and options.get("backend") is None:
+            options["backend"] = BACKEND
         self.errors = []
-        self.loop.set_exception_handler(lambda loop, context: self.errors.append(context))
-        self.thread = threading.Thread(target=self.loop.run_forever, name="echo-server", daemon=True)
+        if options.get("backend") == "io_uring":
+            # No Loop: the server runs its own ring; errors end its thread.
+            from fastio.echo.uring import UringEchoServer
+
+            self.server = UringEchoServer(**options)
+            self.loop = None
+            target = self._serve_uring
+        else:
+            self.server = EchoServer(**options)
+            self.loop = self.server.loop
+            self.loop.set_exception_handler(lambda loop, context: self.errors.append(context))
+            target = self.loop.run_forever
+        self.thread = threading.Thread(target=target, name="echo-server", daemon=True)
+
+    def _serve_uring(self):
+        try:
+            self.server.serve_forever()
+        except BaseException as exc:
+            self.errors.append({"exception": exc})
+
+    def shutdown_threadsafe(self):
+        """Begin the server's graceful shutdown (what SIGTERM does) from this thread."""
+        if self.loop is None:
+            self.server.shutdown()
+        else:
+            self.loop.call_soon_threadsafe(self.server.shutdown)
 
     @property
     def address(self):
@@ -65,7 +102,7 @@ class InProcessServer:
     def stop(self, timeout=10.0):
         """Shut the server down gracefully; return whether its loop stopped in time."""
         if self.thread.is_alive():
-            self.loop.call_soon_threadsafe(self.server.shutdown)
+            self.shutdown_threadsafe()
             self.thread.join(timeout)
         return not self.thread.is_alive()
 
@@ -84,11 +121,12 @@ class ServerProcess:
     context without stop() kills the server and its workers.
     """
 
-    def __init__(self, *args, timeout=10.0):
+    def __init__(self, *args, timeout=10.0, **popen):
         self.ready_line = None
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fastio", "echo", "--port", "0", *args],
-            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            [sys.executable, "-m", "fastio", "echo", "--port", "0", *args,
+             *(["--backend", BACKEND] if BACKEND is not None and "--backend" not in args else [])],
+            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
         try:
             line = read_line(self.proc.stdout, timeout)
         except BaseException:

@@ -20,7 +20,7 @@ import pytest
 from echo_support import (
     InProcessServer, Pump, ServerProcess, ascii_upper, child_pids, connect, established_on_port,
     fill_until_server_owes, parse_summary, raise_nofile, recv_exactly, recv_until_eof, reset, round_trip,
-    rss_kib, run_cli, socket_inodes, stream_prefix)
+    rss_kib, run_cli, socket_inodes, stream_prefix, uring_unavailable)
 from fastio.echo import client as client_module
 from fastio.echo.client import TUTORIAL_MESSAGE
 
@@ -33,6 +33,10 @@ pytestmark = [
 # must not ("é" -> "É" would change the UTF-8 bytes).
 NON_ASCII_TEXT = "héllo wörld straße ĳ ﬀ ǆ µ ÿ — done".encode("utf-8")
 ALL_BYTES = bytes(range(256))
+
+
+IO_URING = pytest.param("io_uring", marks=pytest.mark.skipif(
+    uring_unavailable() is not None, reason="io_uring unavailable: %s" % uring_unavailable()))
 
 
 def split_at(data, cuts):
@@ -52,7 +56,7 @@ def free_port_held():
 
 
 @pytest.mark.parametrize("upper", [False, True], ids=["plain", "upper"])
-@pytest.mark.parametrize("backend", ["epoll", "poll", "select"])
+@pytest.mark.parametrize("backend", ["epoll", "poll", "select", IO_URING])
 def test_echo_is_byte_exact_with_messages_split_across_writes(backend, upper):
     messages = [
         b"This is the message.  It will be sent in parts.",
@@ -88,7 +92,7 @@ def test_echo_is_byte_exact_with_messages_split_across_writes(backend, upper):
 
 
 @pytest.mark.parametrize("upper", [False, True], ids=["plain", "upper"])
-@pytest.mark.parametrize("backend", ["epoll", "poll", "select"])
+@pytest.mark.parametrize("backend", ["epoll", "poll", "select", IO_URING])
 def test_large_message_in_irregular_writes_comes_back_reassembled(backend, upper):
     payload = (ALL_BYTES + NON_ASCII_TEXT) * 4000  # ~1.2 MB, more than one recv and one buffer
     want = ascii_upper(payload) if upper else payload
@@ -280,7 +284,7 @@ def test_shutdown_flushes_replies_owed_to_a_client_not_reading():
     with InProcessServer() as srv:
         with connect(srv.address) as sock:
             sent, owed = fill_until_server_owes(sock, srv, pattern)
-            srv.loop.call_soon_threadsafe(srv.server.shutdown)  # what SIGTERM calls
+            srv.shutdown_threadsafe()  # what SIGTERM calls
             time.sleep(0.1)  # the shutdown starts before the client reads a byte
             got, saw_eof = recv_until_eof(sock, timeout=10)
             stopped = srv.stop()

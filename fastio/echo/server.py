@@ -45,6 +45,9 @@ BACKENDS: Dict[str, Optional[Type[_selectors.BaseSelector]]] = {
     "epoll": getattr(_selectors, "EpollSelector", None),
     "poll": getattr(_selectors, "PollSelector", None),
     "select": _selectors.SelectSelector,
+    # Completion-based (fastio.echo.uring); where io_uring is unavailable,
+    # serve() falls back to epoll, this entry's selector.
+    "io_uring": getattr(_selectors, "EpollSelector", None),
 }
 
 # select(2) cannot watch fds past FD_SETSIZE (1024): keep headroom for the
@@ -167,6 +170,9 @@ class EchoServer:
                  drain_timeout: float = 5.0) -> None:
         if backend is not None and BACKENDS.get(backend) is None:
             raise ValueError("backend %r is not available here" % (backend,))
+        if backend == "io_uring":
+            raise ValueError("EchoServer runs on a Loop: use fastio.echo.uring.UringEchoServer "
+                             "or serve(backend='io_uring') for io_uring")
         if max_conns is not None and max_conns < 1:
             raise ValueError("max_conns must be >= 1, not %r" % (max_conns,))
         if backend == "select":
@@ -274,7 +280,7 @@ def _run_worker(options, ready_fd, stats_fd, sigmask):
     SIGINT/SIGTERM stay blocked (pending) until the server's handlers are in
     place; `sigmask` is the mask to restore then.
     """
-    server = EchoServer(**dict(options, reuse_port=True))
+    server = _new_server(reuse_port=True, **options)
 
     def ready():
         signal.pthread_sigmask(signal.SIG_SETMASK, sigmask)
@@ -550,6 +556,32 @@ def _serve_workers(options, workers, announce, reuse_port=False, log=None):
     return _Supervisor(options, workers, reuse_port, log).run(announce)
 
 
+# -- io_uring ---------------------------------------------------------------
+
+
+def _resolve_backend(backend):
+    """Return `backend`, or "epoll" (with a one-line notice on stderr) when
+    io_uring was asked for and is unavailable here."""
+    if backend == "io_uring":
+        from fastio.echo import uring
+
+        mode, reason = uring.status()
+        if mode is None:
+            print("fastio echo: io_uring unavailable (%s); using epoll" % reason,
+                  file=sys.stderr, flush=True)
+            return "epoll" if BACKENDS.get("epoll") is not None else None
+    return backend
+
+
+def _new_server(**options):
+    """Return an EchoServer, or a UringEchoServer for backend "io_uring"."""
+    if options.get("backend") == "io_uring":
+        from fastio.echo.uring import UringEchoServer
+
+        return UringEchoServer(**options)
+    return EchoServer(**options)
+
+
 def _kill(pid):
     try:
         os.kill(pid, signal.SIGTERM)
@@ -569,6 +601,7 @@ def serve(host: str = "127.0.0.1", port: int = 10000, *, upper: bool = False,
     """
     if out is None:
         out = sys.stdout
+    backend = _resolve_backend(backend)
     if backend == "select" and max_conns is not None and max_conns > SELECT_MAX_CONNS:
         print("fastio echo: warning: select() cannot watch more than %d connections here; "
               "--max-conns %d lowered to %d" % (SELECT_MAX_CONNS, max_conns, SELECT_MAX_CONNS),
@@ -586,7 +619,7 @@ def serve(host: str = "127.0.0.1", port: int = 10000, *, upper: bool = False,
     if workers > 1:
         stats = _serve_workers(options, workers, announce, reuse_port)
     else:
-        server = EchoServer(reuse_port=reuse_port, **options)
+        server = _new_server(reuse_port=reuse_port, **options)
         try:
             server.start()
             stats = server.serve_forever(lambda: announce(server.host, server.port))

@@ -1,0 +1,539 @@
+/*
+ * fastio_uring.h: io_uring(7) by raw syscalls, with the kernel ABI spelled
+ * out here. See io_uring_setup(2), io_uring_enter(2), io_uring_register(2).
+ *
+ * Why no liburing and no <linux/io_uring.h>: wheels build on manylinux2014
+ * (kernel headers 3.10, no io_uring at all) and musllinux, and must not
+ * depend on a shared library at run time. The ABI is stable by the kernel's
+ * rules (structs only grow into reserved fields, numbers never change), so a
+ * private copy of the few structs and constants fastio uses is safe; the
+ * syscall numbers 425/426/427 are the same on every architecture (they were
+ * allocated after the syscall tables were unified). Every feature is
+ * detected at run time; on a kernel or platform without io_uring every entry
+ * point fails with ENOSYS and the callers fall back to epoll.
+ *
+ * Semantics and traps this code depends on:
+ *
+ * - io_uring_setup() fails with ENOSYS (no io_uring: old kernel, or a
+ *   seccomp filter such as Docker's default profile), EPERM
+ *   (kernel.io_uring_disabled = 2, or = 1 outside io_uring_group) or EINVAL
+ *   for setup flags the kernel predates: fastio retries with fewer flags
+ *   (SINGLE_ISSUER|DEFER_TASKRUN, 6.1; COOP_TASKRUN, 5.19; none).
+ * - With DEFER_TASKRUN, completions are only posted when the issuing task
+ *   calls io_uring_enter(GETEVENTS): the ring must be created, submitted to
+ *   and reaped by one thread (fastio creates it in the thread that runs it).
+ * - The SQ/CQ heads and tails are shared with the kernel: the kernel's
+ *   writes are read with acquire loads, ours published with release stores.
+ * - A buffer handed to the kernel (a send's bytes, a provided buffer) must
+ *   stay put until its completion arrives, even if the op is cancelled: the
+ *   cancellation is itself only final at the op's last CQE.
+ * - Multishot ops (accept, recv) post CQEs with IORING_CQE_F_MORE while they
+ *   stay armed; a CQE without it is the last one (error, EOF, ENOBUFS when the
+ *   buffer ring ran dry, or -ECANCELED).
+ * - io_uring honours a file's O_NONBLOCK for reads (-EAGAIN instead of
+ *   waiting): fastio polls its wake pipe with POLL_ADD instead of reading it.
+ */
+#ifndef FASTIO_URING_H
+#define FASTIO_URING_H
+
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__linux__)
+#  include <sys/mman.h>
+#  include <sys/syscall.h>
+#  include <unistd.h>
+#  include <netinet/in.h>
+#  include <netinet/tcp.h>
+#  include <sys/socket.h>
+#  define FASTIO_HAVE_URING 1
+#  define FASTIO_MSG_NOSIGNAL MSG_NOSIGNAL
+#  define FASTIO_SOCK_NONBLOCK SOCK_NONBLOCK
+#  define FASTIO_SOCK_CLOEXEC SOCK_CLOEXEC
+#else
+#  define FASTIO_HAVE_URING 0
+#  define FASTIO_MSG_NOSIGNAL 0
+#  define FASTIO_SOCK_NONBLOCK 0
+#  define FASTIO_SOCK_CLOEXEC 0
+#endif
+
+/* ---- ABI: structs and constants (from the kernel's uapi io_uring.h) ---- */
+
+struct fastio_uring_sqe {
+    uint8_t opcode;
+    uint8_t flags;
+    uint16_t ioprio;
+    int32_t fd;
+    uint64_t off;        /* or addr2 */
+    uint64_t addr;
+    uint32_t len;
+    uint32_t op_flags;   /* msg_flags, accept_flags, poll32_events, ... */
+    uint64_t user_data;
+    uint16_t buf_group;  /* or buf_index */
+    uint16_t personality;
+    int32_t splice_fd_in;
+    uint64_t addr3;
+    uint64_t pad2;
+};
+
+struct fastio_uring_cqe {
+    uint64_t user_data;
+    int32_t res;
+    uint32_t flags;
+};
+
+struct fastio_sqring_offsets {
+    uint32_t head, tail, ring_mask, ring_entries, flags, dropped, array, resv1;
+    uint64_t resv2;
+};
+
+struct fastio_cqring_offsets {
+    uint32_t head, tail, ring_mask, ring_entries, overflow, cqes, flags, resv1;
+    uint64_t resv2;
+};
+
+struct fastio_uring_params {
+    uint32_t sq_entries, cq_entries, flags, sq_thread_cpu, sq_thread_idle;
+    uint32_t features, wq_fd, resv[3];
+    struct fastio_sqring_offsets sq_off;
+    struct fastio_cqring_offsets cq_off;
+};
+
+struct fastio_uring_probe_op {
+    uint8_t op, resv;
+    uint16_t flags;
+    uint32_t resv2;
+};
+
+struct fastio_uring_probe {
+    uint8_t last_op, ops_len;
+    uint16_t resv;
+    uint32_t resv2[3];
+    struct fastio_uring_probe_op ops[256];
+};
+
+struct fastio_uring_buf {
+    uint64_t addr;
+    uint32_t len;
+    uint16_t bid;
+    uint16_t resv;   /* entry 0's resv is the ring's tail */
+};
+
+struct fastio_uring_buf_reg {
+    uint64_t ring_addr;
+    uint32_t ring_entries;
+    uint16_t bgid, pad;
+    uint64_t resv[3];
+};
+
+struct fastio_kernel_timespec {
+    int64_t tv_sec;
+    long long tv_nsec;
+};
+
+struct fastio_uring_getevents_arg {
+    uint64_t sigmask;
+    uint32_t sigmask_sz;
+    uint32_t pad;
+    uint64_t ts;
+};
+
+typedef char fastio_uring_sqe_is_64_bytes[sizeof(struct fastio_uring_sqe) == 64 ? 1 : -1];
+typedef char fastio_uring_params_is_120_bytes[sizeof(struct fastio_uring_params) == 120 ? 1 : -1];
+
+#define FASTIO_NR_URING_SETUP 425
+#define FASTIO_NR_URING_ENTER 426
+#define FASTIO_NR_URING_REGISTER 427
+
+#define FASTIO_SETUP_CQSIZE (1U << 3)
+#define FASTIO_SETUP_SUBMIT_ALL (1U << 7)
+#define FASTIO_SETUP_COOP_TASKRUN (1U << 8)
+#define FASTIO_SETUP_SINGLE_ISSUER (1U << 12)
+#define FASTIO_SETUP_DEFER_TASKRUN (1U << 13)
+
+#define FASTIO_FEAT_SINGLE_MMAP (1U << 0)
+#define FASTIO_FEAT_NODROP (1U << 1)
+#define FASTIO_FEAT_FAST_POLL (1U << 5)
+#define FASTIO_FEAT_EXT_ARG (1U << 8)
+
+#define FASTIO_OP_NOP 0
+#define FASTIO_OP_POLL_ADD 6
+#define FASTIO_OP_ACCEPT 13
+#define FASTIO_OP_ASYNC_CANCEL 14
+#define FASTIO_OP_SEND 26
+#define FASTIO_OP_RECV 27
+#define FASTIO_OP_SEND_ZC 47   /* not used: its presence marks a 6.0+ kernel */
+
+#define FASTIO_SQE_BUFFER_SELECT (1U << 5)
+#define FASTIO_RECV_MULTISHOT (1U << 1)
+#define FASTIO_ACCEPT_MULTISHOT (1U << 0)
+
+#define FASTIO_CQE_F_BUFFER (1U << 0)
+#define FASTIO_CQE_F_MORE (1U << 1)
+#define FASTIO_CQE_BUFFER_SHIFT 16
+
+#define FASTIO_ENTER_GETEVENTS (1U << 0)
+#define FASTIO_ENTER_EXT_ARG (1U << 3)
+
+#define FASTIO_REGISTER_PROBE 8
+#define FASTIO_REGISTER_PBUF_RING 22
+#define FASTIO_OP_SUPPORTED (1U << 0)
+
+#define FASTIO_OFF_SQ_RING 0ULL
+#define FASTIO_OFF_CQ_RING 0x8000000ULL
+#define FASTIO_OFF_SQES 0x10000000ULL
+
+/* ---- the ring ---- */
+
+/* Setup modes, best first; fastio_ring.mode says which one the kernel took. */
+#define FASTIO_URING_DEFER_TASKRUN 3
+#define FASTIO_URING_COOP_TASKRUN 2
+#define FASTIO_URING_PLAIN 1
+
+typedef struct fastio_ring {
+    int fd;
+    int mode;
+    uint32_t features;
+    /* submission queue */
+    unsigned *sq_head, *sq_tail, *sq_mask, *sq_array;
+    unsigned sq_entries, sq_local_tail, sq_submitted;
+    struct fastio_uring_sqe *sqes;
+    /* completion queue */
+    unsigned *cq_head, *cq_tail, *cq_mask;
+    unsigned cq_entries;
+    struct fastio_uring_cqe *cqes;
+    /* mappings */
+    void *sq_map, *cq_map;
+    size_t sq_map_len, cq_map_len, sqes_len;
+    /* the provided-buffer ring (group 0) */
+    struct fastio_uring_buf *br;
+    char *br_mem;
+    unsigned br_entries, br_size, br_tail;
+    size_t br_map_len;
+} fastio_ring;
+
+/* A test hook: a nonzero errno makes the next setups fail with it. */
+static int fastio_uring_fake_errno = 0;
+
+static inline void fastio_uring_set_fake_errno(int err) { fastio_uring_fake_errno = err; }
+
+#if FASTIO_HAVE_URING
+
+static inline int fastio_sys_uring_setup(unsigned entries, struct fastio_uring_params *p) {
+    if (fastio_uring_fake_errno) {
+        errno = fastio_uring_fake_errno;
+        return -1;
+    }
+    return (int)syscall(FASTIO_NR_URING_SETUP, entries, p);
+}
+
+static inline int fastio_sys_uring_enter(int fd, unsigned to_submit, unsigned min_complete,
+                                         unsigned flags, void *arg, size_t argsz) {
+    return (int)syscall(FASTIO_NR_URING_ENTER, fd, to_submit, min_complete, flags, arg, argsz);
+}
+
+static inline int fastio_sys_uring_register(int fd, unsigned opcode, void *arg, unsigned nr) {
+    return (int)syscall(FASTIO_NR_URING_REGISTER, fd, opcode, arg, nr);
+}
+
+#define fastio_load_acquire(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define fastio_store_release(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+
+static inline void fastio_ring_unmap(fastio_ring *r) {
+    if (r->sqes != NULL && r->sqes != MAP_FAILED)
+        munmap(r->sqes, r->sqes_len);
+    if (r->cq_map != NULL && r->cq_map != MAP_FAILED && r->cq_map != r->sq_map)
+        munmap(r->cq_map, r->cq_map_len);
+    if (r->sq_map != NULL && r->sq_map != MAP_FAILED)
+        munmap(r->sq_map, r->sq_map_len);
+    if (r->br_mem != NULL)
+        munmap(r->br_mem, (size_t)r->br_entries * r->br_size);
+    if (r->br != NULL)
+        munmap(r->br, r->br_map_len);
+    r->sqes = NULL;
+    r->cq_map = r->sq_map = NULL;
+    r->br_mem = NULL;
+    r->br = NULL;
+}
+
+/* Release the ring (closing its fd cancels and reaps every op in flight). */
+static inline void fastio_ring_close(fastio_ring *r) {
+    fastio_ring_unmap(r);
+    if (r->fd >= 0)
+        close(r->fd);
+    r->fd = -1;
+}
+
+/* Create a ring of `entries` SQEs (CQ four times that), trying the setup
+ * flags best first. Return 0, or an errno (ENOSYS, EPERM, ...). */
+static inline int fastio_ring_init(fastio_ring *r, unsigned entries, int best_mode) {
+    static const unsigned modes[3][2] = {
+        {FASTIO_URING_DEFER_TASKRUN, FASTIO_SETUP_SINGLE_ISSUER | FASTIO_SETUP_DEFER_TASKRUN},
+        {FASTIO_URING_COOP_TASKRUN, FASTIO_SETUP_COOP_TASKRUN},
+        {FASTIO_URING_PLAIN, 0},
+    };
+    struct fastio_uring_params p;
+    int i, fd = -1, err = ENOSYS;
+    memset(r, 0, sizeof(*r));
+    r->fd = -1;
+    for (i = 0; i < 3; i++) {
+        if ((int)modes[i][0] > best_mode)
+            continue;
+        memset(&p, 0, sizeof(p));
+        p.flags = modes[i][1] | FASTIO_SETUP_CQSIZE | FASTIO_SETUP_SUBMIT_ALL;
+        p.cq_entries = entries * 4;
+        fd = fastio_sys_uring_setup(entries, &p);
+        if (fd >= 0) {
+            r->mode = (int)modes[i][0];
+            break;
+        }
+        err = errno;
+        if (err != EINVAL)
+            return err;   /* ENOSYS, EPERM, EMFILE, ENOMEM: no point retrying */
+    }
+    if (fd < 0)
+        return err;
+    r->fd = fd;
+    r->features = p.features;
+    if (!(p.features & FASTIO_FEAT_SINGLE_MMAP) || !(p.features & FASTIO_FEAT_EXT_ARG)) {
+        fastio_ring_close(r);
+        return ENOSYS;   /* before 5.11: too old for fastio's use */
+    }
+    r->sq_map_len = p.sq_off.array + p.sq_entries * sizeof(unsigned);
+    r->cq_map_len = p.cq_off.cqes + p.cq_entries * sizeof(struct fastio_uring_cqe);
+    if (r->cq_map_len > r->sq_map_len)
+        r->sq_map_len = r->cq_map_len;
+    r->sq_map = mmap(NULL, r->sq_map_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd,
+                     FASTIO_OFF_SQ_RING);
+    if (r->sq_map == MAP_FAILED) {
+        err = errno;
+        r->sq_map = NULL;
+        fastio_ring_close(r);
+        return err;
+    }
+    r->cq_map = r->sq_map;
+    r->cq_map_len = r->sq_map_len;
+    r->sqes_len = p.sq_entries * sizeof(struct fastio_uring_sqe);
+    r->sqes = mmap(NULL, r->sqes_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd,
+                   FASTIO_OFF_SQES);
+    if (r->sqes == MAP_FAILED) {
+        err = errno;
+        r->sqes = NULL;
+        fastio_ring_close(r);
+        return err;
+    }
+    {
+        char *sq = (char *)r->sq_map, *cq = (char *)r->cq_map;
+        unsigned k;
+        r->sq_head = (unsigned *)(sq + p.sq_off.head);
+        r->sq_tail = (unsigned *)(sq + p.sq_off.tail);
+        r->sq_mask = (unsigned *)(sq + p.sq_off.ring_mask);
+        r->sq_array = (unsigned *)(sq + p.sq_off.array);
+        r->sq_entries = p.sq_entries;
+        r->cq_head = (unsigned *)(cq + p.cq_off.head);
+        r->cq_tail = (unsigned *)(cq + p.cq_off.tail);
+        r->cq_mask = (unsigned *)(cq + p.cq_off.ring_mask);
+        r->cqes = (struct fastio_uring_cqe *)(cq + p.cq_off.cqes);
+        r->cq_entries = p.cq_entries;
+        /* The indirection array maps SQ slots to SQEs one to one, once. */
+        for (k = 0; k < p.sq_entries; k++)
+            r->sq_array[k] = k;
+        r->sq_local_tail = *r->sq_tail;
+        r->sq_submitted = r->sq_local_tail;
+    }
+    return 0;
+}
+
+/* Return whether the kernel supports opcode `op` (IORING_REGISTER_PROBE, 5.6). */
+static inline int fastio_ring_probe(fastio_ring *r, unsigned op) {
+    struct fastio_uring_probe probe;
+    memset(&probe, 0, sizeof(probe));
+    if (fastio_sys_uring_register(r->fd, FASTIO_REGISTER_PROBE, &probe, 256) < 0)
+        return 0;
+    return op <= probe.last_op && op < probe.ops_len && (probe.ops[op].flags & FASTIO_OP_SUPPORTED);
+}
+
+/* Register buffer group 0: `entries` (a power of two) buffers of `size`
+ * bytes, all handed to the kernel. Return 0 or an errno. */
+static inline int fastio_ring_setup_buffers(fastio_ring *r, unsigned entries, unsigned size) {
+    struct fastio_uring_buf_reg reg;
+    unsigned i;
+    int err;
+    r->br_map_len = entries * sizeof(struct fastio_uring_buf);
+    r->br = (struct fastio_uring_buf *)mmap(NULL, r->br_map_len, PROT_READ | PROT_WRITE,
+                                            MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (r->br == MAP_FAILED) {
+        r->br = NULL;
+        return errno;
+    }
+    r->br_mem = (char *)mmap(NULL, (size_t)entries * size, PROT_READ | PROT_WRITE,
+                             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (r->br_mem == MAP_FAILED) {
+        r->br_mem = NULL;
+        return errno;
+    }
+    r->br_entries = entries;
+    r->br_size = size;
+    memset(&reg, 0, sizeof(reg));
+    reg.ring_addr = (uint64_t)(uintptr_t)r->br;
+    reg.ring_entries = entries;
+    reg.bgid = 0;
+    if (fastio_sys_uring_register(r->fd, FASTIO_REGISTER_PBUF_RING, &reg, 1) < 0) {
+        err = errno;
+        return err;
+    }
+    r->br_tail = 0;
+    for (i = 0; i < entries; i++) {
+        struct fastio_uring_buf *b = &r->br[i];
+        b->addr = (uint64_t)(uintptr_t)(r->br_mem + (size_t)i * size);
+        b->len = size;
+        b->bid = (uint16_t)i;
+        r->br_tail++;
+    }
+    /* The tail overlays entry 0's resv field: write it after entry 0's
+     * other fields, with a release store so the kernel sees the entries. */
+    fastio_store_release((uint16_t *)&r->br[0].resv, (uint16_t)r->br_tail);
+    return 0;
+}
+
+/* Return buffer `bid` to the kernel; published at the next recycle_flush. */
+static inline void fastio_ring_recycle(fastio_ring *r, unsigned bid) {
+    struct fastio_uring_buf *b = &r->br[r->br_tail & (r->br_entries - 1)];
+    b->addr = (uint64_t)(uintptr_t)(r->br_mem + (size_t)bid * r->br_size);
+    b->len = r->br_size;
+    b->bid = (uint16_t)bid;
+    r->br_tail++;
+}
+
+static inline void fastio_ring_recycle_flush(fastio_ring *r) {
+    fastio_store_release((uint16_t *)&r->br[0].resv, (uint16_t)r->br_tail);
+}
+
+static inline char *fastio_ring_buffer(fastio_ring *r, unsigned bid) {
+    return r->br_mem + (size_t)bid * r->br_size;
+}
+
+/* Return a zeroed SQE to fill, or NULL when the SQ is full (submit first). */
+static inline struct fastio_uring_sqe *fastio_ring_get_sqe(fastio_ring *r) {
+    unsigned head = fastio_load_acquire(r->sq_head);
+    struct fastio_uring_sqe *sqe;
+    if (r->sq_local_tail - head >= r->sq_entries)
+        return NULL;
+    sqe = &r->sqes[r->sq_local_tail & *r->sq_mask];
+    memset(sqe, 0, sizeof(*sqe));
+    r->sq_local_tail++;
+    return sqe;
+}
+
+/* Submit what is queued; with `wait`, also wait for one completion or until
+ * `timeout_ns` (< 0: no limit) passes. Return 0 or an errno (EINTR, ETIME
+ * and EAGAIN/EBUSY are for the caller to treat as "look again"). */
+static inline int fastio_ring_enter(fastio_ring *r, int wait, long long timeout_ns) {
+    struct fastio_uring_getevents_arg arg;
+    struct fastio_kernel_timespec ts;
+    unsigned flags = 0, to_submit;
+    int ret;
+    fastio_store_release(r->sq_tail, r->sq_local_tail);
+    to_submit = r->sq_local_tail - r->sq_submitted;
+    memset(&arg, 0, sizeof(arg));
+    if (wait) {
+        flags |= FASTIO_ENTER_GETEVENTS | FASTIO_ENTER_EXT_ARG;
+        if (timeout_ns >= 0) {
+            ts.tv_sec = timeout_ns / 1000000000LL;
+            ts.tv_nsec = timeout_ns % 1000000000LL;
+            arg.ts = (uint64_t)(uintptr_t)&ts;
+        }
+    } else if (r->mode == FASTIO_URING_DEFER_TASKRUN) {
+        /* Deferred completions run only inside GETEVENTS. */
+        flags |= FASTIO_ENTER_GETEVENTS | FASTIO_ENTER_EXT_ARG;
+    } else if (to_submit == 0) {
+        return 0;
+    }
+    ret = fastio_sys_uring_enter(r->fd, to_submit, wait ? 1 : 0, flags,
+                                 (flags & FASTIO_ENTER_EXT_ARG) ? &arg : NULL,
+                                 (flags & FASTIO_ENTER_EXT_ARG) ? sizeof(arg) : 0);
+    if (ret < 0)
+        return errno;
+    r->sq_submitted += (unsigned)ret;
+    return 0;
+}
+
+/* Return the next CQE or NULL; advance past it with fastio_ring_cq_advance. */
+static inline struct fastio_uring_cqe *fastio_ring_peek(fastio_ring *r, unsigned *head) {
+    unsigned tail = fastio_load_acquire(r->cq_tail);
+    if (*head == tail)
+        return NULL;
+    return &r->cqes[(*head)++ & *r->cq_mask];
+}
+
+static inline unsigned fastio_ring_cq_head(fastio_ring *r) {
+    return *r->cq_head;
+}
+
+static inline void fastio_ring_cq_advance(fastio_ring *r, unsigned head) {
+    fastio_store_release(r->cq_head, head);
+}
+
+
+/* ---- small socket and pipe helpers (stubs elsewhere) ---- */
+
+static inline int fastio_uring_close_fd(int fd) { return close(fd); }
+
+static inline int fastio_uring_shutdown_wr(int fd) { return shutdown(fd, SHUT_WR); }
+
+static inline void fastio_uring_nodelay(int fd) {
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+/* Empty a non-blocking pipe; a wake-up only needs the readiness. */
+static inline void fastio_uring_drain(int fd) {
+    char buf[256];
+    while (read(fd, buf, sizeof(buf)) > 0) {
+    }
+}
+
+static inline void fastio_uring_poke(int fd) {
+    char b = 0;
+    (void)!write(fd, &b, 1);
+}
+
+#else  /* !FASTIO_HAVE_URING: every entry point reports ENOSYS */
+
+static inline void fastio_ring_close(fastio_ring *r) { r->fd = -1; }
+static inline int fastio_ring_init(fastio_ring *r, unsigned entries, int best_mode) {
+    (void)entries; (void)best_mode;
+    memset(r, 0, sizeof(*r));
+    r->fd = -1;
+    return ENOSYS;
+}
+static inline int fastio_ring_probe(fastio_ring *r, unsigned op) { (void)r; (void)op; return 0; }
+static inline int fastio_ring_setup_buffers(fastio_ring *r, unsigned n, unsigned s) {
+    (void)r; (void)n; (void)s;
+    return ENOSYS;
+}
+static inline void fastio_ring_recycle(fastio_ring *r, unsigned bid) { (void)r; (void)bid; }
+static inline void fastio_ring_recycle_flush(fastio_ring *r) { (void)r; }
+static inline char *fastio_ring_buffer(fastio_ring *r, unsigned bid) { (void)r; (void)bid; return NULL; }
+static inline struct fastio_uring_sqe *fastio_ring_get_sqe(fastio_ring *r) { (void)r; return NULL; }
+static inline int fastio_ring_enter(fastio_ring *r, int wait, long long t) {
+    (void)r; (void)wait; (void)t;
+    return ENOSYS;
+}
+static inline struct fastio_uring_cqe *fastio_ring_peek(fastio_ring *r, unsigned *head) {
+    (void)r; (void)head;
+    return NULL;
+}
+static inline unsigned fastio_ring_cq_head(fastio_ring *r) { (void)r; return 0; }
+static inline void fastio_ring_cq_advance(fastio_ring *r, unsigned head) { (void)r; (void)head; }
+
+static inline int fastio_uring_close_fd(int fd) { (void)fd; return -1; }
+static inline int fastio_uring_shutdown_wr(int fd) { (void)fd; return -1; }
+static inline void fastio_uring_nodelay(int fd) { (void)fd; }
+static inline void fastio_uring_drain(int fd) { (void)fd; }
+static inline void fastio_uring_poke(int fd) { (void)fd; }
+
+#endif
+
+#endif /* FASTIO_URING_H */
