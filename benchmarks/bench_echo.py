@@ -528,17 +528,13 @@ def write_plots(result, out_dir):
 
 
 def _num(value, fmt="%.0f"):
-    return "-" if value is None else fmt % value
+    return harness.num_or_dash(value, fmt)
 
 
 def to_markdown(result):
     """Render the suite's results as Markdown, the echo target first."""
     cfg = result["config"]
-    lines = ["# fastio echo server benchmark", ""]
-    for warning in result["warnings"]:
-        lines += ["> **WARNING:** %s" % warning, ""]
-    for error in result["errors"]:
-        lines += ["> **CORRECTNESS FAILURE** %s at %d B × %d: %s" % (error["server"], *error["cell"], error["error"]), ""]
+    lines = ["# fastio echo server benchmark", ""] + harness.alert_lines(result, "CORRECTNESS FAILURE")
     lines += [
         harness.machine_line(result["machine"], cfg["client_cpu"]).replace(
             "pinned to CPU %s" % cfg["client_cpu"], "server on CPU %s, client on CPU %s" % (
@@ -587,7 +583,7 @@ def to_markdown(result):
     lines.append("Client CPU near 100% means the load generator, not the server, set the req/s: "
                  "compare servers by CPU per request there.")
     if result["skipped"]:
-        lines += ["", "Skipped: " + "; ".join("%s (%s)" % (s["server"], s["reason"]) for s in result["skipped"]) + "."]
+        lines += ["", harness.skipped_line(result["skipped"])]
     for name in result.get("plots", []):
         lines += ["", "![%s](%s)" % (name, name)]
     return "\n".join(lines)

@@ -31,11 +31,9 @@ the Publisher's loop thread included) per message.
 
 import asyncio
 import collections
-import importlib.util
 import os
 import socket
 import struct
-import time
 
 import pika
 from pika import frame as pika_frame, spec
@@ -63,38 +61,21 @@ TARGET_AIO_CPU = 0.10
 AIO_PIKA_WINDOW = 1000      # concurrent publish tasks, pipelined aio-pika
 
 
-def _load_broker_module():
-    path = os.path.join(harness.REPO_DIR, "tests", "broker.py")
-    spec_ = importlib.util.spec_from_file_location("fastio_bench_broker", path)
-    module = importlib.util.module_from_spec(spec_)
-    spec_.loader.exec_module(module)
-    return module
-
-
 # ---------------------------------------------------------------- contenders
 # Each takes (url, n) and returns (seconds, cpu seconds) for n messages,
 # measured after the connection is up and before it is closed.
-
-
-def _clock():
-    return time.perf_counter(), time.process_time()
-
-
-def _since(start):
-    t, c = _clock()
-    return t - start[0], c - start[1]
 
 
 def pub_fastio(url, n):
     from fastio.rabbitmq import Publisher
 
     with Publisher(url, max_in_flight=WINDOW) as pub:
-        start = _clock()
+        start = harness.clock()
         publish = pub.publish
         for _ in range(n):
             publish("", QUEUE, BODY)
         pub.flush()
-        return _since(start)
+        return harness.since(start)
 
 
 def pub_async(url, n):
@@ -102,7 +83,7 @@ def pub_async(url, n):
 
     async def main():
         async with AsyncPublisher(url, max_in_flight=WINDOW) as pub:
-            start = _clock()
+            start = harness.clock()
             publish = pub.publish_nowait
             pending = collections.deque()
             for _ in range(n):
@@ -111,7 +92,7 @@ def pub_async(url, n):
                 pending.append(publish("", QUEUE, BODY))
             for fut in pending:
                 await fut
-            return _since(start)
+            return harness.since(start)
 
     return asyncio.run(main())
 
@@ -121,10 +102,10 @@ def pub_async_each(url, n):
 
     async def main():
         async with AsyncPublisher(url) as pub:
-            start = _clock()
+            start = harness.clock()
             for _ in range(n):
                 await pub.publish("", QUEUE, BODY)
-            return _since(start)
+            return harness.since(start)
 
     return asyncio.run(main())
 
@@ -134,11 +115,11 @@ def pub_blocking(url, n, confirms=False):
     ch = conn.channel()
     if confirms:
         ch.confirm_delivery()
-    start = _clock()
+    start = harness.clock()
     for _ in range(n):
         ch.basic_publish("", QUEUE, BODY)
     conn.process_data_events(0)
-    result = _since(start)
+    result = harness.since(start)
     conn.close()
     return result
 
@@ -158,7 +139,7 @@ def pub_select(url, n):
         ch.confirm_delivery(on_confirm, callback=lambda frame: begin())
 
     def begin():
-        state["start"] = _clock()
+        state["start"] = harness.clock()
         fill()
 
     def fill():
@@ -171,7 +152,7 @@ def pub_select(url, n):
         m = frame.method
         state["acked"] = m.delivery_tag if m.multiple else state["acked"] + 1
         if state["acked"] >= n:
-            state["result"] = _since(state["start"])
+            state["result"] = harness.since(state["start"])
             state["ch"].connection.close()
         else:
             fill()
@@ -187,10 +168,10 @@ def pub_aio_pika(url, n):
         conn = await aio_pika.connect(url)
         ch = await conn.channel(publisher_confirms=True)
         exchange = ch.default_exchange
-        start = _clock()
+        start = harness.clock()
         for _ in range(n):
             await exchange.publish(aio_pika.Message(BODY), routing_key=QUEUE)
-        result = _since(start)
+        result = harness.since(start)
         await conn.close()
         return result
 
@@ -202,7 +183,7 @@ def pub_aio_pika_pipelined(url, n):
         conn = await aio_pika.connect(url)
         ch = await conn.channel(publisher_confirms=True)
         exchange = ch.default_exchange
-        start = _clock()
+        start = harness.clock()
         pending = collections.deque()
         for _ in range(n):
             if len(pending) >= AIO_PIKA_WINDOW:
@@ -211,7 +192,7 @@ def pub_aio_pika_pipelined(url, n):
                 exchange.publish(aio_pika.Message(BODY), routing_key=QUEUE)))
         for fut in pending:
             await fut
-        result = _since(start)
+        result = harness.since(start)
         await conn.close()
         return result
 
@@ -272,7 +253,7 @@ def pub_raw(url, n):
     batch = 1000
     chunk = one * batch
     sent = acked = 0
-    start = _clock()
+    start = harness.clock()
     while acked < n:
         while sent < n and sent - acked < WINDOW:
             k = min(batch, n - sent)
@@ -292,7 +273,7 @@ def pub_raw(url, n):
                     raise AssertionError("raw publisher got a nack")
             off += size + 8
         del buf[:off]
-    result = _since(start)
+    result = harness.since(start)
     sock.close()
     return result
 
@@ -337,7 +318,7 @@ def run(config):
     repeats = getattr(config, "repeats", None) or {"quick": 2, "full": 7}.get(profile, 3)
     n = {"quick": 10_000, "full": 100_000}.get(profile, 30_000)
     n_slow = {"quick": 1_000, "full": 5_000}.get(profile, 2_000)
-    broker_mod = _load_broker_module()
+    broker_mod = harness.tests_module("broker")
     broker = broker_mod.Broker("fastio-bench")
     contenders = dict(CONTENDERS)
     if aio_pika is None:

@@ -28,9 +28,6 @@ cannot, so its messages are retried until the node is back.
 """
 
 import asyncio
-import importlib.util
-import os
-import sys
 import threading
 import time
 
@@ -51,26 +48,6 @@ FAILOVER_RATE = 4_000      # msgs/s during the failover run
 PROPS = pika.BasicProperties(delivery_mode=2)
 
 
-def _load_cluster_module():
-    tests_dir = os.path.join(harness.REPO_DIR, "tests")
-    if tests_dir not in sys.path:
-        sys.path.insert(0, tests_dir)
-    path = os.path.join(tests_dir, "cluster.py")
-    spec_ = importlib.util.spec_from_file_location("fastio_bench_cluster", path)
-    module = importlib.util.module_from_spec(spec_)
-    spec_.loader.exec_module(module)
-    return module
-
-
-def _clock():
-    return time.perf_counter(), time.process_time()
-
-
-def _since(start):
-    t, c = _clock()
-    return t - start[0], c - start[1]
-
-
 # ---------------------------------------------------------------- contenders
 # Each takes (urls, n) and returns (seconds, cpu seconds) for n confirmed
 # messages, measured after the connection is up and before it is closed.
@@ -80,12 +57,12 @@ def pub_fastio(urls, n):
     from fastio.rabbitmq import Publisher
 
     with Publisher(urls, max_in_flight=WINDOW) as pub:
-        start = _clock()
+        start = harness.clock()
         publish = pub.publish
         for _ in range(n):
             publish("", QUEUE, BODY, PROPS)
         pub.flush()
-        return _since(start)
+        return harness.since(start)
 
 
 def pub_select(urls, n):
@@ -99,7 +76,7 @@ def pub_select(urls, n):
         ch.confirm_delivery(on_confirm, callback=lambda frame: begin())
 
     def begin():
-        state["start"] = _clock()
+        state["start"] = harness.clock()
         fill()
 
     def fill():
@@ -114,7 +91,7 @@ def pub_select(urls, n):
             state["nacked"] += 1
         state["acked"] = m.delivery_tag if m.multiple else state["acked"] + 1
         if state["acked"] >= n:
-            state["result"] = _since(state["start"])
+            state["result"] = harness.since(state["start"])
             state["ch"].connection.close()
         else:
             fill()
@@ -132,7 +109,7 @@ def pub_aio_pika(urls, n):
         conn = await aio_pika.connect(urls[0])
         ch = await conn.channel(publisher_confirms=True)
         exchange = ch.default_exchange
-        start = _clock()
+        start = harness.clock()
         sent = 0
         while sent < n:
             k = min(1000, n - sent)
@@ -140,7 +117,7 @@ def pub_aio_pika(urls, n):
                 aio_pika.Message(BODY, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
                 routing_key=QUEUE) for _ in range(k)])
             sent += k
-        result = _since(start)
+        result = harness.since(start)
         await conn.close()
         return result
 
@@ -155,11 +132,7 @@ CONTENDERS = {
 
 
 def _with_channel(url, action):
-    conn = pika.BlockingConnection(pika.URLParameters(url))
-    try:
-        return action(conn.channel())
-    finally:
-        conn.close()
+    return harness.tests_module("broker").with_channel(url, action)
 
 
 def _declare(url):
@@ -257,7 +230,7 @@ def run(config):
     """Start a 3-node cluster, run the contenders and the failover; return results."""
     profile = getattr(config, "profile", "default")
     n = {"quick": 5_000, "full": 100_000}.get(profile, 30_000)
-    cluster_mod = _load_cluster_module()
+    cluster_mod = harness.tests_module("cluster")
     contenders = dict(CONTENDERS)
     if aio_pika is None:
         del contenders["aio-pika+confirms"]

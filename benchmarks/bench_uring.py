@@ -207,17 +207,13 @@ def evaluate(cells):
 
 
 def _num(value, fmt="%.2f"):
-    return "-" if value is None else fmt % value
+    return harness.num_or_dash(value, fmt)
 
 
 def to_markdown(result):
     """Render the results as Markdown, targets first."""
     cfg = result["config"]
-    lines = ["# fastio echo on io_uring", ""]
-    for warning in result["warnings"]:
-        lines += ["> **WARNING:** %s" % warning, ""]
-    for error in result["errors"]:
-        lines += ["> **FAILURE** %s at %d B × %d: %s" % (error["server"], *error["cell"], error["error"]), ""]
+    lines = ["# fastio echo on io_uring", ""] + harness.alert_lines(result, "FAILURE")
     if result["machine"]:
         lines += [harness.machine_line(result["machine"], cfg["client_cpu"]).replace(
             "pinned to CPU %s" % cfg["client_cpu"], "server on CPU 0, client on CPU %s" % cfg["client_cpu"]), ""]
@@ -247,5 +243,5 @@ def to_markdown(result):
                 _num(s.get("syscalls_per_req"))))
         lines.append("")
     if result["skipped"]:
-        lines += ["Skipped: " + "; ".join("%s (%s)" % (s["server"], s["reason"]) for s in result["skipped"]) + "."]
+        lines += [harness.skipped_line(result["skipped"])]
     return "\n".join(lines)

@@ -4,6 +4,7 @@ import contextlib
 import dataclasses
 import datetime
 import gc
+import importlib
 import itertools
 import json
 import os
@@ -28,6 +29,26 @@ class Config:
     profile: str = "default"  # "quick" | "default" | "full"
     repeats: int = None  # None: the suite's default for the profile
     out: Path = RESULTS_DIR
+
+
+def tests_module(name):
+    """Import and return tests/<name>.py, the private brokers' home (tests/broker.py, tests/cluster.py)."""
+    tests_dir = str(REPO_DIR / "tests")
+    # On sys.path, not loaded by file: tests/cluster.py imports its sibling `broker`.
+    if tests_dir not in sys.path:
+        sys.path.insert(0, tests_dir)
+    return importlib.import_module(name)
+
+
+def clock():
+    """Return (wall seconds, this process's CPU seconds) for `since`."""
+    return time.perf_counter(), time.process_time()
+
+
+def since(start):
+    """Return (wall seconds, CPU seconds) elapsed since `start`, a `clock()` reading."""
+    t, c = clock()
+    return t - start[0], c - start[1]
 
 
 def progress(message):
@@ -237,3 +258,23 @@ def write_results(out_dir, name, result, markdown):
     json_path.write_text(json.dumps(result, indent=1) + "\n")
     md_path.write_text(markdown + "\n")
     return json_path, md_path
+
+
+def num_or_dash(value, fmt):
+    """Format `value` with `fmt` for a Markdown table; "-" where it is None."""
+    return "-" if value is None else fmt % value
+
+
+def alert_lines(result, failure):
+    """Return Markdown lines for the result's warnings and failed cells, `failure` the latter's label."""
+    lines = []
+    for warning in result["warnings"]:
+        lines += ["> **WARNING:** %s" % warning, ""]
+    for error in result["errors"]:
+        lines += ["> **%s** %s at %d B × %d: %s" % (failure, error["server"], *error["cell"], error["error"]), ""]
+    return lines
+
+
+def skipped_line(skipped):
+    """Return the Markdown sentence listing the servers a suite skipped and why."""
+    return "Skipped: " + "; ".join("%s (%s)" % (s["server"], s["reason"]) for s in skipped) + "."

@@ -30,6 +30,16 @@ class BrokerUnavailable(RuntimeError):
     """The rabbitmq-server package is missing or the node did not start."""
 
 
+def with_channel(url, action):
+    """Return `action(channel)` on a short pika BlockingConnection to `url`."""
+    import pika  # an optional peer: only the brokers' users need it
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        return action(conn.channel())
+    finally:
+        conn.close()
+
+
 def installed():
     """Return whether the rabbitmq-server package's commands are on PATH."""
     return shutil.which(SERVER) is not None and shutil.which(CTL) is not None

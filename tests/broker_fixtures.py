@@ -61,15 +61,6 @@ def admin(broker):
     conn.close()
 
 
-def _with_channel(url, action):
-    import pika
-    conn = pika.BlockingConnection(pika.URLParameters(url))
-    try:
-        return action(conn.channel())
-    finally:
-        conn.close()
-
-
 @pytest.fixture
 def queue(broker):
     """A fresh, empty, auto-named durable queue; deleted after the test.
@@ -77,9 +68,9 @@ def queue(broker):
     Own short connections, not `admin`'s: a test may restart the broker.
     """
     name = "fastio-test-" + uuid.uuid4().hex[:12]
-    _with_channel(broker.url, lambda ch: ch.queue_declare(name, durable=True))
+    broker_mod.with_channel(broker.url, lambda ch: ch.queue_declare(name, durable=True))
     yield name
-    _with_channel(broker.url, lambda ch: ch.queue_delete(name))
+    broker_mod.with_channel(broker.url, lambda ch: ch.queue_delete(name))
 
 
 @pytest.fixture(params=["fastio", "fastio-python", "select"])

@@ -70,3 +70,23 @@ def selector_loop(request):
 def run(loop, coro, timeout=30.0):
     """Run `coro` on `loop`; fail (not hang) after `timeout` seconds."""
     return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+
+
+async def echo_stream(reader, writer):
+    """Echo a stream client's bytes until its EOF, then close: an asyncio.start_server callback."""
+    while data := await reader.read(65536):
+        writer.write(data)
+        await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+
+
+async def stream_round_trip(reader, writer, body):
+    """Send `body` and EOF, read the reply to EOF, close; return whether it was `body`."""
+    writer.write(body)
+    await writer.drain()
+    writer.write_eof()
+    got = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    return got == body

@@ -11,20 +11,9 @@ import pytest
 pika = pytest.importorskip("pika")
 from pika import frame as pika_frame, spec
 
-import fastio
-from fastio import _pyamqp
 from fastio.rabbitmq._future import new_future
 
-TWINS = {"python": _pyamqp}
-if fastio._ext.amqp is not None:
-    TWINS["cython"] = fastio._ext.amqp
-
-
-@pytest.fixture(params=["cython", "python"])
-def amqp(request):
-    if request.param not in TWINS:
-        pytest.skip("fastio._amqp is not built")
-    return TWINS[request.param]
+from amqp_twins import amqp  # noqa: F401 (fixture)
 
 
 def method(channel, m):

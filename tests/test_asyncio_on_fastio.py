@@ -9,6 +9,8 @@ import pytest
 import fastio
 import fastio.selectors
 
+from eventloop_fixtures import echo_stream, stream_round_trip
+
 
 def test_new_event_loop_is_a_selector_loop_over_fastio():
     loop = fastio.new_event_loop()
@@ -20,26 +22,12 @@ def test_new_event_loop_is_a_selector_loop_over_fastio():
 
 
 async def _echo_streams(n_clients, payload):
-    async def handle(reader, writer):
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-        writer.close()
-        await writer.wait_closed()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    server = await asyncio.start_server(echo_stream, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
 
     async def client(i):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        body = payload + b"%d" % i
-        writer.write(body)
-        await writer.drain()
-        writer.write_eof()
-        got = await reader.read()
-        writer.close()
-        await writer.wait_closed()
-        return got == body
+        return await stream_round_trip(reader, writer, payload + b"%d" % i)
 
     results = await asyncio.gather(*(client(i) for i in range(n_clients)))
     server.close()

@@ -12,8 +12,6 @@ may fail only what stock fails too. About 40 s of wall time on two cores.
 pass) on other interpreters and writes the counts table.
 """
 
-import importlib.util
-import os
 import sys
 
 import pytest
@@ -21,33 +19,24 @@ import pytest
 import fastio
 
 import cpython_asyncio_suite as suite
+from cpython_tests import has_test_module, subprocess_env
 
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastio.__file__)))
-
-
-def _has_asyncio_tests():
-    try:
-        return importlib.util.find_spec("test.test_asyncio") is not None
-    except ImportError:  # no `test` package at all
-        return False
-
+HAS_ASYNCIO_TESTS = has_test_module("test.test_asyncio")
 
 pytestmark = [
-    pytest.mark.skipif(not _has_asyncio_tests(),
+    pytest.mark.skipif(not HAS_ASYNCIO_TESTS,
                        reason="this interpreter ships without the `test` package (test.test_asyncio)"),
     # The first test pays for the whole comparison (module-scoped fixture).
     pytest.mark.timeout(suite.MODULE_TIMEOUT * 2),
 ]
 
-SKIPPED, MODULES = suite.available_modules() if _has_asyncio_tests() else ({}, [])
+SKIPPED, MODULES = suite.available_modules() if HAS_ASYNCIO_TESTS else ({}, [])
 
 
 @pytest.fixture(scope="module")
 def report():
     """Compare every available module, fastio first, failures rerun on stock."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [PROJECT_ROOT, env.get("PYTHONPATH")]))
-    return suite.compare(MODULES, jobs=2, env=env)
+    return suite.compare(MODULES, jobs=2, env=subprocess_env())
 
 
 def _expected_loop_class():

@@ -10,15 +10,13 @@ and raises RLIMIT_NOFILE (test_above_fd_setsize opens up to 2**16 fds); both
 run at once to keep the wall time near one run's (~15 s).
 """
 
-import importlib.util
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
-import fastio
+from cpython_tests import PROJECT_ROOT, has_test_module, subprocess_env
 
 RUNNER = r"""
 import json, sys, unittest
@@ -89,30 +87,18 @@ print("@@RESULT@@" + json.dumps({
 }))
 """
 
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastio.__file__)))
-
-
-def _has_cpython_test_package():
-    try:
-        return importlib.util.find_spec("test.test_selectors") is not None
-    except ImportError:  # no `test` package at all
-        return False
-
-
 pytestmark = pytest.mark.skipif(
-    not _has_cpython_test_package(),
+    not has_test_module("test.test_selectors"),
     reason="this interpreter ships without the `test` package (test.test_selectors)",
 )
 
 
 def _start(mode):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [PROJECT_ROOT, env.get("PYTHONPATH")]))
     return subprocess.Popen(
         [sys.executable, "-c", RUNNER, mode],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=env,
+        env=subprocess_env(),
         cwd=PROJECT_ROOT,
     )
 

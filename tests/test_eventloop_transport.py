@@ -14,6 +14,7 @@ import tempfile
 import pytest
 
 from eventloop_fixtures import aio_kind, aio_loop, run, selector_loop  # noqa: F401 (fixtures)
+from eventloop_fixtures import echo_stream, stream_round_trip
 
 
 class Recorder(asyncio.Protocol):
@@ -441,33 +442,19 @@ def test_set_protocol_switches_to_buffered(aio_loop):
 
 
 def test_streams_echo_many_clients(aio_loop, family):
-    async def handle(reader, writer):
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-        writer.close()
-        await writer.wait_closed()
-
     async def main():
         if family == "unix":
             path = os.path.join(tempfile.mkdtemp(), "s")
-            server = await asyncio.start_unix_server(handle, path)
+            server = await asyncio.start_unix_server(echo_stream, path)
             connect = lambda: asyncio.open_unix_connection(path)  # noqa: E731
         else:
-            server = await asyncio.start_server(handle, "127.0.0.1", 0)
+            server = await asyncio.start_server(echo_stream, "127.0.0.1", 0)
             port = server.sockets[0].getsockname()[1]
             connect = lambda: asyncio.open_connection("127.0.0.1", port)  # noqa: E731
 
         async def client(i):
             reader, writer = await connect()
-            body = os.urandom(50_000 + i)
-            writer.write(body)
-            await writer.drain()
-            writer.write_eof()
-            got = await reader.read()
-            writer.close()
-            await writer.wait_closed()
-            return got == body
+            return await stream_round_trip(reader, writer, os.urandom(50_000 + i))
 
         async with server:
             results = await asyncio.gather(*(client(i) for i in range(20)))

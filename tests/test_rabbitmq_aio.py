@@ -99,6 +99,15 @@ async def _until(condition, what, timeout=20.0):
         await asyncio.sleep(0.01)
 
 
+async def _close_times_out_failing(pub, fut):
+    """Check that close() gives up with `fut`, the one unconfirmed message, failed."""
+    with pytest.raises(CloseTimeoutError) as info:
+        await pub.close()
+    assert info.value.unconfirmed == 1
+    with pytest.raises(PublisherClosed):
+        await fut
+
+
 def test_nacked_message_is_retried_until_acked(run, amqp_url, admin, caplog):
     caplog.set_level("WARNING", logger="fastio.rabbitmq")
     full = _full_queue(admin)
@@ -176,11 +185,7 @@ def test_close_fails_and_counts_a_message_waiting_for_retry(run, amqp_url, admin
         await pub.connect()
         await pub.publish("", full, b"fits")
         fut = pub.publish_nowait("", full, b"nacked forever")
-        with pytest.raises(CloseTimeoutError) as info:
-            await pub.close()
-        assert info.value.unconfirmed == 1
-        with pytest.raises(PublisherClosed):
-            await fut
+        await _close_times_out_failing(pub, fut)
         assert pub.outstanding == 0
     try:
         run(main())
@@ -263,11 +268,7 @@ def test_close_gives_up_after_its_timeout(run, broker, queue):
         await pub.publish("", queue, b"confirmed")
         proxy.freeze()
         fut = pub.publish_nowait("", queue, b"never confirmed")
-        with pytest.raises(CloseTimeoutError) as info:
-            await pub.close()
-        assert info.value.unconfirmed == 1
-        with pytest.raises(PublisherClosed):
-            await fut
+        await _close_times_out_failing(pub, fut)
         await pub.close()           # idempotent
     try:
         run(main())

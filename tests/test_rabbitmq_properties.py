@@ -5,21 +5,9 @@ import pytest
 
 pika = pytest.importorskip("pika")
 
-import fastio
-from fastio import _pyamqp
 from fastio.rabbitmq import Publisher, publisher
 
-TWINS = {"python": _pyamqp}
-if fastio._ext.amqp is not None:
-    TWINS["cython"] = fastio._ext.amqp
-
-
-@pytest.fixture(params=["cython", "python"])
-def amqp(request):
-    if request.param not in TWINS:
-        pytest.skip("fastio._amqp is not built")
-    return TWINS[request.param]
-
+from amqp_twins import TWINS, amqp  # noqa: F401 (fixture)
 
 FIELDS = dict(content_type="text/plain", content_encoding="utf-8", headers={"k": "v", "n": 1},
               delivery_mode=2, priority=5, correlation_id="c", reply_to="r",
@@ -50,14 +38,11 @@ def test_other_properties_are_a_type_error_in_both_twins(bad, message):
     assert len(set(errors)) == 1, errors       # the same words from both
 
 
-@pytest.fixture(params=["cython", "python"])
-def outbox_twin(request, monkeypatch):
-    if request.param not in TWINS:
-        pytest.skip("fastio._amqp is not built")
-    twin = TWINS[request.param]
-    monkeypatch.setattr(publisher, "Outbox", twin.Outbox)
-    monkeypatch.setattr(publisher, "split_confirms", twin.split_confirms)
-    return twin
+@pytest.fixture
+def outbox_twin(amqp, monkeypatch):
+    monkeypatch.setattr(publisher, "Outbox", amqp.Outbox)
+    monkeypatch.setattr(publisher, "split_confirms", amqp.split_confirms)
+    return amqp
 
 
 def test_dict_properties_reach_the_consumer(amqp_url, queue, admin, outbox_twin):
