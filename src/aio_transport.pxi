@@ -56,6 +56,13 @@ cdef inline object _aio_oserror(int err):
     return OSError(err, _os.strerror(err))
 
 
+cdef inline int _aio_sock_fd(object self) except? -2:
+    # The socket's own fd now, as socket.recv()/send() use: -1 once the
+    # socket object was closed (EBADF, as asyncio gets), never the fd number
+    # the transport remembers, which may by now be another file's.
+    return self._sock.fileno()
+
+
 def aio_read_ready(self):
     """Call the read callback chosen for the protocol's kind."""
     _aio_read_ready(self)
@@ -93,7 +100,7 @@ cdef object _aio_read_ready__data_received(object self):
         # A size the shared buffer does not cover: asyncio's own code.
         return _aio_py_read_data_received(self)
     size = max_size
-    n = fastio_recv(self._sock_fd, _aio_rbuf, size)
+    n = fastio_recv(_aio_sock_fd(self), _aio_rbuf, size)
     if n < 0:
         err = fastio_last_error()
         if fastio_would_block(err):
@@ -120,7 +127,7 @@ def aio_read_ready__get_buffer(self):
 cdef object _aio_read_ready__get_buffer(object self):
     cdef Py_buffer view
     cdef long long n
-    cdef int err
+    cdef int err, fd
     if self._conn_lost:
         return
     try:
@@ -141,7 +148,8 @@ cdef object _aio_read_ready__get_buffer(object self):
         self._fatal_error(exc, 'Fatal read error on socket transport')
         return
     try:
-        n = fastio_recv(self._sock_fd, <char *>view.buf, view.len)
+        fd = _aio_sock_fd(self)
+        n = fastio_recv(fd, <char *>view.buf, view.len)
         err = fastio_last_error() if n < 0 else 0
     finally:
         PyBuffer_Release(&view)
@@ -198,7 +206,7 @@ def aio_write(self, data):
             self._fatal_error(exc, 'Fatal write error on socket transport')
             return
         total = view.len
-        n = fastio_send(self._sock_fd, <const char *>view.buf, total)
+        n = fastio_send(_aio_sock_fd(self), <const char *>view.buf, total)
         if n < 0:
             err = fastio_last_error()
         PyBuffer_Release(&view)

@@ -530,3 +530,63 @@ def test_transport_max_size_bounds_each_read(selector_loop, max_size):
 
     assert run(aio_loop, main()) == b"abcdefgh" * 1000
     assert max(sizes) <= max_size
+
+
+def test_socket_closed_behind_transport_never_reaches_fd_reuser(selector_loop):
+    # The application closes the socket it handed to the loop; its fd number
+    # then names another socket. A write must not land there: asyncio's
+    # send() on the closed socket fails with EBADF. (uvloop writes to the fd
+    # number it remembers, so it is not a reference here.)
+    aio_loop = selector_loop
+
+    async def main():
+        a, b = socket.socketpair()
+        pa = Recorder(aio_loop)
+        await aio_loop.connect_accepted_socket(lambda: pa, a)
+        c, d = socket.socketpair()
+        old_fd = a.fileno()
+        a.close()
+        os.dup2(c.fileno(), old_fd)  # old_fd is now another connection
+        try:
+            pa.transport.write(b"secret")
+            await asyncio.sleep(0.05)
+            d.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                d.recv(100)
+            assert isinstance(await pa.lost, OSError)
+        finally:
+            pa.transport.abort()
+            os.close(old_fd)
+            for s in (b, c, d):
+                s.close()
+
+    run(aio_loop, main())
+
+
+@pytest.mark.parametrize("buffered", [False, True], ids=["data_received", "get_buffer"])
+def test_read_after_socket_closed_behind_transport_takes_no_bytes(selector_loop, buffered):
+    # A read already queued when the socket object is closed: asyncio's
+    # recv fails with EBADF, it never takes another socket's bytes.
+    aio_loop = selector_loop
+
+    async def main():
+        a, b = socket.socketpair()
+        pa = Buffered(aio_loop) if buffered else Recorder(aio_loop)
+        transport, _ = await aio_loop.connect_accepted_socket(lambda: pa, a)
+        c, d = socket.socketpair()
+        c.setblocking(False)
+        old_fd = a.fileno()
+        a.close()
+        os.dup2(c.fileno(), old_fd)
+        try:
+            d.sendall(b"not yours")
+            transport._read_ready()
+            assert os.read(old_fd, 100) == b"not yours"
+            assert isinstance(await pa.lost, OSError)
+        finally:
+            transport.abort()
+            os.close(old_fd)
+            for s in (b, c, d):
+                s.close()
+
+    run(aio_loop, main())
