@@ -143,8 +143,11 @@ cdef object _aio_read_ready__get_buffer(object self):
         PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE)
     except (SystemExit, KeyboardInterrupt):
         raise
-    except BaseException as exc:
-        # What socket.recv_into() raises for a buffer it cannot write.
+    except BaseException:
+        # What socket.recv_into() raises for a buffer it cannot write
+        # (read-only, not contiguous, no buffer at all).
+        exc = TypeError(f'recv_into() argument 1 must be read-write bytes-like '
+                        f'object, not {type(buf).__name__}')
         self._fatal_error(exc, 'Fatal read error on socket transport')
         return
     try:

@@ -420,6 +420,36 @@ def test_buffered_protocol_empty_buffer_is_an_error(aio_loop):
     assert handled and isinstance(handled[0]["exception"], RuntimeError)
 
 
+@pytest.mark.parametrize("kind", ["bytes", "strided", "list"])
+def test_buffered_protocol_unwritable_buffer_is_a_type_error(selector_loop, kind):
+    # asyncio reads with sock.recv_into(): a buffer it cannot write into is
+    # recv_into's TypeError, reported as a fatal read error. (uvloop reports
+    # its own errors here.)
+    aio_loop = selector_loop
+    bad = {"bytes": b"abcd", "strided": memoryview(bytearray(8))[::2], "list": [0] * 4}[kind]
+
+    class Unwritable(Buffered):
+        def get_buffer(self, sizehint):
+            return bad
+
+    async def main():
+        handled = []
+        aio_loop.set_exception_handler(lambda loop, ctx: handled.append(ctx))
+        a, b = socket.socketpair()
+        bp = Unwritable(aio_loop)
+        await aio_loop.connect_accepted_socket(lambda: bp, a)
+        b.sendall(b"data")
+        exc = await bp.lost
+        b.close()
+        return exc, handled
+
+    exc, handled = run(aio_loop, main())
+    assert type(exc) is TypeError
+    assert str(exc) == ("recv_into() argument 1 must be read-write bytes-like object, not "
+                        + type(bad).__name__)
+    assert [c["message"] for c in handled] == ["Fatal read error on socket transport"]
+
+
 def test_set_protocol_switches_to_buffered(aio_loop):
     async def main():
         server, sp, cp = await tcp_pair(aio_loop)
