@@ -620,3 +620,50 @@ def test_read_after_socket_closed_behind_transport_takes_no_bytes(selector_loop,
                 s.close()
 
     run(aio_loop, main())
+
+
+class TracedSocket(socket.socket):
+    """A socket subclass that records its recv/recv_into/send calls."""
+
+    calls = None
+
+    def recv(self, *args):
+        self.calls.append("recv")
+        return super().recv(*args)
+
+    def recv_into(self, *args):
+        self.calls.append("recv_into")
+        return super().recv_into(*args)
+
+    def send(self, *args):
+        self.calls.append("send")
+        return super().send(*args)
+
+
+@pytest.mark.parametrize("buffered", [False, True], ids=["data_received", "get_buffer"])
+def test_transport_calls_socket_subclass_methods(selector_loop, buffered):
+    # asyncio's transport reads and writes through the socket's methods, so
+    # a subclass overriding them sees every call. (uvloop uses the fd.)
+    aio_loop = selector_loop
+
+    async def main():
+        a, b = socket.socketpair()
+        traced = TracedSocket(a.family, a.type, fileno=a.detach())
+        traced.calls = []
+        proto = Buffered(aio_loop) if buffered else Recorder(aio_loop)
+        transport, _ = await aio_loop.connect_accepted_socket(lambda: proto, traced)
+        transport.write(b"out")
+        b.setblocking(False)
+        assert await aio_loop.sock_recv(b, 3) == b"out"
+        await aio_loop.sock_sendall(b, b"in")
+        b.shutdown(socket.SHUT_WR)
+        await proto.eof
+        transport.close()
+        await proto.lost
+        b.close()
+        return traced.calls, bytes(proto.received if buffered else proto.data)
+
+    calls, got = run(aio_loop, main())
+    assert got == b"in"
+    assert calls[0] == "send"
+    assert calls.count("recv_into" if buffered else "recv") >= 2  # the data, then EOF
