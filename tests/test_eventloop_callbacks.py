@@ -405,4 +405,5 @@ def test_handle_reprs_and_error_messages_name_asyncio_methods(selector_loop):
         "<Handle BaseEventLoop.call_soon(<built-in function print>)>",
         "_SelectorSocketTransport.write",
     ]
-    assert handled == ["Exception in callback BaseEventLoop.call_later('soon', <built-in function print>)"]
+    assert handled == [
+        "Exception in callback BaseEventLoop.call_later('soon', <built-in function print>)"]
