@@ -53,6 +53,16 @@ def _callback_error(handle, exc):
     handle._loop.call_exception_handler(context)
 
 
+def _as_method(fn: Any, owner: Any, name: str) -> Any:
+    # Handle reprs and log lines ("Exception in callback ...", debug mode's
+    # slow-callback warning) name the callback by its __qualname__: make a
+    # compiled twin read as the asyncio method it stands for.
+    original = getattr(owner, name)
+    fn.__name__ = original.__name__
+    fn.__qualname__ = original.__qualname__
+    return fn
+
+
 if _c is not None:
     _c.aio_setup(base_events, selector_events, events, _callback_error)
 
@@ -62,10 +72,12 @@ if _c is not None:
     class _SelectorSocketTransport(_AsyncioSocketTransport):
         # asyncio's TCP / Unix-socket transport; the per-event methods are
         # compiled twins of asyncio's, the rest is inherited unchanged.
-        _read_ready = _c.aio_read_ready
-        _read_ready__data_received = _c.aio_read_ready__data_received
-        _read_ready__get_buffer = _c.aio_read_ready__get_buffer
-        write = _c.aio_write
+        _read_ready = _as_method(_c.aio_read_ready, _AsyncioSocketTransport, "_read_ready")
+        _read_ready__data_received = _as_method(
+            _c.aio_read_ready__data_received, _AsyncioSocketTransport, "_read_ready__data_received")
+        _read_ready__get_buffer = _as_method(
+            _c.aio_read_ready__get_buffer, _AsyncioSocketTransport, "_read_ready__get_buffer")
+        write = _as_method(_c.aio_write, _AsyncioSocketTransport, "write")
 
     # Newer asyncio checks the fd has no live transport first (a bugfix
     # release may have it too): do what this interpreter's asyncio does.
@@ -79,12 +91,13 @@ if _c is not None:
         for what runs compiled.
         """
 
-        _run_once = _c.aio_run_once
-        _process_events = _c.aio_process_events
-        call_soon = _c.aio_call_soon
-        _call_soon = _c.aio_private_call_soon
-        call_at = _c.aio_call_at
-        call_later = _c.aio_call_later
+        _run_once = _as_method(_c.aio_run_once, base_events.BaseEventLoop, "_run_once")
+        _process_events = _as_method(
+            _c.aio_process_events, selector_events.BaseSelectorEventLoop, "_process_events")
+        call_soon = _as_method(_c.aio_call_soon, base_events.BaseEventLoop, "call_soon")
+        _call_soon = _as_method(_c.aio_private_call_soon, base_events.BaseEventLoop, "_call_soon")
+        call_at = _as_method(_c.aio_call_at, base_events.BaseEventLoop, "call_at")
+        call_later = _as_method(_c.aio_call_later, base_events.BaseEventLoop, "call_later")
 
         def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
             if _CHECKS_FD:

@@ -16,6 +16,9 @@ from cpython.memoryview cimport PyMemoryView_Check
 from cpython.method cimport PyMethod_Check, PyMethod_GET_FUNCTION, PyMethod_GET_SELF
 
 cdef object _aio_py_read_data_received = None
+cdef object _aio_py_read_get_buffer = None
+cdef object _aio_py_write = None
+cdef object _aio_socket_cls = None
 # The compiled read methods themselves, to recognise them bound to a transport.
 cdef object _aio_read_ready_fn = None
 cdef object _aio_read_data_fn = None
@@ -31,7 +34,8 @@ cdef Py_ssize_t _aio_rbuf_size = 256 * 1024
 
 
 cdef _aio_transport_setup(base_events, selector_events):
-    global _aio_py_read_data_received, _aio_logger, _aio_log_threshold
+    global _aio_py_read_data_received, _aio_py_read_get_buffer, _aio_py_write, _aio_socket_cls
+    global _aio_logger, _aio_log_threshold
     global _aio_deque_buffer, _aio_rbuf
     global _aio_read_ready_fn, _aio_read_data_fn, _aio_read_buffer_fn
     _aio_read_ready_fn = aio_read_ready
@@ -41,6 +45,10 @@ cdef _aio_transport_setup(base_events, selector_events):
     from asyncio import constants
     cls = selector_events._SelectorSocketTransport
     _aio_py_read_data_received = cls._read_ready__data_received
+    _aio_py_read_get_buffer = cls._read_ready__get_buffer
+    _aio_py_write = cls.write
+    import socket
+    _aio_socket_cls = socket.socket
     _aio_logger = selector_events.logger
     _aio_log_threshold = constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES
     _aio_deque_buffer = sys.version_info >= (3, 12)
@@ -54,6 +62,27 @@ cdef inline object _aio_oserror(int err):
     # OSError(errno, ...) is the errno's subclass (ConnectionResetError...),
     # as socket methods raise.
     return OSError(err, _os.strerror(err))
+
+
+cdef bint _aio_plain_sock(object sock) except -1:
+    # True if the socket's recv/recv_into/send are socket.socket's own, so
+    # calling recv(2)/send(2) on its fd is what they would do. A subclass
+    # overriding them (tracing, test doubles) gets asyncio's code, which
+    # calls its methods.
+    t = type(sock)
+    if t is _aio_socket_cls:
+        return True
+    for name in ('recv', 'recv_into', 'send'):
+        if getattr(t, name, None) is not getattr(_aio_socket_cls, name):
+            return False
+    return True
+
+
+cdef inline int _aio_sock_fd(object self) except? -2:
+    # The socket's own fd now, as socket.recv()/send() use: -1 once the
+    # socket object was closed (EBADF, as asyncio gets), never the fd number
+    # the transport remembers, which may by now be another file's.
+    return self._sock.fileno()
 
 
 def aio_read_ready(self):
@@ -89,11 +118,13 @@ cdef object _aio_read_ready__data_received(object self):
     if self._conn_lost:
         return
     max_size = self.max_size
-    if type(max_size) is not int or not 0 < max_size <= _aio_rbuf_size:
-        # A size the shared buffer does not cover: asyncio's own code.
+    if (type(max_size) is not int or not 0 < max_size <= _aio_rbuf_size
+            or not _aio_plain_sock(self._sock)):
+        # A size the shared buffer does not cover, or a socket with its own
+        # recv(): asyncio's own code.
         return _aio_py_read_data_received(self)
     size = max_size
-    n = fastio_recv(self._sock_fd, _aio_rbuf, size)
+    n = fastio_recv(_aio_sock_fd(self), _aio_rbuf, size)
     if n < 0:
         err = fastio_last_error()
         if fastio_would_block(err):
@@ -120,9 +151,11 @@ def aio_read_ready__get_buffer(self):
 cdef object _aio_read_ready__get_buffer(object self):
     cdef Py_buffer view
     cdef long long n
-    cdef int err
+    cdef int err, fd
     if self._conn_lost:
         return
+    if not _aio_plain_sock(self._sock):
+        return _aio_py_read_get_buffer(self)
     try:
         buf = self._protocol.get_buffer(-1)
         if not len(buf):
@@ -136,12 +169,16 @@ cdef object _aio_read_ready__get_buffer(object self):
         PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE)
     except (SystemExit, KeyboardInterrupt):
         raise
-    except BaseException as exc:
-        # What socket.recv_into() raises for a buffer it cannot write.
+    except BaseException:
+        # What socket.recv_into() raises for a buffer it cannot write
+        # (read-only, not contiguous, no buffer at all).
+        exc = TypeError(f'recv_into() argument 1 must be read-write bytes-like '
+                        f'object, not {type(buf).__name__}')
         self._fatal_error(exc, 'Fatal read error on socket transport')
         return
     try:
-        n = fastio_recv(self._sock_fd, <char *>view.buf, view.len)
+        fd = _aio_sock_fd(self)
+        n = fastio_recv(fd, <char *>view.buf, view.len)
         err = fastio_last_error() if n < 0 else 0
     finally:
         PyBuffer_Release(&view)
@@ -170,6 +207,8 @@ def aio_write(self, data):
     cdef long long n
     cdef Py_ssize_t total
     cdef int err = 0
+    if not _aio_plain_sock(self._sock):
+        return _aio_py_write(self, data)
     if not (PyBytes_Check(data) or PyByteArray_Check(data) or PyMemoryView_Check(data)):
         raise TypeError(f'data argument must be a bytes-like object, '
                         f'not {type(data).__name__!r}')
@@ -198,7 +237,7 @@ def aio_write(self, data):
             self._fatal_error(exc, 'Fatal write error on socket transport')
             return
         total = view.len
-        n = fastio_send(self._sock_fd, <const char *>view.buf, total)
+        n = fastio_send(_aio_sock_fd(self), <const char *>view.buf, total)
         if n < 0:
             err = fastio_last_error()
         PyBuffer_Release(&view)

@@ -4,6 +4,7 @@ beside asyncio and uvloop."""
 import asyncio
 import contextvars
 import logging
+import socket
 import sys
 import threading
 import time
@@ -136,9 +137,15 @@ def test_call_soon_copies_current_context(aio_loop):
 
 def test_callback_runs_in_given_context_and_changes_stay_there(aio_loop):
     ctx = contextvars.copy_context()
+
+    def timer():
+        var.set("timer")
+        # Stop after the timer ran, not at a second deadline a loaded
+        # machine may reach first.
+        aio_loop.call_soon(aio_loop.stop)
+
     aio_loop.call_soon(var.set, "inside", context=ctx)
-    aio_loop.call_later(0.001, var.set, "timer", context=ctx)
-    aio_loop.call_later(0.02, aio_loop.stop)
+    aio_loop.call_later(0.001, timer, context=ctx)
     aio_loop.run_forever()
     assert ctx[var] == "timer"
     assert var.get() == "unset"
@@ -376,3 +383,33 @@ def test_handles_release_callback_args_and_context(selector_loop):
              sys.getrefcount(asyncio.Handle), sys.getrefcount(asyncio.TimerHandle))
     assert after == before
     assert selector_loop._scheduled == []
+
+
+def test_handle_reprs_and_error_messages_name_asyncio_methods(selector_loop):
+    # Handle reprs, "Exception in callback ..." and debug mode's slow-callback
+    # warning name a loop or transport method as asyncio does (uvloop has
+    # its own names).
+    loop = selector_loop
+    handled = []
+    loop.set_exception_handler(lambda lp, ctx: handled.append(ctx["message"]))
+
+    async def main():
+        a, b = socket.socketpair()
+        transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, a)
+        reader = loop._selector.get_key(a.fileno()).data[0]
+        reprs = [repr(reader), repr(loop.call_soon(loop.call_soon, print)),
+                 transport.write.__qualname__]
+        loop.call_soon(loop.call_later, "soon", print)
+        await asyncio.sleep(0)
+        transport.close()
+        b.close()
+        return reprs
+
+    reprs = run(loop, main())
+    assert reprs == [
+        "<Handle _SelectorSocketTransport._read_ready()>",
+        "<Handle BaseEventLoop.call_soon(<built-in function print>)>",
+        "_SelectorSocketTransport.write",
+    ]
+    assert handled == [
+        "Exception in callback BaseEventLoop.call_later('soon', <built-in function print>)"]

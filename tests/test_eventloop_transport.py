@@ -421,6 +421,36 @@ def test_buffered_protocol_empty_buffer_is_an_error(aio_loop):
     assert handled and isinstance(handled[0]["exception"], RuntimeError)
 
 
+@pytest.mark.parametrize("kind", ["bytes", "strided", "list"])
+def test_buffered_protocol_unwritable_buffer_is_a_type_error(selector_loop, kind):
+    # asyncio reads with sock.recv_into(): a buffer it cannot write into is
+    # recv_into's TypeError, reported as a fatal read error. (uvloop reports
+    # its own errors here.)
+    aio_loop = selector_loop
+    bad = {"bytes": b"abcd", "strided": memoryview(bytearray(8))[::2], "list": [0] * 4}[kind]
+
+    class Unwritable(Buffered):
+        def get_buffer(self, sizehint):
+            return bad
+
+    async def main():
+        handled = []
+        aio_loop.set_exception_handler(lambda loop, ctx: handled.append(ctx))
+        a, b = socket.socketpair()
+        bp = Unwritable(aio_loop)
+        await aio_loop.connect_accepted_socket(lambda: bp, a)
+        b.sendall(b"data")
+        exc = await bp.lost
+        b.close()
+        return exc, handled
+
+    exc, handled = run(aio_loop, main())
+    assert type(exc) is TypeError
+    assert str(exc) == ("recv_into() argument 1 must be read-write bytes-like object, not "
+                        + type(bad).__name__)
+    assert [c["message"] for c in handled] == ["Fatal read error on socket transport"]
+
+
 def test_set_protocol_switches_to_buffered(aio_loop):
     async def main():
         server, sp, cp = await tcp_pair(aio_loop)
@@ -517,3 +547,110 @@ def test_transport_max_size_bounds_each_read(selector_loop, max_size):
 
     assert run(aio_loop, main()) == b"abcdefgh" * 1000
     assert max(sizes) <= max_size
+
+
+def test_socket_closed_behind_transport_never_reaches_fd_reuser(selector_loop):
+    # The application closes the socket it handed to the loop; its fd number
+    # then names another socket. A write must not land there: asyncio's
+    # send() on the closed socket fails with EBADF. (uvloop writes to the fd
+    # number it remembers, so it is not a reference here.)
+    aio_loop = selector_loop
+
+    async def main():
+        a, b = socket.socketpair()
+        pa = Recorder(aio_loop)
+        await aio_loop.connect_accepted_socket(lambda: pa, a)
+        c, d = socket.socketpair()
+        old_fd = a.fileno()
+        a.close()
+        os.dup2(c.fileno(), old_fd)  # old_fd is now another connection
+        try:
+            pa.transport.write(b"secret")
+            await asyncio.sleep(0.05)
+            d.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                d.recv(100)
+            assert isinstance(await pa.lost, OSError)
+        finally:
+            pa.transport.abort()
+            os.close(old_fd)
+            for s in (b, c, d):
+                s.close()
+
+    run(aio_loop, main())
+
+
+@pytest.mark.parametrize("buffered", [False, True], ids=["data_received", "get_buffer"])
+def test_read_after_socket_closed_behind_transport_takes_no_bytes(selector_loop, buffered):
+    # A read already queued when the socket object is closed: asyncio's
+    # recv fails with EBADF, it never takes another socket's bytes.
+    aio_loop = selector_loop
+
+    async def main():
+        a, b = socket.socketpair()
+        pa = Buffered(aio_loop) if buffered else Recorder(aio_loop)
+        transport, _ = await aio_loop.connect_accepted_socket(lambda: pa, a)
+        c, d = socket.socketpair()
+        c.setblocking(False)
+        old_fd = a.fileno()
+        a.close()
+        os.dup2(c.fileno(), old_fd)
+        try:
+            d.sendall(b"not yours")
+            transport._read_ready()
+            assert os.read(old_fd, 100) == b"not yours"
+            assert isinstance(await pa.lost, OSError)
+        finally:
+            transport.abort()
+            os.close(old_fd)
+            for s in (b, c, d):
+                s.close()
+
+    run(aio_loop, main())
+
+
+class TracedSocket(socket.socket):
+    """A socket subclass that records its recv/recv_into/send calls."""
+
+    calls = None
+
+    def recv(self, *args):
+        self.calls.append("recv")
+        return super().recv(*args)
+
+    def recv_into(self, *args):
+        self.calls.append("recv_into")
+        return super().recv_into(*args)
+
+    def send(self, *args):
+        self.calls.append("send")
+        return super().send(*args)
+
+
+@pytest.mark.parametrize("buffered", [False, True], ids=["data_received", "get_buffer"])
+def test_transport_calls_socket_subclass_methods(selector_loop, buffered):
+    # asyncio's transport reads and writes through the socket's methods, so
+    # a subclass overriding them sees every call. (uvloop uses the fd.)
+    aio_loop = selector_loop
+
+    async def main():
+        a, b = socket.socketpair()
+        traced = TracedSocket(a.family, a.type, fileno=a.detach())
+        traced.calls = []
+        proto = Buffered(aio_loop) if buffered else Recorder(aio_loop)
+        transport, _ = await aio_loop.connect_accepted_socket(lambda: proto, traced)
+        transport.write(b"out")
+        b.setblocking(False)
+        assert await aio_loop.sock_recv(b, 3) == b"out"
+        await aio_loop.sock_sendall(b, b"in")
+        b.shutdown(socket.SHUT_WR)
+        await proto.eof
+        transport.close()
+        await proto.lost
+        b.close()
+        return traced.calls, bytes(proto.received if buffered else proto.data)
+
+    calls, got = run(aio_loop, main())
+    assert got == b"in"
+    assert calls[0] == "send"
+    assert calls.count("recv_into" if buffered else "recv") >= 2  # the data, then EOF
