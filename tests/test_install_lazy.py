@@ -30,7 +30,8 @@ CAPTURED = (
 def _run(code):
     env = dict(os.environ)
     env["PYTHONPATH"] = PROJECT_ROOT
-    for name in ("FASTIO_NO_EXTENSIONS", "PYTHONWARNINGS"):
+    # FASTIO_REQUIRE_EXTENSIONS (CI) loads the extensions at import on purpose.
+    for name in ("FASTIO_NO_EXTENSIONS", "FASTIO_REQUIRE_EXTENSIONS", "PYTHONWARNINGS"):
         env.pop(name, None)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=env, cwd=PROJECT_ROOT, timeout=60)
