@@ -7,7 +7,7 @@ DEPS   := $(VENV)/.deps-stamp
 BENCH_DEPS := $(VENV)/.bench-deps-stamp
 
 BUILD_DEPS := "setuptools>=77" "Cython>=3.0.8" wheel
-TEST_DEPS  := "pytest>=7" "pytest-timeout>=2" "hypothesis>=6" "pika>=1.3" uvloop mypy pyright trustme
+TEST_DEPS  := "pytest>=7" "pytest-timeout>=2" "hypothesis>=6" "pika>=1.3" uvloop mypy pyright trustme aiohttp
 BENCH_PKGS := uvloop matplotlib "pika>=1.3" aio-pika aiohttp
 
 .PHONY: all venv build develop test bench cluster cpython-asyncio broker-deps wrk-deps wheel wheels-all sdist typecheck sanitize valgrind clean
