@@ -8,12 +8,17 @@ for a server that echoes wrong bytes or a load generator it misread.
 import importlib.util
 import os
 import socket
+import sys
 import urllib.request
 
 import pytest
 
-from benchmarks import bench_asyncio, bench_echo
-from benchmarks.peers import _common
+# The benchmarks package sits beside tests/. Appended, not prepended: a run
+# from another directory (the sanitizer build's) keeps the fastio it imported.
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import bench_asyncio, bench_echo  # noqa: E402
+from benchmarks.peers import _common  # noqa: E402
 
 LOOPS = [pytest.param(loop, marks=pytest.mark.skipif(
     loop == "uvloop" and importlib.util.find_spec("uvloop") is None, reason="uvloop not installed"))
