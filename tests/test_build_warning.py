@@ -15,7 +15,10 @@ import pytest
 
 import fastio
 
+# Where the fastio under test was imported from (the sanitizer run imports
+# its own build), and the checkout whose sources a build starts from.
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastio.__file__)))
+SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Hide the compiled modules as a broken install would: their import fails.
 HIDDEN = r"""
@@ -85,12 +88,12 @@ def test_default_filters_show_the_warning():
 def source_copy(tmp_path_factory):
     """A copy of what setup.py builds from, without any compiled module."""
     root = tmp_path_factory.mktemp("fastio-src")
-    for name in ("setup.py", "pyproject.toml", "README.md", "MANIFEST.in"):
-        if os.path.exists(os.path.join(PROJECT_ROOT, name)):
-            shutil.copy(os.path.join(PROJECT_ROOT, name), root)
+    for name in ("setup.py", "pyproject.toml", "README.md", "MANIFEST.in", "LICENSE"):
+        if os.path.exists(os.path.join(SOURCE_ROOT, name)):
+            shutil.copy(os.path.join(SOURCE_ROOT, name), root)
     ignore = shutil.ignore_patterns("*.so", "*.pyd", "__pycache__", "build")
-    shutil.copytree(os.path.join(PROJECT_ROOT, "src"), root / "src", ignore=ignore)
-    shutil.copytree(os.path.join(PROJECT_ROOT, "fastio"), root / "fastio", ignore=ignore)
+    shutil.copytree(os.path.join(SOURCE_ROOT, "src"), root / "src", ignore=ignore)
+    shutil.copytree(os.path.join(SOURCE_ROOT, "fastio"), root / "fastio", ignore=ignore)
     return root
 
 
