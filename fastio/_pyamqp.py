@@ -70,7 +70,11 @@ PROPERTY_NAMES = frozenset((
 def coerce_properties(properties):
     """Return `properties` as a `pika.BasicProperties`; a mapping is converted.
 
-    Same contract as `fastio._amqp.coerce_properties`.
+    The one conversion for both twins: `fastio._amqp.coerce_properties`
+    hands it what is not a BasicProperties already.
+
+    :raises TypeError: neither a BasicProperties nor a mapping, or a
+        mapping with a key that is not a basic property.
     """
     from pika.spec import BasicProperties
 
