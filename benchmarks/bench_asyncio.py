@@ -137,17 +137,17 @@ def run_wrk(port, duration, connections=HTTP_CONNECTIONS):
 
 def _client_cpu():
     allowed = os.sched_getaffinity(0)
-    return bench_echo.CLIENT_CPU if bench_echo.CLIENT_CPU in allowed else max(allowed)
+    return harness.CLIENT_CPU if harness.CLIENT_CPU in allowed else max(allowed)
 
 
 def measure_http(server, duration):
     """Load `server` with wrk for one window; return a result shaped like measure_once's."""
     server.wait_idle()
     pid = server.proc.pid
-    before = bench_echo.cpu_sample(pid)
+    before = harness.cpu_sample(pid)
     report, wall, wrk_cpu = run_wrk(server.port, duration)
-    after = bench_echo.cpu_sample(pid)
-    ns, method = bench_echo.cpu_delta(before, after)
+    after = harness.cpu_sample(pid)
+    ns, method = harness.cpu_delta(before, after)
     report.update(
         server_cpu_us_per_req=round(ns / 1e3 / report["requests"], 3) if report["requests"] else None,
         server_cpu_pct=round(100 * ns / 1e9 / wall, 1),
@@ -343,10 +343,10 @@ def run(config):
     try:
         for loop in loops:
             for style in STYLES:
-                running[(loop, style)] = bench_echo.RunningServer("%s-%s" % (loop, style), echo_server(loop, style))
+                running[(loop, style)] = harness.RunningServer("%s-%s" % (loop, style), echo_server(loop, style))
             if loop in http_loops:
-                running[(loop, "aiohttp")] = bench_echo.RunningServer("%s-aiohttp" % loop, http_server(loop))
-        with harness.pinned(bench_echo.CLIENT_CPU) as cpu:
+                running[(loop, "aiohttp")] = harness.RunningServer("%s-aiohttp" % loop, http_server(loop))
+        with harness.pinned(harness.CLIENT_CPU) as cpu:
             machine = harness.machine_info()
             plan = [(style, size, conns) for size, conns in CELLS for style in STYLES]
             if http_loops:
@@ -408,9 +408,9 @@ def run(config):
             "profile": config.profile, "rounds": rounds, "duration_s": profile["duration"],
             "warmup_s": profile["warmup"], "http_duration_s": profile["http_duration"],
             "micro_repeats": profile["micro_repeats"], "micro_scale": profile["micro_scale"],
-            "server_cpu": bench_echo.SERVER_CPU, "client_cpu": cpu, "rlimit_nofile": nofile,
+            "server_cpu": harness.SERVER_CPU, "client_cpu": cpu, "rlimit_nofile": nofile,
             "fastio_loop": fastio_name, "loops": loops,
-            "load_generators": {"echo": "fastio.echo.client.bench (in-process, compiled core)",
+            "load_generators": {"echo": "fastio.echo.loadgen.bench (in-process, compiled core)",
                                 "http": "wrk -t1 -c%d --latency" % HTTP_CONNECTIONS},
         },
         "warnings": [warning] if warning else [],

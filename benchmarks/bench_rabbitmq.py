@@ -305,11 +305,9 @@ def _pin_broker(broker, cpu=0):
     try:
         with open(os.path.join(broker.dir, "node.pid")) as f:
             pid = int(f.read().strip())
-        for tid in os.listdir("/proc/%d/task" % pid):
-            os.sched_setaffinity(int(tid), {cpu})
-        return True
     except (OSError, ValueError):
         return False
+    return harness.pin_process(pid, cpu)
 
 
 def run(config):

@@ -22,9 +22,9 @@ import subprocess
 import time
 
 from benchmarks import harness
-from benchmarks.bench_echo import (C_BINARY, PY, RunningServer, Server, Unavailable, measure_once, missing,
-                                   paired_ratio, summarize)
-from fastio.echo import client
+from benchmarks.bench_echo import C_BINARY, PY, Server, measure_once, missing, paired_ratio, summarize
+from benchmarks.harness import RunningServer, Unavailable
+from fastio.echo import loadgen
 
 SERVERS = {
     "c-epoll": Server((str(C_BINARY),), "reference", "cc"),
@@ -77,8 +77,8 @@ def syscalls_per_request(server, size, conns, duration, warmup):
              "sleep", "%.3f" % span], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     server.wait_idle()
-    result = client.bench("127.0.0.1", server.port, connections=conns, size=size, duration=duration,
-                          pipeline=1, warmup=warmup, timeout=10.0, on_start=start)
+    result = loadgen.bench("127.0.0.1", server.port, connections=conns, size=size, duration=duration,
+                           pipeline=1, warmup=warmup, timeout=10.0, on_start=start)
     proc = perf.get("proc")
     if proc is None:
         return None, result

@@ -21,8 +21,8 @@ from echo_support import (
     InProcessServer, Pump, ServerProcess, ascii_upper, child_pids, connect, established_on_port,
     fill_until_server_owes, parse_summary, raise_nofile, recv_exactly, recv_until_eof, reset, round_trip,
     rss_kib, run_cli, socket_inodes, stream_prefix, uring_unavailable)
-from fastio.echo import client as client_module
-from fastio.echo.client import TUTORIAL_MESSAGE
+from fastio.echo import loadgen
+from fastio.echo.tutorial import TUTORIAL_MESSAGE
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -565,20 +565,20 @@ def test_client_bench_counts_wrong_replies_as_errors(plain_server):
 
 @pytest.fixture(params=["compiled", "python"])
 def bench_core(request, monkeypatch):
-    """Run client.bench on fastio._echo.BenchCore, then on its Python twin."""
+    """Run loadgen.bench on fastio._echo.BenchCore, then on its Python twin."""
     if request.param == "compiled":
-        if client_module._echo_ext is None:
+        if loadgen._echo_ext is None:
             pytest.skip("fastio._echo is not built")
     else:
-        monkeypatch.setattr(client_module, "_echo_ext", None)
+        monkeypatch.setattr(loadgen, "_echo_ext", None)
     return request.param
 
 
 def test_bench_partial_writes_wait_for_pollout_and_verify(plain_server, bench_core):
     # 4 x 256 KiB in flight per connection: more than a socket takes at
     # once, so sends are partial and the rest goes out on POLLOUT.
-    report = client_module.bench("127.0.0.1", plain_server.port, connections=2, size=256 * 1024,
-                                 pipeline=4, duration=0.3, warmup=0.1)
+    report = loadgen.bench("127.0.0.1", plain_server.port, connections=2, size=256 * 1024,
+                           pipeline=4, duration=0.3, warmup=0.1)
     assert report["errors"] == 0, report["error_messages"]
     assert report["requests"] > 0
 
@@ -598,8 +598,8 @@ def test_bench_reports_wrong_and_missing_replies(bench_core):
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
-        report = client_module.bench("127.0.0.1", listener.getsockname()[1], connections=2, size=16,
-                                     duration=0.2, warmup=0.0, timeout=1.0)
+        report = loadgen.bench("127.0.0.1", listener.getsockname()[1], connections=2, size=16,
+                               duration=0.2, warmup=0.0, timeout=1.0)
     finally:
         thread.join(5)
         for conn in conns:
