@@ -8,6 +8,7 @@ import contextvars
 import socket
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
 
+from fastio._contracts import PollerLike, WakerLike
 from fastio._pyloop import _FileDescriptorLike
 from fastio._streams import Protocol
 
@@ -22,7 +23,7 @@ class TimerHandle(Handle):
 
 class LoopCore:
     _stopping: bool
-    def __init__(self, poller: Any, waker: Any) -> None: ...
+    def __init__(self, poller: PollerLike, waker: WakerLike) -> None: ...
     # Provided by fastio.loop.Loop, the class every core is mixed into.
     def call_exception_handler(self, context: Dict[str, Any]) -> None: ...
     def time(self) -> float: ...

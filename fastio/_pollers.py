@@ -1,9 +1,10 @@
 """Pick the loop's poller and waker: fastio._core's, or stdlib stand-ins.
 
-The loop drives one small interface: ``register(fd, mask)``, ``modify``,
-``unregister``, ``poll(timeout_seconds) -> [(fd, events)]`` with the poll(2)
-bits (POLLIN, POLLOUT, POLLERR, POLLHUP), and ``close()`` -- the API of
-fastio._core's pollers. Without the extension, `select.epoll` (whose bits
+The loop drives one small interface, `fastio._contracts.PollerLike`:
+``register(fd, mask)``, ``modify``, ``unregister``,
+``poll(timeout_seconds) -> [(fd, events)]`` with the poll(2) bits (POLLIN,
+POLLOUT, POLLERR, POLLHUP), and ``close()`` -- the API of fastio._core's
+pollers. Without the extension, `select.epoll` (whose bits
 equal poll's on Linux) and `select.poll` are wrapped to match; any
 `selectors.BaseSelector` is adapted through its `select()`.
 """
@@ -12,22 +13,12 @@ import math
 import select
 import selectors
 import socket
-import typing
-from typing import Any, List, Optional, Tuple, Type, Union
+from typing import Any, Callable, Type, Union
 
+from fastio._contracts import PollerLike, WakerLike
 from fastio._ext import core
 
 __all__ = ["make_poller", "Waker", "PollerLike", "SelectorArg"]
-
-
-class PollerLike(typing.Protocol):
-    """What the loop drives: the API of fastio._core's pollers."""
-
-    def register(self, fd: int, eventmask: int) -> None: ...
-    def modify(self, fd: int, eventmask: int) -> None: ...
-    def unregister(self, fd: int) -> None: ...
-    def poll(self, timeout: Optional[float] = ...) -> List[Tuple[int, int]]: ...
-    def close(self) -> None: ...
 
 
 #: What Loop(selector) takes: None (the best backend), a selector or
@@ -97,7 +88,7 @@ class SelectorPoller:
                 for key, ev in self._sel.select(timeout)]
 
 
-def make_poller(selector: SelectorArg = None) -> Any:
+def make_poller(selector: SelectorArg = None) -> PollerLike:
     """Return a poller for `selector`.
 
     :param selector: None (the best available backend), a poller (an object
@@ -122,7 +113,7 @@ def make_poller(selector: SelectorArg = None) -> Any:
         if core is not None and isinstance(inner, core.Poller):
             return inner
         return SelectorPoller(selector)
-    return selector
+    return selector  # a poller: used as is
 
 
 
@@ -158,4 +149,4 @@ class _SocketPairWaker:
 
 
 # The core's eventfd/pipe Waker, or a socket pair without the extension.
-Waker: Any = core.Waker if core is not None else _SocketPairWaker
+Waker: Callable[[], WakerLike] = core.Waker if core is not None else _SocketPairWaker

@@ -142,10 +142,10 @@ class Outbox:
         self.max_in_flight = max_in_flight
         self.queue = collections.deque()
         self.unconfirmed = {}
-        self.n_submitted = 0
-        self.n_done = 0
-        self.tag = 0
-        self.lowest = 1
+        self._n_submitted = 0
+        self._n_done = 0
+        self._tag = 0
+        self._lowest = 1
         self.wake_pending = False
         self.closed_error = None
         self._new_future = new_future
@@ -168,14 +168,14 @@ class Outbox:
             args = (exchange, routing_key, body, props, mandatory, frame_max)
         else:
             args = None
-        if self.n_submitted - self.n_done >= self.max_in_flight:
+        if self._n_submitted - self._n_done >= self.max_in_flight:
             self._wait_for_room()
         future = self._new_future()
         # Queued before counted: a flush() that runs in between (a signal
         # handler, another thread) never waits for a message not yet queued.
         self.queue.append((future, frames, args))
         with self._lock:      # += is not atomic across Python threads
-            self.n_submitted += 1
+            self._n_submitted += 1
         # Closed meanwhile (a signal handler, another thread): wake() is
         # what settles the message when nothing will send it any more.
         if not self.wake_pending or self.closed_error is not None:
@@ -186,7 +186,7 @@ class Outbox:
     def take(self, confirms):
         queue = self.queue
         frames, sent = [], []
-        tag = self.tag
+        tag = self._tag
         frame_max = self.frame_max
         while queue:
             msg = queue.popleft()
@@ -203,7 +203,7 @@ class Outbox:
                 self.unconfirmed[tag] = msg
             else:
                 sent.append(msg[0])
-        self.tag = tag
+        self._tag = tag
         return b"".join(frames), sent
 
     def confirm(self, tag, multiple, nack, on_failed):
@@ -211,8 +211,8 @@ class Outbox:
         returned = self._returned
         n = 0
         if multiple:
-            first = self.lowest
-            self.lowest = max(first, tag + 1)
+            first = self._lowest
+            self._lowest = max(first, tag + 1)
             tags = range(first, tag + 1)
         else:
             tags = (tag,)
@@ -226,10 +226,15 @@ class Outbox:
             else:
                 msg[0]._resolve()
                 n += 1
-        while self.lowest <= self.tag and self.lowest not in self.unconfirmed:
-            self.lowest += 1
-        self.n_done += n
+        while self._lowest <= self._tag and self._lowest not in self.unconfirmed:
+            self._lowest += 1
+        self._n_done += n
         return n
+
+    def settle(self, n):
+        if n < 0:
+            raise ValueError("cannot settle %d messages" % n)
+        self._n_done += n
 
     def take_unconfirmed(self):
         msgs = [self.unconfirmed[t] for t in sorted(self.unconfirmed)]
@@ -237,5 +242,11 @@ class Outbox:
         return msgs
 
     def reset_tags(self):
-        self.tag = 0
-        self.lowest = 1
+        self._tag = 0
+        self._lowest = 1
+
+    # Read-only, as the compiled twin's: only the Outbox moves its counters.
+    n_submitted = property(lambda self: self._n_submitted, doc="Messages submitted so far.")
+    n_done = property(lambda self: self._n_done, doc="Messages settled so far (confirmed, sent or failed).")
+    tag = property(lambda self: self._tag, doc="Delivery tag of the last message taken on this channel.")
+    lowest = property(lambda self: self._lowest, doc="Lowest delivery tag that may still be unconfirmed.")

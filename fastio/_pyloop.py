@@ -15,6 +15,7 @@ import typing
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple, Union
 
 if TYPE_CHECKING:
+    from fastio._contracts import PollerLike, WakerLike
     from fastio._streams import Protocol
 
 __all__ = ["Handle", "TimerHandle", "LoopCore", "Transport"]
@@ -146,7 +147,7 @@ class LoopCore:
     :param waker: a fastio Waker, registered here for call_soon_threadsafe().
     """
 
-    def __init__(self, poller: Any, waker: Any) -> None:
+    def __init__(self, poller: "PollerLike", waker: "WakerLike") -> None:
         self._poller = poller
         self._waker = waker
         self._ready: List[Handle] = []

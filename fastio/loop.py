@@ -72,6 +72,10 @@ def _noop_signal_handler(signum: int, frame: Optional[FrameType]) -> None:
 class _LoopAPI(_LoopBase):
     """Everything of Loop above the core: shared by the Cython and Python cores."""
 
+    if TYPE_CHECKING:
+        # Set by each loop class, to its core's Transport.
+        transport_class: type
+
     # pika's event bits; equal to poll(2)'s POLLIN, POLLOUT, POLLERR.
     READ = 0x001
     WRITE = 0x004
@@ -144,6 +148,11 @@ class _LoopAPI(_LoopBase):
     def is_running(self) -> bool:
         """Return whether run_forever() is running."""
         return self._thread_id is not None
+
+    @property
+    def thread_id(self) -> Optional[int]:
+        """The ident (`threading.get_ident()`) of the thread running the loop; None when it is not running."""
+        return self._thread_id
 
     def is_closed(self) -> bool:
         """Return whether close() was called."""
@@ -332,7 +341,9 @@ class Loop(_LoopAPI, _impl.LoopCore):
         `fastio._pollers.make_poller`). The loop owns it and closes it.
     """
 
-    _transport_class = _impl.Transport
+    #: The Transport class of the connections the loop's servers accept
+    #: and create_connection() makes; the pika adapter makes its own with it.
+    transport_class = _impl.Transport
 
 
 class _PyLoop(_LoopAPI, _pyloop.LoopCore):
@@ -342,4 +353,4 @@ class _PyLoop(_LoopAPI, _pyloop.LoopCore):
     with the Cython one.
     """
 
-    _transport_class = _pyloop.Transport
+    transport_class = _pyloop.Transport

@@ -346,10 +346,11 @@ cdef class Outbox:
     cdef public Py_ssize_t max_in_flight
     cdef public object queue
     cdef public dict unconfirmed
-    cdef public Py_ssize_t n_submitted
-    cdef public Py_ssize_t n_done
-    cdef public unsigned long long tag
-    cdef public unsigned long long lowest
+    # Counters and delivery tags: read-only outside, the Outbox keeps them.
+    cdef readonly Py_ssize_t n_submitted
+    cdef readonly Py_ssize_t n_done
+    cdef readonly unsigned long long tag
+    cdef readonly unsigned long long lowest
     cdef public bint wake_pending
     cdef public object closed_error
     cdef object _new_future, _wake, _wait_for_room, _returnable
@@ -463,6 +464,20 @@ cdef class Outbox:
             self.lowest += 1
         self.n_done += n
         return n
+
+    def settle(self, Py_ssize_t n):
+        """Count `n` messages the caller resolved (sent without confirms, or failed) as done.
+
+        They leave the window: flush() stops waiting for them and
+        submit() has room for as many more. No upper bound is checked: a
+        message another thread has queued but not yet counted may already
+        be settled here.
+
+        :raises ValueError: `n` is negative.
+        """
+        if n < 0:
+            raise ValueError("cannot settle %d messages" % n)
+        self.n_done += n
 
     def take_unconfirmed(self):
         """Return the unconfirmed messages in tag order and forget them."""

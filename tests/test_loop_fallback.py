@@ -15,9 +15,10 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 SMOKE = r"""
-import fastio, fastio.loop, fastio._pollers
+import fastio, fastio.loop, fastio._pollers, fastio._pyloop
 assert fastio.IMPLEMENTATION == "python", fastio.IMPLEMENTATION
-assert fastio.loop.Loop.__mro__[2].__module__ == "fastio._pyloop"
+assert issubclass(fastio.loop.Loop, fastio._pyloop.LoopCore), fastio.loop.Loop.__mro__
+assert fastio.loop.Loop.transport_class is fastio._pyloop.Transport
 loop = fastio.loop.Loop()
 assert type(loop._poller_ref).__module__ == "fastio._pollers"
 out = []

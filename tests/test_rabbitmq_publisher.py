@@ -280,7 +280,7 @@ def test_channel_closed_for_a_transient_reason_is_retried(amqp_url, queue, monke
         for msg in [m for m in queue_ if m[0] is culprit[0]]:
             queue_.remove(msg)
             msg[0]._resolve(ChannelClosedError("the culprit"))
-            self._outbox.n_done += 1
+            self._outbox.settle(1)
 
     monkeypatch.setattr(publisher.Publisher, "_on_channel_closed", closed)
     behind = []

@@ -436,7 +436,7 @@ class Publisher:
     # ------------------------------------------------- waiting (any thread)
 
     def _on_loop_thread(self) -> bool:
-        return self._loop._thread_id == threading.get_ident()
+        return self._loop.thread_id == threading.get_ident()
 
     def _wake(self):
         try:
@@ -638,7 +638,7 @@ class Publisher:
         if sent:
             for future in sent:
                 future._resolve()
-            box.n_done += len(sent)
+            box.settle(len(sent))
             self._wake_waiters()
 
     def _on_confirm(self, tag, multiple, nack):
@@ -716,7 +716,7 @@ class Publisher:
             now = time.time()
             conn = connection if connection is not None else self._connection
             kept = [m for m in msgs if self._may_retry(m, outcome, conn, now)]
-            self._outbox.n_done += len(msgs) - len(kept)
+            self._outbox.settle(len(msgs) - len(kept))
             msgs = kept
         msgs = self._retry + msgs
         self._retry = []
@@ -778,7 +778,7 @@ class Publisher:
         self._returned.clear()
         for msg in msgs:
             msg[0]._resolve(exc)
-        self._outbox.n_done += len(msgs)
+        self._outbox.settle(len(msgs))
         self._wake_waiters()
         return len(msgs)
 
@@ -788,7 +788,7 @@ class Publisher:
         while queue:
             queue.popleft()[0]._resolve(exc)
             n += 1
-        self._outbox.n_done += n
+        self._outbox.settle(n)
         self._wake_waiters()
         return n
 
