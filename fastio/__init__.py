@@ -50,6 +50,7 @@ __all__ = [
     "__version__",
 ]
 
+# The one place the version is written: pyproject.toml reads it from here.
 __version__ = "0.1.0"
 
 _LAZY = ("Loop", "EventLoop", "EventLoopPolicy", "SelectorEventLoop", "new_event_loop", "run")

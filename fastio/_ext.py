@@ -76,7 +76,9 @@ IMPLEMENTATION = "cython" if core is not None else "python"
 _LAZY = {
     # The loop's extension needs the core's pollers.
     "loop": ("_loop", "core"),
-    # basic.publish frame encoding (fastio.rabbitmq's hot path); as the core.
+    # The Publisher's hot path (frames, confirms, the Outbox). It uses nothing
+    # of the core; it is tied to it so that fastio is compiled or pure Python
+    # as a whole, as IMPLEMENTATION says.
     "amqp": ("_amqp", "core"),
     # The echo protocol's per-chunk path; it writes through the loop's C API.
     "echo": ("_echo", "loop"),

@@ -13,7 +13,7 @@ import math
 import select
 import selectors
 import socket
-from typing import Any, Callable, Type, Union
+from typing import Callable, Type, Union
 
 from fastio._contracts import PollerLike, WakerLike
 from fastio._ext import core

@@ -33,11 +33,11 @@ POLLIN = 0x001
 POLLOUT = 0x004
 POLLERR = 0x008
 POLLHUP = 0x010
-# Readiness bits that wake a reader / a writer: an error or hang-up wakes both,
-# as the stdlib selectors do, so whoever waits learns it from recv()/send().
 # The longest single wait, as asyncio's: a timer further away than any
 # poller's timeout can express just takes several waits.
 MAX_WAIT = 24 * 3600.0
+# Readiness bits that wake a reader / a writer: an error or hang-up wakes both,
+# as the stdlib selectors do, so whoever waits learns it from recv()/send().
 _READ_BITS = ~POLLOUT
 _WRITE_BITS = ~POLLIN
 

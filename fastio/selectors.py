@@ -23,7 +23,6 @@ Beyond the stdlib:
 """
 
 import selectors as _stdlib
-import sys
 
 from selectors import EVENT_READ, EVENT_WRITE, BaseSelector, SelectorKey
 
@@ -127,4 +126,4 @@ else:
 for _name in ("PollSelector", "EpollSelector"):
     if _name not in globals():
         __all__.remove(_name)
-del _name, sys
+del _name

@@ -21,7 +21,6 @@ from libc.string cimport memcpy, memset
 from fastio_platform cimport *
 from fastio_capi cimport *
 
-import errno as _errno
 import math as _math
 import os as _os
 import selectors as _stdlib_selectors

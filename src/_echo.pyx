@@ -135,7 +135,9 @@ cdef class BenchCore:
         if not isinstance(poller, _CorePoller):
             raise TypeError("BenchCore needs a fastio._core poller, not %r" % (poller,))
         if size < 1 or pipeline < 1 or ring_len < size * pipeline or recv_size < 1:
-            raise ValueError("bad sizes")
+            raise ValueError(
+                "need size >= 1, pipeline >= 1, recv_size >= 1 and ring_len >= size * pipeline; "
+                "got size=%d pipeline=%d ring_len=%d recv_size=%d" % (size, pipeline, ring_len, recv_size))
         if len(send_ring) < 2 * ring_len or len(expect_ring) < 2 * ring_len:
             raise ValueError("the rings must hold 2 * ring_len bytes")
         self._poller = poller

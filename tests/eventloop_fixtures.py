@@ -30,7 +30,7 @@ def make_loop(kind):
     if kind == "asyncio":
         return asyncio.SelectorEventLoop()
     if uvloop is None:
-        pytest.fail("uvloop is a test dependency (Makefile TEST_DEPS)")
+        pytest.fail("uvloop is a test dependency (pyproject.toml's test extra)")
     return uvloop.new_event_loop()
 
 

@@ -563,6 +563,18 @@ def test_client_bench_counts_wrong_replies_as_errors(plain_server):
     assert report["errors"] == 3
 
 
+def test_bench_core_names_the_sizes_it_refuses():
+    if loadgen._echo_ext is None:
+        pytest.skip("fastio._echo is not built")
+    core = loadgen._core
+    poller = core.EpollPoller() if core.HAVE_EPOLL else core.PollPoller()
+    try:
+        with pytest.raises(ValueError, match=r"got size=0 pipeline=1 ring_len=4 recv_size=8$"):
+            loadgen._echo_ext.BenchCore(poller, 0, 1, b"x" * 8, b"x" * 8, 4, 8, print)
+    finally:
+        poller.close()
+
+
 @pytest.fixture(params=["compiled", "python"])
 def bench_core(request, monkeypatch):
     """Run loadgen.bench on fastio._echo.BenchCore, then on its Python twin."""

@@ -273,3 +273,9 @@ def test_cli_falls_back_to_epoll_when_io_uring_is_disabled():
     assert err.decode().splitlines() == ["fastio echo: io_uring unavailable (disabled by FASTIO_IO_URING=0); using epoll"]
     assert parse_summary(out.decode().splitlines()) == (1, 10, 10)
 
+
+
+def test_uring_echo_names_the_sizes_it_refuses():
+    # Checked before any io_uring call: no ring, no listening socket needed.
+    with pytest.raises(ValueError, match=r"got high_water=65536 max_conns=0 entries=4 bufsize=65536$"):
+        _echo_ext.UringEcho(-1, -1, entries=4)

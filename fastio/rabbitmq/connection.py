@@ -7,8 +7,9 @@ with pika's ioloop interface, which fastio's Loop has; so FastioConnection
 is pika's SelectConnection with a fastio Loop in place of pika's IOLoop.
 
 One thing is replaced: for plaintext sockets the stream transport is
-fastio's (recv/send in C, one shared receive buffer) instead of pika's
-pure-Python `_AsyncPlaintextTransport`. pika's protocol side is already
+fastio's (recv/send compiled, into the loop's one receive buffer, when the
+extension is built) instead of pika's pure-Python
+`_AsyncPlaintextTransport`. pika's protocol side is already
 asyncio-shaped (connection_made / data_received / eof_received /
 connection_lost), which is exactly what fastio's Transport drives. TLS
 sockets keep pika's own SSL transport, running on the same loop.
