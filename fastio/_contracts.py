@@ -11,9 +11,11 @@
 Only type checkers read these: modules import this one under
 ``TYPE_CHECKING`` (or, for fastio._pollers, when fastio.loop is imported,
 which already pays for `typing`), so ``import fastio`` does not load it.
-Structural: an implementation does not inherit from them, and a type
-checker verifies it matches (tests/typecheck/user_script.py assigns a Loop
-and the pollers to them).
+Structural: an implementation does not inherit from them; a type checker
+verifies it matches where the code relies on it (fastio._streams takes a
+`LoopLike`, the loop core a `PollerLike` and a `WakerLike`,
+fastio.rabbitmq.connection hands a Loop to pika as an `IOLoopLike`), and
+tests/typecheck/contracts.py holds every implementation to its Protocol.
 """
 
 import contextvars

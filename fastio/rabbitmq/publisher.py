@@ -116,9 +116,9 @@ class _ConfirmingConnection(FastioConnection):
     pika would decode every confirm into objects and dispatch it through
     its callback registry; at tens of thousands of messages a second that
     is most of the client's CPU. The bytes go through `split_confirms`
-    (compiled, or its pure-Python twin) first: confirms on the Publisher's channel go to `confirm_sink`,
-    every other frame reaches pika whole and in order, so pika's own frame
-    buffer never holds a partial frame.
+    (compiled, or its pure-Python twin) first: confirms on the Publisher's
+    channel go to `confirm_sink`, every other frame reaches pika whole and
+    in order, so pika's own frame buffer never holds a partial frame.
     """
 
     confirm_sink = None
