@@ -21,15 +21,15 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_CheckBuffer
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
-from cpython.long cimport PyLong_AsLongLongAndOverflow
-from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport PyObject
 from cpython.pycapsule cimport PyCapsule_GetContext, PyCapsule_GetPointer, PyCapsule_IsValid, PyCapsule_New
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy
 
 from fastio_platform cimport (fastio_last_error, fastio_monotonic_ns, fastio_recv,
                               fastio_send, fastio_would_block, fastio_event)
 from fastio_capi cimport *
+from fastio_fdtable cimport *
 
 import os as _os
 
@@ -55,8 +55,6 @@ cdef enum:
     READ_BITS = ~POLLOUT
     WRITE_BITS = ~POLLIN
     HANDLER_BITS = POLLIN | POLLOUT | POLLERR
-    # fds below this are looked up in a flat array; the rest in the dict.
-    FDTAB_MAX = 1 << 20
 
 cdef object _SHUT_WR = socket.SHUT_WR
 # The longest single wait, as asyncio's: a timer further away than any
