@@ -37,13 +37,14 @@ import collections
 import socket
 
 from fastio import _core
+from fastio._transport import TransportMixin
 
 # The core's C API, and the poller class it serves (see LoopCore.__init__).
 cdef fastio_core_capi *_core_api = <fastio_core_capi *>PyCapsule_GetPointer(
     _core._C_API, FASTIO_CORE_CAPI)
 cdef object _CorePoller = _core.Poller
 
-__all__ = ["Handle", "TimerHandle", "LoopCore", "Transport"]
+__all__ = ["Handle", "TimerHandle", "LoopCore", "TransportCore", "Transport"]
 
 cdef enum:
     POLLIN = 0x001
@@ -56,7 +57,6 @@ cdef enum:
     WRITE_BITS = ~POLLIN
     HANDLER_BITS = POLLIN | POLLOUT | POLLERR
 
-cdef object _SHUT_WR = socket.SHUT_WR
 # The longest single wait, as asyncio's: a timer further away than any
 # poller's timeout can express just takes several waits.
 cdef double MAX_WAIT = 24 * 3600.0

@@ -63,7 +63,7 @@ cdef class LoopCore:
     cdef Py_ssize_t _rbuf_size
 
     def __cinit__(self, *args, **kwargs):
-        self._rbuf_size = Transport.max_size
+        self._rbuf_size = TransportCore.max_size
         self._rbuf = <char *>PyMem_Malloc(self._rbuf_size)
         if self._rbuf == NULL:
             raise MemoryError()
