@@ -4,7 +4,9 @@
 Handles, the ready queue, the timer heap, per-event dispatch and the TCP
 transport's recv/send/flow-control path. fastio.loop builds the public Loop on
 LoopCore. fastio/_pyloop.py is the pure-Python twin: same classes, same
-behaviour; a change here is a change there.
+behaviour; a change here is a change there. What both transports share
+(close/abort, pause/resume reading, limits...) is written once, in
+fastio._transport.TransportMixin.
 
 Discussion: syscalls stay in fastio._core. A fastio._core poller is driven
 through the core's C API (src/fastio_capi.h): the loop reads the poller's
