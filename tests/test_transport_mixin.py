@@ -81,7 +81,7 @@ def test_limits_set_through_the_mixin_pause_a_full_buffer(loop_cls):
             calls.append(("lost", exc))
 
     try:
-        transport = loop._transport_class(loop, a, Proto(), {})
+        transport = loop.transport_class(loop, a, Proto(), {})
         transport._start()
         chunk = b"x" * 65536
         while not transport.get_write_buffer_size():
