@@ -108,11 +108,6 @@ def pinned(cpu=1):
         os.sched_setaffinity(0, before)
 
 
-class Unavailable(Exception):
-    """A server (or a peer) cannot run here; the message says why."""
-
-
-
 # --- CPU time of a process tree ---------------------------------------------------
 
 
@@ -173,6 +168,10 @@ def cpu_delta(before, after):
 
 
 # --- server processes ---------------------------------------------------------------
+
+
+class Unavailable(Exception):
+    """A server (or a peer) cannot run here; the message says why."""
 
 
 def free_port():
