@@ -195,7 +195,7 @@ def coerce_properties(properties):
         _BasicProperties = BasicProperties
     if type(properties) is _BasicProperties:
         return properties
-    from fastio._pyamqp import coerce_properties as convert
+    from fastio._impl.amqp_py import coerce_properties as convert
     return convert(properties)
 
 

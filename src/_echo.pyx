@@ -23,7 +23,7 @@ from fastio_platform cimport (EINTR, POLLERR, POLLHUP, POLLIN, POLLOUT, fastio_e
 
 import os as _os
 
-from fastio import _core, _loop
+from fastio._impl import core_c as _core, loop_c as _loop
 
 cdef fastio_loop_capi *_loop_api = <fastio_loop_capi *>PyCapsule_GetPointer(
     _loop._C_API, FASTIO_LOOP_CAPI)

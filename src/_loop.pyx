@@ -37,7 +37,7 @@ import os as _os
 import collections
 import socket
 
-from fastio import _core
+from fastio._impl import core_c as _core
 
 # The core's C API, and the poller class it serves (see LoopCore.__init__).
 cdef fastio_core_capi *_core_api = <fastio_core_capi *>PyCapsule_GetPointer(

@@ -563,15 +563,14 @@ def test_client_bench_counts_wrong_replies_as_errors(plain_server):
     assert report["errors"] == 3
 
 
-@pytest.fixture(params=["compiled", "python"])
-def bench_core(request, monkeypatch):
-    """Run client.bench on fastio._echo.BenchCore, then on its Python twin."""
-    if request.param == "compiled":
-        if client_module._echo_ext is None:
-            pytest.skip("fastio._echo is not built")
-    else:
-        monkeypatch.setattr(client_module, "_echo_ext", None)
-    return request.param
+@pytest.fixture
+def bench_core(implementation, monkeypatch):
+    """Run client.bench on the echo pair's compiled BenchCore, then on its Python twin."""
+    import implementations
+
+    monkeypatch.setattr(client_module, "_core", implementations.pair(implementation, "core"))
+    monkeypatch.setattr(client_module, "_echo_impl", implementations.pair(implementation, "echo"))
+    return implementation
 
 
 def test_bench_partial_writes_wait_for_pollout_and_verify(plain_server, bench_core):

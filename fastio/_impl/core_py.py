@@ -1,10 +1,21 @@
-"""Pure-Python fallback selectors: the stdlib classes plus fastio's extras.
+"""Pure-Python twin of src/_core.pyx: pollers, waker and selectors on the stdlib.
 
-Used when the compiled core is absent (FASTIO_NO_EXTENSIONS=1, a non-CPython
-interpreter, or a failed build). Behaviour is the stdlib's; the additions are
-`select_fds()` and the `flags` argument of register()/modify().
+fastio._impl runs it when core_c is absent (FASTIO_NO_EXTENSIONS=1, a
+non-CPython interpreter, or a failed build).
+
+* The pollers (`EpollPoller`, `PollPoller`, `SelectPoller`) and `Waker` have
+  the compiled ones' API, what the loop drives: ``register(fd, mask)``,
+  ``modify``, ``unregister``, ``poll(timeout_seconds) -> [(fd, events)]``
+  with the poll(2) bits, ``close()``. `select.epoll` (whose bits equal
+  poll's on Linux) and `select.poll` are wrapped to match; the waker is a
+  socket pair.
+* The selectors: the compiled core gives fastio.selectors a `SelectorCore`
+  to put under `selectors.BaseSelector`; here the classes are whole
+  (`SelectSelector`, `PollSelector`, `EpollSelector`): the stdlib's, plus
+  `select_fds()` and the `flags` argument of register()/modify().
 """
 
+import math
 import select
 import selectors
 import time
@@ -182,3 +193,184 @@ if hasattr(selectors, "EpollSelector"):
             | getattr(select, "EPOLLRDHUP", 0)
             | select.EPOLLPRI
         )
+
+
+# ------------------------------------------------------------------ pollers
+
+HAVE_EPOLL = hasattr(select, "epoll")
+HAVE_POLL = hasattr(select, "poll")
+HAVE_EVENTFD = False  # the twin's Waker is a socket pair
+
+# poll(2)'s bits, which the pollers use whatever their syscall (as the
+# compiled ones); the EPOLL* names for register(flags=...).
+POLLIN, POLLPRI, POLLOUT, POLLERR, POLLHUP, POLLNVAL = 0x001, 0x002, 0x004, 0x008, 0x010, 0x020
+POLLRDHUP = getattr(select, "POLLRDHUP", 0)
+EPOLLIN = getattr(select, "EPOLLIN", 0)
+EPOLLPRI = getattr(select, "EPOLLPRI", 0)
+EPOLLOUT = getattr(select, "EPOLLOUT", 0)
+EPOLLERR = getattr(select, "EPOLLERR", 0)
+EPOLLHUP = getattr(select, "EPOLLHUP", 0)
+EPOLLRDHUP = getattr(select, "EPOLLRDHUP", 0)
+EPOLLET = getattr(select, "EPOLLET", 0)
+EPOLLONESHOT = getattr(select, "EPOLLONESHOT", 0)
+EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 0)
+
+
+class Poller:
+    """Base of the pollers: the compiled `Poller`'s API over a stdlib object."""
+
+    #: Extra bits register() accepts beyond poll's; the stand-ins pass all through.
+    flag_mask = 0
+
+    def __init__(self):
+        self.closed = False
+
+    def __len__(self):
+        return len(self._fds)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def register(self, fd, eventmask=POLLIN | POLLOUT):
+        """Watch `fd` for the poll bits in `eventmask`."""
+        self._register(fd, eventmask)
+        self._fds.add(fd if isinstance(fd, int) else fd.fileno())
+
+    def modify(self, fd, eventmask):
+        """Change the bits `fd` is watched for."""
+        self._modify(fd, eventmask)
+
+    def unregister(self, fd):
+        """Stop watching `fd`."""
+        self._unregister(fd)
+        self._fds.discard(fd if isinstance(fd, int) else fd.fileno())
+
+    def poll(self, timeout=None, maxevents=-1):
+        """Wait up to `timeout` seconds (None: forever); return ``(fd, events)`` pairs."""
+        events = self._poll(timeout)
+        return events if maxevents < 0 else events[:maxevents]
+
+    def close(self):
+        """Release the poller; idempotent."""
+        if not self.closed:
+            self.closed = True
+            self._close()
+
+
+class EpollPoller(Poller):
+    """`select.epoll` with the compiled poller's API (its bits are poll's)."""
+
+    def __init__(self):
+        super().__init__()
+        self._fds = set()
+        self._ep = select.epoll()
+        self._register = self._ep.register
+        self._modify = self._ep.modify
+        self._unregister = self._ep.unregister
+        self._close = self._ep.close
+
+    def fileno(self):
+        """Return the epoll file descriptor."""
+        return self._ep.fileno()
+
+    def _poll(self, timeout):
+        # select.epoll rounds a float timeout up to whole ms, like the core.
+        return self._ep.poll(-1 if timeout is None else timeout)
+
+
+class PollPoller(Poller):
+    """`select.poll` with the compiled poller's API (seconds, rounded up to ms)."""
+
+    def __init__(self):
+        super().__init__()
+        self._fds = set()
+        self._p = select.poll()
+        self._register = self._p.register
+        self._modify = self._p.modify
+        self._unregister = self._p.unregister
+
+    def _poll(self, timeout):
+        return self._p.poll(None if timeout is None else math.ceil(timeout * 1e3))
+
+    def _close(self):
+        pass
+
+
+class SelectPoller(Poller):
+    """A selector's select() with the poller API: POLLIN/POLLOUT in, and out.
+
+    :param selector: the `selectors.BaseSelector` to drive (default: a new
+        select(2) selector); the poller owns it.
+    """
+
+    def __init__(self, selector=None):
+        super().__init__()
+        self._fds = set()
+        self._sel = _StdSelectSelector() if selector is None else selector
+        self._close = self._sel.close
+
+    @staticmethod
+    def _events(mask):
+        events = (EVENT_READ if mask & POLLIN else 0) | (EVENT_WRITE if mask & POLLOUT else 0)
+        return events or EVENT_READ
+
+    def _register(self, fd, mask):
+        self._sel.register(fd, self._events(mask))
+
+    def _modify(self, fd, mask):
+        self._sel.modify(fd, self._events(mask))
+
+    def _unregister(self, fd):
+        self._sel.unregister(fd)
+
+    def _poll(self, timeout):
+        return [(key.fd, (POLLIN if ev & EVENT_READ else 0) | (POLLOUT if ev & EVENT_WRITE else 0))
+                for key, ev in self._sel.select(timeout)]
+
+
+class Waker:
+    """Cross-thread wake-up over a socket pair: register `fileno()` for reading, call `wake()`."""
+
+    def __init__(self):
+        import socket  # not at the top: the selectors alone do not need it
+
+        self._r, self._w = socket.socketpair()
+        self._r.setblocking(False)
+        self._w.setblocking(False)
+        self.closed = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def fileno(self):
+        """Return the fd to watch for reading."""
+        return self._r.fileno()
+
+    def wake(self):
+        """Make `fileno()` readable; from any thread, never blocks."""
+        try:
+            self._w.send(b"\0")
+        except OSError:
+            pass  # full (already readable) or closed
+
+    def drain(self):
+        """Consume the wake-ups; return whether there were any."""
+        woken = False
+        try:
+            while self._r.recv(4096):
+                woken = True
+        except OSError:
+            pass
+        return woken
+
+    def close(self):
+        """Close both ends; idempotent."""
+        self.closed = True
+        self._r.close()
+        self._w.close()
