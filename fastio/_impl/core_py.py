@@ -145,8 +145,10 @@ class _Numbered:
             start = self._registrations
             ready = super().select(timeout)
             numbers = self._numbers
+            # An fd without a number was registered through the private names
+            # (a subclass calling _BaseSelectorImpl.register): keep its reports.
             kept = [(key, events) for key, events in ready
-                    if numbers.get(key.fd, start + 1) <= start]
+                    if numbers.get(key.fd, 0) <= start]
             if kept or not ready or (timeout is not None and timeout <= 0):
                 return kept
             if deadline is not None:
