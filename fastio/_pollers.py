@@ -36,7 +36,8 @@ class SelectorPoller(core_py.SelectPoller):
     """Adapt any `selectors.BaseSelector` to the poller API (through its select())."""
 
     def __init__(self, selector: selectors.BaseSelector) -> None:
-        super().__init__(selector)
+        core_py.Poller.__init__(self)
+        self._drive(selector)
 
 
 def make_poller(selector: SelectorArg = None) -> Any:

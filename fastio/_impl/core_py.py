@@ -302,17 +302,17 @@ class PollPoller(Poller):
 
 
 class SelectPoller(Poller):
-    """A selector's select() with the poller API: POLLIN/POLLOUT in, and out.
+    """select(2), through the stdlib's selector, with the poller API (POLLIN/POLLOUT)."""
 
-    :param selector: the `selectors.BaseSelector` to drive (default: a new
-        select(2) selector); the poller owns it.
-    """
-
-    def __init__(self, selector=None):
+    def __init__(self):
         super().__init__()
+        self._drive(_StdSelectSelector())
+
+    def _drive(self, selector):
+        # The selector whose select() this poller runs; the poller owns it.
         self._fds = set()
-        self._sel = _StdSelectSelector() if selector is None else selector
-        self._close = self._sel.close
+        self._sel = selector
+        self._close = selector.close
 
     @staticmethod
     def _events(mask):
