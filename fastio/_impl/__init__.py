@@ -36,6 +36,8 @@ __all__ = ["core", "loop", "amqp", "echo", "compiled", "IMPLEMENTATION"]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, Dict
+
     # The typed twins are the type source of the chosen implementation.
     from fastio._impl import amqp_py as amqp, core_py as core, echo_py as echo, loop_py as loop
 
@@ -50,7 +52,7 @@ _NEEDS = {
     "echo": "loop",
 }
 
-_compiled = {}
+_compiled = {}  # type: Dict[str, Any]
 
 
 def _flag(name):
@@ -108,6 +110,7 @@ def _warn_fallback(module_name, exc):
 
 
 def compiled(name):
+    # type: (str) -> Any
     """Return the compiled module of pair `name` ("core", "loop", "amqp", "echo"), or None.
 
     :raises KeyError: `name` is not a pair.
