@@ -29,9 +29,9 @@
 #define FASTIO_DATA_RECEIVED "fastio._impl.loop_c.data_received"
 
 typedef struct {
-    /* Wait on a fastio._core.Poller for `timeout` seconds (< 0: forever),
+    /* Wait on a fastio._impl.core_c.Poller for `timeout` seconds (< 0: forever),
      * rounded up as Poller.poll() rounds (OverflowError past the syscall's
-     * range: fastio._loop caps its waits at a day), and copy the events into the
+     * range: fastio._impl.loop_c caps its waits at a day), and copy the events into the
      * caller's *events (PyMem-allocated, grown as needed; *cap is its size
      * in events). The poller is free again before the caller acts on them,
      * so callbacks may register, unregister or close. Returns the count. */

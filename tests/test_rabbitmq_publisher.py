@@ -399,14 +399,14 @@ def test_unreachable_broker_is_a_clear_error_within_the_timeout():
 
 def test_publisher_on_the_pure_python_twin(amqp_url, queue, monkeypatch):
     # What FASTIO_NO_EXTENSIONS=1 runs: the same Publisher on fastio._impl.amqp_py.
-    from fastio._impl import amqp_py as _pyamqp
+    from fastio._impl import amqp_py
     from fastio.rabbitmq import publisher
 
-    monkeypatch.setattr(publisher, "Outbox", _pyamqp.Outbox)
-    monkeypatch.setattr(publisher, "split_confirms", _pyamqp.split_confirms)
+    monkeypatch.setattr(publisher, "Outbox", amqp_py.Outbox)
+    monkeypatch.setattr(publisher, "split_confirms", amqp_py.split_confirms)
     with Publisher(amqp_url) as pub:
         futures = [pub.publish("", queue, b"%d" % i) for i in range(2000)]
         pub.flush(30)
-        assert type(pub._outbox) is _pyamqp.Outbox
+        assert type(pub._outbox) is amqp_py.Outbox
     assert all(f.result(0) is None for f in futures)
     assert sorted(int(b) for b in drain(amqp_url, queue)) == list(range(2000))
