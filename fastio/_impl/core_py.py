@@ -204,8 +204,10 @@ HAVE_POLL = hasattr(select, "poll")
 HAVE_EVENTFD = False  # the twin's Waker is a socket pair
 
 # poll(2)'s bits, which the pollers use whatever their syscall (as the
-# compiled ones); the EPOLL* names for register(flags=...).
-POLLIN, POLLPRI, POLLOUT, POLLERR, POLLHUP, POLLNVAL = 0x001, 0x002, 0x004, 0x008, 0x010, 0x020
+# compiled ones); the selectors' extra flags (POLLPRI, POLLRDHUP, EPOLL*) are
+# 0 where this platform's select module has no such bit.
+POLLIN, POLLOUT, POLLERR, POLLHUP, POLLNVAL = 0x001, 0x004, 0x008, 0x010, 0x020
+POLLPRI = getattr(select, "POLLPRI", 0)
 POLLRDHUP = getattr(select, "POLLRDHUP", 0)
 EPOLLIN = getattr(select, "EPOLLIN", 0)
 EPOLLPRI = getattr(select, "EPOLLPRI", 0)
