@@ -130,6 +130,10 @@ IMPLEMENTATION = "cython" if compiled("core") is not None else "python"
 
 
 def __getattr__(name):
+    """Return pair `name`'s implementation (compiled, else the twin), loading it on first use.
+
+    :raises AttributeError: `name` is not a pair.
+    """
     if name not in _NEEDS:
         raise AttributeError("module %r has no attribute %r" % (__name__, name))
     module = compiled(name)
