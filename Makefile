@@ -114,4 +114,4 @@ typecheck: build
 	$(VPY) -m pytest -q tests/test_typing.py
 
 clean:
-	rm -rf build dist wheelhouse *.egg-info fastio/*.so src/*.c src/*.html .pytest_cache .hypothesis
+	rm -rf build dist wheelhouse *.egg-info fastio/*.so fastio/_impl/*.so src/*.c src/*.html .pytest_cache .hypothesis

@@ -246,7 +246,7 @@ _ACK_HEAD = struct.Struct(">BHIHHQB")   # an ack frame's 20 bytes before frame-e
 
 
 def pub_raw(url, n):
-    from fastio._pyamqp import encode_publish
+    from fastio._impl.amqp_py import encode_publish
 
     sock, buf = _raw_handshake(pika.URLParameters(url))
     one = encode_publish(1, 131072, "", QUEUE, BODY)

@@ -399,7 +399,7 @@ def _git_revision():
 
 def machine_info():
     """Describe the machine and the build being measured."""
-    core = sys.modules.get("fastio._core")
+    core = sys.modules.get("fastio._impl.core_c")
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "python": sys.version.split()[0],

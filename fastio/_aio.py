@@ -6,7 +6,7 @@ signals, Unix sockets, sendfile, UDP, TLS, executors and debug mode are
 asyncio's code) over a fastio selector, with its hot paths -- one loop
 iteration, I/O event dispatch, call_soon/call_later/call_at and running the
 ready queue, the TCP / Unix-socket transports' receive and send -- in
-fastio._loop (Cython). They work on asyncio's own objects (its Handle and
+fastio._impl.loop_c (Cython). They work on asyncio's own objects (its Handle and
 TimerHandle classes, ready deque and timer heap), so every version 3.9-3.13
 keeps its asyncio semantics. Without the extension `EventLoop` is
 `SelectorEventLoop`: asyncio's loop over a fastio selector, nothing else.
@@ -18,9 +18,9 @@ import sys
 from asyncio import base_events, events, format_helpers, selector_events
 from typing import Any, Coroutine, Optional, TypeVar
 
-from fastio._ext import loop as _ext_loop
+from fastio._impl import compiled
 
-_c: Any = _ext_loop  # the compiled methods below, when the extension is there
+_c: Any = compiled("loop")  # the compiled methods below, when the extension is there
 
 __all__ = ["EventLoop", "EventLoopPolicy", "SelectorEventLoop", "new_event_loop", "run"]
 

@@ -1,6 +1,6 @@
 """The interfaces fastio's layers meet at, written down as `typing.Protocol` classes.
 
-* `PollerLike`: what the loop drives, the API of fastio._core's pollers
+* `PollerLike`: what the loop drives, the API of fastio._impl.core_c's pollers
   (and of the stand-ins in fastio._pollers). `WakerLike`: its cross-thread
   wake-up.
 * `LoopLike`: the callback loop `fastio.loop.Loop` is, asyncio-shaped.

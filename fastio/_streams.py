@@ -1,7 +1,7 @@
 """TCP servers and clients for fastio.loop.Loop: accept, connect, Server.
 
 The transports themselves (the recv/send path) live in src/_loop.pyx and its
-twin fastio/_pyloop.py; this module only sets sockets up and hands them over.
+twin fastio/_impl/loop_py.py; this module only sets sockets up and hands them over.
 """
 
 import errno
@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from fastio._contracts import LoopLike
-    from fastio._pyloop import Transport
+    from fastio._impl.loop_py import Transport
 
 __all__ = ["Protocol", "Server", "start_server", "open_connection"]
 

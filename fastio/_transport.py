@@ -1,6 +1,6 @@
 """The cold half of the loop's TCP transport, shared by both twins.
 
-fastio._loop (compiled) and fastio._pyloop (pure Python) each have a
+fastio._impl.loop_c (compiled) and fastio._impl.loop_py (pure Python) each have a
 `TransportCore` with what runs per chunk: recv, send, the write buffer and
 flow control. Everything else -- starting, closing, aborting, half-closing,
 pausing reading, limits, extra info, the protocol swap -- runs a few times per

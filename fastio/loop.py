@@ -16,7 +16,7 @@ part of its per-callback cost); I/O callbacks run as soon as their event is
 seen rather than through the ready queue.
 
 The per-event dispatch, the ready queue, the timer heap and the transports
-are fastio._loop (Cython) or, without the extension, fastio._pyloop.
+are the loop pair's (fastio._impl: compiled loop_c, else the twin loop_py).
 
 Synchronous use: `create_connection()` and `Server.wait_closed()` return an
 `asyncio.Future` bound to this loop (no coroutine needed);
@@ -32,18 +32,14 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Optional, Tuple, TypeVar, Union
 
 from fastio import _pollers, _streams
+from fastio._impl import loop as _impl
 from fastio._pollers import SelectorArg
-from fastio._ext import loop as _ext_loop
-
-from fastio import _pyloop
 
 if TYPE_CHECKING:
-    # The pure-Python twin is the type source: fastio._loop has the same
-    # classes, methods and signatures (see fastio/_loop.pyi).
-    from fastio import _pyloop as _impl
-    from fastio._pyloop import LoopCore as _LoopBase
+    # The pure-Python twin is the type source (fastio._impl names it for
+    # type checkers): loop_c has the same classes, methods and signatures.
+    from fastio._impl.loop_py import LoopCore as _LoopBase
 else:
-    _impl = _ext_loop if _ext_loop is not None else _pyloop
     _LoopBase = object
 
 from fastio._log import get_logger
@@ -345,12 +341,3 @@ class Loop(_LoopAPI, _impl.LoopCore):
     #: and create_connection() makes; the pika adapter makes its own with it.
     transport_class = _impl.Transport
 
-
-class _PyLoop(_LoopAPI, _pyloop.LoopCore):
-    """Loop on the pure-Python core, whether or not the extension is built.
-
-    What Loop is under FASTIO_NO_EXTENSIONS=1; tests run it side by side
-    with the Cython one.
-    """
-
-    transport_class = _pyloop.Transport

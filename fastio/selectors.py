@@ -26,7 +26,9 @@ import selectors as _stdlib
 
 from selectors import EVENT_READ, EVENT_WRITE, BaseSelector, SelectorKey
 
-from fastio._ext import IMPLEMENTATION, core as _core
+from fastio._impl import IMPLEMENTATION, compiled
+
+_core = compiled("core")
 
 __all__ = [
     "EVENT_READ",
@@ -91,23 +93,16 @@ if _core is not None:
                 super().close()
 
 else:
-    import select as _select
+    # The twin's selectors are whole classes (see fastio._impl.core_py).
+    from fastio._impl.core_py import (EPOLLET, EPOLLEXCLUSIVE, EPOLLONESHOT, EPOLLPRI, EPOLLRDHUP,
+                                      POLLPRI, POLLRDHUP, SelectSelector)
 
-    from fastio._pyselectors import SelectSelector
-
-    EPOLLET = getattr(_select, "EPOLLET", 0)
-    EPOLLONESHOT = getattr(_select, "EPOLLONESHOT", 0)
-    EPOLLEXCLUSIVE = getattr(_select, "EPOLLEXCLUSIVE", 0)
-    EPOLLRDHUP = getattr(_select, "EPOLLRDHUP", 0)
-    EPOLLPRI = getattr(_select, "EPOLLPRI", 0)
-    POLLPRI = getattr(_select, "POLLPRI", 0)
-    POLLRDHUP = getattr(_select, "POLLRDHUP", 0)
     try:
-        from fastio._pyselectors import PollSelector
+        from fastio._impl.core_py import PollSelector
     except ImportError:
         pass
     try:
-        from fastio._pyselectors import EpollSelector
+        from fastio._impl.core_py import EpollSelector
     except ImportError:
         pass
 

@@ -18,7 +18,7 @@ byte order. The frames carry no delivery tag (the broker numbers publishes
 per channel), so encoded bytes can be written again unchanged after a
 reconnect: the Publisher keeps them for re-publication.
 
-fastio._pyamqp is the pure-Python twin; tests fuzz both against pika.
+fastio._impl.amqp_py is the pure-Python twin; tests fuzz both against pika.
 """
 
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
@@ -184,7 +184,7 @@ _BasicProperties = None
 def coerce_properties(properties):
     """Return `properties` as a `pika.BasicProperties`; a mapping is converted.
 
-    Same contract as `fastio._pyamqp.coerce_properties`, which does the
+    Same contract as `fastio._impl.amqp_py.coerce_properties`, which does the
     conversion for both twins (it is not on the per-message path of a
     BasicProperties); this one also caches the class for
     `encode_properties`' type check.
@@ -195,7 +195,7 @@ def coerce_properties(properties):
         _BasicProperties = BasicProperties
     if type(properties) is _BasicProperties:
         return properties
-    from fastio._pyamqp import coerce_properties as convert
+    from fastio._impl.amqp_py import coerce_properties as convert
     return convert(properties)
 
 
@@ -329,7 +329,7 @@ cdef enum:
 
 
 cdef class Outbox:
-    """The Publisher's queue and confirm window (fastio._pyamqp.Outbox is the twin).
+    """The Publisher's queue and confirm window (fastio._impl.amqp_py.Outbox is the twin).
 
     :param channel: channel number written into the frames.
     :param frame_max: frame_max to encode with (updated on each connect).

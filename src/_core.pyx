@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""fastio._core: the readiness core.
+"""fastio._impl.core_c: the readiness core.
 
 One poller per syscall (epoll, poll, select) over one fd table and one wait
 loop; a Waker for cross-thread wake-ups; and SelectorCore, the C half of

@@ -1,14 +1,14 @@
 # cython: language_level=3
-"""fastio._loop: the event loop's hot path.
+"""fastio._impl.loop_c: the event loop's hot path.
 
 Handles, the ready queue, the timer heap, per-event dispatch and the TCP
 transport's recv/send/flow-control path. fastio.loop builds the public Loop on
-LoopCore. fastio/_pyloop.py is the pure-Python twin: same classes, same
+LoopCore. fastio/_impl/loop_py.py is the pure-Python twin: same classes, same
 behaviour; a change here is a change there. What both transports share
 (close/abort, pause/resume reading, limits...) is written once, in
 fastio._transport.TransportMixin.
 
-Discussion: syscalls stay in fastio._core. A fastio._core poller is driven
+Discussion: syscalls stay in the core (core_c). A core_c poller is driven
 through the core's C API (src/fastio_capi.h): the loop reads the poller's
 event buffer directly, so an iteration builds no list of tuples. Any other
 poller -- a stdlib stand-in, an adapter over a selector -- goes through its
@@ -38,7 +38,7 @@ import os as _os
 import collections
 import socket
 
-from fastio import _core
+from fastio._impl import core_c as _core
 from fastio._transport import TransportMixin
 
 # The core's C API, and the poller class it serves (see LoopCore.__init__).

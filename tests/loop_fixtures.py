@@ -1,8 +1,9 @@
 """Loop fixtures (a pytest plugin loaded by conftest.py): every loop behaviour
 runs on fastio and on asyncio.
-`any_loop` is parametrized over fastio's Loop (the Cython core when built),
-fastio's pure-Python core (`_PyLoop`, what FASTIO_NO_EXTENSIONS=1 gives) and
-asyncio's default loop as the reference, behind `LoopAdapter`: the few calls
+`any_loop` is parametrized over fastio's Loop on its compiled core
+("fastio-c", skipped where it is not built), on its pure-Python core
+("fastio-py", what FASTIO_NO_EXTENSIONS=1 gives) and asyncio's default loop
+as the reference, behind `LoopAdapter`: the few calls
 whose shape differs (asyncio's coroutines vs fastio's synchronous
 create_server / future-returning create_connection) go through it, the rest
 of a test talks to `adapter.loop` directly.
@@ -13,10 +14,11 @@ import asyncio
 import pytest
 
 import fastio
-from fastio.loop import Loop, Protocol, _PyLoop
+import implementations
+from fastio.loop import Protocol
 
-LOOP_KINDS = ["fastio", "fastio-python", "asyncio"]
-FASTIO_KINDS = ["fastio", "fastio-python"]
+LOOP_KINDS = ["fastio-c", "fastio-py", "asyncio"]
+FASTIO_KINDS = ["fastio-c", "fastio-py"]
 
 
 class LoopAdapter:
@@ -24,10 +26,8 @@ class LoopAdapter:
 
     def __init__(self, kind):
         self.kind = kind
-        if kind == "fastio":
-            self.loop = Loop()
-        elif kind == "fastio-python":
-            self.loop = _PyLoop()
+        if kind in FASTIO_KINDS:
+            self.loop = implementations.loop_class(kind[len("fastio-"):])()
         elif kind == "fastio-asyncio":
             self.loop = fastio.new_event_loop()  # fastio.EventLoop
         else:
@@ -125,7 +125,3 @@ def fastio_loop(request):
     adapter = LoopAdapter(request.param)
     yield adapter
     adapter.close()
-
-
-def pytest_report_header(config):
-    return "fastio implementation: %s" % fastio.IMPLEMENTATION

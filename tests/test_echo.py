@@ -564,26 +564,29 @@ def test_client_bench_counts_wrong_replies_as_errors(plain_server):
 
 
 def test_bench_core_names_the_sizes_it_refuses():
-    if loadgen._echo_ext is None:
-        pytest.skip("fastio._echo is not built")
-    core = loadgen._core
+    # The compiled BenchCore checks the sizes it is given (the Python twin
+    # relies on bench()'s checks).
+    from fastio._impl import compiled
+
+    core, echo = compiled("core"), compiled("echo")
+    if echo is None:
+        pytest.skip("fastio._impl.echo_c is not built")
     poller = core.EpollPoller() if core.HAVE_EPOLL else core.PollPoller()
     try:
         with pytest.raises(ValueError, match=r"got size=0 pipeline=1 ring_len=4 recv_size=8$"):
-            loadgen._echo_ext.BenchCore(poller, 0, 1, b"x" * 8, b"x" * 8, 4, 8, print)
+            echo.BenchCore(poller, 0, 1, b"x" * 8, b"x" * 8, 4, 8, print)
     finally:
         poller.close()
 
 
-@pytest.fixture(params=["compiled", "python"])
-def bench_core(request, monkeypatch):
-    """Run loadgen.bench on fastio._echo.BenchCore, then on its Python twin."""
-    if request.param == "compiled":
-        if loadgen._echo_ext is None:
-            pytest.skip("fastio._echo is not built")
-    else:
-        monkeypatch.setattr(loadgen, "_echo_ext", None)
-    return request.param
+@pytest.fixture
+def bench_core(implementation, monkeypatch):
+    """Run loadgen.bench on the echo pair's compiled BenchCore, then on its Python twin."""
+    import implementations
+
+    monkeypatch.setattr(loadgen, "_core", implementations.pair(implementation, "core"))
+    monkeypatch.setattr(loadgen, "_echo_impl", implementations.pair(implementation, "echo"))
+    return implementation
 
 
 def test_bench_partial_writes_wait_for_pollout_and_verify(plain_server, bench_core):

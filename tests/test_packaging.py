@@ -100,7 +100,7 @@ def test_sdist_and_wheel_carry_the_license_and_the_console_script(tmp_path):
         assert dist_info + "/licenses/LICENSE" in names
         metadata = whl.read(dist_info + "/METADATA").decode()
         entry_points = whl.read(dist_info + "/entry_points.txt").decode()
-        assert "fastio/py.typed" in names and "fastio/_loop.pyi" in names
+        assert "fastio/py.typed" in names and "fastio/_impl/loop_c.pyi" in names
     assert "License-Expression: MIT" in metadata
     assert re.search(r"^\[console_scripts\]\nfastio = fastio\.__main__:main$", entry_points, re.M)
 

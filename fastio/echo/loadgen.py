@@ -6,14 +6,14 @@ server run with `--upper`); `bench` reports req/s, MiB/s, p50/p99 latency and
 errors.
 
 Discussion: the load generator must not be what limits the server. All
-connections run from one thread on one `fastio._core.EpollPoller` (or
-`fastio.selectors.DefaultSelector` on the pure-Python fallback), sockets are
+connections run from one thread on one poller of fastio's core (epoll where
+there is epoll; fastio._impl chooses compiled or pure-Python), sockets are
 non-blocking, payloads are precomputed, every recv lands in one preallocated
 buffer, and verification is one memcmp per recv against the expected byte
 stream. The per-event path (receive, verify, time, send the next request) is
-compiled (`fastio._echo.BenchCore`): in Python it cost more per request than
-the fastest servers it measures, so it, not they, set the req/s.
-`_PyBenchCore` is its twin for the pure-Python fallback.
+compiled (`fastio._impl.echo_c.BenchCore`): in Python it cost more per
+request than the fastest servers it measures, so it, not they, set the req/s.
+`fastio._impl.echo_py.BenchCore` is its twin for the pure-Python fallback.
 
 The stream a connection sends is a ring of `pipeline + 3` distinct payloads, so
 a reply echoed out of order, twice or from another connection's stream shows
@@ -22,15 +22,12 @@ any window of at most one ring length (the most a connection can have in
 flight) is one contiguous slice.
 """
 
-import collections
-import itertools
 import socket
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from fastio import selectors as _selectors
-from fastio._ext import core as _core
-from fastio._ext import echo as _echo_ext
+from fastio._impl import core as _core
+from fastio._impl import echo as _echo_impl
 
 __all__ = ["bench", "format_result", "format_progress", "make_ring"]
 
@@ -43,163 +40,18 @@ PROGRESS_INTERVAL = 2.0  # seconds between progress lines
 ALPHABET = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
 
 
-class _Conn:
-    """One connection's state in the pure-Python load generator."""
-
-    __slots__ = ("sock", "fd", "replied", "spos", "rpos", "partial", "sent_at", "out")
-
-    def __init__(self, sock):
-        self.sock = sock
-        self.fd = sock.fileno()
-        self.replied = False
-        self.spos = 0  # offset in the send ring of the next request
-        self.rpos = 0  # offset in the expected ring of the next reply byte
-        self.partial = 0  # bytes of the oldest outstanding reply already received
-        self.sent_at = collections.deque()  # send time of each outstanding request
-        self.out = b""  # bytes the kernel did not take yet (a partial write)
-
-
-class _PyBenchCore:
-    """The load generator's per-event path without the extension:
-    fastio._echo.BenchCore's twin (same methods, same behaviour)."""
-
-    def __init__(self, poller, size, pipeline, send_ring, expect_ring, ring_len, recv_size, drop):
-        self._poller = poller
-        self._size, self._pipeline, self._ring_len = size, pipeline, ring_len
-        self._send_mv, self._expect_mv = memoryview(send_ring), memoryview(expect_ring)
-        self._buf = bytearray(recv_size)
-        self._drop = drop
-        self._conns = {}
-        self._lat = []
-        self.done = self.cold = self.outstanding = 0
-        self.sending = True
-        self.clock = time.monotonic
-
-    def add(self, sock):
-        c = self._conns[sock.fileno()] = _Conn(sock)
-        self.cold += 1
-        self._send(c, self._pipeline, self.clock())
-
-    @property
-    def latency_count(self):
-        return len(self._lat)
-
-    def latencies(self, start, end):
-        return self._lat[start:end]
-
-    def step(self, timeout):
-        poller, conns, size, buf = self._poller, self._conns, self._size, self._buf
-        IN, OUT, READ = poller.IN, poller.OUT, poller.READ
-        events = poller.poll(timeout)
-        now = self.clock()
-        for fd, ev in events:
-            c = conns.get(fd)
-            if c is None:
-                continue
-            if ev & OUT and c.out:
-                try:
-                    n = c.sock.send(c.out)
-                except BlockingIOError:
-                    n = 0
-                except OSError as exc:
-                    self.fail(fd, "send failed: %s" % exc.strerror)
-                    continue
-                c.out = c.out[n:]
-                if not c.out:
-                    poller.modify(fd, IN)
-            if not ev & READ:
-                continue
-            try:
-                n = c.sock.recv_into(buf)
-            except (BlockingIOError, InterruptedError):
-                continue
-            except OSError as exc:
-                self.fail(fd, "recv failed: %s" % exc.strerror)
-                continue
-            if n == 0:
-                self.fail(fd, "the server closed the connection")
-                continue
-            total = len(c.sent_at) * size - c.partial
-            if n > total:
-                self.fail(fd, "received %d bytes more than were sent" % (n - total))
-                continue
-            pos = c.rpos
-            if not buf.startswith(self._expect_mv[pos:pos + n]):
-                self.fail(fd, "echoed bytes differ from what was expected "
-                              "(%d-byte recv at ring offset %d)" % (n, pos))
-                continue
-            c.rpos = (pos + n) % self._ring_len
-            k, c.partial = divmod(c.partial + n, size)
-            if k:
-                popleft = c.sent_at.popleft
-                for _ in range(k):
-                    self._lat.append(now - popleft())
-                self.outstanding -= k
-                self.done += k
-                if not c.replied:
-                    c.replied = True
-                    self.cold -= 1
-                if self.sending:
-                    self._send(c, k, now)
-        return now
-
-    def _send(self, c, k, now):
-        """Queue the next `k` requests of `c` and write them (partial writes wait for POLLOUT)."""
-        start = c.spos
-        end = start + k * self._size
-        c.spos = end % self._ring_len
-        c.sent_at.extend(itertools.repeat(now, k))
-        self.outstanding += k
-        chunk = self._send_mv[start:end]
-        if c.out:
-            c.out += chunk
-            return
-        try:
-            n = c.sock.send(chunk)
-        except BlockingIOError:
-            n = 0
-        except OSError as exc:
-            self.fail(c.fd, "send failed: %s" % exc.strerror)
-            return
-        if n < len(chunk):
-            c.out = bytes(chunk[n:])
-            self._poller.modify(c.fd, self._poller.IN | self._poller.OUT)
-
-    def fail(self, fd, why):
-        c = self._conns.pop(fd, None)
-        if c is None:
-            return
-        self.outstanding -= len(c.sent_at)
-        if not c.replied:
-            self.cold -= 1
-        self._drop(fd, why)
-
-    def cold_fds(self):
-        return [fd for fd, c in self._conns.items() if not c.replied]
-
-    def pending(self):
-        return [(fd, len(c.sent_at)) for fd, c in self._conns.items() if c.sent_at]
-
-
 class _Poller:
-    """The poller the hot loop uses, with its event bits: fastio's core, else fastio.selectors."""
+    """The poller the hot loop uses: the best of fastio's core, with its event bits."""
 
     def __init__(self):
-        if _core is not None:
-            poller = _core.EpollPoller() if _core.HAVE_EPOLL else _core.PollPoller()
-            self.name = "fastio._core.%s" % type(poller).__name__
-            self.poll, self.close = poller.poll, poller.close
-            self.IN, self.OUT = _core.POLLIN, _core.POLLOUT
-            # Errors and hang-ups are read so that recv reports them.
-            self.READ = _core.POLLIN | _core.POLLERR | _core.POLLHUP
-            self.core = poller  # what fastio._echo.BenchCore drives
+        if _core.HAVE_EPOLL:
+            poller = _core.EpollPoller()
         else:
-            poller = _selectors.DefaultSelector()
-            self.name = "fastio.selectors.%s (pure-Python fallback)" % type(poller).__name__
-            self.poll, self.close = poller.select_fds, poller.close
-            self.IN = self.READ = _selectors.EVENT_READ
-            self.OUT = _selectors.EVENT_WRITE
-            self.core = None
+            poller = _core.PollPoller() if _core.HAVE_POLL else _core.SelectPoller()
+        self.name = "%s.%s" % (type(poller).__module__, type(poller).__name__)
+        self.poll, self.close = poller.poll, poller.close
+        self.IN, self.OUT = _core.POLLIN, _core.POLLOUT
+        self.core = poller  # what the BenchCore drives
         self.register, self.modify, self.unregister = poller.register, poller.modify, poller.unregister
 
 
@@ -258,11 +110,8 @@ def bench(host: str = "127.0.0.1", port: int = 10000, connections: int = 100, si
         poller.unregister(fd)
         socks.pop(fd).close()
 
-    if _echo_ext is not None and poller.core is not None:
-        core = _echo_ext.BenchCore(poller.core, size, pipeline, send_stream, expect_stream, ring_len,
-                                   RECV_BUFFER, drop)
-    else:
-        core = _PyBenchCore(poller, size, pipeline, send_stream, expect_stream, ring_len, RECV_BUFFER, drop)
+    core = _echo_impl.BenchCore(poller.core, size, pipeline, send_stream, expect_stream, ring_len,
+                                RECV_BUFFER, drop)
     try:
         for _ in range(connections):
             sock = socket.create_connection((host, port), timeout=timeout)

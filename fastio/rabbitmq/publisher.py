@@ -5,8 +5,8 @@ Design (why it is fast and what it guarantees):
 * pika does the talking that is not hot: FastioConnection opens the
   connection, channel 1, confirm.select, and decodes the rare frames
   (basic.return, connection.blocked, close, heartbeats). The hot paths
-  are ours, compiled (fastio._amqp; on the pure-Python fallback its twin
-  fastio._pyamqp, same behaviour): `publish()` is
+  are ours, compiled (fastio._impl.amqp_c; on the pure-Python fallback its
+  twin fastio._impl.amqp_py, same behaviour): `publish()` is
   `Outbox.submit`, which encodes basic.publish + header + body frames in
   the calling thread and queues them; the loop thread writes every queued
   message with ONE transport write (`Outbox.take`); basic.ack/nack frames
@@ -64,9 +64,8 @@ import pika.connection
 import pika.exceptions
 import pika.spec
 
-from fastio import _pyamqp
+from fastio._impl import amqp as _frames
 from fastio._log import get_logger
-from fastio._ext import amqp as _amqp
 from fastio.rabbitmq import _params
 from fastio.rabbitmq._future import PublishFuture, new_future
 from fastio.rabbitmq._retry import RetryEngine, check_retry_options
@@ -88,8 +87,7 @@ Body = Union[bytes, bytearray, memoryview, str]
 
 logger = get_logger("fastio.rabbitmq")
 
-# The C hot path (fastio._amqp) or its pure-Python twin.
-_frames = _amqp if _amqp is not None else _pyamqp
+# The hot path: the amqp pair fastio._impl chose (compiled, else the twin).
 split_confirms = _frames.split_confirms
 Outbox = _frames.Outbox
 

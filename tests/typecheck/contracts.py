@@ -6,7 +6,8 @@ for mypy the day an implementation drifts from its Protocol.
 
 from typing import List
 
-from fastio import _core, _pollers
+from fastio import _pollers
+from fastio._impl import core_c as _core
 from fastio._contracts import IOLoopLike, LoopLike, PollerLike, WakerLike
 from fastio.loop import Loop
 

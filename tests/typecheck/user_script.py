@@ -88,10 +88,10 @@ flag_bits: int = selectors.EPOLLET | selectors.EPOLLEXCLUSIVE | selectors.EPOLLP
 sel_impl: str = selectors.IMPLEMENTATION
 
 
-# --- fastio._core: the pollers ------------------------------------------------------
+# --- fastio._impl.core_c: the pollers ------------------------------------------------------
 
 if fastio.IMPLEMENTATION == "cython":
-    from fastio._core import EpollPoller, PollPoller, SelectPoller, Waker
+    from fastio._impl.core_c import EpollPoller, PollPoller, SelectPoller, Waker
 
     with EpollPoller() as epoller, Waker() as waker:
         epoller.register(waker, 0x001)

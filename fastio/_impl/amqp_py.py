@@ -1,4 +1,4 @@
-"""Pure-Python twin of fastio._amqp: basic.publish frame encoding.
+"""Pure-Python twin of fastio._impl.amqp_c: basic.publish frame encoding.
 
 Same function, same bytes; used when the extension is not built
 (FASTIO_NO_EXTENSIONS=1). See src/_amqp.pyx for the frame layout.
@@ -35,7 +35,7 @@ def encode_publish(channel, frame_max, exchange, routing_key, body,
                    properties=EMPTY_PROPERTIES, mandatory=False):
     """Return the frames of one basic.publish as one bytes object.
 
-    Same contract as `fastio._amqp.encode_publish`.
+    Same contract as `fastio._impl.amqp_c.encode_publish`.
     """
     ex = _shortstr(exchange)
     rk = _shortstr(routing_key)
@@ -70,7 +70,7 @@ PROPERTY_NAMES = frozenset((
 def coerce_properties(properties):
     """Return `properties` as a `pika.BasicProperties`; a mapping is converted.
 
-    The one conversion for both twins: `fastio._amqp.coerce_properties`
+    The one conversion for both twins: `fastio._impl.amqp_c.coerce_properties`
     hands it what is not a BasicProperties already.
 
     :raises TypeError: neither a BasicProperties nor a mapping, or a
@@ -94,7 +94,7 @@ def coerce_properties(properties):
 def encode_properties(properties):
     """Return pika's encoding of a `pika.BasicProperties`, flags word first.
 
-    Same contract as `fastio._amqp.encode_properties`; here pika does it.
+    Same contract as `fastio._impl.amqp_c.encode_properties`; here pika does it.
     """
     return b"".join(coerce_properties(properties).encode())
 
@@ -105,7 +105,7 @@ _CONFIRM = struct.Struct(">BHIHHQB")
 def split_confirms(data, channel):
     """Take basic.ack/nack frames on `channel` out of `data`, keep the order.
 
-    Same contract as `fastio._amqp.split_confirms`.
+    Same contract as `fastio._impl.amqp_c.split_confirms`.
     """
     data = bytes(data)
     off = run_start = 0
@@ -133,7 +133,7 @@ _MIN_FRAME_MAX = 4096
 
 
 class Outbox:
-    """The Publisher's queue and confirm window; see fastio._amqp.Outbox."""
+    """The Publisher's queue and confirm window; see fastio._impl.amqp_c.Outbox."""
 
     def __init__(self, channel, frame_max, max_in_flight, new_future, wake,
                  wait_for_room, returnable, returned):

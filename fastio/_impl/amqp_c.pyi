@@ -1,4 +1,4 @@
-"""Type stubs for fastio._amqp (basic.publish frames, confirms, the Publisher's outbox)."""
+"""Type stubs for fastio._impl.amqp_c (basic.publish frames, confirms, the Publisher's outbox)."""
 
 from typing import Any, Callable, Deque, Dict, FrozenSet, List, Optional, Tuple, Union
 

@@ -1,4 +1,4 @@
-"""Type stubs for the compiled readiness core, fastio._core."""
+"""Type stubs for the compiled readiness core, fastio._impl.core_c."""
 
 import selectors
 from typing import Any, Dict, List, Mapping, Optional, Protocol, Tuple, Union
