@@ -71,13 +71,19 @@ if _c is not None:
 
     class _SelectorSocketTransport(_AsyncioSocketTransport):
         # asyncio's TCP / Unix-socket transport; the per-event methods are
-        # compiled twins of asyncio's, the rest is inherited unchanged.
+        # compiled twins of asyncio's, the rest is inherited unchanged. What
+        # those read per event lives in slots, which they read directly.
+        __slots__ = ("_sock", "_protocol", "_conn_lost", "_buffer", "_eof", "_empty_waiter",
+                     "_read_ready_cb")
+
         _read_ready = _as_method(_c.aio_read_ready, _AsyncioSocketTransport, "_read_ready")
         _read_ready__data_received = _as_method(
             _c.aio_read_ready__data_received, _AsyncioSocketTransport, "_read_ready__data_received")
         _read_ready__get_buffer = _as_method(
             _c.aio_read_ready__get_buffer, _AsyncioSocketTransport, "_read_ready__get_buffer")
         write = _as_method(_c.aio_write, _AsyncioSocketTransport, "write")
+
+    _c.aio_transport_class(_SelectorSocketTransport)
 
     # Newer asyncio checks the fd has no live transport first (a bugfix
     # release may have it too): do what this interpreter's asyncio does.
