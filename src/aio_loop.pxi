@@ -13,12 +13,25 @@
 # fastio._loop is imported by `import fastio`, which must not import
 # asyncio: aio_setup() hands over asyncio's pieces when fastio._aio loads.
 
+from cpython.dict cimport PyDict_GetItem
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
+
 cdef object _aio_base_run_once = None
 cdef object _aio_heappop = None
 cdef object _aio_heapify = None
 cdef object _aio_max_select_timeout = None
 cdef Py_ssize_t _aio_min_scheduled = 100
 cdef object _aio_min_cancelled_fraction = None
+# fastio._core.SelectorCore.select and the stdlib's SelectorKey: an
+# iteration over a selector whose select() is that one reads its poller's
+# events through the core's C API instead (see _aio_core_poller).
+cdef object _aio_core_select = None
+cdef object _aio_SelectorKey = None
+# One event buffer lent to one iteration at a time; a second loop running
+# in another thread meanwhile (the wait releases the GIL) gets its own.
+cdef fastio_event *_aio_evbuf = NULL
+cdef Py_ssize_t _aio_evcap = 0
+cdef bint _aio_evbusy = False
 
 
 def aio_setup(base_events, selector_events, events, callback_error):
@@ -36,6 +49,10 @@ def aio_setup(base_events, selector_events, events, callback_error):
     _aio_max_select_timeout = base_events.MAXIMUM_SELECT_TIMEOUT
     _aio_min_scheduled = base_events._MIN_SCHEDULED_TIMER_HANDLES
     _aio_min_cancelled_fraction = base_events._MIN_CANCELLED_TIMER_HANDLES_FRACTION
+    global _aio_core_select, _aio_SelectorKey
+    import selectors
+    _aio_core_select = _core.SelectorCore.select
+    _aio_SelectorKey = selectors.SelectorKey
     _aio_transport_setup(base_events, selector_events)
     _aio_handles_setup(base_events, events, callback_error)
 
@@ -44,7 +61,7 @@ def aio_run_once(self):
     """Run one full iteration of the event loop; same steps as asyncio's."""
     cdef list scheduled, new_scheduled
     cdef Py_ssize_t sched_count, ntodo, i
-    cdef object handle, timeout, ready, event_list, end_time
+    cdef object handle, timeout, ready, event_list, end_time, selector, poller
 
     if self._debug:
         return _aio_base_run_once(self)
@@ -82,7 +99,12 @@ def aio_run_once(self):
     else:
         timeout = None
 
-    event_list = self._selector.select(timeout)
+    selector = self._selector
+    poller = _aio_core_poller(self, selector)
+    if poller is not None:
+        return _aio_run_direct(self, selector, poller, timeout, scheduled, ready)
+
+    event_list = selector.select(timeout)
     self._process_events(event_list)
     event_list = None
 
@@ -103,6 +125,146 @@ def aio_run_once(self):
         handle = popleft()
         _aio_run_handle(handle)
     handle = None
+
+
+cdef object _aio_core_poller(object loop, object selector):
+    """Return the core poller `selector.select()` would wait on, or None.
+
+    None unless select() is fastio._core.SelectorCore's own (not replaced on
+    the class or the instance), the selector is open, and `_process_events`
+    is this module's: then reading the poller's events through the C API and
+    doing what _process_events does with them is what asyncio would do.
+    """
+    if getattr(type(selector), "select", None) is not _aio_core_select:
+        return None
+    if getattr(type(loop), "_process_events", None) is not aio_process_events:
+        return None
+    d = getattr(selector, "__dict__", None)
+    if d and "select" in d:
+        return None
+    d = getattr(loop, "__dict__", None)
+    if d and "_process_events" in d:
+        return None
+    if selector._map is None:
+        return None
+    poller = selector._selector
+    return poller if isinstance(poller, _CorePoller) else None
+
+
+cdef object _aio_run_direct(object self, object selector, object poller, object timeout,
+                            list scheduled, object ready):
+    """The rest of aio_run_once over a core poller: same order, no queueing of I/O.
+
+    asyncio queues the I/O callbacks behind what is already ready and the
+    due timers behind those, then runs that many. Here the I/O handles and
+    the timers are taken in the same order into lists and run from there
+    after the handles that were ready when the wait returned; callbacks any
+    of them schedules land behind, in the deque, for the next iteration --
+    the same order. What is taken is decided when asyncio decides it: a
+    reader found cancelled right after the wait is removed then, and each
+    handle is checked for cancellation again when its turn comes.
+    """
+    global _aio_evbuf, _aio_evcap, _aio_evbusy
+    cdef fastio_event *evs = NULL
+    cdef Py_ssize_t cap = 0, n, i, n0, nio, ndue, j = 0, k = 0, done = 0
+    cdef bint shared = False
+    cdef unsigned int revents
+    cdef int sev
+    cdef long m
+    cdef list io = [], due = []
+    cdef dict fd_to_key
+    cdef PyObject *keyp
+    cdef double t = -1.0 if timeout is None else timeout
+
+    if not _aio_evbusy:
+        _aio_evbusy = shared = True
+        evs, cap = _aio_evbuf, _aio_evcap
+    try:
+        try:
+            n = _core_api.wait_into(poller, t, &evs, &cap)
+        finally:
+            if shared:
+                _aio_evbuf, _aio_evcap = evs, cap
+        # Callbacks queued by other threads during the wait are ahead of the
+        # I/O ones, as in asyncio.
+        n0 = len(ready)
+        # BaseSelectorEventLoop._process_events over what select() returns.
+        fd_to_key = selector._fd_to_key
+        for i in range(n):
+            revents = evs[i].events
+            # selector_events() of fastio._core: a hang-up or error wakes both.
+            sev = ((2 if revents & ~POLLIN else 0) | (1 if revents & ~POLLOUT else 0))
+            keyp = PyDict_GetItem(fd_to_key, evs[i].fd)
+            if keyp == NULL:
+                continue
+            key = <object>keyp
+            if type(key) is _aio_SelectorKey:
+                mask = sev & <object>PyTuple_GET_ITEM(key, 2)
+                fileobj = <object>PyTuple_GET_ITEM(key, 0)
+                reader, writer = <object>PyTuple_GET_ITEM(key, 3)
+            elif isinstance(key, tuple) and PyTuple_GET_SIZE(key) == 4:
+                mask = sev & <object>PyTuple_GET_ITEM(key, 2)
+                fileobj = key.fileobj
+                reader, writer = key.data
+            else:
+                continue
+            if type(mask) is int:
+                m = mask
+            else:
+                m = (1 if mask & 1 else 0) | (2 if mask & 2 else 0)
+            if m & 1 and reader is not None:  # selectors.EVENT_READ
+                if reader._cancelled:
+                    self._remove_reader(fileobj)
+                else:
+                    io.append(reader)
+            if m & 2 and writer is not None:  # selectors.EVENT_WRITE
+                if writer._cancelled:
+                    self._remove_writer(fileobj)
+                else:
+                    io.append(writer)
+    finally:
+        if shared:
+            _aio_evbusy = False
+        else:
+            PyMem_Free(evs)
+    key = fileobj = reader = writer = None
+
+    # Timers due within the clock's resolution, taken as asyncio takes them.
+    end_time = self.time() + self._clock_resolution
+    while scheduled:
+        handle = <object>PyList_GET_ITEM(scheduled, 0)
+        if handle._when >= end_time:
+            break
+        handle = _aio_heappop(scheduled)
+        handle._scheduled = False
+        due.append(handle)
+
+    nio = len(io)
+    ndue = len(due)
+    popleft = ready.popleft
+    try:
+        while done < n0:
+            handle = popleft()
+            done += 1
+            _aio_run_handle(handle)
+        while j < nio:
+            handle = <object>PyList_GET_ITEM(io, j)
+            j += 1
+            _aio_run_handle(handle)
+        while k < ndue:
+            handle = <object>PyList_GET_ITEM(due, k)
+            k += 1
+            _aio_run_handle(handle)
+    except BaseException:
+        # KeyboardInterrupt/SystemExit leave run_forever(): what this
+        # iteration has not run stays at the head of the queue, in order,
+        # as in asyncio's deque.
+        rest = [popleft() for i in range(n0 - done)]
+        rest.extend(io[j:])
+        rest.extend(due[k:])
+        rest.reverse()
+        ready.extendleft(rest)
+        raise
 
 
 def aio_process_events(self, event_list):
