@@ -82,6 +82,7 @@ if _c is not None:
         _read_ready__get_buffer = _as_method(
             _c.aio_read_ready__get_buffer, _AsyncioSocketTransport, "_read_ready__get_buffer")
         write = _as_method(_c.aio_write, _AsyncioSocketTransport, "write")
+        is_closing = _as_method(_c.aio_is_closing, _AsyncioSocketTransport, "is_closing")
 
     _c.aio_transport_class(_SelectorSocketTransport)
 
@@ -104,6 +105,9 @@ if _c is not None:
         _call_soon = _as_method(_c.aio_private_call_soon, base_events.BaseEventLoop, "_call_soon")
         call_at = _as_method(_c.aio_call_at, base_events.BaseEventLoop, "call_at")
         call_later = _as_method(_c.aio_call_later, base_events.BaseEventLoop, "call_later")
+        create_future = _as_method(_c.aio_create_future, base_events.BaseEventLoop, "create_future")
+        get_debug = _as_method(_c.aio_get_debug, base_events.BaseEventLoop, "get_debug")
+        time = _as_method(_c.aio_time, base_events.BaseEventLoop, "time")
 
         def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
             if _CHECKS_FD:

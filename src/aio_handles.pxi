@@ -32,6 +32,8 @@ cdef object _aio_base_call_at = None
 cdef object _aio_base_call_later = None
 cdef object _aio_heappush = None
 cdef object _aio_callback_error = None
+cdef object _aio_futures = None
+cdef object _aio_base_events = None
 cdef Py_ssize_t _OFF_CALLBACK, _OFF_ARGS, _OFF_CANCELLED, _OFF_LOOP
 cdef Py_ssize_t _OFF_SOURCE_TB, _OFF_REPR, _OFF_CONTEXT, _OFF_WHEN, _OFF_SCHEDULED
 
@@ -67,6 +69,10 @@ cdef _aio_handles_setup(base_events, events, callback_error):
     _aio_base_call_soon = base_events.BaseEventLoop.call_soon
     _aio_base_private_call_soon = base_events.BaseEventLoop._call_soon
     _aio_callback_error = callback_error
+    global _aio_futures, _aio_base_events
+    from asyncio import futures
+    _aio_futures = futures
+    _aio_base_events = base_events
 
 
 cdef inline PyObject *_slot(object obj, Py_ssize_t off) noexcept:
@@ -189,3 +195,22 @@ cdef inline int _aio_run_handle(object handle) except -1:
     except BaseException as exc:
         _aio_callback_error(handle, exc)
     return 0
+
+
+# Loop methods asyncio code calls per request (a future per read awaited, the
+# debug flag read by every Future made, the clock): the same one-line bodies
+# as asyncio's, without a Python frame.
+
+def aio_create_future(self):
+    """Same contract as asyncio's BaseEventLoop.create_future."""
+    return _aio_futures.Future(loop=self)
+
+
+def aio_get_debug(self):
+    """Same contract as asyncio's BaseEventLoop.get_debug."""
+    return self._debug
+
+
+def aio_time(self):
+    """Same contract as asyncio's BaseEventLoop.time: the module's time.monotonic()."""
+    return _aio_base_events.time.monotonic()

@@ -151,6 +151,16 @@ cdef object _aio_core_poller(object loop, object selector):
     return poller if isinstance(poller, _CorePoller) else None
 
 
+cdef inline bint _aio_cancelled(object handle) except -1:
+    # handle._cancelled, read from the slot of asyncio's own Handle.
+    cdef PyObject *p
+    if type(handle) is _aio_Handle:
+        p = _slot(handle, _OFF_CANCELLED)
+        if p != NULL:
+            return bool(<object>p)
+    return bool(handle._cancelled)
+
+
 cdef object _aio_run_direct(object self, object selector, object poller, object timeout,
                             list scheduled, object ready):
     """The rest of aio_run_once over a core poller: same order, no queueing of I/O.
@@ -213,12 +223,12 @@ cdef object _aio_run_direct(object self, object selector, object poller, object 
             else:
                 m = (1 if mask & 1 else 0) | (2 if mask & 2 else 0)
             if m & 1 and reader is not None:  # selectors.EVENT_READ
-                if reader._cancelled:
+                if _aio_cancelled(reader):
                     self._remove_reader(fileobj)
                 else:
                     io.append(reader)
             if m & 2 and writer is not None:  # selectors.EVENT_WRITE
-                if writer._cancelled:
+                if _aio_cancelled(writer):
                     self._remove_writer(fileobj)
                 else:
                     io.append(writer)

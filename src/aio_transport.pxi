@@ -103,6 +103,10 @@ cdef inline object _tget(object self, bint fast, Py_ssize_t off, str name):
         p = _slot(self, off)
         if p != NULL:
             return <object>p
+    return _tget_slow(self, name)
+
+
+cdef object _tget_slow(object self, str name):
     return getattr(self, name)
 
 
@@ -319,3 +323,8 @@ def aio_write(self, data):
     else:
         buffer.extend(data)
     self._maybe_pause_protocol()
+
+
+def aio_is_closing(self):
+    """Same contract as asyncio's socket transport is_closing()."""
+    return self._closing
