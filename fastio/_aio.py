@@ -105,6 +105,9 @@ if _c is not None:
         _call_soon = _as_method(_c.aio_private_call_soon, base_events.BaseEventLoop, "_call_soon")
         call_at = _as_method(_c.aio_call_at, base_events.BaseEventLoop, "call_at")
         call_later = _as_method(_c.aio_call_later, base_events.BaseEventLoop, "call_later")
+        _timer_handle_cancelled = _as_method(
+            _c.aio_timer_handle_cancelled, base_events.BaseEventLoop, "_timer_handle_cancelled")
+        create_task = _as_method(_c.aio_create_task, base_events.BaseEventLoop, "create_task")
         create_future = _as_method(_c.aio_create_future, base_events.BaseEventLoop, "create_future")
         get_debug = _as_method(_c.aio_get_debug, base_events.BaseEventLoop, "get_debug")
         time = _as_method(_c.aio_time, base_events.BaseEventLoop, "time")

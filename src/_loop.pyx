@@ -1065,4 +1065,5 @@ _C_API = PyCapsule_New(&_capi, FASTIO_LOOP_CAPI, NULL)
 
 include "aio_transport.pxi"
 include "aio_handles.pxi"
+include "aio_heap.pxi"
 include "aio_loop.pxi"

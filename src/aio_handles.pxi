@@ -33,6 +33,9 @@ cdef object _aio_base_call_later = None
 cdef object _aio_heappush = None
 cdef object _aio_callback_error = None
 cdef object _aio_futures = None
+cdef object _aio_tasks = None
+cdef object _aio_base_create_task = None
+cdef object _aio_base_check_closed = None
 cdef object _aio_base_events = None
 cdef Py_ssize_t _OFF_CALLBACK, _OFF_ARGS, _OFF_CANCELLED, _OFF_LOOP
 cdef Py_ssize_t _OFF_SOURCE_TB, _OFF_REPR, _OFF_CONTEXT, _OFF_WHEN, _OFF_SCHEDULED
@@ -70,8 +73,12 @@ cdef _aio_handles_setup(base_events, events, callback_error):
     _aio_base_private_call_soon = base_events.BaseEventLoop._call_soon
     _aio_callback_error = callback_error
     global _aio_futures, _aio_base_events
-    from asyncio import futures
+    global _aio_tasks, _aio_base_create_task, _aio_base_check_closed
+    from asyncio import futures, tasks
     _aio_futures = futures
+    _aio_tasks = tasks
+    _aio_base_create_task = base_events.BaseEventLoop.create_task
+    _aio_base_check_closed = base_events.BaseEventLoop._check_closed
     _aio_base_events = base_events
 
 
@@ -141,7 +148,11 @@ cdef object _aio_new_timer(object loop, object when, object callback, tuple args
     timer = _aio_new_handle(callback, args, loop, context, _aio_TimerHandle)
     _slot_set(timer, _OFF_WHEN, when)
     _slot_set(timer, _OFF_SCHEDULED, False)
-    _aio_heappush(loop._scheduled, timer)
+    scheduled = loop._scheduled
+    if type(scheduled) is list:
+        _aio_heap_push(<list>scheduled, timer)
+    else:
+        _aio_heappush(scheduled, timer)
     _slot_set(timer, _OFF_SCHEDULED, True)
     return timer
 
@@ -214,3 +225,24 @@ def aio_get_debug(self):
 def aio_time(self):
     """Same contract as asyncio's BaseEventLoop.time: the module's time.monotonic()."""
     return _aio_base_events.time.monotonic()
+
+
+def aio_create_task(self, coro, **kwargs):
+    """Same contract as asyncio's BaseEventLoop.create_task.
+
+    Without a name, a context, a task factory or debug mode every version's
+    create_task() is `_check_closed()` then `tasks.Task(coro, loop=self)`;
+    anything else is asyncio's own code.
+    """
+    if (kwargs or self._task_factory is not None or self._debug
+            or type(self)._check_closed is not _aio_base_check_closed):
+        return _aio_base_create_task(self, coro, **kwargs)
+    if self._closed:
+        raise RuntimeError('Event loop is closed')
+    return _aio_tasks.Task(coro, loop=self)
+
+
+def aio_timer_handle_cancelled(self, handle):
+    """Same contract as asyncio's BaseEventLoop._timer_handle_cancelled."""
+    if handle._scheduled:
+        self._timer_cancelled_count += 1

@@ -84,7 +84,7 @@ def aio_run_once(self):
         # Cancelled timers at the head of the heap go now.
         while scheduled and (<object>PyList_GET_ITEM(scheduled, 0))._cancelled:
             self._timer_cancelled_count -= 1
-            handle = _aio_heappop(scheduled)
+            handle = _aio_heap_pop(scheduled)
             handle._scheduled = False
 
     ready = self._ready
@@ -114,7 +114,7 @@ def aio_run_once(self):
         handle = <object>PyList_GET_ITEM(scheduled, 0)
         if handle._when >= end_time:
             break
-        handle = _aio_heappop(scheduled)
+        handle = _aio_heap_pop(scheduled)
         handle._scheduled = False
         ready.append(handle)
 
@@ -245,7 +245,7 @@ cdef object _aio_run_direct(object self, object selector, object poller, object 
         handle = <object>PyList_GET_ITEM(scheduled, 0)
         if handle._when >= end_time:
             break
-        handle = _aio_heappop(scheduled)
+        handle = _aio_heap_pop(scheduled)
         handle._scheduled = False
         due.append(handle)
 

@@ -270,3 +270,40 @@ def test_transport_closed_by_a_ready_callback_gets_no_data(sel_loop):
 
     sel_loop.run_until_complete(asyncio.wait_for(main(), 30))
     assert events == ["made", ("lost", None)]
+
+
+def _timer_order(loop, cancelled):
+    import random
+
+    rnd = random.Random(7)
+    base = int(loop.time()) - 100
+    seen = []
+    handles = []
+    for i in range(300):
+        # Many equal deadlines: their order is the heap's, so it must be
+        # heapq's; int and float deadlines mixed.
+        when = base + rnd.randrange(20) + (0.5 if i % 3 else 0)
+        handles.append(loop.call_at(when, seen.append, i))
+    for i, h in enumerate(handles):
+        if cancelled(i):
+            h.cancel()
+    scheduled = list(loop._scheduled)
+    loop.call_later(0.05, loop.stop)
+    loop.run_forever()
+    return seen, [handles.index(h) for h in scheduled]
+
+
+# A few cancelled timers are popped one by one; over half of them makes the
+# loop rebuild the heap.
+@pytest.mark.parametrize("cancelled", [lambda i: i % 7 == 0, lambda i: i % 3 != 0], ids=["few", "most"])
+def test_timers_fire_in_heapq_order(cancelled):
+    results = []
+    for kind in ("asyncio", "fastio", "fastio-pyselect"):
+        loop = _loop(kind)
+        try:
+            results.append(_timer_order(loop, cancelled))
+        finally:
+            close_loop(loop)
+    assert results[0] == results[1] == results[2]
+    fired, _ = results[0]
+    assert sorted(fired) == [i for i in range(300) if not cancelled(i)]
