@@ -98,6 +98,11 @@ if _c is not None:
         for what runs compiled.
         """
 
+        # What the compiled methods read every iteration and every
+        # call_soon(), kept in slots they read directly.
+        __slots__ = ("_ready", "_scheduled", "_stopping", "_debug", "_selector", "_closed",
+                     "_clock_resolution")
+
         _run_once = _as_method(_c.aio_run_once, base_events.BaseEventLoop, "_run_once")
         _process_events = _as_method(
             _c.aio_process_events, selector_events.BaseSelectorEventLoop, "_process_events")
@@ -116,6 +121,8 @@ if _c is not None:
             if _CHECKS_FD:
                 self._ensure_fd_no_transport(sock)
             return _SelectorSocketTransport(self, sock, protocol, waiter, extra, server)
+
+    _c.aio_loop_class(EventLoop)
 
 else:
     EventLoop = SelectorEventLoop  # type: ignore[misc, assignment]

@@ -1063,6 +1063,7 @@ _C_API = PyCapsule_New(&_capi, FASTIO_LOOP_CAPI, NULL)
 
 # ----------------------------------------------------------- asyncio's face
 
+include "aio_state.pxi"
 include "aio_transport.pxi"
 include "aio_handles.pxi"
 include "aio_heap.pxi"

@@ -115,12 +115,13 @@ cdef object _aio_new_handle(object callback, tuple args, object loop, object con
 
 def aio_call_soon(self, callback, *args, context=None):
     """Same contract as asyncio's BaseEventLoop.call_soon."""
-    if self._closed:
+    cdef bint fast = _aio_fast_loop(self)
+    if _tget(self, fast, _LOFF_CLOSED, "_closed"):
         raise RuntimeError('Event loop is closed')
-    if self._debug:
+    if _tget(self, fast, _LOFF_DEBUG, "_debug"):
         return _aio_base_call_soon(self, callback, *args, context=context)
     handle = _aio_new_handle(callback, args, self, context, _aio_Handle)
-    self._ready.append(handle)
+    _tget(self, fast, _LOFF_READY, "_ready").append(handle)
     return handle
 
 
@@ -159,10 +160,11 @@ cdef object _aio_new_timer(object loop, object when, object callback, tuple args
 
 def aio_private_call_soon(self, callback, args, context):
     """Same contract as asyncio's BaseEventLoop._call_soon."""
-    if self._debug:
+    cdef bint fast = _aio_fast_loop(self)
+    if _tget(self, fast, _LOFF_DEBUG, "_debug"):
         return _aio_base_private_call_soon(self, callback, args, context)
     handle = _aio_new_handle(callback, args, self, context, _aio_Handle)
-    self._ready.append(handle)
+    _tget(self, fast, _LOFF_READY, "_ready").append(handle)
     return handle
 
 

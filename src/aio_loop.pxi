@@ -62,11 +62,12 @@ def aio_run_once(self):
     cdef list scheduled, new_scheduled
     cdef Py_ssize_t sched_count, ntodo, i
     cdef object handle, timeout, ready, event_list, end_time, selector, poller
+    cdef bint fast = _aio_fast_loop(self)
 
-    if self._debug:
+    if _tget(self, fast, _LOFF_DEBUG, "_debug"):
         return _aio_base_run_once(self)
 
-    scheduled = self._scheduled
+    scheduled = _tget(self, fast, _LOFF_SCHEDULED, "_scheduled")
     sched_count = len(scheduled)
     if (sched_count > _aio_min_scheduled and
             self._timer_cancelled_count / sched_count > _aio_min_cancelled_fraction):
@@ -87,11 +88,11 @@ def aio_run_once(self):
             handle = _aio_heap_pop(scheduled)
             handle._scheduled = False
 
-    ready = self._ready
-    if ready or self._stopping:
+    ready = _tget(self, fast, _LOFF_READY, "_ready")
+    if ready or _tget(self, fast, _LOFF_STOPPING, "_stopping"):
         timeout = 0
     elif scheduled:
-        timeout = (<object>PyList_GET_ITEM(scheduled, 0))._when - self.time()
+        timeout = (<object>PyList_GET_ITEM(scheduled, 0))._when - _aio_loop_time(self)
         if timeout > _aio_max_select_timeout:
             timeout = _aio_max_select_timeout
         elif timeout < 0:
@@ -99,10 +100,10 @@ def aio_run_once(self):
     else:
         timeout = None
 
-    selector = self._selector
+    selector = _tget(self, fast, _LOFF_SELECTOR, "_selector")
     poller = _aio_core_poller(self, selector)
     if poller is not None:
-        return _aio_run_direct(self, selector, poller, timeout, scheduled, ready)
+        return _aio_run_direct(self, fast, selector, poller, timeout, scheduled, ready)
 
     event_list = selector.select(timeout)
     self._process_events(event_list)
@@ -135,15 +136,9 @@ cdef object _aio_core_poller(object loop, object selector):
     is this module's: then reading the poller's events through the C API and
     doing what _process_events does with them is what asyncio would do.
     """
-    if getattr(type(selector), "select", None) is not _aio_core_select:
+    if not _aio_own_method(selector, "select", _aio_core_select):
         return None
-    if getattr(type(loop), "_process_events", None) is not aio_process_events:
-        return None
-    d = getattr(selector, "__dict__", None)
-    if d and "select" in d:
-        return None
-    d = getattr(loop, "__dict__", None)
-    if d and "_process_events" in d:
+    if not _aio_own_method(loop, "_process_events", aio_process_events):
         return None
     if selector._map is None:
         return None
@@ -161,7 +156,7 @@ cdef inline bint _aio_cancelled(object handle) except -1:
     return bool(handle._cancelled)
 
 
-cdef object _aio_run_direct(object self, object selector, object poller, object timeout,
+cdef object _aio_run_direct(object self, bint fast, object selector, object poller, object timeout,
                             list scheduled, object ready):
     """The rest of aio_run_once over a core poller: same order, no queueing of I/O.
 
@@ -240,7 +235,7 @@ cdef object _aio_run_direct(object self, object selector, object poller, object 
     key = fileobj = reader = writer = None
 
     # Timers due within the clock's resolution, taken as asyncio takes them.
-    end_time = self.time() + self._clock_resolution
+    end_time = _aio_loop_time(self) + _tget(self, fast, _LOFF_CLOCK_RES, "_clock_resolution")
     while scheduled:
         handle = <object>PyList_GET_ITEM(scheduled, 0)
         if handle._when >= end_time:

@@ -28,13 +28,19 @@ class PySelectSelector(DefaultSelector):
         return super().select(timeout)
 
 
+class SubclassLoop(fastio.EventLoop):
+    """A user's subclass of fastio's loop."""
+
+
 def _loop(kind):
     if kind == "fastio-pyselect":
         return fastio.EventLoop(PySelectSelector())
+    if kind == "fastio-subclass":
+        return SubclassLoop()
     return make_loop(kind)
 
 
-@pytest.fixture(params=["fastio", "fastio-pyselect", "asyncio"])
+@pytest.fixture(params=["fastio", "fastio-pyselect", "fastio-subclass", "asyncio"])
 def sel_loop(request):
     """fastio's loop on both paths and stock asyncio: asyncio's exact order."""
     loop = _loop(request.param)
@@ -270,6 +276,16 @@ def test_transport_closed_by_a_ready_callback_gets_no_data(sel_loop):
 
     sel_loop.run_until_complete(asyncio.wait_for(main(), 30))
     assert events == ["made", ("lost", None)]
+
+
+def test_time_replaced_on_the_instance_is_the_iteration_clock(sel_loop):
+    seen = []
+    now = sel_loop.time()
+    sel_loop.call_at(now + 3600, seen.append, "timer")
+    sel_loop.time = lambda: now + 7200
+    sel_loop.call_soon(sel_loop.stop)
+    sel_loop.run_forever()
+    assert seen == ["timer"]
 
 
 def _timer_order(loop, cancelled):
