@@ -176,7 +176,7 @@ cdef object _aio_run_direct(object self, bint fast, object selector, object poll
     cdef unsigned int revents
     cdef int sev
     cdef long m
-    cdef list io = [], due = []
+    cdef list io = None, due = None
     cdef dict fd_to_key
     cdef PyObject *keyp
     cdef double t = -1.0 if timeout is None else timeout
@@ -220,11 +220,15 @@ cdef object _aio_run_direct(object self, bint fast, object selector, object poll
             if m & 1 and reader is not None:  # selectors.EVENT_READ
                 if _aio_cancelled(reader):
                     self._remove_reader(fileobj)
+                elif io is None:
+                    io = [reader]
                 else:
                     io.append(reader)
             if m & 2 and writer is not None:  # selectors.EVENT_WRITE
                 if _aio_cancelled(writer):
                     self._remove_writer(fileobj)
+                elif io is None:
+                    io = [writer]
                 else:
                     io.append(writer)
     finally:
@@ -242,14 +246,16 @@ cdef object _aio_run_direct(object self, bint fast, object selector, object poll
             break
         handle = _aio_heap_pop(scheduled)
         handle._scheduled = False
-        due.append(handle)
+        if due is None:
+            due = [handle]
+        else:
+            due.append(handle)
 
-    nio = len(io)
-    ndue = len(due)
-    popleft = ready.popleft
+    nio = 0 if io is None else len(io)
+    ndue = 0 if due is None else len(due)
     try:
         while done < n0:
-            handle = popleft()
+            handle = ready.popleft()
             done += 1
             _aio_run_handle(handle)
         while j < nio:
@@ -264,9 +270,11 @@ cdef object _aio_run_direct(object self, bint fast, object selector, object poll
         # KeyboardInterrupt/SystemExit leave run_forever(): what this
         # iteration has not run stays at the head of the queue, in order,
         # as in asyncio's deque.
-        rest = [popleft() for i in range(n0 - done)]
-        rest.extend(io[j:])
-        rest.extend(due[k:])
+        rest = [ready.popleft() for i in range(n0 - done)]
+        if io is not None:
+            rest.extend(io[j:])
+        if due is not None:
+            rest.extend(due[k:])
         rest.reverse()
         ready.extendleft(rest)
         raise
