@@ -95,19 +95,39 @@ def aio_transport_class(type cls):
     _aio_transport_cls = cls
 
 
-cdef inline object _tget(object self, bint fast, Py_ssize_t off, str name):
-    # self.<name>: straight from its slot on fastio's own transport (an
-    # unset slot still raises AttributeError, through getattr).
+cdef extern from *:
+    """
+    /* obj.<name>: straight from its slot at `off` when `fast` (obj is of a
+     * class whose slot that is); an unset slot, or not `fast`, goes
+     * through getattr (AttributeError as usual). */
+    static CYTHON_INLINE PyObject *fastio_slot_get(PyObject *obj, int fast, Py_ssize_t off,
+                                                   PyObject *name) {
+        if (fast) {
+            PyObject *v = *(PyObject **)((char *)obj + off);
+            if (v != NULL) {
+                Py_INCREF(v);
+                return v;
+            }
+        }
+        return PyObject_GetAttr(obj, name);
+    }
+    """
+    object _tget "fastio_slot_get" (object obj, bint fast, Py_ssize_t off, object name)
+
+
+cdef inline object _aio_max_size(object self, bint fast):
+    # self.max_size: a class attribute unless set on the instance.
+    cdef PyObject **dp
     cdef PyObject *p
+    cdef type t
     if fast:
-        p = _slot(self, off)
-        if p != NULL:
-            return <object>p
-    return _tget_slow(self, name)
-
-
-cdef object _tget_slow(object self, str name):
-    return getattr(self, name)
+        dp = _PyObject_GetDictPtr(self)
+        if dp == NULL or dp[0] == NULL or PyDict_GetItem(<object>dp[0], "max_size") == NULL:
+            t = type(self)
+            p = _PyType_Lookup(<PyTypeObject *>t, "max_size")
+            if p != NULL and type(<object>p) is int:
+                return <object>p
+    return self.max_size
 
 
 cdef inline object _aio_oserror(int err):
@@ -175,7 +195,7 @@ cdef object _aio_read_ready__data_received(object self):
     cdef bint fast = type(self) is _aio_transport_cls
     if _tget(self, fast, _TOFF_CONN_LOST, "_conn_lost"):
         return
-    max_size = self.max_size
+    max_size = _aio_max_size(self, fast)
     sock = _tget(self, fast, _TOFF_SOCK, "_sock")
     if (type(max_size) is not int or not 0 < max_size <= _aio_rbuf_size
             or not _aio_plain_sock(sock)):
