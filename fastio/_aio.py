@@ -4,12 +4,16 @@
 `asyncio.unix_events._UnixSelectorEventLoop`, so subprocesses, pipes,
 signals, Unix sockets, sendfile, UDP, TLS, executors and debug mode are
 asyncio's code) over a fastio selector, with its hot paths -- one loop
-iteration, I/O event dispatch, call_soon/call_later/call_at and running the
-ready queue, the TCP / Unix-socket transports' receive and send -- in
+iteration (reading the fastio poller's events directly and running the I/O
+callbacks in asyncio's order without queueing them), call_soon/call_later/
+call_at, the timer heap, create_future/create_task, running the ready
+queue, the TCP / Unix-socket transports' receive and send -- in
 fastio._loop (Cython). They work on asyncio's own objects (its Handle and
 TimerHandle classes, ready deque and timer heap), so every version 3.9-3.13
-keeps its asyncio semantics. Without the extension `EventLoop` is
-`SelectorEventLoop`: asyncio's loop over a fastio selector, nothing else.
+keeps its asyncio semantics; the loop and the transport keep what those
+read per event in slots, which the compiled code reads at their offsets.
+Without the extension `EventLoop` is `SelectorEventLoop`: asyncio's loop
+over a fastio selector, nothing else.
 """
 
 import asyncio

@@ -6,8 +6,11 @@
 # `_ready` deque of asyncio Handles, the `_scheduled` heap of TimerHandles,
 # the selector's keys -- step for step as the Python originals (identical
 # in CPython 3.9-3.13), so everything else asyncio does with those objects
-# stays true. Debug mode (slow-callback warnings, `_current_handle`) runs
-# asyncio's own `_run_once`. The pure-Python twin of this face is asyncio
+# stays true. Over fastio's own selector the iteration reads the poller's
+# events through the core's C API (as LoopCore does) and runs the I/O
+# callbacks from a list instead of the deque, in the same order (see
+# _aio_run_direct). Debug mode (slow-callback warnings, `_current_handle`)
+# runs asyncio's own `_run_once`. The pure-Python twin of this face is asyncio
 # itself: without the extension fastio.EventLoop is fastio.SelectorEventLoop.
 #
 # fastio._loop is imported by `import fastio`, which must not import
