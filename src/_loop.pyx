@@ -73,6 +73,8 @@ include "loop_transport.pxi"   # the TCP transport's hot path
 include "loop_capi.pxi"        # the C API other compiled modules call
 
 # asyncio's face: asyncio.AbstractEventLoop on LoopCore.
+include "aio_state.pxi"        # EventLoop's slots, read at their offsets
 include "aio_transport.pxi"
 include "aio_handles.pxi"
+include "aio_heap.pxi"         # heapq's push/pop over asyncio's timer heap
 include "aio_loop.pxi"
