@@ -104,6 +104,23 @@ if _c is not None:
                 self._ensure_fd_no_transport(sock)
             return _SelectorSocketTransport(self, sock, protocol, waiter, extra, server)
 
+    # Readers/writers, the sock_*() coroutines with their callbacks, and the
+    # server's accept loop: compiled twins of asyncio's (src/aio_sock.pxi).
+    for _name in ("add_reader", "remove_reader", "add_writer", "remove_writer", "_add_reader",
+                  "_remove_reader", "_add_writer", "_remove_writer", "_ensure_fd_no_transport",
+                  "sock_recv", "_sock_recv", "sock_recv_into", "_sock_recv_into", "sock_sendall",
+                  "_sock_sendall", "sock_connect", "_sock_connect", "_sock_connect_cb",
+                  "sock_accept", "_sock_accept", "_sock_read_done", "_sock_write_done",
+                  "_accept_connection", "_accept_connection2"):
+        setattr(EventLoop, _name, _as_method(
+            getattr(_c, "aio_" + _name), selector_events.BaseSelectorEventLoop, _name))
+    import fastio.selectors as _fastio_selectors
+
+    _c.aio_sock_setup(base_events, selector_events, EventLoop, [
+        getattr(_fastio_selectors, n) for n in ("EpollSelector", "PollSelector", "SelectSelector")
+        if isinstance(getattr(_fastio_selectors, n, None), type)
+        and issubclass(getattr(_fastio_selectors, n), _c._core.SelectorCore)])
+
 else:
     EventLoop = SelectorEventLoop  # type: ignore[misc, assignment]
 

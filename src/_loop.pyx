@@ -1066,3 +1066,4 @@ _C_API = PyCapsule_New(&_capi, FASTIO_LOOP_CAPI, NULL)
 include "aio_transport.pxi"
 include "aio_handles.pxi"
 include "aio_loop.pxi"
+include "aio_sock.pxi"
