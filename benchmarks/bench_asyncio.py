@@ -42,7 +42,7 @@ STYLES = ("protocol", "buffered", "streams")
 CELLS = ((1024, 100), (64, 100), (16384, 100))
 HTTP_CONNECTIONS = 100
 MICRO_OPS = ("call_soon", "call_later_cancel", "timers_firing", "future_resolution", "sleep0_switch",
-             "gather_10k")
+             "gather_10k", "sock_pingpong", "add_remove_reader", "accept_close")
 
 PROFILES = {
     "quick": dict(rounds=2, duration=0.4, warmup=0.2, http_duration=1.0, micro_repeats=3, micro_scale=0.2),
@@ -252,6 +252,91 @@ async def _gather_10k(n):
     return _clock() - t0
 
 
+async def _sock_pingpong(n):
+    # One round trip: sock_sendall() a byte one way and sock_recv() it back
+    # the other; every receive waits for readiness first (reader added and
+    # removed), as in a request/response exchange.
+    import asyncio
+    import socket
+
+    loop = _running()
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+
+    async def echo():
+        for _ in range(n):
+            await loop.sock_sendall(b, await loop.sock_recv(b, 64))
+
+    t0 = _clock()
+    peer = asyncio.ensure_future(echo())
+    for _ in range(n):
+        await loop.sock_sendall(a, b"x")
+        await loop.sock_recv(a, 64)
+    await peer
+    elapsed = _clock() - t0
+    a.close()
+    b.close()
+    return elapsed
+
+
+async def _add_remove_reader(n):
+    import socket
+
+    loop = _running()
+    a, b = socket.socketpair()
+    add_reader, remove_reader, fd = loop.add_reader, loop.remove_reader, a.fileno()
+    t0 = _clock()
+    for _ in range(n):
+        add_reader(fd, _noop)
+        remove_reader(fd)
+    elapsed = _clock() - t0
+    a.close()
+    b.close()
+    return elapsed
+
+
+async def _accept_close(n):
+    # A server's accept loop: clients connect in batches of 50; the protocol
+    # closes each connection as it is made. Client syscalls are counted too
+    # (the same for every loop).
+    import asyncio
+    import socket
+    import struct
+
+    loop = _running()
+    made = [0]
+    batch_done = [None]
+
+    class Closer(asyncio.Protocol):
+        def connection_made(self, transport):
+            transport.close()
+            made[0] += 1
+            if made[0] % 50 == 0:
+                batch_done[0].set_result(None)
+
+    server = await loop.create_server(Closer, "127.0.0.1", 0, backlog=128)
+    address = server.sockets[0].getsockname()
+    t0 = _clock()
+    for _ in range(max(1, n // 50)):
+        batch_done[0] = loop.create_future()
+        clients = []
+        for _ in range(50):
+            c = socket.socket()
+            c.setblocking(False)
+            c.connect_ex(address)
+            clients.append(c)
+        await batch_done[0]
+        for c in clients:
+            # A reset, not a FIN: no TIME_WAIT left to use up local ports.
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()
+    elapsed = _clock() - t0
+    server.close()
+    await server.wait_closed()
+    return elapsed
+
+
 def _running():
     import asyncio
     return asyncio.get_running_loop()
@@ -274,6 +359,9 @@ MICRO = {
     "future_resolution": (_future_resolution, 100_000),
     "sleep0_switch": (_sleep0_switch, 100_000),
     "gather_10k": (_gather_10k, 30_000),
+    "sock_pingpong": (_sock_pingpong, 20_000),
+    "add_remove_reader": (_add_remove_reader, 100_000),
+    "accept_close": (_accept_close, 2_000),
 }
 
 
@@ -282,7 +370,7 @@ def run_micro(loops, repeats, scale):
     out = {}
     for op in MICRO_OPS:
         func, n = MICRO[op]
-        n = max(10_000, int(n * scale))
+        n = max(min(n, 10_000), int(n * scale))
         samples = {loop: [] for loop in loops}
         for loop in loops:  # one unmeasured run each: imports, caches, allocator
             _common.run_on(loop, func(n // 10))

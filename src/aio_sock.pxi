@@ -140,7 +140,7 @@ cdef inline object _aio_bound(object self, object func, str name):
 cdef object _aio_get_key(object selector, object fd):
     """Return the selector's key for `fd`, or None; as this asyncio looks it up."""
     if type(fd) is int and fd >= 0 and type(selector) in _aio_fast_selectors \
-            and not selector.__dict__:
+            and not selector.__dict__ and selector._map is not None:
         # A fastio selector with no method replaced on the instance: both
         # get_key() and get_map().get() end in this dict for an int fd.
         return (<dict>selector._fd_to_key).get(fd)

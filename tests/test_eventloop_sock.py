@@ -511,7 +511,8 @@ def test_reader_callback_args_and_repr(selector_loop):
         handle = _registered(selector_loop, a.fileno())[0]
         assert type(handle) is asyncio.Handle
         assert (handle._callback, handle._args) == (print, (1, 2))
-        assert repr(handle) == "<Handle print(1, 2)>"
+        # (3.13 shows the arguments only in debug mode.)
+        assert repr(handle) == repr(asyncio.Handle(print, (1, 2), selector_loop))
         assert selector_loop.remove_reader(a) is True
         assert handle.cancelled()
     finally:
