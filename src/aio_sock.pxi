@@ -472,28 +472,6 @@ def aio__sock_write_done(self, fd, fut, handle=None):
             self.remove_writer(fd)
 
 
-async def aio_sock_recv(self, sock, n):
-    """Receive data from the socket.
-
-    The return value is a bytes object representing the data received.
-    The maximum amount of data to be received at once is specified by
-    nbytes.
-    """
-    if not _aio_fast_sock(self, sock):
-        return await _aio_py_sock_recv(self, sock, n)
-    data = _aio_raw_recv(sock, n)
-    if data is not _AIO_AGAIN:
-        return data
-    fut = self.create_future()
-    fd = sock.fileno()
-    _aio_ensure_of(self, fd)
-    handle = _aio_add_reader_of(self, fd, _aio_bound(self, aio__sock_recv, '_sock_recv'),
-                                (fut, sock, n))
-    fut.add_done_callback(
-        _aio_partial(_aio_bound(self, aio__sock_read_done, '_sock_read_done'), fd, handle=handle))
-    return await fut
-
-
 def aio__sock_recv(self, fut, sock, n):
     """Finish a sock_recv() once the socket is readable."""
     if fut.done():
@@ -509,27 +487,6 @@ def aio__sock_recv(self, fut, sock, n):
             fut.set_result(data)
 
 
-async def aio_sock_recv_into(self, sock, buf):
-    """Receive data from the socket.
-
-    The received data is written into *buf* (a writable buffer).
-    The return value is the number of bytes written.
-    """
-    if not _aio_fast_sock(self, sock):
-        return await _aio_py_sock_recv_into(self, sock, buf)
-    nbytes = _aio_raw_recv_into(sock, buf)
-    if nbytes is not _AIO_AGAIN:
-        return nbytes
-    fut = self.create_future()
-    fd = sock.fileno()
-    _aio_ensure_of(self, fd)
-    handle = _aio_add_reader_of(
-        self, fd, _aio_bound(self, aio__sock_recv_into, '_sock_recv_into'), (fut, sock, buf))
-    fut.add_done_callback(
-        _aio_partial(_aio_bound(self, aio__sock_read_done, '_sock_read_done'), fd, handle=handle))
-    return await fut
-
-
 def aio__sock_recv_into(self, fut, sock, buf):
     """Finish a sock_recv_into() once the socket is readable."""
     if fut.done():
@@ -543,35 +500,6 @@ def aio__sock_recv_into(self, fut, sock, buf):
     else:
         if nbytes is not _AIO_AGAIN:
             fut.set_result(nbytes)
-
-
-async def aio_sock_sendall(self, sock, data):
-    """Send data to the socket.
-
-    The socket must be connected to a remote socket. This method continues
-    to send data from data until either all data has been sent or an
-    error occurs. None is returned on success. On error, an exception is
-    raised, and there is no way to determine how much data, if any, was
-    successfully processed by the receiving end of the connection.
-    """
-    if not _aio_fast_sock(self, sock):
-        return await _aio_py_sock_sendall(self, sock, data)
-    n = _aio_raw_send(sock, data, 0)
-    if n is None:
-        n = 0
-    if n == len(data):
-        # all data sent
-        return
-    fut = self.create_future()
-    fd = sock.fileno()
-    _aio_ensure_of(self, fd)
-    # The position reached lives in a one-item list, as asyncio keeps it.
-    handle = _aio_add_writer_of(
-        self, fd, _aio_bound(self, aio__sock_sendall, '_sock_sendall'),
-        (fut, sock, memoryview(data), [n]))
-    fut.add_done_callback(
-        _aio_partial(_aio_bound(self, aio__sock_write_done, '_sock_write_done'), fd, handle=handle))
-    return await fut
 
 
 def aio__sock_sendall(self, fut, sock, view, pos):
@@ -603,45 +531,6 @@ def aio__sock_sendall(self, fut, sock, view, pos):
         fut.set_result(None)
     else:
         pos[0] = start
-
-
-async def aio_sock_connect(self, sock, address):
-    """Connect to a remote socket at address.
-
-    This method is a coroutine.
-    """
-    if not _aio_fast_sock(self, sock):
-        return await _aio_py_sock_connect(self, sock, address)
-
-    family = sock.family
-    if family == _aio_AF_INET or (_aio_has_ipv6 and family == _aio_AF_INET6):
-        if type(self)._ensure_resolved is _aio_base_ensure_resolved:
-            # asyncio's _ensure_resolved(), without its coroutine when
-            # the host is already an IP address.
-            host, port = address[:2]
-            info = _aio_ipaddr_info(host, port, family, sock.type, sock.proto, *address[2:])
-            if info is not None:
-                resolved = [info]
-            else:
-                resolved = await self.getaddrinfo(host, port, family=family, type=sock.type,
-                                                  proto=sock.proto, flags=0)
-        else:
-            resolved = await self._ensure_resolved(
-                address, family=sock.family, type=sock.type, proto=sock.proto,
-                loop=self,
-            )
-        _, _, _, _, address = resolved[0]
-
-    fut = self.create_future()
-    if _aio_own(self):
-        aio__sock_connect(self, fut, sock, address)
-    else:
-        self._sock_connect(fut, sock, address)
-    try:
-        return await fut
-    finally:
-        # Needed to break cycles when an exception occurs.
-        fut = None
 
 
 def aio__sock_connect(self, fut, sock, address):
@@ -690,24 +579,6 @@ def aio__sock_connect_cb(self, fut, sock, address):
         fut.set_result(None)
     finally:
         fut = None
-
-
-async def aio_sock_accept(self, sock):
-    """Accept a connection.
-
-    The socket must be bound to an address and listening for connections.
-    The return value is a pair (conn, address) where conn is a new socket
-    object usable to send and receive data on the connection, and address
-    is the address bound to the socket on the other end of the connection.
-    """
-    if not _aio_fast_sock(self, sock):
-        return await _aio_py_sock_accept(self, sock)
-    fut = self.create_future()
-    if _aio_own(self):
-        aio__sock_accept(self, fut, sock)
-    else:
-        self._sock_accept(fut, sock)
-    return await fut
 
 
 cdef tuple _aio_accept(object sock):
@@ -806,57 +677,196 @@ def aio__accept_connection(self, protocol_factory, sock, sslcontext=None, server
             self.create_task(accept)
 
 
-async def aio__accept_connection2(self, protocol_factory, conn, extra, sslcontext=None,
-                                  server=None, ssl_handshake_timeout=_AIO_UNSET,
-                                  ssl_shutdown_timeout=_AIO_UNSET):
-    """Make the protocol and transport of an accepted connection."""
-    protocol = None
-    transport = None
-    try:
-        protocol = protocol_factory()
-        waiter = self.create_future()
-        if sslcontext:
-            if ssl_handshake_timeout is _AIO_UNSET:
-                ssl_handshake_timeout = _aio_ssl_handshake_timeout
-            if _aio_ssl_shutdown:
-                if ssl_shutdown_timeout is _AIO_UNSET:
-                    ssl_shutdown_timeout = _aio_ssl_shutdown_timeout
-                transport = self._make_ssl_transport(
-                    conn, protocol, sslcontext, waiter=waiter,
-                    server_side=True, extra=extra, server=server,
-                    ssl_handshake_timeout=ssl_handshake_timeout,
-                    ssl_shutdown_timeout=ssl_shutdown_timeout)
+# --------------------------------------------------- the coroutines
+
+class BaseSelectorEventLoop:
+    # Only a namespace, deleted below: coroutines defined here carry
+    # asyncio's qualified names ("BaseSelectorEventLoop.sock_recv"), which
+    # their reprs, task reprs and "never awaited" warnings show.
+    async def sock_recv(self, sock, n):
+        """Receive data from the socket.
+
+        The return value is a bytes object representing the data received.
+        The maximum amount of data to be received at once is specified by
+        nbytes.
+        """
+        if not _aio_fast_sock(self, sock):
+            return await _aio_py_sock_recv(self, sock, n)
+        data = _aio_raw_recv(sock, n)
+        if data is not _AIO_AGAIN:
+            return data
+        fut = self.create_future()
+        fd = sock.fileno()
+        _aio_ensure_of(self, fd)
+        handle = _aio_add_reader_of(self, fd, _aio_bound(self, aio__sock_recv, '_sock_recv'),
+                                    (fut, sock, n))
+        fut.add_done_callback(
+            _aio_partial(_aio_bound(self, aio__sock_read_done, '_sock_read_done'), fd, handle=handle))
+        return await fut
+
+    async def sock_recv_into(self, sock, buf):
+        """Receive data from the socket.
+
+        The received data is written into *buf* (a writable buffer).
+        The return value is the number of bytes written.
+        """
+        if not _aio_fast_sock(self, sock):
+            return await _aio_py_sock_recv_into(self, sock, buf)
+        nbytes = _aio_raw_recv_into(sock, buf)
+        if nbytes is not _AIO_AGAIN:
+            return nbytes
+        fut = self.create_future()
+        fd = sock.fileno()
+        _aio_ensure_of(self, fd)
+        handle = _aio_add_reader_of(
+            self, fd, _aio_bound(self, aio__sock_recv_into, '_sock_recv_into'), (fut, sock, buf))
+        fut.add_done_callback(
+            _aio_partial(_aio_bound(self, aio__sock_read_done, '_sock_read_done'), fd, handle=handle))
+        return await fut
+
+    async def sock_sendall(self, sock, data):
+        """Send data to the socket.
+
+        The socket must be connected to a remote socket. This method continues
+        to send data from data until either all data has been sent or an
+        error occurs. None is returned on success. On error, an exception is
+        raised, and there is no way to determine how much data, if any, was
+        successfully processed by the receiving end of the connection.
+        """
+        if not _aio_fast_sock(self, sock):
+            return await _aio_py_sock_sendall(self, sock, data)
+        n = _aio_raw_send(sock, data, 0)
+        if n is None:
+            n = 0
+        if n == len(data):
+            # all data sent
+            return
+        fut = self.create_future()
+        fd = sock.fileno()
+        _aio_ensure_of(self, fd)
+        # The position reached lives in a one-item list, as asyncio keeps it.
+        handle = _aio_add_writer_of(
+            self, fd, _aio_bound(self, aio__sock_sendall, '_sock_sendall'),
+            (fut, sock, memoryview(data), [n]))
+        fut.add_done_callback(
+            _aio_partial(_aio_bound(self, aio__sock_write_done, '_sock_write_done'), fd, handle=handle))
+        return await fut
+
+    async def sock_connect(self, sock, address):
+        """Connect to a remote socket at address.
+
+        This method is a coroutine.
+        """
+        if not _aio_fast_sock(self, sock):
+            return await _aio_py_sock_connect(self, sock, address)
+
+        family = sock.family
+        if family == _aio_AF_INET or (_aio_has_ipv6 and family == _aio_AF_INET6):
+            if type(self)._ensure_resolved is _aio_base_ensure_resolved:
+                # asyncio's _ensure_resolved(), without its coroutine when
+                # the host is already an IP address.
+                host, port = address[:2]
+                info = _aio_ipaddr_info(host, port, family, sock.type, sock.proto, *address[2:])
+                if info is not None:
+                    resolved = [info]
+                else:
+                    resolved = await self.getaddrinfo(host, port, family=family, type=sock.type,
+                                                      proto=sock.proto, flags=0)
             else:
-                transport = self._make_ssl_transport(
-                    conn, protocol, sslcontext, waiter=waiter,
-                    server_side=True, extra=extra, server=server,
-                    ssl_handshake_timeout=ssl_handshake_timeout)
+                resolved = await self._ensure_resolved(
+                    address, family=sock.family, type=sock.type, proto=sock.proto,
+                    loop=self,
+                )
+            _, _, _, _, address = resolved[0]
+
+        fut = self.create_future()
+        if _aio_own(self):
+            aio__sock_connect(self, fut, sock, address)
         else:
-            transport = self._make_socket_transport(
-                conn, protocol, waiter=waiter, extra=extra,
-                server=server)
-
+            self._sock_connect(fut, sock, address)
         try:
-            await waiter
-        except BaseException:
-            transport.close()
-            # An exception set in the waiter can keep the protocol alive
-            # through a reference cycle.
-            waiter = None
-            raise
-            # It's now up to the protocol to handle the connection.
+            return await fut
+        finally:
+            # Needed to break cycles when an exception occurs.
+            fut = None
 
-    except (SystemExit, KeyboardInterrupt):
-        raise
-    except BaseException as exc:
-        if self._debug:
-            context = {
-                'message':
-                    'Error on transport creation for incoming connection',
-                'exception': exc,
-            }
-            if protocol is not None:
-                context['protocol'] = protocol
-            if transport is not None:
-                context['transport'] = transport
-            self.call_exception_handler(context)
+    async def sock_accept(self, sock):
+        """Accept a connection.
+
+        The socket must be bound to an address and listening for connections.
+        The return value is a pair (conn, address) where conn is a new socket
+        object usable to send and receive data on the connection, and address
+        is the address bound to the socket on the other end of the connection.
+        """
+        if not _aio_fast_sock(self, sock):
+            return await _aio_py_sock_accept(self, sock)
+        fut = self.create_future()
+        if _aio_own(self):
+            aio__sock_accept(self, fut, sock)
+        else:
+            self._sock_accept(fut, sock)
+        return await fut
+
+    async def _accept_connection2(self, protocol_factory, conn, extra, sslcontext=None,
+                                      server=None, ssl_handshake_timeout=_AIO_UNSET,
+                                      ssl_shutdown_timeout=_AIO_UNSET):
+        """Make the protocol and transport of an accepted connection."""
+        protocol = None
+        transport = None
+        try:
+            protocol = protocol_factory()
+            waiter = self.create_future()
+            if sslcontext:
+                if ssl_handshake_timeout is _AIO_UNSET:
+                    ssl_handshake_timeout = _aio_ssl_handshake_timeout
+                if _aio_ssl_shutdown:
+                    if ssl_shutdown_timeout is _AIO_UNSET:
+                        ssl_shutdown_timeout = _aio_ssl_shutdown_timeout
+                    transport = self._make_ssl_transport(
+                        conn, protocol, sslcontext, waiter=waiter,
+                        server_side=True, extra=extra, server=server,
+                        ssl_handshake_timeout=ssl_handshake_timeout,
+                        ssl_shutdown_timeout=ssl_shutdown_timeout)
+                else:
+                    transport = self._make_ssl_transport(
+                        conn, protocol, sslcontext, waiter=waiter,
+                        server_side=True, extra=extra, server=server,
+                        ssl_handshake_timeout=ssl_handshake_timeout)
+            else:
+                transport = self._make_socket_transport(
+                    conn, protocol, waiter=waiter, extra=extra,
+                    server=server)
+
+            try:
+                await waiter
+            except BaseException:
+                transport.close()
+                # An exception set in the waiter can keep the protocol alive
+                # through a reference cycle.
+                waiter = None
+                raise
+                # It's now up to the protocol to handle the connection.
+
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            if self._debug:
+                context = {
+                    'message':
+                        'Error on transport creation for incoming connection',
+                    'exception': exc,
+                }
+                if protocol is not None:
+                    context['protocol'] = protocol
+                if transport is not None:
+                    context['transport'] = transport
+                self.call_exception_handler(context)
+
+
+aio_sock_recv = BaseSelectorEventLoop.sock_recv
+aio_sock_recv_into = BaseSelectorEventLoop.sock_recv_into
+aio_sock_sendall = BaseSelectorEventLoop.sock_sendall
+aio_sock_connect = BaseSelectorEventLoop.sock_connect
+aio_sock_accept = BaseSelectorEventLoop.sock_accept
+aio__accept_connection2 = BaseSelectorEventLoop._accept_connection2
+del BaseSelectorEventLoop
