@@ -5,7 +5,8 @@
 signals, Unix sockets, sendfile, UDP, TLS, executors and debug mode are
 asyncio's code) over a fastio selector, with its hot paths -- one loop
 iteration, I/O event dispatch, call_soon/call_later/call_at and running the
-ready queue, the TCP / Unix-socket transports' receive and send -- in
+ready queue, the TCP / Unix-socket transports' receive and send, readers
+and writers, the sock_*() coroutines and the server's accept loop -- in
 fastio._loop (Cython). They work on asyncio's own objects (its Handle and
 TimerHandle classes, ready deque and timer heap), so every version 3.9-3.13
 keeps its asyncio semantics. Without the extension `EventLoop` is
@@ -115,11 +116,13 @@ if _c is not None:
         setattr(EventLoop, _name, _as_method(
             getattr(_c, "aio_" + _name), selector_events.BaseSelectorEventLoop, _name))
     import fastio.selectors as _fastio_selectors
+    from fastio._ext import core as _ext_core
 
+    _core: Any = _ext_core
     _c.aio_sock_setup(base_events, selector_events, EventLoop, [
-        getattr(_fastio_selectors, n) for n in ("EpollSelector", "PollSelector", "SelectSelector")
-        if isinstance(getattr(_fastio_selectors, n, None), type)
-        and issubclass(getattr(_fastio_selectors, n), _c._core.SelectorCore)])
+        cls for cls in (getattr(_fastio_selectors, n, None)
+                        for n in ("EpollSelector", "PollSelector", "SelectSelector"))
+        if isinstance(cls, type) and issubclass(cls, _core.SelectorCore)])
 
 else:
     EventLoop = SelectorEventLoop  # type: ignore[misc, assignment]
