@@ -719,3 +719,72 @@ def test_accept_loop_out_of_file_descriptors_pauses_and_resumes():
     assert got["fastio"]["paused"] is True
     assert got["fastio"]["accepted"] == 3
     assert got["fastio"]["resumed_after_delay"] is True
+
+
+# ------------------------------------------------ compiled, debug, subclasses
+
+
+def test_compiled_twins_are_installed_under_asyncios_names():
+    import fastio
+
+    if fastio.IMPLEMENTATION != "cython":
+        pytest.skip("the pure-Python fallback is asyncio's loop itself")
+    for name in ("add_reader", "remove_reader", "add_writer", "remove_writer", "_add_reader",
+                 "_remove_reader", "_add_writer", "_remove_writer", "sock_recv", "sock_recv_into",
+                 "sock_sendall", "sock_connect", "sock_accept", "_accept_connection",
+                 "_accept_connection2"):
+        ours, theirs = getattr(fastio.EventLoop, name), getattr(asyncio.SelectorEventLoop, name)
+        assert ours is not theirs, name
+        assert ours.__qualname__ == theirs.__qualname__, name
+
+
+def test_debug_mode_handles_carry_source_tracebacks(selector_loop):
+    async def main():
+        a, b = _pair()
+        task = asyncio.ensure_future(selector_loop.sock_recv(a, 1))
+        await _spin()
+        handle = _registered(selector_loop, a.fileno())[0]
+        traced = bool(handle._source_traceback)
+        b.send(b"x")
+        got = await task
+        a.close()
+        b.close()
+        return traced, got
+
+    selector_loop.set_debug(True)
+    assert run(selector_loop, main()) == (True, b"x")
+
+
+def test_subclass_overrides_of_private_helpers_are_called(selector_loop):
+    calls = []
+
+    class Loop(type(selector_loop)):
+        def _add_reader(self, fd, callback, *args):
+            calls.append(("add", callback.__name__))
+            return super()._add_reader(fd, callback, *args)
+
+        def _remove_reader(self, fd):
+            calls.append(("remove",))
+            return super()._remove_reader(fd)
+
+    loop = Loop()
+    try:
+        async def main():
+            del calls[:]  # the loop's own self-pipe reader
+            a, b = _pair()
+            task = asyncio.ensure_future(loop.sock_recv(a, 1))
+            await _spin()
+            b.send(b"x")
+            got = await task
+            await _spin()
+            loop.add_reader(a, print)
+            loop.remove_reader(a)
+            a.close()
+            b.close()
+            return got, list(calls)
+
+        got, seen = run(loop, main())
+    finally:
+        loop.close()
+    assert got == b"x"
+    assert seen == [("add", "_sock_recv"), ("remove",), ("add", "print"), ("remove",)]
