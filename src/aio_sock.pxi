@@ -19,8 +19,9 @@
 # from C, and a fastio selector's key table is read directly. Anything else
 # (a socket subclass, a socket with a timeout, another selector, a subclass
 # of EventLoop overriding the private helpers) goes through the same Python
-# calls asyncio makes. Debug mode runs asyncio's own sock_*() coroutines and
-# its _add_reader/_add_writer (source tracebacks, the non-blocking check).
+# calls asyncio makes. Debug mode runs asyncio's own sock_*() coroutines,
+# _add_reader/_add_writer and _accept_connection (source tracebacks, the
+# non-blocking check, logging each connection).
 
 from cpython.buffer cimport PyBUF_WRITABLE as _AIO_BUF_WRITABLE, PyBuffer_IsContiguous
 from cpython.bytes cimport PyBytes_AS_STRING as _aio_bytes_as_string
@@ -38,6 +39,7 @@ cdef object _aio_py_sock_recv_into = None
 cdef object _aio_py_sock_sendall = None
 cdef object _aio_py_sock_connect = None
 cdef object _aio_py_sock_accept = None
+cdef object _aio_py_accept_connection = None
 cdef object _aio_base_ensure_resolved = None
 cdef object _aio_ipaddr_info = None
 cdef object _aio_check_ssl_socket = None
@@ -76,6 +78,7 @@ def aio_sock_setup(base_events, selector_events, event_loop_cls, fast_selectors)
     """
     global _aio_EventLoop, _aio_py_add_reader, _aio_py_add_writer, _aio_py_sock_recv
     global _aio_py_sock_recv_into, _aio_py_sock_sendall, _aio_py_sock_connect, _aio_py_sock_accept
+    global _aio_py_accept_connection
     global _aio_base_ensure_resolved, _aio_ipaddr_info, _aio_check_ssl_socket, _aio_TransportSocket
     global _aio_partial, _aio_WeakValueDictionary, _aio_socket_init, _aio_getdefaulttimeout
     global _aio_sock_family, _aio_sock_type, _aio_sock_proto, _aio_fast_selectors
@@ -96,6 +99,7 @@ def aio_sock_setup(base_events, selector_events, event_loop_cls, fast_selectors)
     _aio_py_sock_sendall = base.sock_sendall
     _aio_py_sock_connect = base.sock_connect
     _aio_py_sock_accept = base.sock_accept
+    _aio_py_accept_connection = base._accept_connection
     _aio_base_ensure_resolved = base_events.BaseEventLoop._ensure_resolved
     _aio_ipaddr_info = base_events._ipaddr_info
     _aio_check_ssl_socket = base_events._check_ssl_socket
@@ -639,12 +643,12 @@ def aio__accept_connection(self, protocol_factory, sock, sslcontext=None, server
         ssl_shutdown_timeout = _aio_ssl_shutdown_timeout
     timeouts = (ssl_handshake_timeout, ssl_shutdown_timeout) if _aio_ssl_shutdown \
         else (ssl_handshake_timeout,)
+    if self._debug:
+        return _aio_py_accept_connection(self, protocol_factory, sock, sslcontext, server,
+                                         backlog, *timeouts)
     for _ in range(backlog):
         try:
             conn, addr = _aio_accept(sock)
-            if self._debug:
-                _aio_logger.debug("%r got a new connection from %r: %r",
-                                  server, addr, conn)
             conn.setblocking(False)
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             # Early exit because the socket accept buffer is empty.

@@ -788,3 +788,20 @@ def test_subclass_overrides_of_private_helpers_are_called(selector_loop):
         loop.close()
     assert got == b"x"
     assert seen == [("add", "_sock_recv"), ("remove",), ("add", "print"), ("remove",)]
+
+
+def test_debug_mode_accept_loop_logs_each_connection(selector_loop, caplog):
+    async def main():
+        made = selector_loop.create_future()
+        server = await selector_loop.create_server(
+            lambda: made.set_result(None) or asyncio.Protocol(), "127.0.0.1", 0)
+        client = socket.create_connection(server.sockets[0].getsockname())
+        await made
+        client.close()
+        server.close()
+        await server.wait_closed()
+
+    selector_loop.set_debug(True)
+    with caplog.at_level("DEBUG", logger="asyncio"):
+        run(selector_loop, main())
+    assert any("got a new connection from" in r.getMessage() for r in caplog.records)
