@@ -11,7 +11,9 @@ Three parts, each run on every loop:
   `wrk` (one thread, 100 connections, pinned to CPU 1);
 * micro-benchmarks in this process: call_soon, call_later + cancel, timers
   firing, future resolution, `asyncio.sleep(0)` task switches, gather over
-  10k tasks; ns per operation.
+  10k tasks, sock_sendall/sock_recv ping-pong over a socketpair,
+  add_reader + remove_reader, a server accepting and closing connections;
+  ns per operation.
 
 Discussion: same-run ratios. Each round measures every server once, in an
 order that rotates every round, and a target's ratio is the median of the
@@ -614,7 +616,10 @@ def to_markdown(result):
         lines += ["", "call_later_cancel: schedule a timer an hour out and cancel it (plus the loop dropping "
                       "it); timers_firing: already-due timers with varied deadlines; future_resolution: "
                       "create_future, call_soon(set_result), await; sleep0_switch: 10 tasks each awaiting "
-                      "asyncio.sleep(0), per sleep; gather_10k: per task of a 10,000-task gather.", ""]
+                      "asyncio.sleep(0), per sleep; gather_10k: per task of a 10,000-task gather; sock_pingpong: "
+                      "a 1-byte round trip of sock_sendall + sock_recv each way over a socketpair; "
+                      "add_remove_reader: add_reader + remove_reader of one fd; accept_close: per "
+                      "connection a server accepts (its protocol closes it), client syscalls included.", ""]
     if result["skipped"]:
         lines += ["Skipped: " + "; ".join("%s (%s)" % (s["server"], s["reason"]) for s in result["skipped"]) + ".",
                   ""]
