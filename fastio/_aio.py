@@ -7,7 +7,8 @@ asyncio's code) over a fastio selector, with its hot paths -- one loop
 iteration (reading the fastio poller's events directly and running the I/O
 callbacks in asyncio's order without queueing them), call_soon/call_later/
 call_at, the timer heap, create_future/create_task, running the ready
-queue, the TCP / Unix-socket transports' receive and send -- in
+queue, the TCP / Unix-socket transports' receive and send, readers and
+writers, the sock_*() coroutines and the server's accept loop -- in
 fastio._impl.loop_c (Cython). They work on asyncio's own objects (its Handle and
 TimerHandle classes, ready deque and timer heap), so every version 3.9-3.13
 keeps its asyncio semantics; the loop and the transport keep what those
@@ -127,6 +128,24 @@ if _c is not None:
             return _SelectorSocketTransport(self, sock, protocol, waiter, extra, server)
 
     _c.aio_loop_class(EventLoop)
+
+    # Readers/writers, the sock_*() coroutines with their callbacks, and the
+    # server's accept loop: compiled twins of asyncio's (src/aio_sock.pxi).
+    for _name in ("add_reader", "remove_reader", "add_writer", "remove_writer", "_add_reader",
+                  "_remove_reader", "_add_writer", "_remove_writer", "_ensure_fd_no_transport",
+                  "sock_recv", "_sock_recv", "sock_recv_into", "_sock_recv_into", "sock_sendall",
+                  "_sock_sendall", "sock_connect", "_sock_connect", "_sock_connect_cb",
+                  "sock_accept", "_sock_accept", "_sock_read_done", "_sock_write_done",
+                  "_accept_connection", "_accept_connection2"):
+        setattr(EventLoop, _name, _as_method(
+            getattr(_c, "aio_" + _name), selector_events.BaseSelectorEventLoop, _name))
+    import fastio.selectors as _fastio_selectors
+
+    _core: Any = compiled("core")
+    _c.aio_sock_setup(base_events, selector_events, EventLoop, [
+        cls for cls in (getattr(_fastio_selectors, n, None)
+                        for n in ("EpollSelector", "PollSelector", "SelectSelector"))
+        if isinstance(cls, type) and issubclass(cls, _core.SelectorCore)])
 
 else:
     EventLoop = SelectorEventLoop  # type: ignore[misc, assignment]

@@ -78,3 +78,4 @@ include "aio_transport.pxi"
 include "aio_handles.pxi"
 include "aio_heap.pxi"         # heapq's push/pop over asyncio's timer heap
 include "aio_loop.pxi"
+include "aio_sock.pxi"

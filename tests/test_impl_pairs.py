@@ -27,11 +27,7 @@ COMPILED_ONLY = {
         "FD_SETSIZE": "select(2)'s compile-time limit, which the twin (the stdlib's select) "
                       "does not expose",
     },
-    "loop": dict.fromkeys(
-        ("aio_setup", "aio_run_once", "aio_process_events", "aio_call_soon", "aio_private_call_soon",
-         "aio_call_at", "aio_call_later", "aio_read_ready", "aio_read_ready__data_received",
-         "aio_read_ready__get_buffer", "aio_write"),
-        "asyncio's face (fastio._aio) exists compiled only: without it EventLoop is asyncio's loop"),
+    "loop": {},
     "amqp": {},
     "echo": dict.fromkeys(("UringEcho", "uring_status"), "io_uring exists compiled only"),
 }
@@ -121,9 +117,16 @@ def pair(request):
     return name, implementations.pair("c", name), implementations.pair("py", name)
 
 
+#: Prefix of the names of asyncio's face (fastio._aio), which exists compiled
+#: only: without the extension EventLoop is asyncio's own loop.
+ASYNCIO_FACE = "aio_"
+
+
 def test_the_pairs_expose_the_same_public_names(pair):
     name, c, py = pair
-    assert public_names(c) - public_names(py) == set(COMPILED_ONLY[name])
+    only_c = {n for n in public_names(c) - public_names(py)
+              if not (name == "loop" and n.startswith(ASYNCIO_FACE))}
+    assert only_c == set(COMPILED_ONLY[name])
     assert public_names(py) - public_names(c) == set(TWIN_ONLY[name])
 
 
