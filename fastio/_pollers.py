@@ -17,7 +17,7 @@ from typing import Any, List, Optional, Tuple, Type, Union
 
 from fastio._ext import core
 
-__all__ = ["make_poller", "Waker", "PollerLike", "SelectorArg"]
+__all__ = ["make_poller", "backend_poller", "BACKENDS", "Waker", "PollerLike", "SelectorArg"]
 
 
 class PollerLike(typing.Protocol):
@@ -124,6 +124,73 @@ def make_poller(selector: SelectorArg = None) -> Any:
         return SelectorPoller(selector)
     return selector
 
+
+
+#: The backends a Loop or EventLoop can be asked for by name.
+BACKENDS = ("epoll", "poll", "select", "io_uring")
+
+# io_uring's buffer ring for a Loop's transports: 128 x 64 KiB, as the echo
+# server's (a receive is at most 64 KiB; the ring is shared by all
+# connections and each buffer goes back once its bytes are delivered).
+URING_NBUFS = 128
+URING_BUFSIZE = 64 * 1024
+
+
+def uring_poller(nbufs: int = 0) -> Tuple[Any, Optional[str]]:
+    """Return (a fastio._core.UringPoller, None), or (None, why io_uring is
+    unavailable here); `nbufs` provided buffers of URING_BUFSIZE bytes."""
+    if core is None or not hasattr(core, "UringPoller"):
+        return None, "fastio's C extension is not available"
+    try:
+        return core.UringPoller(nbufs=nbufs, bufsize=URING_BUFSIZE), None
+    except OSError as exc:
+        return None, exc.strerror or str(exc)
+
+
+def fallback_name() -> str:
+    """Return the backend used when io_uring is refused: the best of the rest."""
+    if core is not None:
+        return "epoll" if core.HAVE_EPOLL else "poll" if core.HAVE_POLL else "select"
+    return "epoll" if hasattr(select, "epoll") else "poll" if hasattr(select, "poll") else "select"
+
+
+def uring_fallback_notice(who: str, reason: Optional[str]) -> None:
+    """Say, in one line, that io_uring was asked for and `who` runs on the fallback."""
+    import warnings
+
+    warnings.warn("%s: io_uring is unavailable (%s); using %s" % (who, reason, fallback_name()),
+                  RuntimeWarning, stacklevel=4)
+
+
+def backend_poller(backend: str, who: str) -> Any:
+    """Return a poller for the backend named `backend` (see BACKENDS).
+
+    "io_uring" gives a UringPoller with a buffer ring, so a Loop's transports
+    are completion-based; where io_uring is refused, the best other backend
+    with a one-line RuntimeWarning naming `who` and the reason.
+
+    :raises ValueError: an unknown name, or a backend this platform lacks.
+    """
+    if backend == "io_uring":
+        poller, reason = uring_poller(URING_NBUFS)
+        if poller is not None:
+            return poller
+        uring_fallback_notice(who, reason)
+        return make_poller(None)
+    if backend not in BACKENDS:
+        raise ValueError("backend must be one of %s, not %r" % (", ".join(BACKENDS), backend))
+    if core is not None:
+        cls = {"epoll": "EpollPoller", "poll": "PollPoller", "select": "SelectPoller"}[backend]
+        have = {"epoll": core.HAVE_EPOLL, "poll": core.HAVE_POLL, "select": True}[backend]
+        if have:
+            return getattr(core, cls)()
+    elif backend == "epoll" and hasattr(select, "epoll"):
+        return _StdlibEpoll()
+    elif backend == "poll" and hasattr(select, "poll"):
+        return _StdlibPoll()
+    elif backend == "select":
+        return SelectorPoller(selectors.SelectSelector())
+    raise ValueError("backend %r is not available on this platform" % (backend,))
 
 
 class _SocketPairWaker:

@@ -266,6 +266,9 @@ cdef class LoopCore:
     # the loop's thread, and each one is copied out into its own bytes.
     cdef char *_rbuf
     cdef Py_ssize_t _rbuf_size
+    # A UringDriver when the poller is an io_uring one with buffers: its
+    # transports are completion-based (src/uring_loop.pxi).
+    cdef readonly object _uring
 
     def __cinit__(self, *args, **kwargs):
         self._rbuf_size = Transport.max_size
@@ -290,6 +293,8 @@ cdef class LoopCore:
         self._fds = {}
         self._wfd = waker.fileno()
         poller.register(self._wfd, POLLIN)
+        if isinstance(poller, _core.UringPoller) and poller.nbufs:
+            self._uring = UringDriver(self, poller)
 
     # ----------------------------------------------------------- callbacks
 
@@ -568,6 +573,8 @@ cdef class LoopCore:
             for i in range(n):
                 item = <tuple>PyList_GET_ITEM(events, i)
                 self._dispatch(item[0], item[1])
+        if self._uring is not None:
+            (<UringDriver>self._uring)._reap()
 
         # Callbacks queued from other threads come first: they were queued
         # before the timers below became due (asyncio queues them at once).
@@ -752,8 +759,7 @@ cdef class Transport:
                 "message": "protocol.connection_made() failed",
                 "exception": exc, "transport": self, "protocol": self._protocol})
         if not self._closing and not self._reading_paused:
-            self._reader._cancelled = False
-            self._loop._set_io(self._fd, True, self._reader)
+            self._start_reading()
 
     cdef int _read_ready(self) except -1:
         cdef long long n = fastio_recv(self._cfd, self._loop._rbuf, self._max_size)
@@ -879,7 +885,7 @@ cdef class Transport:
         if self._closing or self._eof:
             return
         self._eof = True
-        if not self._buffer:
+        if not self._owed():
             self._shutdown_write()
 
     cdef int _shutdown_write(self) except -1:
@@ -898,8 +904,8 @@ cdef class Transport:
         if self._closing:
             return
         self._closing = True
-        self._loop._remove_io(self._fd, True)
-        if not self._buffer:
+        self._stop_reading()
+        if not self._owed():
             self._conn_lost += 1
             self._loop.call_soon(self._call_connection_lost, None)
 
@@ -915,22 +921,21 @@ cdef class Transport:
         if self._closing or self._reading_paused:
             return
         self._reading_paused = True
-        self._loop._remove_io(self._fd, True)
+        self._stop_reading()
 
     def resume_reading(self):
         """Undo pause_reading()."""
         if self._closing or not self._reading_paused:
             return
         self._reading_paused = False
-        self._reader._cancelled = False
-        self._loop._set_io(self._fd, True, self._reader)
+        self._start_reading()
 
     def is_reading(self):
         return not self._reading_paused and not self._closing
 
     def get_write_buffer_size(self):
         """Return the number of bytes waiting in the write buffer."""
-        return len(self._buffer)
+        return self._owed()
 
     def get_write_buffer_limits(self):
         return (self._low, self._high)
@@ -961,6 +966,29 @@ cdef class Transport:
     def set_protocol(self, protocol):
         self._set_protocol(protocol)
 
+    # --- hooks: the readiness data path; UringTransport has the completion one
+
+    cdef int _start_reading(self) except -1:
+        self._reader._cancelled = False
+        self._loop._set_io(self._fd, True, self._reader)
+        return 0
+
+    cdef int _stop_reading(self) except -1:
+        self._loop._remove_io(self._fd, True)
+        return 0
+
+    cdef Py_ssize_t _owed(self) except -1:
+        """Return the bytes written but not yet sent."""
+        return PyByteArray_GET_SIZE(self._buffer)
+
+    cdef int _drop_output(self) except -1:
+        if self._buffer:
+            # What never reached the peer, for get_extra_info('dropped_bytes').
+            self._extra["dropped_bytes"] = len(self._buffer)
+            del self._buffer[:]
+            self._loop._remove_io(self._fd, False)
+        return 0
+
     # --- internals
 
     cdef int _set_protocol(self, object protocol) except -1:
@@ -982,7 +1010,7 @@ cdef class Transport:
         return 0
 
     cdef int _maybe_pause_protocol(self) except -1:
-        if len(self._buffer) <= self._high or self._protocol_paused:
+        if self._owed() <= self._high or self._protocol_paused:
             return 0
         self._protocol_paused = True
         try:
@@ -994,7 +1022,7 @@ cdef class Transport:
         return 0
 
     cdef int _maybe_resume_protocol(self) except -1:
-        if not self._protocol_paused or len(self._buffer) > self._low:
+        if not self._protocol_paused or self._owed() > self._low:
             return 0
         self._protocol_paused = False
         try:
@@ -1018,14 +1046,10 @@ cdef class Transport:
     cdef int _force_close(self, exc) except -1:
         if self._conn_lost:
             return 0
-        if self._buffer:
-            # What never reached the peer, for get_extra_info('dropped_bytes').
-            self._extra["dropped_bytes"] = len(self._buffer)
-            del self._buffer[:]
-            self._loop._remove_io(self._fd, False)
+        self._drop_output()
         if not self._closing:
             self._closing = True
-            self._loop._remove_io(self._fd, True)
+            self._stop_reading()
         self._conn_lost += 1
         self._loop.call_soon(self._call_connection_lost, exc)
         return 0
@@ -1044,6 +1068,11 @@ cdef class Transport:
     def __repr__(self):
         return "<%s fd=%d%s>" % (type(self).__name__, self._fd,
                                  " closing" if self._closing else "")
+
+
+# ------------------------------------------------- io_uring transports
+
+include "uring_loop.pxi"
 
 
 # ----------------------------------------------------------------- C API

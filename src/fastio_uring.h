@@ -38,6 +38,7 @@
 
 #include <errno.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__linux__)
@@ -159,6 +160,7 @@ typedef char fastio_uring_params_is_120_bytes[sizeof(struct fastio_uring_params)
 
 #define FASTIO_OP_NOP 0
 #define FASTIO_OP_POLL_ADD 6
+#define FASTIO_OP_POLL_REMOVE 7
 #define FASTIO_OP_ACCEPT 13
 #define FASTIO_OP_ASYNC_CANCEL 14
 #define FASTIO_OP_SEND 26
@@ -426,16 +428,24 @@ static inline struct fastio_uring_sqe *fastio_ring_get_sqe(fastio_ring *r) {
     return sqe;
 }
 
-/* Submit what is queued; with `wait`, also wait for one completion or until
- * `timeout_ns` (< 0: no limit) passes. Return 0 or an errno (EINTR, ETIME
- * and EAGAIN/EBUSY are for the caller to treat as "look again"). */
-static inline int fastio_ring_enter(fastio_ring *r, int wait, long long timeout_ns) {
+/* Publish the queued SQEs to the kernel; return how many to submit.
+ * Separate from fastio_ring_submit_wait so a caller can publish while it
+ * holds the lock that serialises SQE writers (the GIL), then wait without. */
+static inline unsigned fastio_ring_publish(fastio_ring *r) {
+    fastio_store_release(r->sq_tail, r->sq_local_tail);
+    return r->sq_local_tail - r->sq_submitted;
+}
+
+/* Submit `to_submit` published SQEs; with `wait`, also wait for one
+ * completion or until `timeout_ns` (< 0: no limit) passes. Return 0 or an
+ * errno (EINTR, ETIME and EAGAIN/EBUSY are for the caller to treat as
+ * "look again"). */
+static inline int fastio_ring_submit_wait(fastio_ring *r, unsigned to_submit, int wait,
+                                          long long timeout_ns) {
     struct fastio_uring_getevents_arg arg;
     struct fastio_kernel_timespec ts;
-    unsigned flags = 0, to_submit;
+    unsigned flags = 0;
     int ret;
-    fastio_store_release(r->sq_tail, r->sq_local_tail);
-    to_submit = r->sq_local_tail - r->sq_submitted;
     memset(&arg, 0, sizeof(arg));
     if (wait) {
         flags |= FASTIO_ENTER_GETEVENTS | FASTIO_ENTER_EXT_ARG;
@@ -457,6 +467,11 @@ static inline int fastio_ring_enter(fastio_ring *r, int wait, long long timeout_
         return errno;
     r->sq_submitted += (unsigned)ret;
     return 0;
+}
+
+/* Submit what is queued; with `wait`, also wait (see fastio_ring_submit_wait). */
+static inline int fastio_ring_enter(fastio_ring *r, int wait, long long timeout_ns) {
+    return fastio_ring_submit_wait(r, fastio_ring_publish(r), wait, timeout_ns);
 }
 
 /* Return the next CQE or NULL; advance past it with fastio_ring_cq_advance. */
@@ -521,6 +536,11 @@ static inline int fastio_ring_enter(fastio_ring *r, int wait, long long t) {
     (void)r; (void)wait; (void)t;
     return ENOSYS;
 }
+static inline unsigned fastio_ring_publish(fastio_ring *r) { (void)r; return 0; }
+static inline int fastio_ring_submit_wait(fastio_ring *r, unsigned n, int wait, long long t) {
+    (void)r; (void)n; (void)wait; (void)t;
+    return ENOSYS;
+}
 static inline struct fastio_uring_cqe *fastio_ring_peek(fastio_ring *r, unsigned *head) {
     (void)r; (void)head;
     return NULL;
@@ -535,5 +555,39 @@ static inline void fastio_uring_drain(int fd) { (void)fd; }
 static inline void fastio_uring_poke(int fd) { (void)fd; }
 
 #endif
+
+/* ---- the loop's ring: readiness polls and transport completions ----
+ *
+ * fastio._core.UringPoller owns one of these; fastio._loop's completion
+ * transports reach it through a capsule (UringPoller._hub_capsule). The
+ * poller reaps the CQ: poll completions become readiness events, every other
+ * completion is copied to `done` for the loop to handle after the wait.
+ * user_data's low 8 bits say whose completion it is (FASTIO_UD_*). */
+
+#define FASTIO_UD_POLL 16          /* a readiness poll: fd << 8 | gen << 40 */
+#define FASTIO_UD_IGNORE 17        /* a poll removal or a cancellation */
+#define FASTIO_UD_RECV 18          /* a transport's recv: slot << 8 | gen << 40 */
+#define FASTIO_UD_SEND 19          /* a transport's send */
+
+typedef struct fastio_uring_hub {
+    fastio_ring ring;
+    int has_buffers;
+    struct fastio_uring_cqe *done;
+    size_t ndone, capdone;
+} fastio_uring_hub;
+
+/* Keep a completion for the loop; return 0 or ENOMEM. */
+static inline int fastio_hub_push(fastio_uring_hub *h, const struct fastio_uring_cqe *cqe) {
+    if (h->ndone == h->capdone) {
+        size_t cap = h->capdone ? h->capdone * 2 : 256;
+        struct fastio_uring_cqe *p = (struct fastio_uring_cqe *)realloc(h->done, cap * sizeof(*p));
+        if (p == NULL)
+            return ENOMEM;
+        h->done = p;
+        h->capdone = cap;
+    }
+    h->done[h->ndone++] = *cqe;
+    return 0;
+}
 
 #endif /* FASTIO_URING_H */
