@@ -269,6 +269,7 @@ cdef class LoopCore:
     # A UringDriver when the poller is an io_uring one with buffers: its
     # transports are completion-based (src/uring_loop.pxi).
     cdef readonly object _uring
+    cdef bint _in_run  # inside _run_forever_core
 
     def __cinit__(self, *args, **kwargs):
         self._rbuf_size = Transport.max_size
@@ -655,6 +656,7 @@ cdef class LoopCore:
     def _run_forever_core(self):
         # As asyncio: at least one iteration, so callbacks scheduled before a
         # stop() still run; the iteration that sees stop() is the last.
+        self._in_run = True
         try:
             while True:
                 self._run_once_c()
@@ -662,6 +664,11 @@ cdef class LoopCore:
                     break
         finally:
             self._stopping = False
+            self._in_run = False
+            if self._uring is not None:
+                # What the last iteration queued goes out now, not at the
+                # next run (if any).
+                (<UringDriver>self._uring)._submit()
 
     def _clear(self):
         self._ready = []

@@ -87,6 +87,17 @@ cdef class UringDriver:
                 raise OSError(EBUSY, "io_uring submission queue stays full")
         return sqe
 
+    cdef int _submit(self) except -1:
+        """Submit what is queued, without waiting (outside a loop run)."""
+        cdef fastio_ring *ring = &self._hub.ring
+        cdef int err
+        if ring.fd < 0:
+            return 0
+        err = fastio_ring_submit_wait(ring, fastio_ring_publish(ring), 0, -1)
+        if err and err != EINTR and err != EAGAIN and err != EBUSY:
+            raise OSError(err, "io_uring_enter: " + _os.strerror(err))
+        return 0
+
     cdef int _cancel(self, uint64_t target) except -1:
         cdef fastio_uring_sqe *sqe = self._sqe()
         sqe.opcode = FASTIO_OP_ASYNC_CANCEL
@@ -284,10 +295,19 @@ cdef class UringTransport(Transport):
 
     cdef int _write(self, const char *p, Py_ssize_t n) except -1:
         cdef Py_ssize_t size
+        cdef long long sent
         if self._eof:
             raise RuntimeError("Cannot call write() after write_eof()")
         if n == 0 or self._conn_lost:
             return 0
+        if not self._loop._in_run and not self._send_busy and not PyByteArray_GET_SIZE(self._buffer):
+            # Outside the loop's run nothing would submit an SQE or reap its
+            # completion: send what the kernel takes now, as Transport does.
+            sent = self._send_now(p, n)
+            if sent < 0 or sent == n:
+                return 0
+            p += sent
+            n -= sent
         size = PyByteArray_GET_SIZE(self._buffer)
         PyByteArray_Resize(self._buffer, size + n)
         memcpy(PyByteArray_AS_STRING(self._buffer) + size, p, n)

@@ -1,8 +1,10 @@
 """Loop fixtures (a pytest plugin loaded by conftest.py): every loop behaviour
 runs on fastio and on asyncio.
 `any_loop` is parametrized over fastio's Loop (the Cython core when built),
-fastio's pure-Python core (`_PyLoop`, what FASTIO_NO_EXTENSIONS=1 gives) and
-asyncio's default loop as the reference, behind `LoopAdapter`: the few calls
+the same Loop on io_uring (`Loop(backend="io_uring")`: completion-based
+transports; skipped where the kernel refuses io_uring), fastio's pure-Python
+core (`_PyLoop`, what FASTIO_NO_EXTENSIONS=1 gives) and asyncio's default
+loop as the reference, behind `LoopAdapter`: the few calls
 whose shape differs (asyncio's coroutines vs fastio's synchronous
 create_server / future-returning create_connection) go through it, the rest
 of a test talks to `adapter.loop` directly.
@@ -13,10 +15,21 @@ import asyncio
 import pytest
 
 import fastio
+from fastio import _pollers
 from fastio.loop import Loop, Protocol, _PyLoop
 
-LOOP_KINDS = ["fastio", "fastio-python", "asyncio"]
-FASTIO_KINDS = ["fastio", "fastio-python"]
+LOOP_KINDS = ["fastio", "fastio-io_uring", "fastio-python", "asyncio"]
+FASTIO_KINDS = ["fastio", "fastio-io_uring", "fastio-python"]
+
+
+def uring_unavailable():
+    """Return why a Loop cannot run on io_uring here, or None if it can."""
+    poller, reason = _pollers.uring_poller(8)
+    if poller is not None:
+        poller.close()
+        if fastio.IMPLEMENTATION != "cython":
+            return "the pure-Python Loop has no completion transports"
+    return reason
 
 
 class LoopAdapter:
@@ -26,6 +39,11 @@ class LoopAdapter:
         self.kind = kind
         if kind == "fastio":
             self.loop = Loop()
+        elif kind == "fastio-io_uring":
+            reason = uring_unavailable()
+            if reason is not None:
+                pytest.skip("io_uring is unavailable: %s" % reason)
+            self.loop = Loop(backend="io_uring")
         elif kind == "fastio-python":
             self.loop = _PyLoop()
         elif kind == "fastio-asyncio":

@@ -252,7 +252,10 @@ def _emfile_server_main(kind, free_slots):
 
     from fastio.loop import Loop, _PyLoop
 
-    loop = {"fastio": Loop, "fastio-python": _PyLoop}.get(kind, asyncio.new_event_loop)()
+    if kind == "fastio-io_uring":
+        loop = Loop(backend="io_uring")
+    else:
+        loop = {"fastio": Loop, "fastio-python": _PyLoop}.get(kind, asyncio.new_event_loop)()
     state = {"accepted": 0, "emfile": 0, "other": 0}
 
     def on_error(loop, context):
