@@ -69,6 +69,13 @@ class Transport:
     def get_protocol(self) -> Any: ...
     def set_protocol(self, protocol: Protocol) -> None: ...
 
+class UringTransport(Transport):
+    """A Transport on io_uring (multishot recv, sends as SQEs); Loop(backend="io_uring")."""
+
+class UringDriver:
+    live: int
+    def __init__(self, loop: LoopCore, poller: Any) -> None: ...
+
 # asyncio's face: compiled methods of fastio.EventLoop and its socket
 # transport (fastio._aio installs them on subclasses of asyncio's classes).
 def aio_setup(base_events: Any, selector_events: Any, events: Any,

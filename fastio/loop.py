@@ -93,7 +93,7 @@ class _LoopAPI(_LoopBase):
             raise
         if getattr(self, "_uring", None) is not None:
             # Completion-based transports on the poller's ring.
-            self._transport_class = _impl.UringTransport
+            self._transport_class = _ext_loop.UringTransport
         self._poller_ref = poller
         self._waker_ref = waker
         self._closed = False

@@ -44,7 +44,7 @@ cdef fastio_core_capi *_core_api = <fastio_core_capi *>PyCapsule_GetPointer(
     _core._C_API, FASTIO_CORE_CAPI)
 cdef object _CorePoller = _core.Poller
 
-__all__ = ["Handle", "TimerHandle", "LoopCore", "Transport"]
+__all__ = ["Handle", "TimerHandle", "LoopCore", "Transport", "UringTransport", "UringDriver"]
 
 cdef enum:
     POLLIN = 0x001

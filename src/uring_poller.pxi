@@ -256,13 +256,22 @@ cdef class UringPoller(Poller):
         else:
             with nogil:
                 err = fastio_ring_submit_wait(ring, to_submit, 1, timeout_ns)
-        if err == ETIME or err == EAGAIN or err == EBUSY:
+        if err == EAGAIN or err == EBUSY:
             err = 0
         head = fastio_ring_cq_head(ring)
         while True:
             cqe = fastio_ring_peek(ring, &head)
             if cqe == NULL:
-                break
+                if seen < ring.cq_entries:
+                    break
+                # A full CQ: the kernel may hold more (FEAT_NODROP keeps
+                # overflowed CQEs); GETEVENTS moves them in.
+                fastio_ring_cq_advance(ring, head)
+                seen = 0
+                if fastio_ring_submit_wait(ring, 0, 1, 0) not in (0, ETIME, EINTR, EAGAIN, EBUSY):
+                    break
+                head = fastio_ring_cq_head(ring)
+                continue
             seen += 1
             ud = cqe.user_data
             if <int>(ud & 0xff) == FASTIO_UD_POLL:
@@ -289,15 +298,14 @@ cdef class UringPoller(Poller):
                     fastio_ring_cq_advance(ring, head)
                     raise MemoryError()
         fastio_ring_cq_advance(ring, head)
-        if k:
+        if k or err == ETIME or self._hub.ndone or timeout_ns == 0:
             return k
-        if err:
-            self._err = err
-            return -1
-        if self._hub.ndone or timeout_ns >= 0 and not seen:
-            return 0
-        # Woken only by stale or ignored completions: wait on.
-        self._err = 0
+        self._err = err
+        if err == 0:
+            # Woken with nothing to report (stale or ignored completions, or
+            # a signal the kernel did not report as EINTR): run the signal
+            # handlers and wait on with the time left, as after EINTR.
+            self._err = EINTR
         return -1
 
     cdef int64_t _timeout_unit(self):

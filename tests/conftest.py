@@ -24,14 +24,16 @@ import pytest
 
 import fastio
 import fastio.selectors as fastio_selectors
+from fastio import _pollers
 
 # The loop tests' fixtures (any_loop, LoopAdapter) and the RabbitMQ ones
 # (broker, connection_cls, queue) live beside this file.
 pytest_plugins = ["loop_fixtures", "broker_fixtures"]
 
-BACKENDS = ("epoll", "poll", "select")
+BACKENDS = ("epoll", "poll", "select", "io_uring")
 IMPLS = ("fastio", "stdlib")
-CLASS_NAMES = {"epoll": "EpollSelector", "poll": "PollSelector", "select": "SelectSelector"}
+CLASS_NAMES = {"epoll": "EpollSelector", "poll": "PollSelector", "select": "SelectSelector",
+               "io_uring": "UringSelector"}
 
 # Snapshot before any install(): install() rebinds these names in `selectors`.
 STDLIB_CLASSES = {b: getattr(selectors, n, None) for b, n in CLASS_NAMES.items()}
@@ -45,7 +47,20 @@ def selector_class(impl, backend):
     cls = classes[backend]
     if cls is None:
         pytest.skip("%s has no %s on this platform" % (impl, CLASS_NAMES[backend]))
+    if backend == "io_uring":
+        poller, reason = _pollers.uring_poller()
+        if poller is None:
+            pytest.skip("io_uring is unavailable: %s" % reason)
+        poller.close()
     return cls
+
+
+def pytest_collection_modifyitems(config, items):
+    # The stdlib has no io_uring selector: no such cases to run or skip.
+    items[:] = [item for item in items
+                if getattr(item, "callspec", None) is None
+                or item.callspec.params.get("backend") != "io_uring"
+                or item.callspec.params.get("impl", "fastio") == "fastio"]
 
 
 def pytest_sessionstart(session):

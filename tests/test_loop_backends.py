@@ -9,6 +9,7 @@ import threading
 import pytest
 
 import fastio.selectors
+from fastio import _pollers
 from fastio._ext import core
 from fastio.loop import Loop, Protocol, _PyLoop
 
@@ -20,6 +21,13 @@ def _backends():
     if core is not None:
         out += [("core-epoll-class", core.EpollPoller), ("core-poll-class", core.PollPoller),
                 ("core-select", lambda: core.SelectPoller())]
+        poller, _ = _pollers.uring_poller()
+        if poller is not None:
+            poller.close()
+            # Readiness on io_uring polls, and with a buffer ring (what
+            # Loop(backend="io_uring") makes): completion-based transports.
+            out += [("fastio-UringSelector", lambda: fastio.selectors.UringSelector()),
+                    ("core-io_uring-buffers", lambda: core.UringPoller(nbufs=8))]
     return out
 
 
