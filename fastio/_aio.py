@@ -43,9 +43,13 @@ class SelectorEventLoop(asyncio.SelectorEventLoop):
         from fastio import selectors as fastio_selectors
 
         if backend is not None:
-            if selector is not None:
-                raise ValueError("selector and backend can not be specified at the same time")
-            selector = _selector_for(backend, type(self).__name__)
+            try:
+                if selector is not None:
+                    raise ValueError("selector and backend can not be specified at the same time")
+                selector = _selector_for(backend, type(self).__name__)
+            except BaseException:
+                self._closed = True  # what asyncio's __del__ looks at
+                raise
         elif selector is None:
             selector = fastio_selectors.DefaultSelector()
         super().__init__(selector)
