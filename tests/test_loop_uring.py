@@ -24,7 +24,7 @@ import warnings
 import pytest
 
 import echo_support
-from echo_support import ascii_upper, connect, recv_exactly, recv_until_eof, round_trip
+from echo_support import connect, recv_until_eof, round_trip, unread_bytes
 from fastio import _pollers
 from fastio._ext import core
 from fastio.loop import Loop, Protocol
@@ -183,6 +183,12 @@ def test_pause_reading_stops_the_recv_so_the_peer_blocks_then_resume_delivers_in
         _run_until(loop, lambda: bytes(proto.data) == b"before ")
         transport.pause_reading()
         assert not transport.is_reading()
+        # The multishot recv is cancelled (at the next io_uring_enter): what
+        # arrives after that stays in the kernel's receive queue.
+        _run_for(loop, 0.05)
+        peer.sendall(b"x" * 1000)
+        _run_for(loop, 0.2)
+        assert unread_bytes(transport.get_extra_info("socket")) == 1000
         # Nothing is read while paused: the peer's sends stop once the
         # kernel's buffers are full, far short of what it tries to push.
         peer.setblocking(False)
@@ -200,12 +206,13 @@ def test_pause_reading_stops_the_recv_so_the_peer_blocks_then_resume_delivers_in
                 _run_for(loop, 0.01)
         assert pushed < len(stream), "the loop kept reading while paused"
         assert bytes(proto.data) == b"before "
+        stream = b"x" * 1000 + stream
         peer.shutdown(socket.SHUT_WR)
         _run_for(loop, 0.1)
         assert bytes(proto.data) == b"before " and not proto.eof
         transport.resume_reading()
         _run_until(loop, lambda: proto.eof)
-        assert bytes(proto.data) == b"before " + stream[:pushed]
+        assert bytes(proto.data) == b"before " + stream[:1000 + pushed]
         transport.close()
         assert loop.run_until_complete(proto.lost) is None
         peer.close()
