@@ -491,6 +491,43 @@ static inline void fastio_ring_cq_advance(fastio_ring *r, unsigned head) {
 }
 
 
+#define FASTIO_ASYNC_CANCEL_ANY (1U << 2)
+
+/* Cancel every operation in flight and reap until the kernel is done with
+ * them (a wait that times out with nothing new). A cancelled poll or recv
+ * completes through task work queued on the thread that submitted it; left
+ * to the ring's close, that work would interrupt the thread's next blocking
+ * syscall with a spurious EINTR. */
+static inline void fastio_ring_cancel_all(fastio_ring *r) {
+    struct fastio_uring_sqe *sqe = fastio_ring_get_sqe(r);
+    unsigned head;
+    int i, err, got;
+    if (sqe == NULL) {
+        (void)fastio_ring_enter(r, 0, -1);
+        sqe = fastio_ring_get_sqe(r);
+        if (sqe == NULL)
+            return;
+    }
+    sqe->opcode = FASTIO_OP_ASYNC_CANCEL;
+    sqe->fd = -1;
+    sqe->op_flags = FASTIO_ASYNC_CANCEL_ANY;
+    sqe->user_data = 0;
+    for (i = 0; i < 64; i++) {
+        err = fastio_ring_enter(r, 1, 1000000LL);
+        got = 0;
+        head = *r->cq_head;
+        while (fastio_load_acquire(r->cq_tail) != head) {
+            head++;
+            got++;
+        }
+        fastio_store_release(r->cq_head, head);
+        if (!got && err == ETIME)
+            break;
+        if (err && err != ETIME && err != EINTR && err != EAGAIN && err != EBUSY)
+            break;
+    }
+}
+
 /* ---- small socket and pipe helpers (stubs elsewhere) ---- */
 
 static inline int fastio_uring_close_fd(int fd) { return close(fd); }
@@ -548,6 +585,7 @@ static inline struct fastio_uring_cqe *fastio_ring_peek(fastio_ring *r, unsigned
 static inline unsigned fastio_ring_cq_head(fastio_ring *r) { (void)r; return 0; }
 static inline void fastio_ring_cq_advance(fastio_ring *r, unsigned head) { (void)r; (void)head; }
 
+static inline void fastio_ring_cancel_all(fastio_ring *r) { (void)r; }
 static inline int fastio_uring_close_fd(int fd) { (void)fd; return -1; }
 static inline int fastio_uring_shutdown_wr(int fd) { (void)fd; return -1; }
 static inline void fastio_uring_nodelay(int fd) { (void)fd; }

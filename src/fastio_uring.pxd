@@ -50,6 +50,7 @@ cdef extern from "fastio_uring.h" nogil:
     void fastio_uring_set_fake_errno(int err)
     int fastio_ring_init(fastio_ring *r, unsigned entries, int best_mode)
     void fastio_ring_close(fastio_ring *r)
+    void fastio_ring_cancel_all(fastio_ring *r)
     int fastio_ring_probe(fastio_ring *r, unsigned op)
     int fastio_ring_setup_buffers(fastio_ring *r, unsigned entries, unsigned size)
     void fastio_ring_recycle(fastio_ring *r, unsigned bid)

@@ -298,6 +298,11 @@ cdef class UringPoller(Poller):
                     fastio_ring_cq_advance(ring, head)
                     raise MemoryError()
         fastio_ring_cq_advance(ring, head)
+        if self.closed:
+            # close() from another thread while this wait blocked: it left
+            # the ring for this thread to release, after reporting.
+            self._release_ring()
+            return k
         if k or err == ETIME or self._hub.ndone or timeout_ns == 0:
             return k
         self._err = err
@@ -318,9 +323,16 @@ cdef class UringPoller(Poller):
 
     def close(self):
         """Release the ring (the kernel cancels what is in flight); calling
-        it again does nothing."""
+        it again does nothing. A wait blocked in another thread returns
+        normally when it wakes, and releases the ring then."""
         if not self.closed:
             self.closed = True
-            fastio_ring_close(&self._hub.ring)
-            self._hub.has_buffers = False
-            self._hub.ndone = 0
+            if not self._busy:
+                self._release_ring()
+
+    cdef void _release_ring(self) noexcept:
+        if self._hub.ring.fd >= 0:
+            fastio_ring_cancel_all(&self._hub.ring)
+        fastio_ring_close(&self._hub.ring)
+        self._hub.has_buffers = False
+        self._hub.ndone = 0

@@ -64,7 +64,7 @@ def block_timer_signal_in_this_thread():
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
 
 
-_WAIT_CHANNELS = ("epoll", "poll", "select")
+_WAIT_CHANNELS = ("epoll", "poll", "select", "io_cqring_wait")
 
 
 def wait_until_blocked(native_id, timeout=2.0):
