@@ -168,8 +168,12 @@ cdef class UringTransport(Transport):
     cdef int _inflight
     cdef bint _send_busy
     cdef bint _released
-    cdef bytearray _sending  # in flight: bytes [_soff:] of it
-    cdef Py_ssize_t _soff
+    # In flight: bytes [_soff:_slen] at _sptr, owned by _sending (a bytes
+    # written as is, or a bytearray the writes collected in).
+    cdef object _sending
+    cdef const char *_sptr
+    cdef Py_ssize_t _soff, _slen
+    cdef bytearray _spare    # the next collecting buffer, kept for reuse
     cdef bytearray _held     # received while reading was paused
     cdef bint _held_eof
 
@@ -290,8 +294,28 @@ cdef class UringTransport(Transport):
     cdef Py_ssize_t _owed(self) except -1:
         cdef Py_ssize_t n = PyByteArray_GET_SIZE(self._buffer)
         if self._sending is not None:
-            n += PyByteArray_GET_SIZE(self._sending) - self._soff
+            n += self._slen - self._soff
         return n
+
+    def write(self, data):
+        """Send `data` (bytes-like), buffering what is not sent yet.
+
+        :raises RuntimeError: after write_eof().
+        """
+        cdef Py_ssize_t n
+        if (PyBytes_CheckExact(data) and self._loop._in_run and not self._send_busy
+                and not PyByteArray_GET_SIZE(self._buffer) and not self._eof and not self._conn_lost):
+            n = PyBytes_GET_SIZE(data)
+            if n:
+                # Nothing owed: the bytes object itself goes in flight (it is
+                # immutable and held until the send's CQE), no copy.
+                self._sending = data
+                self._sptr = PyBytes_AS_STRING(data)
+                self._soff, self._slen = 0, n
+                self._submit_send()
+                self._maybe_pause_protocol()
+            return
+        Transport.write(self, data)
 
     cdef int _write(self, const char *p, Py_ssize_t n) except -1:
         cdef Py_ssize_t size
@@ -318,26 +342,29 @@ cdef class UringTransport(Transport):
 
     cdef int _send_next(self) except -1:
         """Put the pending bytes in flight (or the rest of a short send)."""
-        cdef fastio_uring_sqe *sqe
-        cdef bytearray tmp
-        if self._sending is None or self._soff >= PyByteArray_GET_SIZE(self._sending):
+        cdef bytearray out
+        if self._sending is None or self._soff >= self._slen:
+            if type(self._sending) is bytearray:
+                self._spare = <bytearray>self._sending
+                del self._spare[:]
+            self._sending = None
             if not PyByteArray_GET_SIZE(self._buffer):
-                self._sending = None
                 return 0
-            # Swap: the pending buffer goes out, the sent one collects.
-            tmp = self._sending
-            self._sending = self._buffer
-            self._soff = 0
-            if tmp is None:
-                tmp = bytearray()
-            else:
-                del tmp[:]
-            self._buffer = tmp
-        sqe = self._drv._sqe()
+            # Swap: the pending buffer goes out, the spare one collects.
+            out = self._buffer
+            self._buffer = self._spare if self._spare is not None else bytearray()
+            self._spare = None
+            self._sending = out
+            self._sptr = PyByteArray_AS_STRING(out)
+            self._soff, self._slen = 0, PyByteArray_GET_SIZE(out)
+        return self._submit_send()
+
+    cdef int _submit_send(self) except -1:
+        cdef fastio_uring_sqe *sqe = self._drv._sqe()
         sqe.opcode = FASTIO_OP_SEND
         sqe.fd = self._cfd
-        sqe.addr = <uint64_t><size_t>(PyByteArray_AS_STRING(self._sending) + self._soff)
-        sqe.len = <uint32_t>min(PyByteArray_GET_SIZE(self._sending) - self._soff, 1 << 30)
+        sqe.addr = <uint64_t><size_t>(self._sptr + self._soff)
+        sqe.len = <uint32_t>min(self._slen - self._soff, 1 << 30)
         sqe.op_flags = FASTIO_MSG_NOSIGNAL
         sqe.user_data = _uring_ud(FASTIO_UD_SEND, self._slot)
         self._send_busy = True
@@ -374,7 +401,7 @@ cdef class UringTransport(Transport):
         del self._buffer[:]
         if self._send_busy:
             self._drv._cancel(_uring_ud(FASTIO_UD_SEND, self._slot))
-            self._soff = PyByteArray_GET_SIZE(self._sending)
+            self._soff = self._slen
         else:
             self._sending = None
         return 0
