@@ -60,7 +60,8 @@ def pytest_collection_modifyitems(config, items):
     items[:] = [item for item in items
                 if getattr(item, "callspec", None) is None
                 or item.callspec.params.get("backend") != "io_uring"
-                or item.callspec.params.get("impl", "fastio") == "fastio"]
+                or (item.callspec.params.get("impl", "fastio") == "fastio"
+                    and "stdlib_cls" not in item.fixturenames)]
 
 
 def pytest_sessionstart(session):
