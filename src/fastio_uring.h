@@ -124,7 +124,7 @@ struct fastio_uring_buf {
 struct fastio_uring_buf_reg {
     uint64_t ring_addr;
     uint32_t ring_entries;
-    uint16_t bgid, pad;
+    uint16_t bgid, flags;
     uint64_t resv[3];
 };
 
@@ -174,6 +174,8 @@ typedef char fastio_uring_params_is_120_bytes[sizeof(struct fastio_uring_params)
 #define FASTIO_CQE_F_BUFFER (1U << 0)
 #define FASTIO_CQE_F_MORE (1U << 1)
 #define FASTIO_CQE_BUFFER_SHIFT 16
+#define FASTIO_CQE_F_BUF_MORE (1U << 4)
+#define FASTIO_PBUF_RING_INC 2  /* IOU_PBUF_RING_INC, 6.12 */
 
 #define FASTIO_ENTER_GETEVENTS (1U << 0)
 #define FASTIO_ENTER_EXT_ARG (1U << 3)
@@ -212,6 +214,7 @@ typedef struct fastio_ring {
     struct fastio_uring_buf *br;
     char *br_mem;
     unsigned br_entries, br_size, br_tail;
+    int br_inc;   /* buffers consumed incrementally (FASTIO_PBUF_RING_INC) */
     size_t br_map_len;
 } fastio_ring;
 
@@ -357,8 +360,13 @@ static inline int fastio_ring_probe(fastio_ring *r, unsigned op) {
 }
 
 /* Register buffer group 0: `entries` (a power of two) buffers of `size`
- * bytes, all handed to the kernel. Return 0 or an errno. */
-static inline int fastio_ring_setup_buffers(fastio_ring *r, unsigned entries, unsigned size) {
+ * bytes, all handed to the kernel. With `incremental`, ask for incremental
+ * consumption (6.12: a receive takes only the bytes it needs from a buffer,
+ * and CQE_F_BUF_MORE says the kernel goes on filling it after them), and
+ * register without it on older kernels; `br_inc` says which. Return 0 or an
+ * errno. */
+static inline int fastio_ring_setup_buffers_inc(fastio_ring *r, unsigned entries, unsigned size,
+                                                int incremental) {
     struct fastio_uring_buf_reg reg;
     unsigned i;
     int err;
@@ -381,9 +389,16 @@ static inline int fastio_ring_setup_buffers(fastio_ring *r, unsigned entries, un
     reg.ring_addr = (uint64_t)(uintptr_t)r->br;
     reg.ring_entries = entries;
     reg.bgid = 0;
+    reg.flags = incremental ? FASTIO_PBUF_RING_INC : 0;
+    r->br_inc = incremental;
     if (fastio_sys_uring_register(r->fd, FASTIO_REGISTER_PBUF_RING, &reg, 1) < 0) {
         err = errno;
-        return err;
+        if (err != EINVAL || !incremental)
+            return err;
+        reg.flags = 0;
+        r->br_inc = 0;
+        if (fastio_sys_uring_register(r->fd, FASTIO_REGISTER_PBUF_RING, &reg, 1) < 0)
+            return errno;
     }
     r->br_tail = 0;
     for (i = 0; i < entries; i++) {
@@ -397,6 +412,10 @@ static inline int fastio_ring_setup_buffers(fastio_ring *r, unsigned entries, un
      * other fields, with a release store so the kernel sees the entries. */
     fastio_store_release((uint16_t *)&r->br[0].resv, (uint16_t)r->br_tail);
     return 0;
+}
+
+static inline int fastio_ring_setup_buffers(fastio_ring *r, unsigned entries, unsigned size) {
+    return fastio_ring_setup_buffers_inc(r, entries, size, 0);
 }
 
 /* Return buffer `bid` to the kernel; published at the next recycle_flush. */
@@ -563,6 +582,10 @@ static inline int fastio_ring_init(fastio_ring *r, unsigned entries, int best_mo
 static inline int fastio_ring_probe(fastio_ring *r, unsigned op) { (void)r; (void)op; return 0; }
 static inline int fastio_ring_setup_buffers(fastio_ring *r, unsigned n, unsigned s) {
     (void)r; (void)n; (void)s;
+    return ENOSYS;
+}
+static inline int fastio_ring_setup_buffers_inc(fastio_ring *r, unsigned n, unsigned s, int inc) {
+    (void)r; (void)n; (void)s; (void)inc;
     return ENOSYS;
 }
 static inline void fastio_ring_recycle(fastio_ring *r, unsigned bid) { (void)r; (void)bid; }

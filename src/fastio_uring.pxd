@@ -11,7 +11,7 @@ cdef extern from "fastio_uring.h" nogil:
     int FASTIO_OP_NOP, FASTIO_OP_POLL_ADD, FASTIO_OP_POLL_REMOVE, FASTIO_OP_ACCEPT
     int FASTIO_OP_ASYNC_CANCEL, FASTIO_OP_SEND, FASTIO_OP_RECV, FASTIO_OP_SEND_ZC
     unsigned FASTIO_SQE_BUFFER_SELECT, FASTIO_RECV_MULTISHOT, FASTIO_ACCEPT_MULTISHOT
-    unsigned FASTIO_CQE_F_BUFFER, FASTIO_CQE_F_MORE, FASTIO_CQE_BUFFER_SHIFT
+    unsigned FASTIO_CQE_F_BUFFER, FASTIO_CQE_F_MORE, FASTIO_CQE_BUFFER_SHIFT, FASTIO_CQE_F_BUF_MORE
     int FASTIO_UD_POLL, FASTIO_UD_IGNORE, FASTIO_UD_RECV, FASTIO_UD_SEND
 
     struct fastio_uring_sqe:
@@ -38,6 +38,8 @@ cdef extern from "fastio_uring.h" nogil:
         unsigned sq_entries
         unsigned cq_entries
         unsigned br_size
+        unsigned br_entries
+        int br_inc
 
     ctypedef struct fastio_uring_hub:
         fastio_ring ring
@@ -53,6 +55,7 @@ cdef extern from "fastio_uring.h" nogil:
     void fastio_ring_cancel_all(fastio_ring *r)
     int fastio_ring_probe(fastio_ring *r, unsigned op)
     int fastio_ring_setup_buffers(fastio_ring *r, unsigned entries, unsigned size)
+    int fastio_ring_setup_buffers_inc(fastio_ring *r, unsigned entries, unsigned size, int incremental)
     void fastio_ring_recycle(fastio_ring *r, unsigned bid)
     void fastio_ring_recycle_flush(fastio_ring *r)
     char *fastio_ring_buffer(fastio_ring *r, unsigned bid)

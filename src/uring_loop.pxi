@@ -61,6 +61,8 @@ cdef class UringDriver:
     cdef list _slots
     cdef list _free
     cdef readonly Py_ssize_t live
+    # With incremental buffers: where each buffer's unread bytes start.
+    cdef uint32_t *_boff
 
     def __init__(self, LoopCore loop, poller):
         self._loop = loop
@@ -69,6 +71,14 @@ cdef class UringDriver:
             poller._hub_capsule(), "fastio._core.uring_hub")
         self._slots = []
         self._free = []
+        if self._hub.ring.br_inc:
+            self._boff = <uint32_t *>PyMem_Malloc(self._hub.ring.br_entries * sizeof(uint32_t))
+            if self._boff == NULL:
+                raise MemoryError()
+            memset(self._boff, 0, self._hub.ring.br_entries * sizeof(uint32_t))
+
+    def __dealloc__(self):
+        PyMem_Free(self._boff)
 
     cdef fastio_uring_sqe *_sqe(self) except NULL:
         cdef fastio_ring *ring = &self._hub.ring
@@ -218,20 +228,33 @@ cdef class UringTransport(Transport):
     cdef int _on_recv(self, int res, uint32_t flags) except -1:
         cdef fastio_ring *ring = &self._drv._hub.ring
         cdef unsigned bid
+        cdef char *buf
         cdef bint more = flags & FASTIO_CQE_F_MORE
+        cdef bint done = True
         if not more:
             self._recv = UR_OFF
             self._inflight -= 1
         if flags & FASTIO_CQE_F_BUFFER:
             bid = flags >> FASTIO_CQE_BUFFER_SHIFT
+            buf = fastio_ring_buffer(ring, bid)
+            if self._drv._boff != NULL:
+                # Incremental: the bytes follow what earlier receives took
+                # from this buffer; it goes back once the kernel is done.
+                buf += self._drv._boff[bid]
+                if flags & FASTIO_CQE_F_BUF_MORE and res > 0:
+                    self._drv._boff[bid] += res
+                    done = False
+                else:
+                    self._drv._boff[bid] = 0
             try:
                 if res > 0 and not self._closing:
                     if self._reading_paused or self._held:
-                        self._held += fastio_ring_buffer(ring, bid)[:res]
+                        self._held += buf[:res]
                     else:
-                        self._deliver(fastio_ring_buffer(ring, bid), res)
+                        self._deliver(buf, res)
             finally:
-                fastio_ring_recycle(ring, bid)
+                if done:
+                    fastio_ring_recycle(ring, bid)
         if more:
             return 0
         if self._released or self._closing:

@@ -66,7 +66,8 @@ cdef class UringPoller(Poller):
         it) or "plain"; the kernel may give a lower one (see `mode`).
     :param entries: SQ size (the CQ is four times it).
     :param nbufs: provided buffers to register for fastio._loop's
-        completion transports (a power of two; 0: none, readiness only).
+        completion transports (a power of two; 0: none, readiness only),
+        consumed incrementally where the kernel can (6.12: see `incremental`).
     :param bufsize: bytes per provided buffer.
     :raises OSError: io_uring is unavailable here (its message says why:
         ENOSYS, EPERM, an old kernel, FASTIO_IO_URING=0).
@@ -80,6 +81,7 @@ cdef class UringPoller(Poller):
     cdef Py_ssize_t _nfired, _capfired
     cdef readonly str mode
     cdef readonly unsigned nbufs, bufsize
+    cdef readonly bint incremental  # the buffers are consumed incrementally
 
     def __cinit__(self, *args, **kwargs):
         self._hub.ring.fd = -1
@@ -113,11 +115,12 @@ cdef class UringPoller(Poller):
                 self.close()
                 raise OSError(EINVAL, "kernel too old (io_uring opcode %d missing)" % op)
         if nbufs:
-            err = fastio_ring_setup_buffers(&self._hub.ring, nbufs, bufsize)
+            err = fastio_ring_setup_buffers_inc(&self._hub.ring, nbufs, bufsize, 1)
             if err:
                 self.close()
                 raise OSError(err, "IORING_REGISTER_PBUF_RING: %s" % _os.strerror(err))
             self._hub.has_buffers = True
+            self.incremental = self._hub.ring.br_inc
         self.nbufs = nbufs
         self.bufsize = bufsize
         self.mode = {3: "defer_taskrun", 2: "coop_taskrun", 1: "plain"}[self._hub.ring.mode]

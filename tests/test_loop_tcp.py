@@ -153,8 +153,12 @@ def test_peer_that_never_reads_pauses_writer_with_bounded_buffer(any_loop):
     # a while later, still paused and still bounded
     pauses = client.events.count("pause")
     nap()
-    assert client.events.count("pause") == pauses and client.paused
-    assert tr.get_write_buffer_size() == buffered
+    if any_loop.kind == "fastio-io_uring":
+        # (the kernel may still take a late send: another resume and pause)
+        assert client.paused and high < tr.get_write_buffer_size() <= high + len(Producer.chunk)
+    else:
+        assert client.events.count("pause") == pauses and client.paused
+        assert tr.get_write_buffer_size() == buffered
     # the peer starts reading: the buffer drains and the writer resumes
     client.refill = False
     client.resumed = loop.create_future()
