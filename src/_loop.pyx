@@ -4,7 +4,9 @@
 Handles, the ready queue, the timer heap, per-event dispatch and the TCP
 transport's recv/send/flow-control path. fastio.loop builds the public Loop on
 LoopCore. fastio/_pyloop.py is the pure-Python twin: same classes, same
-behaviour; a change here is a change there.
+behaviour; a change here is a change there. What both transports share
+(close/abort, pause/resume reading, limits...) is written once, in
+fastio._transport.TransportMixin.
 
 Discussion: syscalls stay in fastio._core. A fastio._core poller is driven
 through the core's C API (src/fastio_capi.h): the loop reads the poller's
@@ -21,15 +23,15 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_CheckBuffer
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
-from cpython.long cimport PyLong_AsLongLongAndOverflow
-from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport PyObject
 from cpython.pycapsule cimport PyCapsule_GetContext, PyCapsule_GetPointer, PyCapsule_IsValid, PyCapsule_New
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy
 
 from fastio_platform cimport (fastio_last_error, fastio_monotonic_ns, fastio_recv,
                               fastio_send, fastio_would_block, fastio_event)
 from fastio_capi cimport *
+from fastio_fdtable cimport *
 
 import os as _os
 
@@ -37,13 +39,14 @@ import collections
 import socket
 
 from fastio import _core
+from fastio._transport import TransportMixin
 
 # The core's C API, and the poller class it serves (see LoopCore.__init__).
 cdef fastio_core_capi *_core_api = <fastio_core_capi *>PyCapsule_GetPointer(
     _core._C_API, FASTIO_CORE_CAPI)
 cdef object _CorePoller = _core.Poller
 
-__all__ = ["Handle", "TimerHandle", "LoopCore", "Transport", "UringTransport", "UringDriver"]
+__all__ = ["Handle", "TimerHandle", "LoopCore", "TransportCore", "Transport", "UringTransport", "UringDriver"]
 
 cdef enum:
     POLLIN = 0x001
@@ -55,10 +58,7 @@ cdef enum:
     READ_BITS = ~POLLOUT
     WRITE_BITS = ~POLLIN
     HANDLER_BITS = POLLIN | POLLOUT | POLLERR
-    # fds below this are looked up in a flat array; the rest in the dict.
-    FDTAB_MAX = 1 << 20
 
-cdef object _SHUT_WR = socket.SHUT_WR
 # The longest single wait, as asyncio's: a timer further away than any
 # poller's timeout can express just takes several waits.
 cdef double MAX_WAIT = 24 * 3600.0

@@ -4,8 +4,8 @@
 
 
 cdef int capi_transport_write(object transport, const char *buf, Py_ssize_t n) except -1:
-    if isinstance(transport, Transport):
-        return (<Transport>transport)._write(buf, n)
+    if isinstance(transport, TransportCore):
+        return (<TransportCore>transport)._write(buf, n)
     transport.write(PyBytes_FromStringAndSize(buf, n))
     return 0
 

@@ -48,8 +48,9 @@ cdef class LoopCore:
     cdef list _timers
     cdef unsigned long long _timer_seq
     cdef Py_ssize_t _timer_cancelled_count
-    # fd -> _FdEntry. `_fdtab` mirrors it for fds below FDTAB_MAX with
-    # borrowed references (the dict owns them): _fd_set/_fd_del keep both.
+    # fd -> _FdEntry. `_fdtab` mirrors it for fds below
+    # FASTIO_FDTABLE_DIRECT_MAX with borrowed references (the dict owns
+    # them): _fd_set/_fd_del keep both (src/loop_fdtable.pxi).
     cdef dict _fds
     cdef PyObject **_fdtab
     cdef Py_ssize_t _fdtab_cap
@@ -66,7 +67,7 @@ cdef class LoopCore:
     cdef bint _in_run  # inside _run_forever_core
 
     def __cinit__(self, *args, **kwargs):
-        self._rbuf_size = Transport.max_size
+        self._rbuf_size = TransportCore.max_size
         self._rbuf = <char *>PyMem_Malloc(self._rbuf_size)
         if self._rbuf == NULL:
             raise MemoryError()
@@ -183,29 +184,19 @@ cdef class LoopCore:
         return entry
 
     cdef int _fd_set(self, object fd, _FdEntry entry) except -1:
-        cdef long long cfd = _fdtab_index(fd)
-        cdef Py_ssize_t cap
-        cdef PyObject **tab
+        cdef long long cfd = fastio_fdtable_index(fd, FASTIO_FDTABLE_DIRECT_MAX)
+        if cfd >= 0:
+            # Grown first: a MemoryError leaves both tables as they were.
+            fastio_fdtable_reserve(<void **>&self._fdtab, &self._fdtab_cap, sizeof(PyObject *),
+                                   cfd, NULL)
         self._fds[fd] = entry
-        if cfd < 0:
-            return 0
-        if cfd >= self._fdtab_cap:
-            cap = self._fdtab_cap if self._fdtab_cap else 256
-            while cap <= cfd:
-                cap *= 2
-            tab = <PyObject **>PyMem_Realloc(self._fdtab, cap * sizeof(PyObject *))
-            if tab == NULL:
-                del self._fds[fd]
-                raise MemoryError()
-            memset(tab + self._fdtab_cap, 0, (cap - self._fdtab_cap) * sizeof(PyObject *))
-            self._fdtab = tab
-            self._fdtab_cap = cap
-        self._fdtab[cfd] = <PyObject *>entry
+        if cfd >= 0:
+            self._fdtab[cfd] = <PyObject *>entry
         return 0
 
     cdef int _fd_del(self, object fd) except -1:
-        cdef long long cfd = _fdtab_index(fd)
-        if 0 <= cfd < self._fdtab_cap:
+        cdef long long cfd = fastio_fdtable_index(fd, self._fdtab_cap)
+        if cfd >= 0:
             self._fdtab[cfd] = NULL
         self._fds.pop(fd, None)
         return 0
@@ -469,5 +460,4 @@ cdef class LoopCore:
         self._threadsafe.clear()
         self._timers = []
         self._fds = {}
-        if self._fdtab_cap:
-            memset(self._fdtab, 0, self._fdtab_cap * sizeof(PyObject *))
+        fastio_fdtable_reset(self._fdtab, self._fdtab_cap, sizeof(PyObject *), NULL)

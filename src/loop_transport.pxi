@@ -1,11 +1,16 @@
-# The TCP transport: recv/send straight into the loop's buffer and out of the
-# caller's, flow control, close/abort.
+# The TCP transport's hot half, TransportCore: recv into the loop's buffer,
+# send from the caller's, the write buffer and flow control. The cold half
+# (start, close/abort, write_eof, pause/resume reading, limits, extra info)
+# is fastio._transport.TransportMixin, shared with the pure-Python twin;
+# `Transport` joins the two. The attributes and methods the mixin uses are
+# public/readonly/cpdef here; C callers still reach them as struct fields
+# and C methods.
 
 
 @cython.final
 cdef class _ReadHandle(Handle):
     # The transport's reader: dispatch calls it as a C method, no Python call.
-    cdef Transport _transport
+    cdef TransportCore _transport
 
     cdef int _run(self) except -1:
         self._transport._read_ready()
@@ -14,15 +19,15 @@ cdef class _ReadHandle(Handle):
 
 @cython.final
 cdef class _WriteHandle(Handle):
-    cdef Transport _transport
+    cdef TransportCore _transport
 
     cdef int _run(self) except -1:
         self._transport._write_ready()
         return 0
 
 
-cdef class Transport:
-    """A TCP transport: non-blocking socket <-> asyncio-shaped protocol.
+cdef class TransportCore:
+    """A TCP transport's per-chunk path: recv, send, buffer, flow control.
 
     Writes go out at once; what the kernel does not take waits in a buffer
     flushed on writability. `pause_writing()` is called above the high-water
@@ -31,21 +36,23 @@ cdef class Transport:
 
     max_size = 256 * 1024
 
-    cdef LoopCore _loop
-    cdef object _sock
-    cdef object _fd
+    # Read and written by fastio._transport.TransportMixin too.
+    cdef readonly LoopCore _loop
+    cdef readonly object _sock
+    cdef readonly object _fd
+    cdef readonly object _protocol
+    cdef readonly dict _extra
+    cdef public object _server
+    cdef readonly bytearray _buffer
+    cdef readonly Py_ssize_t _high
+    cdef readonly Py_ssize_t _low
+    cdef public bint _closing
+    cdef public int _conn_lost
+    cdef public bint _eof
+    cdef public bint _reading_paused
+    # Only here.
     cdef int _cfd
-    cdef object _protocol
-    cdef dict _extra
-    cdef object _server
-    cdef bytearray _buffer
-    cdef Py_ssize_t _high
-    cdef Py_ssize_t _low
     cdef Py_ssize_t _max_size
-    cdef bint _closing
-    cdef int _conn_lost
-    cdef bint _eof
-    cdef bint _reading_paused
     cdef bint _protocol_paused
     cdef _ReadHandle _reader
     cdef _WriteHandle _writer
@@ -72,21 +79,6 @@ cdef class Transport:
             server._attach()
 
     # --- event side
-
-    def _start(self):
-        try:
-            self._protocol.connection_made(self)
-        except (SystemExit, KeyboardInterrupt):
-            self._force_close(None)
-            raise
-        except BaseException as exc:
-            # As asyncio: log it and serve the connection all the same; it
-            # is closed by the protocol or the peer, never left behind.
-            self._loop.call_exception_handler({
-                "message": "protocol.connection_made() failed",
-                "exception": exc, "transport": self, "protocol": self._protocol})
-        if not self._closing and not self._reading_paused:
-            self._start_reading()
 
     cdef int _read_ready(self) except -1:
         cdef long long n = fastio_recv(self._cfd, self._loop._rbuf, self._max_size)
@@ -203,122 +195,31 @@ cdef class Transport:
         self._fatal_error(OSError(err, _os.strerror(err)), "Fatal write error on socket transport")
         return -1
 
-    def writelines(self, list_of_data):
-        """Send each bytes-like of `list_of_data`, as one write."""
-        self.write(b"".join(list_of_data))
+    # --- what the mixin drives
 
-    def write_eof(self):
-        """Shut down the sending side once the buffer is flushed."""
-        if self._closing or self._eof:
-            return
-        self._eof = True
-        if not self._owed():
-            self._shutdown_write()
+    def _set_reading(self, bint reading):
+        """Watch the socket for readability (this transport's reader), or stop."""
+        if reading:
+            self._reader._cancelled = False
+            self._loop._set_io(self._fd, True, self._reader)
+        else:
+            self._loop._remove_io(self._fd, True)
 
-    cdef int _shutdown_write(self) except -1:
-        # A reset can land between the last send and this call.
-        try:
-            self._sock.shutdown(_SHUT_WR)
-        except OSError as exc:
-            self._fatal_error(exc, "Fatal error on socket shutdown")
-        return 0
+    def _set_writing(self, bint writing):
+        """Watch the socket for writability (this transport's writer), or stop."""
+        if writing:
+            self._writer._cancelled = False
+            self._loop._set_io(self._fd, False, self._writer)
+        else:
+            self._loop._remove_io(self._fd, False)
 
-    def can_write_eof(self):
-        return True
-
-    def close(self):
-        """Stop reading, flush the buffer, then close; connection_lost(None)."""
-        if self._closing:
-            return
-        self._closing = True
-        self._stop_reading()
-        if not self._owed():
-            self._conn_lost += 1
-            self._loop.call_soon(self._call_connection_lost, None)
-
-    def abort(self):
-        """Close at once, dropping buffered data; connection_lost(None)."""
-        self._force_close(None)
-
-    def is_closing(self):
-        return self._closing
-
-    def pause_reading(self):
-        """Stop calling data_received() until resume_reading()."""
-        if self._closing or self._reading_paused:
-            return
-        self._reading_paused = True
-        self._stop_reading()
-
-    def resume_reading(self):
-        """Undo pause_reading()."""
-        if self._closing or not self._reading_paused:
-            return
-        self._reading_paused = False
-        self._start_reading()
-
-    def is_reading(self):
-        return not self._reading_paused and not self._closing
-
-    def get_write_buffer_size(self):
-        """Return the number of bytes waiting in the write buffer."""
-        return self._owed()
-
-    def get_write_buffer_limits(self):
-        return (self._low, self._high)
-
-    def set_write_buffer_limits(self, high=None, low=None):
-        """Set the flow-control marks (asyncio defaults: 64 KiB / 16 KiB).
-
-        :raises ValueError: unless high >= low >= 0.
-        """
-        if high is None:
-            high = 64 * 1024 if low is None else 4 * low
-        if low is None:
-            low = high // 4
-        if not high >= low >= 0:
-            raise ValueError("high (%r) must be >= low (%r) must be >= 0" % (high, low))
+    def _set_write_buffer_limits(self, Py_ssize_t high, Py_ssize_t low):
+        """Install flow-control marks the mixin has checked; pause now if above."""
         self._high = high
         self._low = low
         self._maybe_pause_protocol()
 
-    def get_extra_info(self, name, default=None):
-        """Return 'peername', 'sockname', 'socket', or 'dropped_bytes' (bytes
-        left unsent when the connection broke or was aborted), else `default`."""
-        return self._extra.get(name, default)
-
-    def get_protocol(self):
-        return self._protocol
-
-    def set_protocol(self, protocol):
-        self._set_protocol(protocol)
-
-    # --- hooks: the readiness data path; UringTransport has the completion one
-
-    cdef int _start_reading(self) except -1:
-        self._reader._cancelled = False
-        self._loop._set_io(self._fd, True, self._reader)
-        return 0
-
-    cdef int _stop_reading(self) except -1:
-        self._loop._remove_io(self._fd, True)
-        return 0
-
-    cdef Py_ssize_t _owed(self) except -1:
-        """Return the bytes written but not yet sent."""
-        return PyByteArray_GET_SIZE(self._buffer)
-
-    cdef int _drop_output(self) except -1:
-        if self._buffer:
-            # What never reached the peer, for get_extra_info('dropped_bytes').
-            self._extra["dropped_bytes"] = len(self._buffer)
-            del self._buffer[:]
-            self._loop._remove_io(self._fd, False)
-        return 0
-
-    # --- internals
-
-    cdef int _set_protocol(self, object protocol) except -1:
+    cpdef int _set_protocol(self, object protocol) except -1:
         # A compiled data_received is used only where it is what Python would
         # call: not when a subclass overrides it.
         cdef object cls = type(protocol)
@@ -335,6 +236,18 @@ cdef class Transport:
             self._c_data_received = <fastio_data_received_fn>PyCapsule_GetPointer(
                 capsule, FASTIO_DATA_RECEIVED)
         return 0
+
+    cpdef Py_ssize_t _owed(self) except -1:
+        """Return the bytes written but not yet sent."""
+        return PyByteArray_GET_SIZE(self._buffer)
+
+    def _drop_output(self):
+        """Drop what is owed (abort, a broken connection); count it as
+        'dropped_bytes'."""
+        if self._buffer:
+            self._extra["dropped_bytes"] = len(self._buffer)
+            del self._buffer[:]
+            self._loop._remove_io(self._fd, False)
 
     cdef int _maybe_pause_protocol(self) except -1:
         if self._owed() <= self._high or self._protocol_paused:
@@ -360,38 +273,12 @@ cdef class Transport:
                 "exception": exc, "transport": self, "protocol": self._protocol})
         return 0
 
-    cdef int _fatal_error(self, exc, message) except -1:
-        # A connection the peer broke is the protocol's business, reported
-        # through connection_lost(exc); anything else is also logged.
-        if not isinstance(exc, OSError):
-            self._loop.call_exception_handler({
-                "message": message, "exception": exc,
-                "transport": self, "protocol": self._protocol})
-        self._force_close(exc)
-        return 0
 
-    cdef int _force_close(self, exc) except -1:
-        if self._conn_lost:
-            return 0
-        self._drop_output()
-        if not self._closing:
-            self._closing = True
-            self._stop_reading()
-        self._conn_lost += 1
-        self._loop.call_soon(self._call_connection_lost, exc)
-        return 0
+class Transport(TransportMixin, TransportCore):
+    """A TCP transport: non-blocking socket <-> asyncio-shaped protocol.
 
-    def _call_connection_lost(self, exc):
-        try:
-            self._protocol.connection_lost(exc)
-        finally:
-            self._sock.close()
-            self._set_protocol(None)
-            server = self._server
-            if server is not None:
-                self._server = None
-                server._detach()
+    TransportCore's recv/send path under fastio._transport's asyncio
+    transport methods.
+    """
 
-    def __repr__(self):
-        return "<%s fd=%d%s>" % (type(self).__name__, self._fd,
-                                 " closing" if self._closing else "")
+    __slots__ = ()

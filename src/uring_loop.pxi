@@ -34,7 +34,7 @@
 
 from libc.errno cimport EAGAIN, EBUSY, EINTR
 from libc.stdint cimport uint32_t, uint64_t
-from libc.string cimport memmove
+from libc.string cimport memmove, memset
 
 from fastio_uring cimport *
 
@@ -116,7 +116,7 @@ cdef class UringDriver:
         sqe.user_data = FASTIO_UD_IGNORE
         return 0
 
-    cdef Py_ssize_t _attach(self, UringTransport t) except -1:
+    cdef Py_ssize_t _attach(self, UringTransportCore t) except -1:
         cdef Py_ssize_t slot
         if self._free:
             slot = self._free.pop()
@@ -127,7 +127,7 @@ cdef class UringDriver:
         self.live += 1
         return slot
 
-    cdef int _release(self, UringTransport t) except -1:
+    cdef int _release(self, UringTransportCore t) except -1:
         """Free `t`'s slot once it is lost and has nothing in flight."""
         if t._slot < 0 or t._inflight or not t._released:
             return 0
@@ -154,9 +154,9 @@ cdef class UringDriver:
                 if t is None:
                     continue
                 if kind == FASTIO_UD_RECV:
-                    (<UringTransport>t)._on_recv(cqe.res, cqe.flags)
+                    (<UringTransportCore>t)._on_recv(cqe.res, cqe.flags)
                 elif kind == FASTIO_UD_SEND:
-                    (<UringTransport>t)._on_send(cqe.res)
+                    (<UringTransportCore>t)._on_send(cqe.res)
         finally:
             # A KeyboardInterrupt out of a protocol leaves the rest for the
             # next iteration, as the ready queue does.
@@ -168,9 +168,9 @@ cdef class UringDriver:
         return 0
 
 
-cdef class UringTransport(Transport):
-    """A TCP transport on io_uring: multishot recv into the loop's buffer
-    ring, sends as SQEs. Same contract as `Transport`."""
+cdef class UringTransportCore(TransportCore):
+    """TransportCore on io_uring: multishot recv into the loop's buffer
+    ring, sends as SQEs (see the top of this file)."""
 
     cdef UringDriver _drv
     cdef Py_ssize_t _slot
@@ -190,7 +190,7 @@ cdef class UringTransport(Transport):
     def __init__(self, LoopCore loop, sock, protocol, dict extra, server=None):
         if loop._uring is None:
             raise TypeError("UringTransport needs a Loop on io_uring")
-        Transport.__init__(self, loop, sock, protocol, extra, server)
+        TransportCore.__init__(self, loop, sock, protocol, extra, server)
         self._drv = <UringDriver>loop._uring
         self._slot = self._drv._attach(self)
         self._held = bytearray()
@@ -199,6 +199,16 @@ cdef class UringTransport(Transport):
 
     cdef bint _wants_input(self):
         return not self._closing and not self._reading_paused and not self._held_eof
+
+    def _set_reading(self, bint reading):
+        """Arm the multishot recv (after delivering what was held), or cancel it."""
+        if reading:
+            self._start_reading()
+        else:
+            self._stop_reading()
+
+    def _set_writing(self, bint writing):
+        pass  # sends are SQEs: there is no writability to watch
 
     cdef int _start_reading(self) except -1:
         cdef fastio_uring_sqe *sqe
@@ -314,7 +324,7 @@ cdef class UringTransport(Transport):
 
     # --- sending
 
-    cdef Py_ssize_t _owed(self) except -1:
+    cpdef Py_ssize_t _owed(self) except -1:
         cdef Py_ssize_t n = PyByteArray_GET_SIZE(self._buffer)
         if self._sending is not None:
             n += self._slen - self._soff
@@ -338,7 +348,7 @@ cdef class UringTransport(Transport):
                 self._submit_send()
                 self._maybe_pause_protocol()
             return
-        Transport.write(self, data)
+        TransportCore.write(self, data)
 
     cdef int _write(self, const char *p, Py_ssize_t n) except -1:
         cdef Py_ssize_t size
@@ -417,7 +427,7 @@ cdef class UringTransport(Transport):
                 self._shutdown_write()
         return 0
 
-    cdef int _drop_output(self) except -1:
+    def _drop_output(self):
         cdef Py_ssize_t owed = self._owed()
         if owed:
             self._extra["dropped_bytes"] = owed
@@ -429,9 +439,20 @@ cdef class UringTransport(Transport):
             self._sending = None
         return 0
 
+    def _lost(self):
+        # After connection_lost(): the slot goes once no op is in flight.
+        self._released = True
+        self._drv._release(self)
+
+
+class UringTransport(TransportMixin, UringTransportCore):
+    """A TCP transport on io_uring: multishot recv into the loop's buffer
+    ring, sends as SQEs. Same contract as `Transport`."""
+
+    __slots__ = ()
+
     def _call_connection_lost(self, exc):
         try:
-            Transport._call_connection_lost(self, exc)
+            TransportMixin._call_connection_lost(self, exc)
         finally:
-            self._released = True
-            self._drv._release(self)
+            self._lost()

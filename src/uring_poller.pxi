@@ -178,7 +178,7 @@ cdef class UringPoller(Poller):
 
     cdef int _sys_add(self, long long fd, uint32_t mask) except -1:
         cdef int slot
-        if fd >= FDTABLE_DIRECT_MAX or fcntl(<int>fd, F_GETFD) < 0:
+        if fd >= self._direct_limit or fcntl(<int>fd, F_GETFD) < 0:
             # The kernel would only say so in the poll's CQE, later.
             _raise_errno(EBADF)
         slot = self._new_slot()
