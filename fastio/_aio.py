@@ -60,7 +60,7 @@ def _selector_for(backend: str, who: str) -> selectors.BaseSelector:
 
     if backend == "io_uring":
         try:
-            return fastio_selectors.UringSelector()  # type: ignore[attr-defined, no-any-return]
+            return fastio_selectors.UringSelector()
         except (AttributeError, OSError) as exc:
             reason = getattr(exc, "strerror", None) or "fastio's C extension is not available"
             _pollers.uring_fallback_notice(who, reason)
@@ -69,7 +69,7 @@ def _selector_for(backend: str, who: str) -> selectors.BaseSelector:
     if name is None or not hasattr(fastio_selectors, name):
         raise ValueError("backend must be one of %s, not %r"
                          % (", ".join(_pollers.BACKENDS), backend))
-    return getattr(fastio_selectors, name)()  # type: ignore[no-any-return]
+    return getattr(fastio_selectors, name)()
 
 
 def _callback_error(handle, exc):

@@ -57,7 +57,9 @@ class TransportCore:
 
 class Transport(TransportMixin, TransportCore): ...
 
-class UringTransport(Transport):
+class UringTransportCore(TransportCore): ...
+
+class UringTransport(TransportMixin, UringTransportCore):
     """A Transport on io_uring (multishot recv, sends as SQEs); Loop(backend="io_uring")."""
 
 class UringDriver:

@@ -6,7 +6,8 @@ transport's recv/send/flow-control path. fastio.loop builds the public Loop on
 LoopCore. fastio/_pyloop.py is the pure-Python twin: same classes, same
 behaviour; a change here is a change there. What both transports share
 (close/abort, pause/resume reading, limits...) is written once, in
-fastio._transport.TransportMixin.
+fastio._transport.TransportMixin. On an io_uring poller with a buffer ring,
+the transports are completion-based (src/uring_loop.pxi: compiled only).
 
 Discussion: syscalls stay in fastio._core. A fastio._core poller is driven
 through the core's C API (src/fastio_capi.h): the loop reads the poller's
@@ -46,7 +47,8 @@ cdef fastio_core_capi *_core_api = <fastio_core_capi *>PyCapsule_GetPointer(
     _core._C_API, FASTIO_CORE_CAPI)
 cdef object _CorePoller = _core.Poller
 
-__all__ = ["Handle", "TimerHandle", "LoopCore", "TransportCore", "Transport", "UringTransport", "UringDriver"]
+__all__ = ["Handle", "TimerHandle", "LoopCore", "TransportCore", "Transport", "UringTransportCore",
+           "UringTransport", "UringDriver"]
 
 cdef enum:
     POLLIN = 0x001
