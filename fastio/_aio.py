@@ -34,14 +34,47 @@ class SelectorEventLoop(asyncio.SelectorEventLoop):
     """asyncio's SelectorEventLoop over `fastio.selectors.DefaultSelector`.
 
     :param selector: a selector to use instead (any `selectors.BaseSelector`).
+    :param backend: instead of `selector`, fastio's selector by name:
+        "epoll", "poll", "select" or "io_uring" (`fastio.selectors.UringSelector`:
+        registrations and waits are io_uring SQEs, one io_uring_enter per
+        iteration; transports stay asyncio's readiness ones). Where io_uring
+        is refused the loop uses the default selector and says so once with
+        a RuntimeWarning.
+    :raises ValueError: an unknown backend, or both arguments.
     """
 
-    def __init__(self, selector: Optional[selectors.BaseSelector] = None) -> None:
-        if selector is None:
-            from fastio.selectors import DefaultSelector
+    def __init__(self, selector: Optional[selectors.BaseSelector] = None, *,
+                 backend: Optional[str] = None) -> None:
+        from fastio import selectors as fastio_selectors
 
-            selector = DefaultSelector()
+        if backend is not None:
+            try:
+                if selector is not None:
+                    raise ValueError("selector and backend can not be specified at the same time")
+                selector = _selector_for(backend, type(self).__name__)
+            except BaseException:
+                self._closed = True  # what asyncio's __del__ looks at
+                raise
+        elif selector is None:
+            selector = fastio_selectors.DefaultSelector()
         super().__init__(selector)
+
+
+def _selector_for(backend: str, who: str) -> selectors.BaseSelector:
+    from fastio import _pollers, selectors as fastio_selectors
+
+    if backend == "io_uring":
+        try:
+            return fastio_selectors.UringSelector()
+        except (AttributeError, OSError) as exc:
+            reason = getattr(exc, "strerror", None) or "fastio's C extension is not available"
+            _pollers.uring_fallback_notice(who, reason)
+            return fastio_selectors.DefaultSelector()
+    name = {"epoll": "EpollSelector", "poll": "PollSelector", "select": "SelectSelector"}.get(backend)
+    if name is None or not hasattr(fastio_selectors, name):
+        raise ValueError("backend must be one of %s, not %r"
+                         % (", ".join(_pollers.BACKENDS), backend))
+    return getattr(fastio_selectors, name)()
 
 
 def _callback_error(handle, exc):

@@ -32,7 +32,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Optional, Tuple, TypeVar, Union
 
 from fastio import _pollers, _streams
-from fastio._impl import loop as _impl
+from fastio._impl import compiled, loop as _impl
 from fastio._pollers import SelectorArg
 
 if TYPE_CHECKING:
@@ -77,10 +77,24 @@ class _LoopAPI(_LoopBase):
     WRITE = 0x004
     ERROR = 0x008
 
-    def __init__(self, selector: SelectorArg = None) -> None:
-        poller = _pollers.make_poller(selector)
+    def __init__(self, selector: SelectorArg = None, *, backend: Optional[str] = None) -> None:
+        if backend is None:
+            poller = _pollers.make_poller(selector)
+        elif selector is not None:
+            raise ValueError("selector and backend can not be specified at the same time")
+        else:
+            poller = _pollers.backend_poller(backend, type(self).__name__)
         waker = _pollers.Waker()
-        super().__init__(poller, waker)  # the core, next in the MRO
+        try:
+            super().__init__(poller, waker)  # the core, next in the MRO
+        except BaseException:
+            waker.close()
+            poller.close()
+            raise
+        if getattr(self, "_uring", None) is not None:
+            # Completion-based transports on the poller's ring (the
+            # compiled core only has a ring).
+            self.transport_class = compiled("loop").UringTransport
         self._poller_ref = poller
         self._waker_ref = waker
         self._closed = False
@@ -324,6 +338,16 @@ class _LoopAPI(_LoopBase):
         """
         return _streams.open_connection(self, protocol_factory, host, port)
 
+    @property
+    def backend(self) -> str:
+        """Return what the loop waits with: "io_uring", "epoll", "poll",
+        "select", or the poller's class name."""
+        poller = self._poller_ref
+        name = type(poller).__name__
+        return {"UringPoller": "io_uring", "EpollPoller": "epoll", "PollPoller": "poll",
+                "SelectPoller": "select", "_StdlibEpoll": "epoll",
+                "_StdlibPoll": "poll"}.get(name, name)
+
     def __repr__(self) -> str:
         return "<%s running=%s closed=%s>" % (
             type(self).__name__, self.is_running(), self._closed)
@@ -335,6 +359,16 @@ class Loop(_LoopAPI, _impl.LoopCore):
     :param selector: the backend: None for the best available (epoll, then
         poll, then select), a fastio poller, or a selector (see
         `fastio._pollers.make_poller`). The loop owns it and closes it.
+    :param backend: instead of `selector`, a backend by name: "epoll",
+        "poll", "select" or "io_uring". On "io_uring" the loop waits with
+        io_uring_enter and its TCP transports are completion-based
+        (multishot recv into a shared buffer ring, sends as SQEs; same
+        Transport contract); readers, writers, timers, signals and
+        call_soon_threadsafe work as on the other backends. Where io_uring
+        is refused (no extension, not Linux, ENOSYS, EPERM, an old kernel,
+        FASTIO_IO_URING=0) the loop runs on epoll and says so once with a
+        RuntimeWarning.
+    :raises ValueError: an unknown backend, or both arguments.
     """
 
     #: The Transport class of the connections the loop's servers accept

@@ -38,6 +38,7 @@ __all__ = [
     "SelectSelector",
     "PollSelector",
     "EpollSelector",
+    "UringSelector",
     "DefaultSelector",
     "IMPLEMENTATION",
     "EPOLLET",
@@ -92,6 +93,28 @@ if _core is not None:
                 self._selector.close()
                 super().close()
 
+        class UringSelector(_core.SelectorCore, BaseSelector):
+            """Selector over io_uring(7) polls (`fastio._impl.core_c.UringPoller`).
+
+            Same contract as `selectors.PollSelector`; registrations and the
+            wait go to the kernel as SQEs with one io_uring_enter per
+            select(). Not in the stdlib and not the default: ask for it.
+
+            :raises OSError: io_uring is unavailable here (the message says
+                why: ENOSYS, EPERM, an old kernel, FASTIO_IO_URING=0).
+            """
+
+            _selector_cls = _core.UringPoller
+
+            def fileno(self):
+                """Return the io_uring file descriptor."""
+                return self._selector.fileno()
+
+            def close(self):
+                """Same contract as `selectors.PollSelector.close`."""
+                self._selector.close()
+                super().close()
+
 else:
     # The twin's selectors are whole classes (see fastio._impl.core_py).
     from fastio._impl.core_py import (EPOLLET, EPOLLEXCLUSIVE, EPOLLONESHOT, EPOLLPRI, EPOLLRDHUP,
@@ -118,7 +141,7 @@ elif "PollSelector" in globals():
 else:
     DefaultSelector = SelectSelector
 
-for _name in ("PollSelector", "EpollSelector"):
+for _name in ("PollSelector", "EpollSelector", "UringSelector"):
     if _name not in globals():
         __all__.remove(_name)
 del _name

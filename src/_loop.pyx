@@ -6,7 +6,8 @@ transport's recv/send/flow-control path. fastio.loop builds the public Loop on
 LoopCore. fastio/_impl/loop_py.py is the pure-Python twin: same classes, same
 behaviour; a change here is a change there. What both transports share
 (close/abort, pause/resume reading, limits...) is written once, in
-fastio._transport.TransportMixin.
+fastio._transport.TransportMixin. On an io_uring poller with a buffer ring,
+the transports are completion-based (src/uring_loop.pxi: compiled only).
 
 Discussion: syscalls stay in the core (core_c). A core_c poller is driven
 through the core's C API (src/fastio_capi.h): the loop reads the poller's
@@ -46,7 +47,8 @@ cdef fastio_core_capi *_core_api = <fastio_core_capi *>PyCapsule_GetPointer(
     _core._C_API, FASTIO_CORE_CAPI)
 cdef object _CorePoller = _core.Poller
 
-__all__ = ["Handle", "TimerHandle", "LoopCore", "TransportCore", "Transport"]
+__all__ = ["Handle", "TimerHandle", "LoopCore", "TransportCore", "Transport", "UringTransportCore",
+           "UringTransport", "UringDriver"]
 
 cdef enum:
     POLLIN = 0x001
@@ -70,6 +72,7 @@ include "loop_timers.pxi"      # the timer heap
 include "loop_fdtable.pxi"     # fd -> reader/writer/handler
 include "loop_core.pxi"        # LoopCore: queues, registration, one iteration
 include "loop_transport.pxi"   # the TCP transport's hot path
+include "uring_loop.pxi"       # the transport on io_uring (completion-based)
 include "loop_capi.pxi"        # the C API other compiled modules call
 
 # asyncio's face: asyncio.AbstractEventLoop on LoopCore.

@@ -25,7 +25,7 @@ cdef object _aio_heapify = None
 cdef object _aio_max_select_timeout = None
 cdef Py_ssize_t _aio_min_scheduled = 100
 cdef object _aio_min_cancelled_fraction = None
-# fastio._core.SelectorCore.select and the stdlib's SelectorKey: an
+# fastio._impl.core_c.SelectorCore.select and the stdlib's SelectorKey: an
 # iteration over a selector whose select() is that one reads its poller's
 # events through the core's C API instead (see _aio_core_poller).
 cdef object _aio_core_select = None
@@ -134,7 +134,7 @@ def aio_run_once(self):
 cdef object _aio_core_poller(object loop, object selector):
     """Return the core poller `selector.select()` would wait on, or None.
 
-    None unless select() is fastio._core.SelectorCore's own (not replaced on
+    None unless select() is fastio._impl.core_c.SelectorCore's own (not replaced on
     the class or the instance), the selector is open, and `_process_events`
     is this module's: then reading the poller's events through the C API and
     doing what _process_events does with them is what asyncio would do.
@@ -200,7 +200,7 @@ cdef object _aio_run_direct(object self, bint fast, object selector, object poll
         fd_to_key = selector._fd_to_key
         for i in range(n):
             revents = evs[i].events
-            # selector_events() of fastio._core: a hang-up or error wakes both.
+            # selector_events() of fastio._impl.core_c: a hang-up or error wakes both.
             sev = ((2 if revents & ~POLLIN else 0) | (1 if revents & ~POLLOUT else 0))
             keyp = PyDict_GetItem(fd_to_key, evs[i].fd)
             if keyp == NULL:

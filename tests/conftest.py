@@ -10,7 +10,7 @@ The stdlib classes are the reference model: a test that fails on a "stdlib-*"
 param is a wrong test, one that fails only on "fastio-*" is a fastio bug.
 
 `impl` ("fastio-c" | "fastio-py" | "stdlib") x `backend` ("epoll" | "poll" |
-"select") give `selector_cls` with ids such as ``fastio-c-epoll`` and
+"select" | "io_uring", the last on the compiled core only) give `selector_cls` with ids such as ``fastio-c-epoll`` and
 ``stdlib-poll``. `epoll_cls` / `poll_cls` / `select_cls` give one backend for
 the current impl.
 
@@ -32,14 +32,16 @@ import pytest
 import fastio
 import fastio.selectors as fastio_selectors
 import implementations
+from fastio import _pollers
 
 # The loop tests' fixtures (any_loop, LoopAdapter) and the RabbitMQ ones
 # (broker, connection_cls, queue) live beside this file.
 pytest_plugins = ["loop_fixtures", "broker_fixtures"]
 
-BACKENDS = ("epoll", "poll", "select")
+BACKENDS = ("epoll", "poll", "select", "io_uring")
 IMPLS = ("fastio-c", "fastio-py", "stdlib")
-CLASS_NAMES = {"epoll": "EpollSelector", "poll": "PollSelector", "select": "SelectSelector"}
+CLASS_NAMES = {"epoll": "EpollSelector", "poll": "PollSelector", "select": "SelectSelector",
+               "io_uring": "UringSelector"}
 
 # Snapshot before any install(): install() rebinds these names in `selectors`.
 STDLIB_CLASSES = {b: getattr(selectors, n, None) for b, n in CLASS_NAMES.items()}
@@ -60,7 +62,23 @@ def selector_class(impl, backend):
     cls = classes[backend]
     if cls is None:
         pytest.skip("%s has no %s on this platform" % (impl, CLASS_NAMES[backend]))
+    if backend == "io_uring":
+        poller, reason = _pollers.uring_poller()
+        if poller is None:
+            pytest.skip("io_uring is unavailable: %s" % reason)
+        poller.close()
     return cls
+
+
+def pytest_collection_modifyitems(config, items):
+    # Only the compiled core has an io_uring selector (neither the stdlib nor
+    # the pure-Python twin): no such cases to run or skip.
+    items[:] = [item for item in items
+                if getattr(item, "callspec", None) is None
+                or item.callspec.params.get("backend") != "io_uring"
+                or (item.callspec.params.get("impl", "fastio-c") == "fastio-c"
+                    and item.callspec.params.get("implementation", "c") == "c"
+                    and "stdlib_cls" not in item.fixturenames)]
 
 
 def pytest_sessionstart(session):
@@ -101,7 +119,7 @@ def impl(request):
 
 @pytest.fixture(params=BACKENDS)
 def backend(request):
-    """The readiness syscall: "epoll", "poll" or "select"."""
+    """The readiness syscall: "epoll", "poll", "select" or "io_uring"."""
     return request.param
 
 

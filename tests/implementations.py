@@ -66,9 +66,9 @@ def loop_class(impl):
 
 
 def selector_classes(impl):
-    """Return {"epoll": cls, "poll": cls, "select": cls} of fastio's selectors on `impl`'s core.
+    """Return {"epoll": cls, "poll": cls, "select": cls, "io_uring": cls} of fastio's selectors on `impl`'s core.
 
-    Absent backends map to None. "c" is fastio.selectors when the compiled
+    Absent backends map to None (io_uring exists compiled only). "c" is fastio.selectors when the compiled
     core is built (it is what fastio.selectors assembles from it); "py" the
     twin's whole classes.
     """
@@ -80,7 +80,8 @@ def selector_classes(impl):
     else:
         module = core
     return {b: getattr(module, n, None) for b, n in
-            (("epoll", "EpollSelector"), ("poll", "PollSelector"), ("select", "SelectSelector"))}
+            (("epoll", "EpollSelector"), ("poll", "PollSelector"), ("select", "SelectSelector"),
+             ("io_uring", "UringSelector"))}
 
 
 def default_selector(impl):

@@ -64,7 +64,7 @@ def block_timer_signal_in_this_thread():
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
 
 
-_WAIT_CHANNELS = ("epoll", "poll", "select")
+_WAIT_CHANNELS = ("epoll", "poll", "select", "io_cqring_wait")
 
 
 def wait_until_blocked(native_id, timeout=2.0):
@@ -252,7 +252,11 @@ def _emfile_server_main(kind, free_slots):
 
     import implementations
 
-    if kind.startswith("fastio-"):
+    if kind == "fastio-io_uring":
+        from fastio.loop import Loop
+
+        loop = Loop(backend="io_uring")
+    elif kind.startswith("fastio-"):
         loop = implementations.loop_class(kind[len("fastio-"):])()
     else:
         loop = asyncio.new_event_loop()

@@ -26,8 +26,10 @@ COMPILED_ONLY = {
                         "whole classes (EpollSelector, ...)",
         "FD_SETSIZE": "select(2)'s compile-time limit, which the twin (the stdlib's select) "
                       "does not expose",
+        "UringPoller": "io_uring exists compiled only",
     },
-    "loop": {},
+    "loop": dict.fromkeys(("UringTransportCore", "UringTransport", "UringDriver"),
+                          "io_uring exists compiled only"),
     "amqp": {},
     "echo": dict.fromkeys(("UringEcho", "uring_status"), "io_uring exists compiled only"),
 }

@@ -9,7 +9,22 @@ import threading
 import pytest
 
 import implementations
+from fastio import _pollers
 from fastio.loop import Protocol
+
+
+def _uring(make):
+    # io_uring exists on the compiled core only, where the kernel allows it.
+    def backend(impl, core):
+        if impl != "c":
+            return None
+        poller, _ = _pollers.uring_poller()
+        if poller is None:
+            return None
+        poller.close()
+        return make(core)
+    return backend
+
 
 # id -> what Loop(selector) gets, from the implementation under test: None,
 # a class, or (for an instance) a factory of one.
@@ -20,6 +35,10 @@ BACKENDS = {
     "core-epoll-class": lambda impl, core: core.EpollPoller if core.HAVE_EPOLL else None,
     "core-poll-class": lambda impl, core: core.PollPoller if core.HAVE_POLL else None,
     "core-select": lambda impl, core: core.SelectPoller(),
+    # Readiness on io_uring polls, and with a buffer ring (what
+    # Loop(backend="io_uring") makes): completion-based transports.
+    "fastio-UringSelector": _uring(lambda core: implementations.selector_classes("c")["io_uring"]()),
+    "core-io_uring-buffers": _uring(lambda core: core.UringPoller(nbufs=8)),
 }
 
 
@@ -28,7 +47,7 @@ def loop(request, implementation):
     core = implementations.pair(implementation, "core")
     backend = BACKENDS[request.param](implementation, core)
     if backend is None and request.param != "default":
-        pytest.skip("%s: not on this platform" % request.param)
+        pytest.skip("%s: not on this platform or implementation" % request.param)
     lp = implementations.loop_class(implementation)(backend)
     yield lp
     lp.close()

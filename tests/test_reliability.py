@@ -345,24 +345,32 @@ def test_selector_closed_from_another_thread_while_select_blocks(selector_cls, s
     assert elapsed < 4.0, "select() slept %.1f s: the data did not wake it" % elapsed
     with pytest.raises(RuntimeError):
         sel.get_key(a)
-    if selector_cls.__name__ == "EpollSelector":
+    if selector_cls.__name__ in ("EpollSelector", "UringSelector"):  # a kernel object, as epoll's
         with pytest.raises(ValueError):
             sel.select(0)
     else:
         assert sel.select(0) == []
+    if selector_cls.__name__ == "UringSelector":
+        # The kernel tears a closed ring down in a worker that then queues
+        # task work on this thread: its next blocking wait returns EINTR
+        # once. Let a sleep take it, not the next test's select().
+        time.sleep(0.2)
 
 
 _core = compiled("core")
 
 
 @pytest.mark.skipif(_core is None, reason="needs the compiled core")
-@pytest.mark.parametrize("name", ["EpollPoller", "PollPoller", "SelectPoller"])
+@pytest.mark.parametrize("name", ["EpollPoller", "PollPoller", "SelectPoller", "UringPoller"])
 def test_core_poller_closed_from_another_thread_returns_then_raises_value_error(name, socketpair):
     poller_cls = getattr(_core, name, None)
     if poller_cls is None:
         pytest.skip("no %s here" % name)
     a, b = socketpair()
-    poller = poller_cls()
+    try:
+        poller = poller_cls()
+    except OSError as exc:  # io_uring refused here
+        pytest.skip("%s: %s" % (name, exc))
     poller.register(a, _core.POLLIN)
     main = threading.get_native_id()
     log = []

@@ -14,6 +14,18 @@ from fastio._impl.loop_py import TimerHandle as TimerHandle
 from fastio._impl.loop_py import Transport as Transport
 from fastio._impl.loop_py import TransportCore as TransportCore
 
+from fastio._transport import TransportMixin
+
+# io_uring exists compiled only: Loop(backend="io_uring").
+class UringTransportCore(TransportCore): ...
+
+class UringTransport(TransportMixin, UringTransportCore):
+    """A Transport on io_uring (multishot recv, sends as SQEs); Loop(backend="io_uring")."""
+
+class UringDriver:
+    live: int
+    def __init__(self, loop: LoopCore, poller: Any) -> None: ...
+
 # asyncio's face: compiled methods of fastio.EventLoop and its socket
 # transport (fastio._aio installs them on subclasses of asyncio's classes).
 def aio_setup(base_events: Any, selector_events: Any, events: Any,

@@ -610,11 +610,23 @@ class TransportCore:
         self._low = low
         self._maybe_pause_protocol()
 
+    def _owed(self) -> int:
+        """Return the bytes written but not yet sent."""
+        return len(self._buffer)
+
+    def _drop_output(self) -> None:
+        """Drop what is owed (abort, a broken connection); count it as
+        'dropped_bytes'."""
+        if self._buffer:
+            self._extra["dropped_bytes"] = len(self._buffer)
+            self._buffer.clear()
+            self._set_writing(False)
+
     def _set_protocol(self, protocol: Any) -> None:
         self._protocol = protocol
 
     def _maybe_pause_protocol(self) -> None:
-        if len(self._buffer) <= self._high or self._protocol_paused:
+        if self._owed() <= self._high or self._protocol_paused:
             return
         self._protocol_paused = True
         try:
@@ -625,7 +637,7 @@ class TransportCore:
                 "exception": exc, "transport": self, "protocol": self._protocol})
 
     def _maybe_resume_protocol(self) -> None:
-        if not self._protocol_paused or len(self._buffer) > self._low:
+        if not self._protocol_paused or self._owed() > self._low:
             return
         self._protocol_paused = False
         try:
