@@ -75,10 +75,11 @@ include "loop_transport.pxi"   # the TCP transport's hot path
 include "uring_loop.pxi"       # the transport on io_uring (completion-based)
 include "loop_capi.pxi"        # the C API other compiled modules call
 
-# asyncio's face: asyncio.AbstractEventLoop on LoopCore.
+# asyncio's face: the compiled methods fastio.EventLoop installs (fastio/_aio.py).
 include "aio_state.pxi"        # EventLoop's slots, read at their offsets
 include "aio_transport.pxi"
 include "aio_handles.pxi"
 include "aio_heap.pxi"         # heapq's push/pop over asyncio's timer heap
 include "aio_loop.pxi"
-include "aio_sock.pxi"
+include "aio_sock.pxi"         # readers/writers; setup and helpers of the next
+include "aio_sock_coro.pxi"    # the sock_*() coroutines and the accept loop
