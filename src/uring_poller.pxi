@@ -31,7 +31,7 @@ from posix.fcntl cimport F_GETFD, fcntl
 from fastio_uring cimport *
 
 cdef extern from "<errno.h>":
-    int ETIME, EAGAIN, EBUSY, EINVAL
+    int ETIME, EAGAIN, EBUSY, EINVAL, EEXIST
 
 cdef uint32_t URING_GEN_MASK = 0xffffff
 
@@ -210,6 +210,21 @@ cdef class UringPoller(Poller):
         if self._entries[fd].gen:
             self._entries[fd].gen = 1
             self._disarm(fd, slot)
+            if not self._busy:
+                # The poll in flight holds the file open: remove it now, so
+                # that closing the fd next closes the socket (a listener
+                # refuses connections at once), as after epoll's EPOLL_CTL_DEL.
+                # During a wait (another thread) it goes in with that wait's
+                # next io_uring_enter.
+                self._flush_removals()
+        return 0
+
+    cdef int _flush_removals(self) except -1:
+        cdef int err = fastio_ring_enter(&self._hub.ring, 0, -1)
+        if err and err not in (EINTR, EAGAIN, EBUSY, EEXIST):
+            _raise_errno(err)
+        # The removed poll's completion (its file reference goes with it)
+        # may be deferred task work: let the kernel run it now.
         return 0
 
     cdef int _rearm(self) except -1:

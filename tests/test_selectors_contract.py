@@ -101,6 +101,24 @@ def test_unregister_twice_raises_key_error(selector, socketpair):
         selector.unregister(rd)
 
 
+def test_a_listener_closed_after_unregister_refuses_connections(selector):
+    # unregister() then close() closes the socket at once, on every backend:
+    # a wait armed on it (io_uring's poll holds a file reference) must not
+    # keep the port listening until the next select().
+    for _ in range(20):
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        selector.register(listener, R)
+        selector.select(0)
+        selector.unregister(listener)
+        listener.close()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=10).close()
+
+
 def test_unregister_after_fd_close_returns_key(selector, socketpair):
     rd, wr = socketpair()
     r, w = rd.fileno(), wr.fileno()
