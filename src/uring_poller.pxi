@@ -222,9 +222,7 @@ cdef class UringPoller(Poller):
     cdef int _flush_removals(self) except -1:
         cdef int err = fastio_ring_enter(&self._hub.ring, 0, -1)
         if err and err not in (EINTR, EAGAIN, EBUSY, EEXIST):
-            _raise_errno(err)
-        # The removed poll's completion (its file reference goes with it)
-        # may be deferred task work: let the kernel run it now.
+            _raise_errno(err)  # (EEXIST: a single-issuer ring of another thread)
         return 0
 
     cdef int _rearm(self) except -1:
