@@ -145,7 +145,9 @@ def test_peer_that_never_reads_pauses_writer_with_bounded_buffer(any_loop):
             if client.paused and client.events.count("pause") == pauses:
                 break
         buffered = tr.get_write_buffer_size()
-        assert client.paused and high < buffered <= high + len(Producer.chunk)
+        # A send that completed since the last pause may have taken the
+        # buffer under high-water; still paused means it is above low.
+        assert client.paused and low < buffered <= high + len(Producer.chunk)
     else:
         nap()
         assert client.events.count("pause") == 1 and "resume" not in client.events
