@@ -45,7 +45,7 @@ cdef extern from "<errno.h>":
 cdef enum:
     # Sends of up to this many bytes go out from a copy in the transport's
     # own buffer (see UringTransportCore._to_sbuf).
-    UR_SBUF_MAX = 256 * 1024
+    UR_SBUF_MAX = 64 * 1024
 
 # `_sending` while the bytes in flight are in the transport's own buffer.
 cdef object _UR_SBUF = object()
