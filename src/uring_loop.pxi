@@ -18,8 +18,10 @@
 #   ends a multishot recv: it is re-armed.
 # * Sending: write() appends to the pending buffer; one send SQE per
 #   transport is in flight, from a buffer left untouched until its CQE (the
-#   kernel may read it any time before). A short send is resubmitted from
-#   where it stopped; what was written meanwhile goes next. The owed bytes
+#   kernel may read it any time before): up to 64 KiB a copy in the
+#   transport's own buffer, more the written object itself. A short send
+#   is resubmitted from where it stopped; what was written meanwhile goes
+#   next. The owed bytes
 #   (pending + in flight) drive get_write_buffer_size() and flow control.
 # * close() flushes, then closes; abort() cancels the send in flight and
 #   reports the unsent bytes as 'dropped_bytes'; write_eof() shuts down the
