@@ -18,10 +18,8 @@
 #   ends a multishot recv: it is re-armed.
 # * Sending: write() appends to the pending buffer; one send SQE per
 #   transport is in flight, from a buffer left untouched until its CQE (the
-#   kernel may read it any time before): up to 64 KiB a copy in the
-#   transport's own buffer, more the written object itself. A short send
-#   is resubmitted from where it stopped; what was written meanwhile goes
-#   next. The owed bytes
+#   kernel may read it any time before). A short send is resubmitted from
+#   where it stopped; what was written meanwhile goes next. The owed bytes
 #   (pending + in flight) drive get_write_buffer_size() and flow control.
 # * close() flushes, then closes; abort() cancels the send in flight and
 #   reports the unsent bytes as 'dropped_bytes'; write_eof() shuts down the
@@ -36,21 +34,12 @@
 
 from libc.errno cimport EAGAIN, EBUSY, EINTR
 from libc.stdint cimport uint32_t, uint64_t
-from cpython.mem cimport PyMem_Realloc
 from libc.string cimport memmove, memset
 
 from fastio_uring cimport *
 
 cdef extern from "<errno.h>":
     int ECANCELED, ENOBUFS
-
-cdef enum:
-    # Sends of up to this many bytes go out from a copy in the transport's
-    # own buffer (see UringTransportCore._to_sbuf).
-    UR_SBUF_MAX = 64 * 1024
-
-# `_sending` while the bytes in flight are in the transport's own buffer.
-cdef object _UR_SBUF = object()
 
 cdef enum:
     UR_OFF = 0
@@ -189,19 +178,14 @@ cdef class UringTransportCore(TransportCore):
     cdef int _inflight
     cdef bint _send_busy
     cdef bint _released
-    # In flight: bytes [_soff:_slen] at _sptr, owned by _sending (_UR_SBUF
-    # for the transport's own buffer, a large bytes written as is, or a large
-    # bytearray the writes collected in).
+    # In flight: bytes [_soff:_slen] at _sptr, owned by _sending (a bytes
+    # written as is, or a bytearray the writes collected in).
     cdef object _sending
     cdef const char *_sptr
     cdef Py_ssize_t _soff, _slen
     cdef bytearray _spare    # the next collecting buffer, kept for reuse
     cdef bytearray _held     # received while reading was paused
     cdef bint _held_eof
-    # The send buffer up to UR_SBUF_MAX bytes go out from: allocated once,
-    # grown to the largest such send, freed with the transport.
-    cdef char *_sbuf
-    cdef Py_ssize_t _scap
 
     def __init__(self, LoopCore loop, sock, protocol, dict extra, server=None):
         if loop._uring is None:
@@ -210,11 +194,6 @@ cdef class UringTransportCore(TransportCore):
         self._drv = <UringDriver>loop._uring
         self._slot = self._drv._attach(self)
         self._held = bytearray()
-
-    def __dealloc__(self):
-        # The driver's slot list holds the transport while a send from
-        # _sbuf is in flight, so nothing refers to it any more.
-        PyMem_Free(self._sbuf)
 
     # --- receiving
 
@@ -361,13 +340,10 @@ cdef class UringTransportCore(TransportCore):
                 and not PyByteArray_GET_SIZE(self._buffer) and not self._eof and not self._conn_lost):
             n = PyBytes_GET_SIZE(data)
             if n:
-                if n <= UR_SBUF_MAX:
-                    self._to_sbuf(PyBytes_AS_STRING(data), n)
-                else:
-                    # Large: the bytes object itself goes in flight (it is
-                    # immutable and held until the send's CQE), no copy.
-                    self._sending = data
-                    self._sptr = PyBytes_AS_STRING(data)
+                # Nothing owed: the bytes object itself goes in flight (it is
+                # immutable and held until the send's CQE), no copy.
+                self._sending = data
+                self._sptr = PyBytes_AS_STRING(data)
                 self._soff, self._slen = 0, n
                 self._submit_send()
                 self._maybe_pause_protocol()
@@ -400,21 +376,14 @@ cdef class UringTransportCore(TransportCore):
     cdef int _send_next(self) except -1:
         """Put the pending bytes in flight (or the rest of a short send)."""
         cdef bytearray out
-        cdef Py_ssize_t n
         if self._sending is None or self._soff >= self._slen:
             if type(self._sending) is bytearray:
                 self._spare = <bytearray>self._sending
                 del self._spare[:]
             self._sending = None
-            n = PyByteArray_GET_SIZE(self._buffer)
-            if not n:
+            if not PyByteArray_GET_SIZE(self._buffer):
                 return 0
-            if n <= UR_SBUF_MAX:
-                self._to_sbuf(PyByteArray_AS_STRING(self._buffer), n)
-                del self._buffer[:]
-                self._soff, self._slen = 0, n
-                return self._submit_send()
-            # Large: swap: the pending buffer goes out, the spare one collects.
+            # Swap: the pending buffer goes out, the spare one collects.
             out = self._buffer
             self._buffer = self._spare if self._spare is not None else bytearray()
             self._spare = None
@@ -422,26 +391,6 @@ cdef class UringTransportCore(TransportCore):
             self._sptr = PyByteArray_AS_STRING(out)
             self._soff, self._slen = 0, PyByteArray_GET_SIZE(out)
         return self._submit_send()
-
-    cdef int _to_sbuf(self, const char *p, Py_ssize_t n) except -1:
-        """Copy `n` bytes to send into the transport's own buffer.
-
-        Whatever a send goes out from lives until its CQE, the next
-        iteration: holding each connection's bytes object or bytearray
-        that long keeps all of them allocated at once, and malloc then
-        grows and trims its heap every iteration, its page faults costing
-        more than this copy into a buffer that stays.
-        """
-        cdef char *sbuf
-        if n > self._scap:
-            sbuf = <char *>PyMem_Realloc(self._sbuf, n)
-            if sbuf == NULL:
-                raise MemoryError()
-            self._sbuf, self._scap = sbuf, n
-        memcpy(self._sbuf, p, n)
-        self._sending = _UR_SBUF
-        self._sptr = self._sbuf
-        return 0
 
     cdef int _submit_send(self) except -1:
         cdef fastio_uring_sqe *sqe = self._drv._sqe()

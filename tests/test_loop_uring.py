@@ -279,10 +279,10 @@ def test_write_eof_shuts_down_after_the_owed_bytes_and_reading_goes_on():
 
 
 def test_writes_of_every_size_in_flight_and_owed_arrive_byte_exact_and_in_order():
-    # Small sends go out from a copy in the transport's own buffer (grown as
-    # sizes grow), large ones from the written object: mixed with writes
-    # made while a send is in flight and with bytearrays changed right after
-    # write(), the peer must get exactly what was written, in order.
+    # Bytes written with nothing owed go out as they are, the rest from the
+    # collecting buffer: mixed with writes made while a send is in flight
+    # and with bytearrays changed right after write(), the peer must get
+    # exactly what was written, in order.
     loop = Loop(backend="io_uring")
     try:
         transport, proto, peer = _server_and_peer(loop)
