@@ -278,6 +278,59 @@ def test_write_eof_shuts_down_after_the_owed_bytes_and_reading_goes_on():
         loop.close()
 
 
+def test_writes_of_every_size_in_flight_and_owed_arrive_byte_exact_and_in_order():
+    # Bytes written with nothing owed go out as they are, the rest from the
+    # collecting buffer: mixed with writes made while a send is in flight
+    # and with bytearrays changed right after write(), the peer must get
+    # exactly what was written, in order.
+    loop = Loop(backend="io_uring")
+    try:
+        transport, proto, peer = _server_and_peer(loop)
+        expected = bytearray()
+        sizes = [1, 100, 16 << 10, 3, 60 << 10, 64 << 10, (64 << 10) + 1, 5, 1 << 20, 32 << 10, 7]
+        done = []
+
+        def write_some(i):
+            for size in sizes[i:i + 3]:
+                data = os.urandom(size)
+                expected.extend(data)
+                if size % 2:
+                    buf = bytearray(data)
+                    transport.write(buf)
+                    buf[:] = b"\0" * size  # write() took its bytes already
+                else:
+                    transport.write(data)
+            if i + 3 < len(sizes):
+                loop.call_soon(write_some, i + 3)
+            else:
+                done.append(True)
+
+        loop.call_soon(write_some, 0)
+        got = bytearray()
+        peer.setblocking(False)
+
+        def drain():
+            try:
+                while True:
+                    chunk = peer.recv(1 << 20)
+                    if not chunk:
+                        break
+                    got.extend(chunk)
+            except BlockingIOError:
+                pass
+            return done and len(got) >= len(expected)
+
+        _run_until(loop, drain)
+        assert len(got) == len(expected) and got == expected
+        # The last send's CQE may come an iteration after its bytes.
+        _run_until(loop, lambda: transport.get_write_buffer_size() == 0)
+        transport.close()
+        assert loop.run_until_complete(proto.lost) is None
+        peer.close()
+    finally:
+        loop.close()
+
+
 def test_readers_timers_threadsafe_callbacks_and_signals_run_on_the_ring():
     loop = Loop(backend="io_uring")
     r, w = socket.socketpair()
