@@ -10,7 +10,7 @@ BUILD_DEPS := "setuptools>=77" "Cython>=3.0.8" wheel
 TEST_DEPS  := "pytest>=7" "pytest-timeout>=2" "hypothesis>=6" "pika>=1.3" uvloop mypy pyright trustme aiohttp
 BENCH_PKGS := uvloop matplotlib "pika>=1.3" aio-pika aiohttp
 
-.PHONY: all venv build develop test bench cluster cpython-asyncio broker-deps wrk-deps wheel wheels-all sdist typecheck sanitize valgrind clean
+.PHONY: all venv build develop test bench cluster cpython-asyncio broker-deps wrk-deps wheel wheels-all print-test-deps sdist typecheck sanitize valgrind clean
 
 all: build
 
@@ -82,7 +82,12 @@ PY ?= $(VPY)
 cpython-asyncio: build
 	.ci/cpython-asyncio $(PY) $(VPY)
 
-# A manylinux2014 wheel, repaired with auditwheel, tested in a clean venv.
+# The suite's dependencies, a line (.ci/wheel installs them beside the wheel).
+print-test-deps:
+	@echo $(TEST_DEPS)
+
+# A manylinux2014 wheel, repaired with auditwheel, tested in a clean venv
+# with TEST_DEPS.
 wheel:
 	.ci/wheel $(PYTHON)
 

@@ -9,7 +9,9 @@ ready queue, the TCP / Unix-socket transports' receive and send -- in
 fastio._loop (Cython). They work on asyncio's own objects (its Handle and
 TimerHandle classes, ready deque and timer heap), so every version 3.9-3.13
 keeps its asyncio semantics. Without the extension `EventLoop` is
-`SelectorEventLoop`: asyncio's loop over a fastio selector, nothing else.
+`SelectorEventLoop`: asyncio's loop over a fastio selector, nothing else
+but the transport's writelines(), which both loops take from fixed CPython
+releases where this interpreter's has known bugs.
 """
 
 import asyncio
@@ -30,49 +32,50 @@ __all__ = ["EventLoop", "EventLoopPolicy", "SelectorEventLoop", "new_event_loop"
 _AsyncioSocketTransport: Any = getattr(selector_events, "_SelectorSocketTransport")
 
 
-def _writelines(self: Any, list_of_data: Any) -> None:
-    """Buffer the non-empty bytes-likes of `list_of_data` and send what the kernel takes."""
-    # asyncio's scatter-gather writelines() (3.12+) with the fixes later
-    # CPython releases made to it; 3.12.0 and 3.13.0 lack all three:
-    # - CPython gh-127655 (fixed in 3.12.9 and 3.13.2): it never paused the
-    #   protocol, so a writer honouring flow control buffered without bound;
-    # - CPython gh-136234 (fixed in later 3.13 releases): after the
-    #   connection was lost it still buffered and sent, where write() drops
-    #   the data;
-    # - CPython gh-155888 (fixed in later releases): an empty chunk stayed in
-    #   the buffer for good (sendmsg() takes 0 bytes of it), so the
-    #   transport spun on write readiness and never sent its EOF or closed.
-    if self._eof:
-        raise RuntimeError('Cannot call writelines() after write_eof()')
-    if self._empty_waiter is not None:
-        raise RuntimeError('unable to writelines; sendfile is in progress')
-    if not list_of_data:
-        return
-    # All converted before anything is buffered: a non-bytes-like item is a
-    # TypeError that sends nothing.
-    views = [memoryview(data) for data in list_of_data]
-    conn_lost = self._conn_lost
-    if conn_lost:
-        if conn_lost >= constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES:
-            logger.warning('socket.send() raised exception.')
-        self._conn_lost = conn_lost + 1
-        return
-    views = [view for view in views if view.nbytes]
-    if not views:
-        return
-    self._buffer.extend(views)
-    self._write_ready()
-    # If the entire buffer couldn't be written, register a write handler.
-    if self._buffer:
-        self._loop._add_writer(self._sock_fd, self._write_ready)
-    self._maybe_pause_protocol()
-
-
 if "writelines" in vars(_AsyncioSocketTransport):
 
     class _SocketTransport(_AsyncioSocketTransport):
         # asyncio's TCP / Unix-socket transport with the fixed writelines().
-        writelines = _writelines
+
+        def writelines(self, list_of_data):
+            """Buffer the non-empty bytes-likes of `list_of_data`; send what the kernel takes."""
+            # asyncio's scatter-gather writelines() (3.12+) with the fixes
+            # later CPython releases made to it; 3.12.0 and 3.13.0 lack all
+            # three:
+            # - CPython gh-127655 (fixed in 3.12.9 and 3.13.2): it never
+            #   paused the protocol, so a writer honouring flow control
+            #   buffered without bound;
+            # - CPython gh-136234 (fixed in later 3.13 releases): after the
+            #   connection was lost it still buffered and sent, where write()
+            #   drops the data;
+            # - CPython gh-155888 (fixed in later releases): an empty chunk
+            #   stayed in the buffer for good (sendmsg() takes 0 bytes of
+            #   it), so the transport spun on write readiness and never sent
+            #   its EOF or closed.
+            if self._eof:
+                raise RuntimeError('Cannot call writelines() after write_eof()')
+            if self._empty_waiter is not None:
+                raise RuntimeError('unable to writelines; sendfile is in progress')
+            if not list_of_data:
+                return
+            # All converted before anything is buffered: a non-bytes-like
+            # item is a TypeError that sends nothing.
+            views = [memoryview(data) for data in list_of_data]
+            conn_lost = self._conn_lost
+            if conn_lost:
+                if conn_lost >= constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES:
+                    logger.warning('socket.send() raised exception.')
+                self._conn_lost = conn_lost + 1
+                return
+            views = [view for view in views if view.nbytes]
+            if not views:
+                return
+            self._buffer.extend(views)
+            self._write_ready()
+            # If the entire buffer couldn't be written, register a write handler.
+            if self._buffer:
+                self._loop._add_writer(self._sock_fd, self._write_ready)
+            self._maybe_pause_protocol()
 
 else:
     # 3.9-3.11: writelines() is WriteTransport's, one write() of the joined
@@ -89,7 +92,7 @@ class SelectorEventLoop(asyncio.SelectorEventLoop):
     """asyncio's SelectorEventLoop over `fastio.selectors.DefaultSelector`.
 
     Its socket transport is asyncio's with writelines() as fixed CPython
-    releases have it (see `_writelines`).
+    releases have it.
 
     :param selector: a selector to use instead (any `selectors.BaseSelector`).
     """
