@@ -12,12 +12,14 @@ import heapq as _heapq
 import socket
 import time
 import typing
-from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Tuple, Union
+
+from fastio._transport import TransportMixin
 
 if TYPE_CHECKING:
     from fastio._streams import Protocol
 
-__all__ = ["Handle", "TimerHandle", "LoopCore", "Transport"]
+__all__ = ["Handle", "TimerHandle", "LoopCore", "TransportCore", "Transport"]
 
 
 class _HasFileno(typing.Protocol):
@@ -462,8 +464,8 @@ def _fileno(fd: "_FileDescriptorLike") -> int:
 # ---------------------------------------------------------------- transport
 
 
-class Transport:
-    """A TCP transport: non-blocking socket <-> asyncio-shaped protocol.
+class TransportCore:
+    """A TCP transport's per-chunk path: recv, send, buffer, flow control.
 
     Writes go out at once; what the kernel does not take waits in a buffer
     flushed on writability. `pause_writing()` is called above the high-water
@@ -471,6 +473,13 @@ class Transport:
     """
 
     max_size = 256 * 1024
+
+    if TYPE_CHECKING:
+        # The cold half, from fastio._transport.TransportMixin.
+        def close(self) -> None: ...
+        def _shutdown_write(self) -> None: ...
+        def _fatal_error(self, exc: BaseException, message: str) -> None: ...
+        def _call_connection_lost(self, exc: Optional[BaseException]) -> None: ...
 
     def __init__(self, loop: Any, sock: socket.socket, protocol: "Protocol", extra: Dict[str, Any],
                  server: Any = None) -> None:
@@ -494,22 +503,6 @@ class Transport:
             server._attach()
 
     # --- event side
-
-    def _start(self) -> None:
-        try:
-            self._protocol.connection_made(self)
-        except (SystemExit, KeyboardInterrupt):
-            self._force_close(None)
-            raise
-        except BaseException as exc:
-            # As asyncio: log it and serve the connection all the same; it
-            # is closed by the protocol or the peer, never left behind.
-            self._loop.call_exception_handler({
-                "message": "protocol.connection_made() failed",
-                "exception": exc, "transport": self, "protocol": self._protocol})
-        if not self._closing and not self._reading_paused:
-            self._reader._cancelled = False
-            self._loop._set_io(self._fd, True, self._reader)
 
     def _read_ready(self) -> None:
         try:
@@ -591,103 +584,32 @@ class Transport:
         buf += data
         self._maybe_pause_protocol()
 
-    def writelines(self, list_of_data: "Iterable[_Buffer]") -> None:
-        """Send each bytes-like of `list_of_data`, as one write."""
-        self.write(b"".join(list_of_data))
+    # --- what the mixin drives
 
-    def write_eof(self) -> None:
-        """Shut down the sending side once the buffer is flushed."""
-        if self._closing or self._eof:
-            return
-        self._eof = True
-        if not self._buffer:
-            self._shutdown_write()
+    def _set_reading(self, reading: bool) -> None:
+        """Watch the socket for readability (this transport's reader), or stop."""
+        if reading:
+            self._reader._cancelled = False
+            self._loop._set_io(self._fd, True, self._reader)
+        else:
+            self._loop._remove_io(self._fd, True)
 
-    def _shutdown_write(self) -> None:
-        # A reset can land between the last send and this call.
-        try:
-            self._sock.shutdown(socket.SHUT_WR)
-        except OSError as exc:
-            self._fatal_error(exc, "Fatal error on socket shutdown")
+    def _set_writing(self, writing: bool) -> None:
+        """Watch the socket for writability (this transport's writer), or stop."""
+        if writing:
+            self._writer._cancelled = False
+            self._loop._set_io(self._fd, False, self._writer)
+        else:
+            self._loop._remove_io(self._fd, False)
 
-    def can_write_eof(self) -> bool:
-        """Return True: a TCP transport can half-close."""
-        return True
-
-    def close(self) -> None:
-        """Stop reading, flush the buffer, then close; connection_lost(None)."""
-        if self._closing:
-            return
-        self._closing = True
-        self._loop._remove_io(self._fd, True)
-        if not self._buffer:
-            self._conn_lost += 1
-            self._loop.call_soon(self._call_connection_lost, None)
-
-    def abort(self) -> None:
-        """Close at once, dropping buffered data; connection_lost(None)."""
-        self._force_close(None)
-
-    def is_closing(self) -> bool:
-        """Return whether close() or abort() was called, or the connection broke."""
-        return self._closing
-
-    def pause_reading(self) -> None:
-        """Stop calling data_received() until resume_reading()."""
-        if self._closing or self._reading_paused:
-            return
-        self._reading_paused = True
-        self._loop._remove_io(self._fd, True)
-
-    def resume_reading(self) -> None:
-        """Undo pause_reading()."""
-        if self._closing or not self._reading_paused:
-            return
-        self._reading_paused = False
-        self._reader._cancelled = False
-        self._loop._set_io(self._fd, True, self._reader)
-
-    def is_reading(self) -> bool:
-        """Return whether data_received() may be called."""
-        return not self._reading_paused and not self._closing
-
-    def get_write_buffer_size(self) -> int:
-        """Return the number of bytes waiting in the write buffer."""
-        return len(self._buffer)
-
-    def get_write_buffer_limits(self) -> Tuple[int, int]:
-        """Return the (low, high) flow-control marks."""
-        return (self._low, self._high)
-
-    def set_write_buffer_limits(self, high: Optional[int] = None, low: Optional[int] = None) -> None:
-        """Set the flow-control marks (asyncio defaults: 64 KiB / 16 KiB).
-
-        :raises ValueError: unless high >= low >= 0.
-        """
-        if high is None:
-            high = 64 * 1024 if low is None else 4 * low
-        if low is None:
-            low = high // 4
-        if not high >= low >= 0:
-            raise ValueError("high (%r) must be >= low (%r) must be >= 0" % (high, low))
+    def _set_write_buffer_limits(self, high: int, low: int) -> None:
+        """Install flow-control marks the mixin has checked; pause now if above."""
         self._high = high
         self._low = low
         self._maybe_pause_protocol()
 
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        """Return 'peername', 'sockname', 'socket', or 'dropped_bytes' (bytes
-        left unsent when the connection broke or was aborted), else `default`."""
-        return self._extra.get(name, default)
-
-    def get_protocol(self) -> Any:
-        """Return the protocol (None once the connection is lost)."""
-        return self._protocol
-
-    def set_protocol(self, protocol: "Protocol") -> None:
-        """Deliver further callbacks to `protocol`."""
+    def _set_protocol(self, protocol: Any) -> None:
         self._protocol = protocol
-
-    # --- internals
 
     def _maybe_pause_protocol(self) -> None:
         if len(self._buffer) <= self._high or self._protocol_paused:
@@ -711,40 +633,10 @@ class Transport:
                 "message": "protocol.resume_writing() failed",
                 "exception": exc, "transport": self, "protocol": self._protocol})
 
-    def _fatal_error(self, exc: BaseException, message: str) -> None:
-        # A connection the peer broke is the protocol's business, reported
-        # through connection_lost(exc); anything else is also logged.
-        if not isinstance(exc, OSError):
-            self._loop.call_exception_handler({
-                "message": message, "exception": exc,
-                "transport": self, "protocol": self._protocol})
-        self._force_close(exc)
 
-    def _force_close(self, exc: Optional[BaseException]) -> None:
-        if self._conn_lost:
-            return
-        if self._buffer:
-            # What never reached the peer, for get_extra_info('dropped_bytes').
-            self._extra["dropped_bytes"] = len(self._buffer)
-            self._buffer.clear()
-            self._loop._remove_io(self._fd, False)
-        if not self._closing:
-            self._closing = True
-            self._loop._remove_io(self._fd, True)
-        self._conn_lost += 1
-        self._loop.call_soon(self._call_connection_lost, exc)
+class Transport(TransportMixin, TransportCore):
+    """A TCP transport: non-blocking socket <-> asyncio-shaped protocol.
 
-    def _call_connection_lost(self, exc: Optional[BaseException]) -> None:
-        try:
-            self._protocol.connection_lost(exc)
-        finally:
-            self._sock.close()
-            self._protocol = None
-            server = self._server
-            if server is not None:
-                self._server = None
-                server._detach()
-
-    def __repr__(self) -> str:
-        return "<%s fd=%d%s>" % (type(self).__name__, self._fd,
-                                 " closing" if self._closing else "")
+    TransportCore's recv/send path under fastio._transport's asyncio
+    transport methods.
+    """

@@ -16,10 +16,11 @@ from cpython.pycapsule cimport PyCapsule_New
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from libc.math cimport ceil
 from libc.stdint cimport int32_t, int64_t, uint16_t, uint32_t
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy
 
 from fastio_platform cimport *
 from fastio_capi cimport *
+from fastio_fdtable cimport *
 
 import errno as _errno
 import math as _math

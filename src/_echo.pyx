@@ -18,6 +18,7 @@ from libc.stdint cimport uint32_t
 from libc.string cimport memcmp, memcpy, memmove, memset
 
 from fastio_capi cimport *
+from fastio_fdtable cimport *
 from fastio_platform cimport (EINTR, POLLERR, POLLHUP, POLLIN, POLLOUT, fastio_event, fastio_last_error,
                               fastio_monotonic_ns, fastio_recv, fastio_send, fastio_would_block)
 
@@ -167,21 +168,10 @@ cdef class BenchCore:
         """Track connected socket `sock` (registered for POLLIN by its fd) and
         send its first `pipeline` requests."""
         cdef int fd = sock.fileno()
-        cdef Py_ssize_t cap
-        cdef bconn *conns
         cdef bconn *c
         if fd < 0:
             raise ValueError("negative fd")
-        if fd >= self._cap:
-            cap = self._cap if self._cap else 64
-            while cap <= fd:
-                cap *= 2
-            conns = <bconn *>PyMem_Realloc(self._conns, cap * sizeof(bconn))
-            if conns == NULL:
-                raise MemoryError()
-            memset(conns + self._cap, 0, (cap - self._cap) * sizeof(bconn))
-            self._conns = conns
-            self._cap = cap
+        fastio_fdtable_reserve(<void **>&self._conns, &self._cap, sizeof(bconn), fd, NULL)
         c = &self._conns[fd]
         if c.live:
             raise ValueError("fd %d is already tracked" % fd)

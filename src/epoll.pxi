@@ -23,7 +23,7 @@
 #   EPOLLONESHOT-disabled one too) under a new generation; ENOENT means the entry is gone (the file
 #   was closed, or the number now names another file), so it falls back to
 #   EPOLL_CTL_ADD. EPOLLEXCLUSIVE entries cannot be MODed, so they are
-#   deleted eagerly, as are fds >= FDTABLE_DIRECT_MAX (no table slot to
+#   deleted eagerly, as are fds >= FASTIO_FDTABLE_DIRECT_MAX (no table slot to
 #   remember them in).
 # * Why generations: a deferred entry may still report, and the number may
 #   since name another registered file. Every ADD takes a new generation

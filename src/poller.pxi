@@ -1,8 +1,9 @@
 # Poller: what the three backends share.
 #
 # The fd table maps fd -> (registered mask, slot). It is a flat array indexed
-# by fd for the fds processes really have (below `_direct_limit`), and a dict
-# for the rest, so registering fd 2**31 - 1 costs a dict entry, not 16 GiB.
+# by fd for the fds processes really have (below `_direct_limit`; the array
+# logic is src/fastio_fdtable.h, shared with the loop), and a dict for the
+# rest, so registering fd 2**31 - 1 costs a dict entry, not 16 GiB.
 # `slot` is backend-specific (poll: index in its pollfd array; epoll: the
 # generation of the kernel entry); -1 = absent. Any negative slot is absent
 # to every lookup: epoll also uses -2, "unregistered, but possibly still in
@@ -32,8 +33,11 @@ cdef struct fdentry:
     int slot
     uint32_t gen
 
-cdef enum:
-    FDTABLE_DIRECT_MAX = 1 << 20
+# What an fd without a registration holds in the flat table.
+cdef fdentry _BLANK_FDENTRY
+_BLANK_FDENTRY.mask = 0
+_BLANK_FDENTRY.slot = -1
+_BLANK_FDENTRY.gen = 0
 
 
 cdef inline object _raise_errno(int err):
@@ -93,7 +97,7 @@ cdef class Poller:
     cdef readonly uint32_t flag_mask
 
     def __cinit__(self, *args, **kwargs):
-        self._direct_limit = FDTABLE_DIRECT_MAX
+        self._direct_limit = FASTIO_FDTABLE_DIRECT_MAX
         self._far = {}
         self._far_gen = {}
 
@@ -125,24 +129,11 @@ cdef class Poller:
         return True
 
     cdef int _store(self, long long fd, uint32_t mask, int slot) except -1:
-        cdef Py_ssize_t newcap, i
-        cdef fdentry *entries
         if fd >= self._direct_limit:
             self._far[fd] = (mask, slot)
             return 0
-        if fd >= self._cap:
-            newcap = self._cap if self._cap else 64
-            while newcap <= fd:
-                newcap *= 2
-            entries = <fdentry *>PyMem_Realloc(self._entries, newcap * sizeof(fdentry))
-            if entries == NULL:
-                raise MemoryError()
-            for i in range(self._cap, newcap):
-                entries[i].slot = -1
-                entries[i].mask = 0
-                entries[i].gen = 0
-            self._entries = entries
-            self._cap = newcap
+        fastio_fdtable_reserve(<void **>&self._entries, &self._cap, sizeof(fdentry), fd,
+                               &_BLANK_FDENTRY)
         self._entries[fd].mask = mask
         self._entries[fd].slot = slot
         return 0

@@ -308,8 +308,7 @@ cdef class SelectorCore:
         events are an int (so `events & key.events` has no side effects)."""
         cdef object key = <object>PyTuple_GET_ITEM(t, 0)
         cdef object kfd
-        cdef Py_ssize_t size, i
-        cdef void *p
+        cdef Py_ssize_t size, cap
         if type(key) is not SelectorKey:
             return 0
         kfd = <object>PyTuple_GET_ITEM(key, 1)
@@ -317,28 +316,20 @@ cdef class SelectorCore:
             return 0
         size = len(self._results)
         if fd >= size:
-            if fd >= FDTABLE_DIRECT_MAX:
+            if fd >= FASTIO_FDTABLE_DIRECT_MAX:
                 return 0
-            i = size if size else 64
-            while i <= fd:
-                i *= 2
-            p = PyMem_Realloc(self._sev, i)
-            if p == NULL:
-                raise MemoryError()
-            self._sev = <unsigned char *>p
-            self._results.extend([None] * (i - size))
+            cap = size
+            fastio_fdtable_reserve(<void **>&self._sev, &cap, 1, fd, NULL)
+            self._results.extend([None] * (cap - size))
         self._results[fd] = t
         self._sev[fd] = <unsigned char>sev
         return 0
 
     cdef inline int _forget_result(self, object fd) except -1:
         """Release the cached result of `fd` (so its key can be freed)."""
-        cdef int overflow = 0
-        cdef long long v
-        if type(fd) is int:
-            v = PyLong_AsLongLongAndOverflow(fd, &overflow)
-            if not overflow and 0 <= v < len(self._results):
-                self._results[v] = None
+        cdef long long i = fastio_fdtable_index(fd, len(self._results))
+        if i >= 0:
+            self._results[i] = None
         return 0
 
     cdef list _select_python(self, int64_t ns):

@@ -176,6 +176,10 @@ class Connection:
         if self.proto.writing_paused:
             # A writer that honours flow control waits for resume_writing().
             self.drive_until(lambda: not self.proto.writing_paused, "resume_writing()")
+            if self.transport.is_closing():
+                # It flushed and closed itself meanwhile (the peer's EOF came
+                # first): a protocol writes no more after connection_lost().
+                return
         room = BUDGET - len(self.written)
         chunks = [self.rng.randbytes(min(n, max(room, 0))) for n in chunks]
         data = b"".join(chunks)
@@ -315,6 +319,8 @@ KINDS = [pytest.param(kind, marks=STOCK_WRITELINES_BROKEN) if kind == "asyncio" 
 @example(ops=[("write", MiB), ("write_eof",), ("pause_reading",)], reset=True)
 @example(ops=[("peer_send", 1000), ("limits", 0, 0), ("write", MiB), ("peer_eof",), ("run", 2)], reset=True)
 @example(ops=[("write", MiB), ("peer_eof",), ("peer_read", 4 * KiB), ("write", 10)], reset=False)
+@example(ops=[("pause_reading",), ("write", 57345), ("peer_send", 1), ("limits", 0, 0), ("peer_eof",),
+              ("resume_reading",), ("write", 1)], reset=False)
 def test_transport_delivers_the_reference_stream_under_random_operations(kind, ops, reset):
     conn = Connection(kind)
     try:

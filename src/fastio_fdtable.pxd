@@ -1,0 +1,11 @@
+# Declarations of src/fastio_fdtable.h: the flat, fd-indexed part of
+# fastio's fd tables, shared by fastio._core, fastio._loop and fastio._echo.
+
+cdef extern from "fastio_fdtable.h":
+    const long long FASTIO_FDTABLE_DIRECT_MAX
+
+    int fastio_fdtable_reserve(void **items, Py_ssize_t *cap, size_t itemsize, Py_ssize_t fd,
+                               const void *blank) except -1
+    void fastio_fdtable_reset(void *items, Py_ssize_t cap, size_t itemsize,
+                              const void *blank) noexcept nogil
+    long long fastio_fdtable_index(object fd, long long limit) noexcept

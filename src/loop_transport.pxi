@@ -1,0 +1,272 @@
+# The TCP transport's hot half, TransportCore: recv into the loop's buffer,
+# send from the caller's, the write buffer and flow control. The cold half
+# (start, close/abort, write_eof, pause/resume reading, limits, extra info)
+# is fastio._transport.TransportMixin, shared with the pure-Python twin;
+# `Transport` joins the two. The attributes and methods the mixin uses are
+# public/readonly/cpdef here; C callers still reach them as struct fields
+# and C methods.
+
+
+@cython.final
+cdef class _ReadHandle(Handle):
+    # The transport's reader: dispatch calls it as a C method, no Python call.
+    cdef TransportCore _transport
+
+    cdef int _run(self) except -1:
+        self._transport._read_ready()
+        return 0
+
+
+@cython.final
+cdef class _WriteHandle(Handle):
+    cdef TransportCore _transport
+
+    cdef int _run(self) except -1:
+        self._transport._write_ready()
+        return 0
+
+
+cdef class TransportCore:
+    """A TCP transport's per-chunk path: recv, send, buffer, flow control.
+
+    Writes go out at once; what the kernel does not take waits in a buffer
+    flushed on writability. `pause_writing()` is called above the high-water
+    mark and `resume_writing()` once the buffer drains below the low one.
+    """
+
+    max_size = 256 * 1024
+
+    # Read and written by fastio._transport.TransportMixin too.
+    cdef readonly LoopCore _loop
+    cdef readonly object _sock
+    cdef readonly object _fd
+    cdef readonly object _protocol
+    cdef readonly dict _extra
+    cdef public object _server
+    cdef readonly bytearray _buffer
+    cdef readonly Py_ssize_t _high
+    cdef readonly Py_ssize_t _low
+    cdef public bint _closing
+    cdef public int _conn_lost
+    cdef public bint _eof
+    cdef public bint _reading_paused
+    # Only here.
+    cdef int _cfd
+    cdef Py_ssize_t _max_size
+    cdef bint _protocol_paused
+    cdef _ReadHandle _reader
+    cdef _WriteHandle _writer
+    # The protocol's compiled data_received, if it has one (fastio_capi.h).
+    cdef fastio_data_received_fn _c_data_received
+
+    def __init__(self, LoopCore loop, sock, protocol, dict extra, server=None):
+        self._loop = loop
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._cfd = self._fd
+        self._set_protocol(protocol)
+        self._extra = extra
+        self._server = server
+        self._buffer = bytearray()
+        self._high = 64 * 1024
+        self._low = 16 * 1024
+        self._max_size = min(self.max_size, loop._rbuf_size)
+        self._reader = _ReadHandle.__new__(_ReadHandle, None, (), loop)
+        self._reader._transport = self
+        self._writer = _WriteHandle.__new__(_WriteHandle, None, (), loop)
+        self._writer._transport = self
+        if server is not None:
+            server._attach()
+
+    # --- event side
+
+    cdef int _read_ready(self) except -1:
+        cdef long long n = fastio_recv(self._cfd, self._loop._rbuf, self._max_size)
+        cdef int err
+        if n < 0:
+            err = fastio_last_error()
+            if not fastio_would_block(err):
+                self._fatal_error(OSError(err, _os.strerror(err)),
+                                  "Fatal read error on socket transport")
+            return 0
+        if n and self._c_data_received != NULL:
+            try:
+                self._c_data_received(self._protocol, self._loop._rbuf, n)
+            except Exception as exc:
+                self._fatal_error(exc, "protocol.data_received() call failed.")
+            return 0
+        data = PyBytes_FromStringAndSize(self._loop._rbuf, n)
+        if data:
+            try:
+                self._protocol.data_received(data)
+            except Exception as exc:
+                self._fatal_error(exc, "protocol.data_received() call failed.")
+            return 0
+        self._loop._remove_io(self._fd, True)
+        try:
+            keep_open = self._protocol.eof_received()
+        except Exception as exc:
+            self._fatal_error(exc, "protocol.eof_received() call failed.")
+            return 0
+        if not keep_open:
+            self.close()
+        return 0
+
+    cdef int _write_ready(self) except -1:
+        cdef bytearray buf = self._buffer
+        cdef long long n = fastio_send(self._cfd, PyByteArray_AS_STRING(buf), len(buf))
+        cdef int err
+        if n < 0:
+            err = fastio_last_error()
+            if fastio_would_block(err):
+                return 0
+            self._loop._remove_io(self._fd, False)
+            del buf[:]
+            self._fatal_error(OSError(err, _os.strerror(err)), "Fatal write error on socket transport")
+            return 0
+        if n:
+            del buf[:n]
+        self._maybe_resume_protocol()
+        if not buf:
+            self._loop._remove_io(self._fd, False)
+            if self._closing:
+                self._conn_lost += 1
+                self._call_connection_lost(None)
+            elif self._eof:
+                self._shutdown_write()
+        return 0
+
+    # --- user side
+
+    def write(self, data):
+        """Send `data` (bytes-like), buffering what the kernel does not take.
+
+        :raises RuntimeError: after write_eof().
+        """
+        cdef Py_buffer view
+        if not PyBytes_CheckExact(data) and not PyObject_CheckBuffer(data):
+            raise TypeError("data argument must be a bytes-like object, not %r"
+                            % type(data).__name__)
+        if self._eof:
+            raise RuntimeError("Cannot call write() after write_eof()")
+        if not data or self._conn_lost:
+            return
+        if PyBytes_CheckExact(data):
+            self._write(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+            return
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            self._write(<char *>view.buf, view.len)
+        finally:
+            PyBuffer_Release(&view)
+
+    cdef int _write(self, const char *p, Py_ssize_t n) except -1:
+        """write() of `n` bytes at `p`: send now, buffer what the kernel leaves."""
+        cdef long long sent
+        cdef Py_ssize_t size
+        if self._eof:
+            raise RuntimeError("Cannot call write() after write_eof()")
+        if n == 0 or self._conn_lost:
+            return 0
+        if not PyByteArray_GET_SIZE(self._buffer):
+            sent = self._send_now(p, n)
+            if sent < 0 or sent == n:
+                return 0
+            p += sent
+            n -= sent
+            self._writer._cancelled = False
+            self._loop._set_io(self._fd, False, self._writer)
+        size = PyByteArray_GET_SIZE(self._buffer)
+        PyByteArray_Resize(self._buffer, size + n)
+        memcpy(PyByteArray_AS_STRING(self._buffer) + size, p, n)
+        self._maybe_pause_protocol()
+        return 0
+
+    cdef long long _send_now(self, const char *p, Py_ssize_t size) except -2:
+        """Send what the kernel takes of `size` bytes at `p` now; -1 after a
+        fatal error."""
+        cdef long long n = fastio_send(self._cfd, p, size)
+        cdef int err
+        if n >= 0:
+            return n
+        err = fastio_last_error()
+        if fastio_would_block(err):
+            return 0
+        self._fatal_error(OSError(err, _os.strerror(err)), "Fatal write error on socket transport")
+        return -1
+
+    # --- what the mixin drives
+
+    def _set_reading(self, bint reading):
+        """Watch the socket for readability (this transport's reader), or stop."""
+        if reading:
+            self._reader._cancelled = False
+            self._loop._set_io(self._fd, True, self._reader)
+        else:
+            self._loop._remove_io(self._fd, True)
+
+    def _set_writing(self, bint writing):
+        """Watch the socket for writability (this transport's writer), or stop."""
+        if writing:
+            self._writer._cancelled = False
+            self._loop._set_io(self._fd, False, self._writer)
+        else:
+            self._loop._remove_io(self._fd, False)
+
+    def _set_write_buffer_limits(self, Py_ssize_t high, Py_ssize_t low):
+        """Install flow-control marks the mixin has checked; pause now if above."""
+        self._high = high
+        self._low = low
+        self._maybe_pause_protocol()
+
+    cpdef int _set_protocol(self, object protocol) except -1:
+        # A compiled data_received is used only where it is what Python would
+        # call: not when a subclass overrides it.
+        cdef object cls = type(protocol)
+        cdef object capsule = getattr(cls, "_fastio_data_received", None)
+        self._protocol = protocol
+        self._c_data_received = NULL
+        if capsule is None or not PyCapsule_IsValid(capsule, FASTIO_DATA_RECEIVED):
+            return 0
+        owner = PyCapsule_GetContext(capsule)
+        if owner == NULL:
+            return 0
+        if (isinstance(protocol, <object>owner)
+                and getattr(cls, "data_received", None) is getattr(<object>owner, "data_received", None)):
+            self._c_data_received = <fastio_data_received_fn>PyCapsule_GetPointer(
+                capsule, FASTIO_DATA_RECEIVED)
+        return 0
+
+    cdef int _maybe_pause_protocol(self) except -1:
+        if len(self._buffer) <= self._high or self._protocol_paused:
+            return 0
+        self._protocol_paused = True
+        try:
+            self._protocol.pause_writing()
+        except Exception as exc:
+            self._loop.call_exception_handler({
+                "message": "protocol.pause_writing() failed",
+                "exception": exc, "transport": self, "protocol": self._protocol})
+        return 0
+
+    cdef int _maybe_resume_protocol(self) except -1:
+        if not self._protocol_paused or len(self._buffer) > self._low:
+            return 0
+        self._protocol_paused = False
+        try:
+            self._protocol.resume_writing()
+        except Exception as exc:
+            self._loop.call_exception_handler({
+                "message": "protocol.resume_writing() failed",
+                "exception": exc, "transport": self, "protocol": self._protocol})
+        return 0
+
+
+class Transport(TransportMixin, TransportCore):
+    """A TCP transport: non-blocking socket <-> asyncio-shaped protocol.
+
+    TransportCore's recv/send path under fastio._transport's asyncio
+    transport methods.
+    """
+
+    __slots__ = ()
