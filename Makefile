@@ -6,9 +6,10 @@ VPY    := $(VENV)/bin/python
 DEPS   := $(VENV)/.deps-stamp
 BENCH_DEPS := $(VENV)/.bench-deps-stamp
 
-BUILD_DEPS := "setuptools>=77" "Cython>=3.0.8" wheel
-TEST_DEPS  := "pytest>=7" "pytest-timeout>=2" "hypothesis>=6" "pika>=1.3" uvloop mypy pyright trustme aiohttp
-BENCH_PKGS := uvloop matplotlib "pika>=1.3" aio-pika aiohttp
+# The dependencies are listed once, in pyproject.toml: the build system's
+# requirements and the extras `dev` (tests, type checkers; includes `test`)
+# and `bench`. .ci/requirements prints them for pip.
+PIP := $(VPY) -m pip install -q --disable-pip-version-check
 
 .PHONY: all venv build develop test bench cluster cpython-asyncio broker-deps wrk-deps wheel wheels-all print-test-deps sdist typecheck sanitize valgrind clean
 
@@ -17,12 +18,14 @@ all: build
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
 
-$(DEPS): $(VPY) Makefile
-	$(VPY) -m pip install -q --disable-pip-version-check $(BUILD_DEPS) $(TEST_DEPS)
+$(DEPS): $(VPY) Makefile pyproject.toml
+	$(VPY) .ci/requirements build dev > $(VENV)/requirements-dev.txt
+	$(PIP) wheel -r $(VENV)/requirements-dev.txt
 	touch $@
 
-$(BENCH_DEPS): $(DEPS)
-	$(VPY) -m pip install -q --disable-pip-version-check $(BENCH_PKGS)
+$(BENCH_DEPS): $(DEPS) pyproject.toml
+	$(VPY) .ci/requirements bench > $(VENV)/requirements-bench.txt
+	$(PIP) -r $(VENV)/requirements-bench.txt
 	touch $@
 
 venv: $(DEPS)
@@ -34,7 +37,7 @@ build: $(DEPS)
 # and `import fastio` from any directory use the source tree. The extensions
 # are built in place (re-run after changing src/).
 develop: $(DEPS)
-	$(VPY) -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .
+	$(PIP) --no-build-isolation --no-deps -e .
 
 test: build broker-deps
 	$(VPY) -m pytest $(PYTEST_ARGS)
@@ -107,14 +110,13 @@ valgrind: build
 	VPY=$(abspath $(VPY)) .ci/valgrind
 
 sdist: $(DEPS)
-	$(VPY) -m pip install -q --disable-pip-version-check build
+	$(PIP) build
 	$(VPY) -m build --sdist --outdir dist .
 
 # mypy on the package, then a user's script under mypy --strict and pyright strict.
 typecheck: build
-	$(VPY) -m pip install -q --disable-pip-version-check mypy pyright pytest
 	$(VPY) -m mypy
 	$(VPY) -m pytest -q tests/test_typing.py
 
 clean:
-	rm -rf build dist wheelhouse *.egg-info fastio/*.so src/*.c src/*.html .pytest_cache .hypothesis
+	rm -rf build dist wheelhouse *.egg-info fastio/*.so fastio/_impl/*.so src/*.c src/*.html .pytest_cache .hypothesis

@@ -29,7 +29,7 @@ class OptionalBuildExt(build_ext):
 
     A failure is never silent: the build ends with a warning banner naming
     what failed, and the installed fastio warns again at import (a
-    RuntimeWarning from fastio._ext) until it is rebuilt.
+    RuntimeWarning from fastio._impl) until it is rebuilt.
     """
 
     def run(self):
@@ -102,10 +102,12 @@ def _extensions():
             extra_compile_args=compile_args,
         )
         for name, source in (
-            ("fastio._core", "src/_core.pyx"),
-            ("fastio._loop", "src/_loop.pyx"),
-            ("fastio._amqp", "src/_amqp.pyx"),
-            ("fastio._echo", "src/_echo.pyx"),
+            # Each compiled module sits beside its pure-Python twin
+            # (fastio/_impl/<pair>_py.py); fastio._impl chooses between them.
+            ("fastio._impl.core_c", "src/_core.pyx"),
+            ("fastio._impl.loop_c", "src/_loop.pyx"),
+            ("fastio._impl.amqp_c", "src/_amqp.pyx"),
+            ("fastio._impl.echo_c", "src/_echo.pyx"),
         )
     ]
     directives = {
@@ -117,7 +119,7 @@ def _extensions():
         "embedsignature": True,
         # Not yet: the pollers' fd tables and buffers rely on the GIL to
         # serialise calls on one object. On a free-threaded build, importing
-        # fastio._core re-enables the GIL (CPython warns once).
+        # fastio._impl.core_c re-enables the GIL (CPython warns once).
         "freethreading_compatible": False,
     }
     return cythonize(

@@ -11,7 +11,9 @@ Three parts, each run on every loop:
   `wrk` (one thread, 100 connections, pinned to CPU 1);
 * micro-benchmarks in this process: call_soon, call_later + cancel, timers
   firing, future resolution, `asyncio.sleep(0)` task switches, gather over
-  10k tasks; ns per operation.
+  10k tasks, sock_sendall/sock_recv ping-pong over a socketpair,
+  add_reader + remove_reader, a server accepting and closing connections;
+  ns per operation.
 
 Discussion: same-run ratios. Each round measures every server once, in an
 order that rotates every round, and a target's ratio is the median of the
@@ -42,7 +44,7 @@ STYLES = ("protocol", "buffered", "streams")
 CELLS = ((1024, 100), (64, 100), (16384, 100))
 HTTP_CONNECTIONS = 100
 MICRO_OPS = ("call_soon", "call_later_cancel", "timers_firing", "future_resolution", "sleep0_switch",
-             "gather_10k")
+             "gather_10k", "sock_pingpong", "add_remove_reader", "accept_close")
 
 PROFILES = {
     "quick": dict(rounds=2, duration=0.4, warmup=0.2, http_duration=1.0, micro_repeats=3, micro_scale=0.2),
@@ -137,17 +139,17 @@ def run_wrk(port, duration, connections=HTTP_CONNECTIONS):
 
 def _client_cpu():
     allowed = os.sched_getaffinity(0)
-    return bench_echo.CLIENT_CPU if bench_echo.CLIENT_CPU in allowed else max(allowed)
+    return harness.CLIENT_CPU if harness.CLIENT_CPU in allowed else max(allowed)
 
 
 def measure_http(server, duration):
     """Load `server` with wrk for one window; return a result shaped like measure_once's."""
     server.wait_idle()
     pid = server.proc.pid
-    before = bench_echo.cpu_sample(pid)
+    before = harness.cpu_sample(pid)
     report, wall, wrk_cpu = run_wrk(server.port, duration)
-    after = bench_echo.cpu_sample(pid)
-    ns, method = bench_echo.cpu_delta(before, after)
+    after = harness.cpu_sample(pid)
+    ns, method = harness.cpu_delta(before, after)
     report.update(
         server_cpu_us_per_req=round(ns / 1e3 / report["requests"], 3) if report["requests"] else None,
         server_cpu_pct=round(100 * ns / 1e9 / wall, 1),
@@ -252,6 +254,91 @@ async def _gather_10k(n):
     return _clock() - t0
 
 
+async def _sock_pingpong(n):
+    # One round trip: sock_sendall() a byte one way and sock_recv() it back
+    # the other; every receive waits for readiness first (reader added and
+    # removed), as in a request/response exchange.
+    import asyncio
+    import socket
+
+    loop = _running()
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+
+    async def echo():
+        for _ in range(n):
+            await loop.sock_sendall(b, await loop.sock_recv(b, 64))
+
+    t0 = _clock()
+    peer = asyncio.ensure_future(echo())
+    for _ in range(n):
+        await loop.sock_sendall(a, b"x")
+        await loop.sock_recv(a, 64)
+    await peer
+    elapsed = _clock() - t0
+    a.close()
+    b.close()
+    return elapsed
+
+
+async def _add_remove_reader(n):
+    import socket
+
+    loop = _running()
+    a, b = socket.socketpair()
+    add_reader, remove_reader, fd = loop.add_reader, loop.remove_reader, a.fileno()
+    t0 = _clock()
+    for _ in range(n):
+        add_reader(fd, _noop)
+        remove_reader(fd)
+    elapsed = _clock() - t0
+    a.close()
+    b.close()
+    return elapsed
+
+
+async def _accept_close(n):
+    # A server's accept loop: clients connect in batches of 50; the protocol
+    # closes each connection as it is made. Client syscalls are counted too
+    # (the same for every loop).
+    import asyncio
+    import socket
+    import struct
+
+    loop = _running()
+    made = [0]
+    batch_done = [None]
+
+    class Closer(asyncio.Protocol):
+        def connection_made(self, transport):
+            transport.close()
+            made[0] += 1
+            if made[0] % 50 == 0:
+                batch_done[0].set_result(None)
+
+    server = await loop.create_server(Closer, "127.0.0.1", 0, backlog=128)
+    address = server.sockets[0].getsockname()
+    t0 = _clock()
+    for _ in range(max(1, n // 50)):
+        batch_done[0] = loop.create_future()
+        clients = []
+        for _ in range(50):
+            c = socket.socket()
+            c.setblocking(False)
+            c.connect_ex(address)
+            clients.append(c)
+        await batch_done[0]
+        for c in clients:
+            # A reset, not a FIN: no TIME_WAIT left to use up local ports.
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()
+    elapsed = _clock() - t0
+    server.close()
+    await server.wait_closed()
+    return elapsed
+
+
 def _running():
     import asyncio
     return asyncio.get_running_loop()
@@ -274,6 +361,9 @@ MICRO = {
     "future_resolution": (_future_resolution, 100_000),
     "sleep0_switch": (_sleep0_switch, 100_000),
     "gather_10k": (_gather_10k, 30_000),
+    "sock_pingpong": (_sock_pingpong, 20_000),
+    "add_remove_reader": (_add_remove_reader, 100_000),
+    "accept_close": (_accept_close, 2_000),
 }
 
 
@@ -282,7 +372,7 @@ def run_micro(loops, repeats, scale):
     out = {}
     for op in MICRO_OPS:
         func, n = MICRO[op]
-        n = max(10_000, int(n * scale))
+        n = max(min(n, 10_000), int(n * scale))
         samples = {loop: [] for loop in loops}
         for loop in loops:  # one unmeasured run each: imports, caches, allocator
             _common.run_on(loop, func(n // 10))
@@ -343,10 +433,10 @@ def run(config):
     try:
         for loop in loops:
             for style in STYLES:
-                running[(loop, style)] = bench_echo.RunningServer("%s-%s" % (loop, style), echo_server(loop, style))
+                running[(loop, style)] = harness.RunningServer("%s-%s" % (loop, style), echo_server(loop, style))
             if loop in http_loops:
-                running[(loop, "aiohttp")] = bench_echo.RunningServer("%s-aiohttp" % loop, http_server(loop))
-        with harness.pinned(bench_echo.CLIENT_CPU) as cpu:
+                running[(loop, "aiohttp")] = harness.RunningServer("%s-aiohttp" % loop, http_server(loop))
+        with harness.pinned(harness.CLIENT_CPU) as cpu:
             machine = harness.machine_info()
             plan = [(style, size, conns) for size, conns in CELLS for style in STYLES]
             if http_loops:
@@ -408,9 +498,9 @@ def run(config):
             "profile": config.profile, "rounds": rounds, "duration_s": profile["duration"],
             "warmup_s": profile["warmup"], "http_duration_s": profile["http_duration"],
             "micro_repeats": profile["micro_repeats"], "micro_scale": profile["micro_scale"],
-            "server_cpu": bench_echo.SERVER_CPU, "client_cpu": cpu, "rlimit_nofile": nofile,
+            "server_cpu": harness.SERVER_CPU, "client_cpu": cpu, "rlimit_nofile": nofile,
             "fastio_loop": fastio_name, "loops": loops,
-            "load_generators": {"echo": "fastio.echo.client.bench (in-process, compiled core)",
+            "load_generators": {"echo": "fastio.echo.loadgen.bench (in-process, compiled core)",
                                 "http": "wrk -t1 -c%d --latency" % HTTP_CONNECTIONS},
         },
         "warnings": [warning] if warning else [],
@@ -526,7 +616,10 @@ def to_markdown(result):
         lines += ["", "call_later_cancel: schedule a timer an hour out and cancel it (plus the loop dropping "
                       "it); timers_firing: already-due timers with varied deadlines; future_resolution: "
                       "create_future, call_soon(set_result), await; sleep0_switch: 10 tasks each awaiting "
-                      "asyncio.sleep(0), per sleep; gather_10k: per task of a 10,000-task gather.", ""]
+                      "asyncio.sleep(0), per sleep; gather_10k: per task of a 10,000-task gather; sock_pingpong: "
+                      "a 1-byte round trip of sock_sendall + sock_recv each way over a socketpair; "
+                      "add_remove_reader: add_reader + remove_reader of one fd; accept_close: per "
+                      "connection a server accepts (its protocol closes it), client syscalls included.", ""]
     if result["skipped"]:
         lines += ["Skipped: " + "; ".join("%s (%s)" % (s["server"], s["reason"]) for s in result["skipped"]) + ".",
                   ""]

@@ -1,7 +1,7 @@
 """Compare echo servers side by side: req/s, p99 latency and server CPU per request.
 
 Every server in `SERVERS` is started once, pinned to CPU 0, and loaded in turn
-by fastio's own load generator (`fastio.echo.client.bench`, in this process,
+by fastio's own load generator (`fastio.echo.loadgen.bench`, in this process,
 pinned to CPU 1): for each cell (message size x connections) and each repeat,
 the servers run in an order that rotates every repeat, so drift on a noisy
 machine hits them alike; medians over repeats are reported. Each client reply
@@ -11,18 +11,8 @@ failure, not a number.
 Discussion: server CPU per request. A client that saturates its core caps
 req/s for every server alike and hides how much each server spends; the CPU
 time the server burns per request does not. It is read from /proc around the
-measured window only (connect, warm-up and drain are outside it):
-
-* precise: the sum of `/proc/<pid>/task/<tid>/schedstat` on-CPU nanoseconds
-  (user + system) over every thread of the server and of its descendants
-  (found through `/proc/<pid>/task/<tid>/children`), used when the set of
-  threads is the same at both ends of the window;
-* otherwise (a thread or child process came or went mid-window):
-  utime + stime of every live process of the tree plus the root's
-  cutime + cstime from `/proc/<pid>/stat`, in clock ticks (10 ms). A child
-  that exits and is reaped mid-window moves its whole CPU time into the
-  root's cutime, so the difference still counts only what it spent in the
-  window. This is how the fork server is covered.
+measured window only (connect, warm-up and drain are outside it): see
+`harness.cpu_sample`.
 
 The servers are data: `SERVERS` maps a name to a command line (`--port P` is
 appended). fastio's own servers (`python -m fastio echo --backend ...`) are
@@ -33,28 +23,22 @@ fails.
 import dataclasses
 import functools
 import importlib.util
-import os
-import select
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from pathlib import Path
 
-from fastio.echo import client
+from fastio.echo import loadgen
 
 from benchmarks import harness
+from benchmarks.harness import CLIENT_CPU, SERVER_CPU, RunningServer, Unavailable, cpu_delta, cpu_sample
 
 PEERS = Path(__file__).resolve().parent / "peers"
 C_SOURCE = Path(__file__).resolve().parent / "c_echo" / "echo_epoll.c"
 C_BINARY = harness.REPO_DIR / "build" / "c_echo" / "echo_epoll"
 PY = sys.executable
-SERVER_CPU, CLIENT_CPU = 0, 1
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 # The echo target, checked in the headline cell (1 KiB requests, 100
 # connections): `python -m fastio echo` spends at most 1.10x the CPU per
 # request of the C epoll server, less than uvloop's protocol server and the
@@ -119,68 +103,7 @@ PROFILES = {
 }
 
 
-class Unavailable(Exception):
-    """A server cannot run here; the message says why."""
-
-
-# --- CPU time of a process tree ---------------------------------------------------
-
-
-def _read(path):
-    with open(path) as f:
-        return f.read()
-
-
-def _tree(pid):
-    """Return the pids of `pid` and its live descendants."""
-    pids, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        pids.append(p)
-        try:
-            for tid in os.listdir("/proc/%d/task" % p):
-                todo.extend(int(c) for c in _read("/proc/%d/task/%s/children" % (p, tid)).split())
-        except OSError:  # exited meanwhile
-            pass
-    return pids
-
-
-def cpu_sample(pid):
-    """Sample the CPU time of `pid`'s tree: (thread ids, schedstat ns, stat ticks)."""
-    tids, ns, ticks = set(), 0, 0
-    for p in _tree(pid):
-        try:
-            fields = _read("/proc/%d/stat" % p).rsplit(")", 1)[1].split()
-            # fields[11:15] are utime, stime, cutime, cstime (stat(5) fields 14-17)
-            ticks += int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if p == pid else 0)
-            for tid in os.listdir("/proc/%d/task" % p):
-                ns += int(_read("/proc/%d/task/%s/schedstat" % (p, tid)).split()[0])
-                tids.add(int(tid))
-        except (OSError, IndexError, ValueError):
-            pass
-    return frozenset(tids), ns, ticks
-
-
-def cpu_delta(before, after):
-    """Return (ns of CPU between two samples, method): schedstat if the threads stayed, else stat ticks."""
-    if before[0] == after[0]:
-        return after[1] - before[1], "schedstat"
-    return (after[2] - before[2]) * 1e9 / CLK_TCK, "stat"
-
-
-# --- server processes ---------------------------------------------------------------
-
-
-def free_port():
-    """Return a TCP port on 127.0.0.1 nobody listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _pin_to_server_cpu():
-    allowed = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {SERVER_CPU if SERVER_CPU in allowed else min(allowed)})
+# --- servers ---------------------------------------------------------------------------
 
 
 def build_c_server():
@@ -215,77 +138,6 @@ def missing(requirement):
     return None
 
 
-def _server_env():
-    # Peer scripts run by path: let them import this checkout's fastio.
-    path = os.environ.get("PYTHONPATH")
-    return dict(os.environ, PYTHONPATH=str(harness.REPO_DIR) + (os.pathsep + path if path else ""))
-
-
-class RunningServer:
-    """A server process pinned to the server CPU, started in its own session."""
-
-    def __init__(self, name, server, upper=False, ready_timeout=20.0):
-        self.name, self.port = name, free_port()
-        argv = list(server.argv) + ["--port", str(self.port)] + (["--upper"] if upper else [])
-        self.stderr = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=self.stderr, stdin=subprocess.DEVNULL, cwd=harness.REPO_DIR,
-            env=_server_env(),
-            preexec_fn=_pin_to_server_cpu, start_new_session=True,
-        )
-        deadline = time.monotonic() + ready_timeout
-        line = b""
-        while not (line.startswith(b"READY") or line.startswith(b"fastio echo: listening")):
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
-                self.stop()
-                raise Unavailable("no READY within %.0f s" % ready_timeout)
-            line = self.proc.stdout.readline()
-            if not line:
-                self.stop()
-                raise Unavailable("exited before READY: %s" % self.error_tail())
-        # Whatever it prints later must not fill the pipe and block it.
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
-        self.baseline = self.fd_count(), cpu_sample(self.proc.pid)[0]
-
-    def error_tail(self):
-        """Return the last line the server wrote on stderr."""
-        self.stderr.seek(0)
-        lines = self.stderr.read().decode(errors="replace").strip().splitlines()
-        return lines[-1] if lines else "(no stderr) exit status %s" % self.proc.poll()
-
-    def fd_count(self):
-        try:
-            return len(os.listdir("/proc/%d/fd" % self.proc.pid))
-        except OSError:
-            return -1
-
-    def wait_idle(self, timeout=5.0):
-        """Wait until the server has closed the last run's connections (fds and threads back to baseline)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.fd_count() <= self.baseline[0] and cpu_sample(self.proc.pid)[0] == self.baseline[1]:
-                return True
-            time.sleep(0.02)
-        return False
-
-    def stop(self):
-        """SIGTERM the server, then SIGKILL its whole session if it lingers; return its exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # a fork server's stragglers
-        except (ProcessLookupError, PermissionError):
-            pass
-        status = self.proc.wait()
-        self.proc.stdout.close()
-        return status
-
-
 # --- measuring --------------------------------------------------------------------------
 
 
@@ -294,7 +146,7 @@ def measure_once(server, size, connections, duration, warmup):
     server.wait_idle()
     marks = {}
     pid = server.proc.pid
-    result = client.bench(
+    result = loadgen.bench(
         "127.0.0.1", server.port, connections=connections, size=size, duration=duration, pipeline=1,
         warmup=warmup, timeout=10.0,
         on_start=lambda: marks.__setitem__("start", cpu_sample(pid)),
@@ -451,7 +303,7 @@ def run(config):
             "profile": config.profile, "repeats": repeats, "target_rounds": target_rounds,
             "warmup_s": profile["warmup"],
             "pipeline": 1, "server_cpu": SERVER_CPU, "client_cpu": cpu, "rlimit_nofile": nofile,
-            "load_generator": "fastio.echo.client.bench (in-process)",
+            "load_generator": "fastio.echo.loadgen.bench (in-process)",
             "servers": {name: " ".join(Path(a).name if "/" in a else a for a in s.argv) for name, s in SERVERS.items()},
         },
         "warnings": [warning] if warning else [],

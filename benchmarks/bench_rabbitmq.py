@@ -246,7 +246,7 @@ _ACK_HEAD = struct.Struct(">BHIHHQB")   # an ack frame's 20 bytes before frame-e
 
 
 def pub_raw(url, n):
-    from fastio._pyamqp import encode_publish
+    from fastio._impl.amqp_py import encode_publish
 
     sock, buf = _raw_handshake(pika.URLParameters(url))
     one = encode_publish(1, 131072, "", QUEUE, BODY)
@@ -305,11 +305,9 @@ def _pin_broker(broker, cpu=0):
     try:
         with open(os.path.join(broker.dir, "node.pid")) as f:
             pid = int(f.read().strip())
-        for tid in os.listdir("/proc/%d/task" % pid):
-            os.sched_setaffinity(int(tid), {cpu})
-        return True
     except (OSError, ValueError):
         return False
+    return harness.pin_process(pid, cpu)
 
 
 def run(config):

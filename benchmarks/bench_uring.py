@@ -1,4 +1,5 @@
-"""The echo server on io_uring beside fastio on epoll and the C epoll server.
+"""The echo server on io_uring beside fastio on epoll and the C epoll server,
+and fastio.loop.Loop serving a Python protocol on epoll and on io_uring.
 
 Same load generator, pinning and CPU accounting as bench_echo (whose
 machinery this suite reuses): servers pinned to CPU 0, the compiled load
@@ -22,15 +23,22 @@ import subprocess
 import time
 
 from benchmarks import harness
-from benchmarks.bench_echo import (C_BINARY, PY, RunningServer, Server, Unavailable, measure_once, missing,
-                                   paired_ratio, summarize)
-from fastio.echo import client
+from benchmarks.bench_echo import C_BINARY, PEERS, PY, Server, measure_once, missing, paired_ratio, summarize
+from benchmarks.harness import RunningServer, Unavailable
+from fastio.echo import loadgen
 
 SERVERS = {
     "c-epoll": Server((str(C_BINARY),), "reference", "cc"),
     "fastio-epoll": Server((PY, "-m", "fastio", "echo", "--backend", "epoll"), "fastio", "fastio-echo"),
     "fastio-io_uring": Server((PY, "-m", "fastio", "echo", "--backend", "io_uring"), "fastio", "fastio-echo"),
+    # fastio.loop.Loop with a plain Python Protocol (data_received in Python
+    # per chunk), on epoll and on io_uring (the loop's completion transports).
+    "loop-epoll": Server((PY, str(PEERS / "fastio_protocol_server.py"), "--backend", "epoll"), "fastio",
+                         "fastio-echo"),
+    "loop-io_uring": Server((PY, str(PEERS / "fastio_protocol_server.py"), "--backend", "io_uring"), "fastio",
+                            "fastio-echo"),
 }
+URING_SERVERS = ("fastio-io_uring", "loop-io_uring")
 HEADLINE = (1024, 100)
 CELLS = (HEADLINE, (64, 100), (16384, 100), (1024, 1000))
 
@@ -77,8 +85,8 @@ def syscalls_per_request(server, size, conns, duration, warmup):
              "sleep", "%.3f" % span], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     server.wait_idle()
-    result = client.bench("127.0.0.1", server.port, connections=conns, size=size, duration=duration,
-                          pipeline=1, warmup=warmup, timeout=10.0, on_start=start)
+    result = loadgen.bench("127.0.0.1", server.port, connections=conns, size=size, duration=duration,
+                           pipeline=1, warmup=warmup, timeout=10.0, on_start=start)
     proc = perf.get("proc")
     if proc is None:
         return None, result
@@ -105,7 +113,7 @@ def run(config):
     machine, cpu = None, None
     try:
         for name, server in SERVERS.items():
-            why = missing(server.requires) or (reason if name == "fastio-io_uring" else None)
+            why = missing(server.requires) or (reason if name in URING_SERVERS else None)
             if why:
                 skipped.append({"server": name, "reason": why})
                 harness.progress("[uring] %s: skipped (%s)" % (name, why))
@@ -161,6 +169,8 @@ def run(config):
                     s["cpu_vs_c_epoll"] = paired_ratio(s, cell["servers"].get("c-epoll"), "server_cpu_us_per_req")
                     s["cpu_vs_fastio_epoll"] = paired_ratio(
                         s, cell["servers"].get("fastio-epoll"), "server_cpu_us_per_req")
+                    s["cpu_vs_loop_epoll"] = paired_ratio(
+                        s, cell["servers"].get("loop-epoll"), "server_cpu_us_per_req")
                 cells.append(cell)
     finally:
         for name, server in running.items():
@@ -234,12 +244,14 @@ def to_markdown(result):
     lines.append("")
     for cell in result["cells"]:
         lines += ["## %d B × %d connections" % (cell["size"], cell["connections"]), "",
-                  "| server | req/s | p99 | server CPU µs/req | vs C epoll | vs fastio epoll | syscalls/req |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
+                  "| server | req/s | p99 | server CPU µs/req | vs C epoll | vs fastio epoll | vs Loop epoll "
+                  "| syscalls/req |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for name, s in cell["servers"].items():
-            lines.append("| %s | %s | %s µs | %s | %s | %s | %s |" % (
+            lines.append("| %s | %s | %s µs | %s | %s | %s | %s | %s |" % (
                 name, _num(s["req_per_s"], "%.0f"), _num(s["p99_us"], "%.0f"), _num(s["server_cpu_us_per_req"]),
                 _num(s.get("cpu_vs_c_epoll"), "%.3fx"), _num(s.get("cpu_vs_fastio_epoll"), "%.3fx"),
+                _num(s.get("cpu_vs_loop_epoll") if name.startswith("loop-") else None, "%.3fx"),
                 _num(s.get("syscalls_per_req"))))
         lines.append("")
     if result["skipped"]:

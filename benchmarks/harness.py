@@ -1,4 +1,5 @@
-"""Shared pieces of the benchmark suites: timing, CPU pinning, machine info, output."""
+"""Shared pieces of the benchmark suites: timing, CPU pinning, machine info, output,
+server processes and the CPU time they spend."""
 
 import contextlib
 import dataclasses
@@ -10,9 +11,14 @@ import json
 import os
 import platform
 import resource
+import select
+import signal
+import socket
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -20,6 +26,10 @@ import fastio
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REPO_DIR = Path(__file__).resolve().parent.parent
+# Servers run on one core and their clients on the other, so that a client
+# that saturates its core does not steal the server's.
+SERVER_CPU, CLIENT_CPU = 0, 1
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclasses.dataclass
@@ -96,6 +106,175 @@ def pinned(cpu=1):
         yield target
     finally:
         os.sched_setaffinity(0, before)
+
+
+# --- CPU time of a process tree ---------------------------------------------------
+
+
+def _read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def process_tree(pid):
+    """Return the pids of `pid` and its live descendants."""
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        try:
+            for tid in os.listdir("/proc/%d/task" % p):
+                todo.extend(int(c) for c in _read("/proc/%d/task/%s/children" % (p, tid)).split())
+        except OSError:  # exited meanwhile
+            pass
+    return pids
+
+
+def cpu_sample(pid):
+    """Sample the CPU time of `pid`'s tree: (thread ids, schedstat ns, stat ticks).
+
+    Two samples around a window give the CPU the tree spent in it (`cpu_delta`):
+
+    * precise: the sum of `/proc/<pid>/task/<tid>/schedstat` on-CPU nanoseconds
+      (user + system) over every thread of the process and of its descendants
+      (found through `/proc/<pid>/task/<tid>/children`), used when the set of
+      threads is the same at both ends of the window;
+    * otherwise (a thread or child process came or went mid-window):
+      utime + stime of every live process of the tree plus the root's
+      cutime + cstime from `/proc/<pid>/stat`, in clock ticks (10 ms). A child
+      that exits and is reaped mid-window moves its whole CPU time into the
+      root's cutime, so the difference still counts only what it spent in the
+      window. This is how a fork server is covered.
+    """
+    tids, ns, ticks = set(), 0, 0
+    for p in process_tree(pid):
+        try:
+            fields = _read("/proc/%d/stat" % p).rsplit(")", 1)[1].split()
+            # fields[11:15] are utime, stime, cutime, cstime (stat(5) fields 14-17)
+            ticks += int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if p == pid else 0)
+            for tid in os.listdir("/proc/%d/task" % p):
+                ns += int(_read("/proc/%d/task/%s/schedstat" % (p, tid)).split()[0])
+                tids.add(int(tid))
+        except (OSError, IndexError, ValueError):
+            pass
+    return frozenset(tids), ns, ticks
+
+
+def cpu_delta(before, after):
+    """Return (ns of CPU between two samples, method): schedstat if the threads stayed, else stat ticks."""
+    if before[0] == after[0]:
+        return after[1] - before[1], "schedstat"
+    return (after[2] - before[2]) * 1e9 / CLK_TCK, "stat"
+
+
+# --- server processes ---------------------------------------------------------------
+
+
+class Unavailable(Exception):
+    """A server (or a peer) cannot run here; the message says why."""
+
+
+def free_port():
+    """Return a TCP port on 127.0.0.1 nobody listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pin_to_server_cpu():
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {SERVER_CPU if SERVER_CPU in allowed else min(allowed)})
+
+
+def server_env():
+    """Return the environment for a server process: peer scripts run by path import this checkout's fastio."""
+    path = os.environ.get("PYTHONPATH")
+    return dict(os.environ, PYTHONPATH=str(REPO_DIR) + (os.pathsep + path if path else ""))
+
+
+class RunningServer:
+    """A server process pinned to the server CPU, started in its own session.
+
+    `server.argv` is its command line, to which ``--port P`` (and ``--upper``)
+    is appended; it is ready once it prints a line starting with ``READY`` or
+    ``fastio echo: listening``.
+
+    :raises Unavailable: when it exits or stays silent before it is ready.
+    """
+
+    def __init__(self, name, server, upper=False, ready_timeout=20.0):
+        self.name, self.port = name, free_port()
+        argv = list(server.argv) + ["--port", str(self.port)] + (["--upper"] if upper else [])
+        self.stderr = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=self.stderr, stdin=subprocess.DEVNULL, cwd=REPO_DIR,
+            env=server_env(),
+            preexec_fn=_pin_to_server_cpu, start_new_session=True,
+        )
+        deadline = time.monotonic() + ready_timeout
+        line = b""
+        while not (line.startswith(b"READY") or line.startswith(b"fastio echo: listening")):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
+                self.stop()
+                raise Unavailable("no READY within %.0f s" % ready_timeout)
+            line = self.proc.stdout.readline()
+            if not line:
+                self.stop()
+                raise Unavailable("exited before READY: %s" % self.error_tail())
+        # Whatever it prints later must not fill the pipe and block it.
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+        self.baseline = self.fd_count(), cpu_sample(self.proc.pid)[0]
+
+    def error_tail(self):
+        """Return the last line the server wrote on stderr."""
+        self.stderr.seek(0)
+        lines = self.stderr.read().decode(errors="replace").strip().splitlines()
+        return lines[-1] if lines else "(no stderr) exit status %s" % self.proc.poll()
+
+    def fd_count(self):
+        try:
+            return len(os.listdir("/proc/%d/fd" % self.proc.pid))
+        except OSError:
+            return -1
+
+    def wait_idle(self, timeout=5.0):
+        """Wait until the server has closed the last run's connections (fds and threads back to baseline)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.fd_count() <= self.baseline[0] and cpu_sample(self.proc.pid)[0] == self.baseline[1]:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def stop(self):
+        """SIGTERM the server, then SIGKILL its whole session if it lingers; return its exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # a fork server's stragglers
+        except (ProcessLookupError, PermissionError):
+            pass
+        status = self.proc.wait()
+        self.proc.stdout.close()
+        return status
+
+
+def pin_process(pid, cpu):
+    """Pin every thread `pid` has now to `cpu`; return False where that failed (gone, not allowed)."""
+    try:
+        for tid in os.listdir("/proc/%d/task" % pid):
+            os.sched_setaffinity(int(tid), {cpu})
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+# --- timing in this process -------------------------------------------------------------
 
 
 def make_batch(stmt, names):
@@ -220,7 +399,7 @@ def _git_revision():
 
 def machine_info():
     """Describe the machine and the build being measured."""
-    core = sys.modules.get("fastio._core")
+    core = sys.modules.get("fastio._impl.core_c")
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "python": sys.version.split()[0],

@@ -29,12 +29,12 @@ if TYPE_CHECKING:
     from typing import Any, List
 
     from fastio._aio import EventLoop, EventLoopPolicy, SelectorEventLoop, new_event_loop, run
-    from fastio._ext import IMPLEMENTATION
+    from fastio._impl import IMPLEMENTATION
     from fastio.loop import Loop
 
 if _os.environ.get("FASTIO_REQUIRE_EXTENSIONS", "") not in ("", "0"):
     # Fail at import, not at first use, when the extension is demanded.
-    import fastio._ext  # noqa: F401
+    import fastio._impl  # noqa: F401
 
 __all__ = [
     "IMPLEMENTATION",
@@ -50,6 +50,7 @@ __all__ = [
     "__version__",
 ]
 
+# The one place the version is written: pyproject.toml reads it from here.
 __version__ = "0.1.0"
 
 _LAZY = ("Loop", "EventLoop", "EventLoopPolicy", "SelectorEventLoop", "new_event_loop", "run")
@@ -61,7 +62,7 @@ def __getattr__(name: str) -> Any:
     :raises AttributeError: `name` is not an attribute of fastio.
     """
     if name == "IMPLEMENTATION":
-        from fastio._ext import IMPLEMENTATION
+        from fastio._impl import IMPLEMENTATION
 
         return IMPLEMENTATION
     if name == "Loop":

@@ -4,14 +4,18 @@
 `asyncio.unix_events._UnixSelectorEventLoop`, so subprocesses, pipes,
 signals, Unix sockets, sendfile, UDP, TLS, executors and debug mode are
 asyncio's code) over a fastio selector, with its hot paths -- one loop
-iteration, I/O event dispatch, call_soon/call_later/call_at and running the
-ready queue, the TCP / Unix-socket transports' receive and send -- in
-fastio._loop (Cython). They work on asyncio's own objects (its Handle and
+iteration (reading the fastio poller's events directly and running the I/O
+callbacks in asyncio's order without queueing them), call_soon/call_later/
+call_at, the timer heap, create_future/create_task, running the ready
+queue, the TCP / Unix-socket transports' receive and send -- in
+fastio._impl.loop_c (Cython). They work on asyncio's own objects (its Handle and
 TimerHandle classes, ready deque and timer heap), so every version 3.9-3.13
-keeps its asyncio semantics. Without the extension `EventLoop` is
-`SelectorEventLoop`: asyncio's loop over a fastio selector, nothing else
-but the transport's writelines(), which both loops take from fixed CPython
-releases where this interpreter's has known bugs.
+keeps its asyncio semantics; the loop and the transport keep what those
+read per event in slots, which the compiled code reads at their offsets.
+Without the extension `EventLoop` is `SelectorEventLoop`: asyncio's loop
+over a fastio selector, nothing else but the transport's writelines(),
+which both loops take from fixed CPython releases where this interpreter's
+has known bugs.
 """
 
 import asyncio
@@ -21,9 +25,9 @@ from asyncio import base_events, constants, events, format_helpers, selector_eve
 from asyncio.log import logger
 from typing import Any, Coroutine, Optional, TypeVar
 
-from fastio._ext import loop as _ext_loop
+from fastio._impl import compiled
 
-_c: Any = _ext_loop  # the compiled methods below, when the extension is there
+_c: Any = compiled("loop")  # the compiled methods below, when the extension is there
 
 __all__ = ["EventLoop", "EventLoopPolicy", "SelectorEventLoop", "new_event_loop", "run"]
 
@@ -141,13 +145,20 @@ if _c is not None:
 
     class _SelectorSocketTransport(_SocketTransport):
         # asyncio's TCP / Unix-socket transport; the per-event methods are
-        # compiled twins of asyncio's, the rest is inherited unchanged.
+        # compiled twins of asyncio's, the rest is inherited unchanged. What
+        # those read per event lives in slots, which they read directly.
+        __slots__ = ("_sock", "_protocol", "_conn_lost", "_buffer", "_eof", "_empty_waiter",
+                     "_read_ready_cb")
+
         _read_ready = _as_method(_c.aio_read_ready, _AsyncioSocketTransport, "_read_ready")
         _read_ready__data_received = _as_method(
             _c.aio_read_ready__data_received, _AsyncioSocketTransport, "_read_ready__data_received")
         _read_ready__get_buffer = _as_method(
             _c.aio_read_ready__get_buffer, _AsyncioSocketTransport, "_read_ready__get_buffer")
         write = _as_method(_c.aio_write, _AsyncioSocketTransport, "write")
+        is_closing = _as_method(_c.aio_is_closing, _AsyncioSocketTransport, "is_closing")
+
+    _c.aio_transport_class(_SelectorSocketTransport)
 
     class EventLoop(SelectorEventLoop):
         """An asyncio event loop on fastio's compiled core.
@@ -156,6 +167,11 @@ if _c is not None:
         for what runs compiled.
         """
 
+        # What the compiled methods read every iteration and every
+        # call_soon(), kept in slots they read directly.
+        __slots__ = ("_ready", "_scheduled", "_stopping", "_debug", "_selector", "_closed",
+                     "_clock_resolution")
+
         _run_once = _as_method(_c.aio_run_once, base_events.BaseEventLoop, "_run_once")
         _process_events = _as_method(
             _c.aio_process_events, selector_events.BaseSelectorEventLoop, "_process_events")
@@ -163,8 +179,16 @@ if _c is not None:
         _call_soon = _as_method(_c.aio_private_call_soon, base_events.BaseEventLoop, "_call_soon")
         call_at = _as_method(_c.aio_call_at, base_events.BaseEventLoop, "call_at")
         call_later = _as_method(_c.aio_call_later, base_events.BaseEventLoop, "call_later")
+        _timer_handle_cancelled = _as_method(
+            _c.aio_timer_handle_cancelled, base_events.BaseEventLoop, "_timer_handle_cancelled")
+        create_task = _as_method(_c.aio_create_task, base_events.BaseEventLoop, "create_task")
+        create_future = _as_method(_c.aio_create_future, base_events.BaseEventLoop, "create_future")
+        get_debug = _as_method(_c.aio_get_debug, base_events.BaseEventLoop, "get_debug")
+        time = _as_method(_c.aio_time, base_events.BaseEventLoop, "time")
 
         _socket_transport = _SelectorSocketTransport
+
+    _c.aio_loop_class(EventLoop)
 
 else:
     EventLoop = SelectorEventLoop  # type: ignore[misc, assignment]

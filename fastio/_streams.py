@@ -1,7 +1,7 @@
 """TCP servers and clients for fastio.loop.Loop: accept, connect, Server.
 
 The transports themselves (the recv/send path) live in src/_loop.pyx and its
-twin fastio/_pyloop.py; this module only sets sockets up and hands them over.
+twin fastio/_impl/loop_py.py; this module only sets sockets up and hands them over.
 """
 
 import errno
@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional,
 if TYPE_CHECKING:
     import asyncio
 
-    from fastio._pyloop import Transport
+    from fastio._contracts import LoopLike
+    from fastio._impl.loop_py import Transport
 
 __all__ = ["Protocol", "Server", "start_server", "open_connection"]
 
@@ -69,7 +70,7 @@ class Server:
     it accepted is gone.
     """
 
-    def __init__(self, loop: Any, sockets: List[socket.socket],
+    def __init__(self, loop: "LoopLike", sockets: List[socket.socket],
                  protocol_factory: Callable[[], Protocol], backlog: int) -> None:
         self._loop = loop
         self._sockets: Optional[List[socket.socket]] = sockets
@@ -161,7 +162,7 @@ class Server:
                 return
             try:
                 _tune(conn)
-                transport = self._loop._transport_class(
+                transport = self._loop.transport_class(
                     self._loop, conn, self._factory(), _extra(conn), self)
             except Exception:
                 conn.close()
@@ -176,7 +177,7 @@ class Server:
         return "<Server sockets=%r>" % (self.sockets,)
 
 
-def start_server(loop: Any, protocol_factory: Callable[[], Protocol],
+def start_server(loop: "LoopLike", protocol_factory: Callable[[], Protocol],
                  host: Union[None, str, Iterable[str]], port: Optional[int], backlog: int,
                  reuse_port: bool, sock: Optional[socket.socket]) -> Server:
     """Listen on `host`:`port` (or on `sock`); see Loop.create_server."""
@@ -212,7 +213,7 @@ def start_server(loop: Any, protocol_factory: Callable[[], Protocol],
     return Server(loop, sockets, protocol_factory, backlog)
 
 
-def open_connection(loop: Any, protocol_factory: Callable[[], Protocol], host: Optional[str],
+def open_connection(loop: "LoopLike", protocol_factory: Callable[[], Protocol], host: Optional[str],
                     port: Union[int, str, None]) -> "asyncio.Future[Any]":
     """Connect without blocking on the connect; see Loop.create_connection."""
     fut: "asyncio.Future[Any]" = loop.create_future()
@@ -253,7 +254,7 @@ def _connected(loop, fut, sock, protocol_factory, infos, addr):
     try:
         _tune(sock)
         protocol = protocol_factory()
-        transport = loop._transport_class(loop, sock, protocol, _extra(sock))
+        transport = loop.transport_class(loop, sock, protocol, _extra(sock))
         transport._start()
     except BaseException as exc:
         sock.close()

@@ -1,6 +1,6 @@
 """The cold half of the loop's TCP transport, shared by both twins.
 
-fastio._loop (compiled) and fastio._pyloop (pure Python) each have a
+fastio._impl.loop_c (compiled) and fastio._impl.loop_py (pure Python) each have a
 `TransportCore` with what runs per chunk: recv, send, the write buffer and
 flow control. Everything else -- starting, closing, aborting, half-closing,
 pausing reading, limits, extra info, the protocol swap -- runs a few times per
@@ -21,7 +21,10 @@ attributes and def/cpdef methods):
 - `_set_protocol(protocol)`: install the protocol (the compiled core also
   looks up its compiled data_received);
 - `_set_write_buffer_limits(high, low)`: install checked flow-control marks
-  and call pause_writing() at once if the buffer is above the new high one.
+  and call pause_writing() at once if the buffer is above the new high one;
+- `_owed()`: the bytes written but not yet sent (the write buffer's, plus,
+  on io_uring, a send in flight); `_drop_output()`: drop them, counted as
+  'dropped_bytes' (abort, a broken connection).
 """
 
 import socket
@@ -65,6 +68,8 @@ class TransportMixin:
         def _set_writing(self, writing: bool) -> None: ...
         def _set_protocol(self, protocol: Any) -> None: ...
         def _set_write_buffer_limits(self, high: int, low: int) -> None: ...
+        def _owed(self) -> int: ...
+        def _drop_output(self) -> None: ...
 
     # --- life cycle
 
@@ -90,7 +95,7 @@ class TransportMixin:
             return
         self._closing = True
         self._set_reading(False)
-        if not self._buffer:
+        if not self._owed():
             self._conn_lost += 1
             self._loop.call_soon(self._call_connection_lost, None)
 
@@ -114,11 +119,7 @@ class TransportMixin:
     def _force_close(self, exc: Optional[BaseException]) -> None:
         if self._conn_lost:
             return
-        if self._buffer:
-            # What never reached the peer, for get_extra_info('dropped_bytes').
-            self._extra["dropped_bytes"] = len(self._buffer)
-            self._buffer.clear()
-            self._set_writing(False)
+        self._drop_output()
         if not self._closing:
             self._closing = True
             self._set_reading(False)
@@ -147,7 +148,7 @@ class TransportMixin:
         if self._closing or self._eof:
             return
         self._eof = True
-        if not self._buffer:
+        if not self._owed():
             self._shutdown_write()
 
     def _shutdown_write(self) -> None:
@@ -163,7 +164,7 @@ class TransportMixin:
 
     def get_write_buffer_size(self) -> int:
         """Return the number of bytes waiting in the write buffer."""
-        return len(self._buffer)
+        return self._owed()
 
     def get_write_buffer_limits(self) -> Tuple[int, int]:
         """Return the (low, high) flow-control marks."""

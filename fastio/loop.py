@@ -16,7 +16,7 @@ part of its per-callback cost); I/O callbacks run as soon as their event is
 seen rather than through the ready queue.
 
 The per-event dispatch, the ready queue, the timer heap and the transports
-are fastio._loop (Cython) or, without the extension, fastio._pyloop.
+are the loop pair's (fastio._impl: compiled loop_c, else the twin loop_py).
 
 Synchronous use: `create_connection()` and `Server.wait_closed()` return an
 `asyncio.Future` bound to this loop (no coroutine needed);
@@ -32,18 +32,14 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Optional, Tuple, TypeVar, Union
 
 from fastio import _pollers, _streams
+from fastio._impl import compiled, loop as _impl
 from fastio._pollers import SelectorArg
-from fastio._ext import loop as _ext_loop
-
-from fastio import _pyloop
 
 if TYPE_CHECKING:
-    # The pure-Python twin is the type source: fastio._loop has the same
-    # classes, methods and signatures (see fastio/_loop.pyi).
-    from fastio import _pyloop as _impl
-    from fastio._pyloop import LoopCore as _LoopBase
+    # The pure-Python twin is the type source (fastio._impl names it for
+    # type checkers): loop_c has the same classes, methods and signatures.
+    from fastio._impl.loop_py import LoopCore as _LoopBase
 else:
-    _impl = _ext_loop if _ext_loop is not None else _pyloop
     _LoopBase = object
 
 from fastio._log import get_logger
@@ -72,15 +68,33 @@ def _noop_signal_handler(signum: int, frame: Optional[FrameType]) -> None:
 class _LoopAPI(_LoopBase):
     """Everything of Loop above the core: shared by the Cython and Python cores."""
 
+    if TYPE_CHECKING:
+        # Set by each loop class, to its core's Transport.
+        transport_class: type
+
     # pika's event bits; equal to poll(2)'s POLLIN, POLLOUT, POLLERR.
     READ = 0x001
     WRITE = 0x004
     ERROR = 0x008
 
-    def __init__(self, selector: SelectorArg = None) -> None:
-        poller = _pollers.make_poller(selector)
+    def __init__(self, selector: SelectorArg = None, *, backend: Optional[str] = None) -> None:
+        if backend is None:
+            poller = _pollers.make_poller(selector)
+        elif selector is not None:
+            raise ValueError("selector and backend can not be specified at the same time")
+        else:
+            poller = _pollers.backend_poller(backend, type(self).__name__)
         waker = _pollers.Waker()
-        super().__init__(poller, waker)  # the core, next in the MRO
+        try:
+            super().__init__(poller, waker)  # the core, next in the MRO
+        except BaseException:
+            waker.close()
+            poller.close()
+            raise
+        if getattr(self, "_uring", None) is not None:
+            # Completion-based transports on the poller's ring (the
+            # compiled core only has a ring).
+            self.transport_class = compiled("loop").UringTransport
         self._poller_ref = poller
         self._waker_ref = waker
         self._closed = False
@@ -144,6 +158,11 @@ class _LoopAPI(_LoopBase):
     def is_running(self) -> bool:
         """Return whether run_forever() is running."""
         return self._thread_id is not None
+
+    @property
+    def thread_id(self) -> Optional[int]:
+        """The ident (`threading.get_ident()`) of the thread running the loop; None when it is not running."""
+        return self._thread_id
 
     def is_closed(self) -> bool:
         """Return whether close() was called."""
@@ -319,6 +338,16 @@ class _LoopAPI(_LoopBase):
         """
         return _streams.open_connection(self, protocol_factory, host, port)
 
+    @property
+    def backend(self) -> str:
+        """Return what the loop waits with: "io_uring", "epoll", "poll",
+        "select", or the poller's class name."""
+        poller = self._poller_ref
+        name = type(poller).__name__
+        return {"UringPoller": "io_uring", "EpollPoller": "epoll", "PollPoller": "poll",
+                "SelectPoller": "select", "_StdlibEpoll": "epoll",
+                "_StdlibPoll": "poll"}.get(name, name)
+
     def __repr__(self) -> str:
         return "<%s running=%s closed=%s>" % (
             type(self).__name__, self.is_running(), self._closed)
@@ -330,16 +359,19 @@ class Loop(_LoopAPI, _impl.LoopCore):
     :param selector: the backend: None for the best available (epoll, then
         poll, then select), a fastio poller, or a selector (see
         `fastio._pollers.make_poller`). The loop owns it and closes it.
+    :param backend: instead of `selector`, a backend by name: "epoll",
+        "poll", "select" or "io_uring". On "io_uring" the loop waits with
+        io_uring_enter and its TCP transports are completion-based
+        (multishot recv into a shared buffer ring, sends as SQEs; same
+        Transport contract); readers, writers, timers, signals and
+        call_soon_threadsafe work as on the other backends. Where io_uring
+        is refused (no extension, not Linux, ENOSYS, EPERM, an old kernel,
+        FASTIO_IO_URING=0) the loop runs on epoll and says so once with a
+        RuntimeWarning.
+    :raises ValueError: an unknown backend, or both arguments.
     """
 
-    _transport_class = _impl.Transport
+    #: The Transport class of the connections the loop's servers accept
+    #: and create_connection() makes; the pika adapter makes its own with it.
+    transport_class = _impl.Transport
 
-
-class _PyLoop(_LoopAPI, _pyloop.LoopCore):
-    """Loop on the pure-Python core, whether or not the extension is built.
-
-    What Loop is under FASTIO_NO_EXTENSIONS=1; tests run it side by side
-    with the Cython one.
-    """
-
-    _transport_class = _pyloop.Transport

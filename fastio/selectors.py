@@ -23,11 +23,12 @@ Beyond the stdlib:
 """
 
 import selectors as _stdlib
-import sys
 
 from selectors import EVENT_READ, EVENT_WRITE, BaseSelector, SelectorKey
 
-from fastio._ext import IMPLEMENTATION, core as _core
+from fastio._impl import IMPLEMENTATION, compiled
+
+_core = compiled("core")
 
 __all__ = [
     "EVENT_READ",
@@ -37,6 +38,7 @@ __all__ = [
     "SelectSelector",
     "PollSelector",
     "EpollSelector",
+    "UringSelector",
     "DefaultSelector",
     "IMPLEMENTATION",
     "EPOLLET",
@@ -91,24 +93,39 @@ if _core is not None:
                 self._selector.close()
                 super().close()
 
+        class UringSelector(_core.SelectorCore, BaseSelector):
+            """Selector over io_uring(7) polls (`fastio._impl.core_c.UringPoller`).
+
+            Same contract as `selectors.PollSelector`; registrations and the
+            wait go to the kernel as SQEs with one io_uring_enter per
+            select(). Not in the stdlib and not the default: ask for it.
+
+            :raises OSError: io_uring is unavailable here (the message says
+                why: ENOSYS, EPERM, an old kernel, FASTIO_IO_URING=0).
+            """
+
+            _selector_cls = _core.UringPoller
+
+            def fileno(self):
+                """Return the io_uring file descriptor."""
+                return self._selector.fileno()
+
+            def close(self):
+                """Same contract as `selectors.PollSelector.close`."""
+                self._selector.close()
+                super().close()
+
 else:
-    import select as _select
+    # The twin's selectors are whole classes (see fastio._impl.core_py).
+    from fastio._impl.core_py import (EPOLLET, EPOLLEXCLUSIVE, EPOLLONESHOT, EPOLLPRI, EPOLLRDHUP,
+                                      POLLPRI, POLLRDHUP, SelectSelector)
 
-    from fastio._pyselectors import SelectSelector
-
-    EPOLLET = getattr(_select, "EPOLLET", 0)
-    EPOLLONESHOT = getattr(_select, "EPOLLONESHOT", 0)
-    EPOLLEXCLUSIVE = getattr(_select, "EPOLLEXCLUSIVE", 0)
-    EPOLLRDHUP = getattr(_select, "EPOLLRDHUP", 0)
-    EPOLLPRI = getattr(_select, "EPOLLPRI", 0)
-    POLLPRI = getattr(_select, "POLLPRI", 0)
-    POLLRDHUP = getattr(_select, "POLLRDHUP", 0)
     try:
-        from fastio._pyselectors import PollSelector
+        from fastio._impl.core_py import PollSelector
     except ImportError:
         pass
     try:
-        from fastio._pyselectors import EpollSelector
+        from fastio._impl.core_py import EpollSelector
     except ImportError:
         pass
 
@@ -124,7 +141,7 @@ elif "PollSelector" in globals():
 else:
     DefaultSelector = SelectSelector
 
-for _name in ("PollSelector", "EpollSelector"):
+for _name in ("PollSelector", "EpollSelector", "UringSelector"):
     if _name not in globals():
         __all__.remove(_name)
-del _name, sys
+del _name

@@ -18,7 +18,7 @@ byte order. The frames carry no delivery tag (the broker numbers publishes
 per channel), so encoded bytes can be written again unchanged after a
 reconnect: the Publisher keeps them for re-publication.
 
-fastio._pyamqp is the pure-Python twin; tests fuzz both against pika.
+fastio._impl.amqp_py is the pure-Python twin; tests fuzz both against pika.
 """
 
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
@@ -184,7 +184,7 @@ _BasicProperties = None
 def coerce_properties(properties):
     """Return `properties` as a `pika.BasicProperties`; a mapping is converted.
 
-    Same contract as `fastio._pyamqp.coerce_properties`, which does the
+    Same contract as `fastio._impl.amqp_py.coerce_properties`, which does the
     conversion for both twins (it is not on the per-message path of a
     BasicProperties); this one also caches the class for
     `encode_properties`' type check.
@@ -195,7 +195,7 @@ def coerce_properties(properties):
         _BasicProperties = BasicProperties
     if type(properties) is _BasicProperties:
         return properties
-    from fastio._pyamqp import coerce_properties as convert
+    from fastio._impl.amqp_py import coerce_properties as convert
     return convert(properties)
 
 
@@ -329,7 +329,7 @@ cdef enum:
 
 
 cdef class Outbox:
-    """The Publisher's queue and confirm window (fastio._pyamqp.Outbox is the twin).
+    """The Publisher's queue and confirm window (fastio._impl.amqp_py.Outbox is the twin).
 
     :param channel: channel number written into the frames.
     :param frame_max: frame_max to encode with (updated on each connect).
@@ -346,10 +346,11 @@ cdef class Outbox:
     cdef public Py_ssize_t max_in_flight
     cdef public object queue
     cdef public dict unconfirmed
-    cdef public Py_ssize_t n_submitted
-    cdef public Py_ssize_t n_done
-    cdef public unsigned long long tag
-    cdef public unsigned long long lowest
+    # Counters and delivery tags: read-only outside, the Outbox keeps them.
+    cdef readonly Py_ssize_t n_submitted
+    cdef readonly Py_ssize_t n_done
+    cdef readonly unsigned long long tag
+    cdef readonly unsigned long long lowest
     cdef public bint wake_pending
     cdef public object closed_error
     cdef object _new_future, _wake, _wait_for_room, _returnable
@@ -463,6 +464,20 @@ cdef class Outbox:
             self.lowest += 1
         self.n_done += n
         return n
+
+    def settle(self, Py_ssize_t n):
+        """Count `n` messages the caller resolved (sent without confirms, or failed) as done.
+
+        They leave the window: flush() stops waiting for them and
+        submit() has room for as many more. No upper bound is checked: a
+        message another thread has queued but not yet counted may already
+        be settled here.
+
+        :raises ValueError: `n` is negative.
+        """
+        if n < 0:
+            raise ValueError("cannot settle %d messages" % n)
+        self.n_done += n
 
     def take_unconfirmed(self):
         """Return the unconfirmed messages in tag order and forget them."""

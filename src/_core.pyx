@@ -1,8 +1,8 @@
 # cython: language_level=3
-"""fastio._core: the readiness core.
+"""fastio._impl.core_c: the readiness core.
 
-One poller per syscall (epoll, poll, select) over one fd table and one wait
-loop; a Waker for cross-thread wake-ups; and SelectorCore, the C half of
+One poller per syscall (epoll, poll, select, io_uring polls) over one fd
+table and one wait loop; a Waker for cross-thread wake-ups; and SelectorCore, the C half of
 fastio.selectors' classes. See src/fastio_platform.h for the syscalls.
 """
 
@@ -15,6 +15,7 @@ from cpython.object cimport PyObject
 from cpython.pycapsule cimport PyCapsule_New
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from libc.math cimport ceil
+from libc.stdlib cimport free
 from libc.stdint cimport int32_t, int64_t, uint16_t, uint32_t
 from libc.string cimport memcpy
 
@@ -22,7 +23,6 @@ from fastio_platform cimport *
 from fastio_capi cimport *
 from fastio_fdtable cimport *
 
-import errno as _errno
 import math as _math
 import os as _os
 import selectors as _stdlib_selectors
@@ -56,6 +56,7 @@ include "poller.pxi"
 include "epoll.pxi"
 include "poll.pxi"
 include "select.pxi"
+include "uring_poller.pxi"
 include "waker.pxi"
 include "selector.pxi"
 include "capi.pxi"

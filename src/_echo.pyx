@@ -1,7 +1,7 @@
 # cython: language_level=3
-"""fastio._echo: the echo server's and the load generator's per-chunk paths, compiled.
+"""fastio._impl.echo_c: the echo server's and the load generator's per-chunk paths, compiled.
 
-EchoCore is the base of fastio.echo.server's protocol. On a fastio._loop
+EchoCore is the base of fastio.echo.server's protocol. On a fastio._impl.loop_c
 transport its data_received runs as C with the loop's receive buffer (see
 src/fastio_capi.h): no bytes object, no Python frame per chunk, the reply
 uppercased in place and handed to the transport's C write. Anywhere else
@@ -24,7 +24,7 @@ from fastio_platform cimport (EINTR, POLLERR, POLLHUP, POLLIN, POLLOUT, fastio_e
 
 import os as _os
 
-from fastio import _core, _loop
+from fastio._impl import core_c as _core, loop_c as _loop
 
 cdef fastio_loop_capi *_loop_api = <fastio_loop_capi *>PyCapsule_GetPointer(
     _loop._C_API, FASTIO_LOOP_CAPI)
@@ -97,13 +97,13 @@ cdef inline double _clock() noexcept:
 cdef class BenchCore:
     """The load generator's per-event path (fastio.echo.client.bench), compiled.
 
-    Each step waits once on a fastio._core poller and, per ready connection,
+    Each step waits once on a fastio._impl.core_c poller and, per ready connection,
     receives, checks every byte against the expected stream, records the
     latency of each completed request and sends the next ones. What is rare
     -- a dropped connection, switching POLLOUT on and off -- calls back into
     Python. Connections are indexed by fd.
 
-    :param poller: a fastio._core poller the connections are registered with.
+    :param poller: a fastio._impl.core_c poller the connections are registered with.
     :param send_ring: the request stream (a ring of `ring_len` bytes, doubled).
     :param expect_ring: the expected reply stream, likewise.
     :param drop: ``drop(fd, why)``, called when a connection fails.
@@ -134,9 +134,11 @@ cdef class BenchCore:
     def __init__(self, poller, Py_ssize_t size, Py_ssize_t pipeline, bytes send_ring,
                  bytes expect_ring, Py_ssize_t ring_len, Py_ssize_t recv_size, drop):
         if not isinstance(poller, _CorePoller):
-            raise TypeError("BenchCore needs a fastio._core poller, not %r" % (poller,))
+            raise TypeError("BenchCore needs a fastio._impl.core_c poller, not %r" % (poller,))
         if size < 1 or pipeline < 1 or ring_len < size * pipeline or recv_size < 1:
-            raise ValueError("bad sizes")
+            raise ValueError(
+                "need size >= 1, pipeline >= 1, recv_size >= 1 and ring_len >= size * pipeline; "
+                "got size=%d pipeline=%d ring_len=%d recv_size=%d" % (size, pipeline, ring_len, recv_size))
         if len(send_ring) < 2 * ring_len or len(expect_ring) < 2 * ring_len:
             raise ValueError("the rings must hold 2 * ring_len bytes")
         self._poller = poller

@@ -1,14 +1,15 @@
 # cython: language_level=3
-"""fastio._loop: the event loop's hot path.
+"""fastio._impl.loop_c: the event loop's hot path.
 
 Handles, the ready queue, the timer heap, per-event dispatch and the TCP
 transport's recv/send/flow-control path. fastio.loop builds the public Loop on
-LoopCore. fastio/_pyloop.py is the pure-Python twin: same classes, same
+LoopCore. fastio/_impl/loop_py.py is the pure-Python twin: same classes, same
 behaviour; a change here is a change there. What both transports share
 (close/abort, pause/resume reading, limits...) is written once, in
-fastio._transport.TransportMixin.
+fastio._transport.TransportMixin. On an io_uring poller with a buffer ring,
+the transports are completion-based (src/uring_loop.pxi: compiled only).
 
-Discussion: syscalls stay in fastio._core. A fastio._core poller is driven
+Discussion: syscalls stay in the core (core_c). A core_c poller is driven
 through the core's C API (src/fastio_capi.h): the loop reads the poller's
 event buffer directly, so an iteration builds no list of tuples. Any other
 poller -- a stdlib stand-in, an adapter over a selector -- goes through its
@@ -38,7 +39,7 @@ import os as _os
 import collections
 import socket
 
-from fastio import _core
+from fastio._impl import core_c as _core
 from fastio._transport import TransportMixin
 
 # The core's C API, and the poller class it serves (see LoopCore.__init__).
@@ -46,7 +47,8 @@ cdef fastio_core_capi *_core_api = <fastio_core_capi *>PyCapsule_GetPointer(
     _core._C_API, FASTIO_CORE_CAPI)
 cdef object _CorePoller = _core.Poller
 
-__all__ = ["Handle", "TimerHandle", "LoopCore", "TransportCore", "Transport"]
+__all__ = ["Handle", "TimerHandle", "LoopCore", "TransportCore", "Transport", "UringTransportCore",
+           "UringTransport", "UringDriver"]
 
 cdef enum:
     POLLIN = 0x001
@@ -70,9 +72,14 @@ include "loop_timers.pxi"      # the timer heap
 include "loop_fdtable.pxi"     # fd -> reader/writer/handler
 include "loop_core.pxi"        # LoopCore: queues, registration, one iteration
 include "loop_transport.pxi"   # the TCP transport's hot path
+include "uring_loop.pxi"       # the transport on io_uring (completion-based)
 include "loop_capi.pxi"        # the C API other compiled modules call
 
-# asyncio's face: asyncio.AbstractEventLoop on LoopCore.
+# asyncio's face: the compiled methods fastio.EventLoop installs (fastio/_aio.py).
+include "aio_state.pxi"        # EventLoop's slots, read at their offsets
 include "aio_transport.pxi"
 include "aio_handles.pxi"
+include "aio_heap.pxi"         # heapq's push/pop over asyncio's timer heap
 include "aio_loop.pxi"
+include "aio_sock.pxi"         # readers/writers; setup and helpers of the next
+include "aio_sock_coro.pxi"    # the sock_*() coroutines and the accept loop

@@ -6,12 +6,18 @@
 # `_ready` deque of asyncio Handles, the `_scheduled` heap of TimerHandles,
 # the selector's keys -- step for step as the Python originals (identical
 # in CPython 3.9-3.13), so everything else asyncio does with those objects
-# stays true. Debug mode (slow-callback warnings, `_current_handle`) runs
-# asyncio's own `_run_once`. The pure-Python twin of this face is asyncio
+# stays true. Over fastio's own selector the iteration reads the poller's
+# events through the core's C API (as LoopCore does) and runs the I/O
+# callbacks from a list instead of the deque, in the same order (see
+# _aio_run_direct). Debug mode (slow-callback warnings, `_current_handle`)
+# runs asyncio's own `_run_once`. The pure-Python twin of this face is asyncio
 # itself: without the extension fastio.EventLoop is fastio.SelectorEventLoop.
 #
-# fastio._loop is imported by `import fastio`, which must not import
+# fastio._impl.loop_c is imported by `import fastio`, which must not import
 # asyncio: aio_setup() hands over asyncio's pieces when fastio._aio loads.
+
+from cpython.dict cimport PyDict_GetItem
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 
 cdef object _aio_base_run_once = None
 cdef object _aio_heappop = None
@@ -19,6 +25,16 @@ cdef object _aio_heapify = None
 cdef object _aio_max_select_timeout = None
 cdef Py_ssize_t _aio_min_scheduled = 100
 cdef object _aio_min_cancelled_fraction = None
+# fastio._impl.core_c.SelectorCore.select and the stdlib's SelectorKey: an
+# iteration over a selector whose select() is that one reads its poller's
+# events through the core's C API instead (see _aio_core_poller).
+cdef object _aio_core_select = None
+cdef object _aio_SelectorKey = None
+# One event buffer lent to one iteration at a time; a second loop running
+# in another thread meanwhile (the wait releases the GIL) gets its own.
+cdef fastio_event *_aio_evbuf = NULL
+cdef Py_ssize_t _aio_evcap = 0
+cdef bint _aio_evbusy = False
 
 
 def aio_setup(base_events, selector_events, events, callback_error):
@@ -36,6 +52,10 @@ def aio_setup(base_events, selector_events, events, callback_error):
     _aio_max_select_timeout = base_events.MAXIMUM_SELECT_TIMEOUT
     _aio_min_scheduled = base_events._MIN_SCHEDULED_TIMER_HANDLES
     _aio_min_cancelled_fraction = base_events._MIN_CANCELLED_TIMER_HANDLES_FRACTION
+    global _aio_core_select, _aio_SelectorKey
+    import selectors
+    _aio_core_select = _core.SelectorCore.select
+    _aio_SelectorKey = selectors.SelectorKey
     _aio_transport_setup(base_events, selector_events)
     _aio_handles_setup(base_events, events, callback_error)
 
@@ -44,12 +64,13 @@ def aio_run_once(self):
     """Run one full iteration of the event loop; same steps as asyncio's."""
     cdef list scheduled, new_scheduled
     cdef Py_ssize_t sched_count, ntodo, i
-    cdef object handle, timeout, ready, event_list, end_time
+    cdef object handle, timeout, ready, event_list, end_time, selector, poller
+    cdef bint fast = _aio_fast_loop(self)
 
-    if self._debug:
+    if _tget(self, fast, _LOFF_DEBUG, "_debug"):
         return _aio_base_run_once(self)
 
-    scheduled = self._scheduled
+    scheduled = _tget(self, fast, _LOFF_SCHEDULED, "_scheduled")
     sched_count = len(scheduled)
     if (sched_count > _aio_min_scheduled and
             self._timer_cancelled_count / sched_count > _aio_min_cancelled_fraction):
@@ -67,14 +88,14 @@ def aio_run_once(self):
         # Cancelled timers at the head of the heap go now.
         while scheduled and (<object>PyList_GET_ITEM(scheduled, 0))._cancelled:
             self._timer_cancelled_count -= 1
-            handle = _aio_heappop(scheduled)
+            handle = _aio_heap_pop(scheduled)
             handle._scheduled = False
 
-    ready = self._ready
-    if ready or self._stopping:
+    ready = _tget(self, fast, _LOFF_READY, "_ready")
+    if ready or _tget(self, fast, _LOFF_STOPPING, "_stopping"):
         timeout = 0
     elif scheduled:
-        timeout = (<object>PyList_GET_ITEM(scheduled, 0))._when - self.time()
+        timeout = (<object>PyList_GET_ITEM(scheduled, 0))._when - _aio_loop_time(self)
         if timeout > _aio_max_select_timeout:
             timeout = _aio_max_select_timeout
         elif timeout < 0:
@@ -82,7 +103,12 @@ def aio_run_once(self):
     else:
         timeout = None
 
-    event_list = self._selector.select(timeout)
+    selector = _tget(self, fast, _LOFF_SELECTOR, "_selector")
+    poller = _aio_core_poller(self, selector)
+    if poller is not None:
+        return _aio_run_direct(self, fast, selector, poller, timeout, scheduled, ready)
+
+    event_list = selector.select(timeout)
     self._process_events(event_list)
     event_list = None
 
@@ -92,7 +118,7 @@ def aio_run_once(self):
         handle = <object>PyList_GET_ITEM(scheduled, 0)
         if handle._when >= end_time:
             break
-        handle = _aio_heappop(scheduled)
+        handle = _aio_heap_pop(scheduled)
         handle._scheduled = False
         ready.append(handle)
 
@@ -103,6 +129,158 @@ def aio_run_once(self):
         handle = popleft()
         _aio_run_handle(handle)
     handle = None
+
+
+cdef object _aio_core_poller(object loop, object selector):
+    """Return the core poller `selector.select()` would wait on, or None.
+
+    None unless select() is fastio._impl.core_c.SelectorCore's own (not replaced on
+    the class or the instance), the selector is open, and `_process_events`
+    is this module's: then reading the poller's events through the C API and
+    doing what _process_events does with them is what asyncio would do.
+    """
+    if not _aio_own_method(selector, "select", _aio_core_select):
+        return None
+    if not _aio_own_method(loop, "_process_events", aio_process_events):
+        return None
+    if selector._map is None:
+        return None
+    poller = selector._selector
+    return poller if isinstance(poller, _CorePoller) else None
+
+
+cdef inline bint _aio_cancelled(object handle) except -1:
+    # handle._cancelled, read from the slot of asyncio's own Handle.
+    cdef PyObject *p
+    if type(handle) is _aio_Handle:
+        p = _slot(handle, _OFF_CANCELLED)
+        if p != NULL:
+            return bool(<object>p)
+    return bool(handle._cancelled)
+
+
+cdef object _aio_run_direct(object self, bint fast, object selector, object poller, object timeout,
+                            list scheduled, object ready):
+    """The rest of aio_run_once over a core poller: same order, no queueing of I/O.
+
+    asyncio queues the I/O callbacks behind what is already ready and the
+    due timers behind those, then runs that many. Here the I/O handles and
+    the timers are taken in the same order into lists and run from there
+    after the handles that were ready when the wait returned; callbacks any
+    of them schedules land behind, in the deque, for the next iteration --
+    the same order. What is taken is decided when asyncio decides it: a
+    reader found cancelled right after the wait is removed then, and each
+    handle is checked for cancellation again when its turn comes.
+    """
+    global _aio_evbuf, _aio_evcap, _aio_evbusy
+    cdef fastio_event *evs = NULL
+    cdef Py_ssize_t cap = 0, n, i, n0, nio, ndue, j = 0, k = 0, done = 0
+    cdef bint shared = False
+    cdef unsigned int revents
+    cdef int sev
+    cdef long m
+    cdef list io = None, due = None
+    cdef dict fd_to_key
+    cdef PyObject *keyp
+    cdef double t = -1.0 if timeout is None else timeout
+
+    if not _aio_evbusy:
+        _aio_evbusy = shared = True
+        evs, cap = _aio_evbuf, _aio_evcap
+    try:
+        try:
+            n = _core_api.wait_into(poller, t, &evs, &cap)
+        finally:
+            if shared:
+                _aio_evbuf, _aio_evcap = evs, cap
+        # Callbacks queued by other threads during the wait are ahead of the
+        # I/O ones, as in asyncio.
+        n0 = len(ready)
+        # BaseSelectorEventLoop._process_events over what select() returns.
+        fd_to_key = selector._fd_to_key
+        for i in range(n):
+            revents = evs[i].events
+            # selector_events() of fastio._impl.core_c: a hang-up or error wakes both.
+            sev = ((2 if revents & ~POLLIN else 0) | (1 if revents & ~POLLOUT else 0))
+            keyp = PyDict_GetItem(fd_to_key, evs[i].fd)
+            if keyp == NULL:
+                continue
+            key = <object>keyp
+            if type(key) is _aio_SelectorKey:
+                mask = sev & <object>PyTuple_GET_ITEM(key, 2)
+                fileobj = <object>PyTuple_GET_ITEM(key, 0)
+                reader, writer = <object>PyTuple_GET_ITEM(key, 3)
+            elif isinstance(key, tuple) and PyTuple_GET_SIZE(key) == 4:
+                mask = sev & <object>PyTuple_GET_ITEM(key, 2)
+                fileobj = key.fileobj
+                reader, writer = key.data
+            else:
+                continue
+            if type(mask) is int:
+                m = mask
+            else:
+                m = (1 if mask & 1 else 0) | (2 if mask & 2 else 0)
+            if m & 1 and reader is not None:  # selectors.EVENT_READ
+                if _aio_cancelled(reader):
+                    self._remove_reader(fileobj)
+                elif io is None:
+                    io = [reader]
+                else:
+                    io.append(reader)
+            if m & 2 and writer is not None:  # selectors.EVENT_WRITE
+                if _aio_cancelled(writer):
+                    self._remove_writer(fileobj)
+                elif io is None:
+                    io = [writer]
+                else:
+                    io.append(writer)
+    finally:
+        if shared:
+            _aio_evbusy = False
+        else:
+            PyMem_Free(evs)
+    key = fileobj = reader = writer = None
+
+    # Timers due within the clock's resolution, taken as asyncio takes them.
+    end_time = _aio_loop_time(self) + _tget(self, fast, _LOFF_CLOCK_RES, "_clock_resolution")
+    while scheduled:
+        handle = <object>PyList_GET_ITEM(scheduled, 0)
+        if handle._when >= end_time:
+            break
+        handle = _aio_heap_pop(scheduled)
+        handle._scheduled = False
+        if due is None:
+            due = [handle]
+        else:
+            due.append(handle)
+
+    nio = 0 if io is None else len(io)
+    ndue = 0 if due is None else len(due)
+    try:
+        while done < n0:
+            handle = ready.popleft()
+            done += 1
+            _aio_run_handle(handle)
+        while j < nio:
+            handle = <object>PyList_GET_ITEM(io, j)
+            j += 1
+            _aio_run_handle(handle)
+        while k < ndue:
+            handle = <object>PyList_GET_ITEM(due, k)
+            k += 1
+            _aio_run_handle(handle)
+    except BaseException:
+        # KeyboardInterrupt/SystemExit leave run_forever(): what this
+        # iteration has not run stays at the head of the queue, in order,
+        # as in asyncio's deque.
+        rest = [ready.popleft() for i in range(n0 - done)]
+        if io is not None:
+            rest.extend(io[j:])
+        if due is not None:
+            rest.extend(due[k:])
+        rest.reverse()
+        ready.extendleft(rest)
+        raise
 
 
 def aio_process_events(self, event_list):

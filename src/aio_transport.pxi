@@ -31,6 +31,26 @@ cdef bint _aio_deque_buffer = False
 # happen under the GIL on the loop's thread, never interleaved.
 cdef char *_aio_rbuf = NULL
 cdef Py_ssize_t _aio_rbuf_size = 256 * 1024
+# fastio.EventLoop's transport class, whose instances keep the attributes
+# read per event in slots: read at their offsets, no attribute lookup.
+cdef type _aio_transport_cls = None
+cdef Py_ssize_t _TOFF_SOCK, _TOFF_PROTOCOL, _TOFF_CONN_LOST, _TOFF_BUFFER
+cdef Py_ssize_t _TOFF_EOF, _TOFF_EMPTY_WAITER, _TOFF_READ_CB
+cdef type _aio_csocket_type = None
+
+cdef extern from *:
+    """
+    /* A socket object's fd as its fileno() returns it (-1 once closed):
+     * _socket.socket's object struct (PySocketSockObject) starts with the
+     * fd, an int on Unix, in every CPython 3. Windows asks fileno(). */
+    #ifdef MS_WINDOWS
+    #define FASTIO_SOCK_FD(o) (-2)
+    #else
+    typedef struct { PyObject_HEAD int sock_fd; } fastio_sock_head;
+    #define FASTIO_SOCK_FD(o) (((fastio_sock_head *)(o))->sock_fd)
+    #endif
+    """
+    int FASTIO_SOCK_FD(object o)
 
 
 cdef _aio_transport_setup(base_events, selector_events):
@@ -49,6 +69,9 @@ cdef _aio_transport_setup(base_events, selector_events):
     _aio_py_write = cls.write
     import socket
     _aio_socket_cls = socket.socket
+    global _aio_csocket_type
+    import _socket
+    _aio_csocket_type = _socket.socket
     _aio_logger = selector_events.logger
     _aio_log_threshold = constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES
     _aio_deque_buffer = sys.version_info >= (3, 12)
@@ -56,6 +79,55 @@ cdef _aio_transport_setup(base_events, selector_events):
         _aio_rbuf = <char *>PyMem_Malloc(_aio_rbuf_size)
         if _aio_rbuf == NULL:
             raise MemoryError()
+
+
+def aio_transport_class(type cls):
+    """Make `cls` (fastio.EventLoop's socket transport) the class whose slots are read directly."""
+    global _aio_transport_cls, _TOFF_SOCK, _TOFF_PROTOCOL, _TOFF_CONN_LOST, _TOFF_BUFFER
+    global _TOFF_EOF, _TOFF_EMPTY_WAITER, _TOFF_READ_CB
+    _TOFF_SOCK = _slot_offset(cls, "_sock")
+    _TOFF_PROTOCOL = _slot_offset(cls, "_protocol")
+    _TOFF_CONN_LOST = _slot_offset(cls, "_conn_lost")
+    _TOFF_BUFFER = _slot_offset(cls, "_buffer")
+    _TOFF_EOF = _slot_offset(cls, "_eof")
+    _TOFF_EMPTY_WAITER = _slot_offset(cls, "_empty_waiter")
+    _TOFF_READ_CB = _slot_offset(cls, "_read_ready_cb")
+    _aio_transport_cls = cls
+
+
+cdef extern from *:
+    """
+    /* obj.<name>: straight from its slot at `off` when `fast` (obj is of a
+     * class whose slot that is); an unset slot, or not `fast`, goes
+     * through getattr (AttributeError as usual). */
+    static CYTHON_INLINE PyObject *fastio_slot_get(PyObject *obj, int fast, Py_ssize_t off,
+                                                   PyObject *name) {
+        if (fast) {
+            PyObject *v = *(PyObject **)((char *)obj + off);
+            if (v != NULL) {
+                Py_INCREF(v);
+                return v;
+            }
+        }
+        return PyObject_GetAttr(obj, name);
+    }
+    """
+    object _tget "fastio_slot_get" (object obj, bint fast, Py_ssize_t off, object name)
+
+
+cdef inline object _aio_max_size(object self, bint fast):
+    # self.max_size: a class attribute unless set on the instance.
+    cdef PyObject **dp
+    cdef PyObject *p
+    cdef type t
+    if fast:
+        dp = _PyObject_GetDictPtr(self)
+        if dp == NULL or dp[0] == NULL or PyDict_GetItem(<object>dp[0], "max_size") == NULL:
+            t = type(self)
+            p = _PyType_Lookup(<PyTypeObject *>t, "max_size")
+            if p != NULL and type(<object>p) is int:
+                return <object>p
+    return self.max_size
 
 
 cdef inline object _aio_oserror(int err):
@@ -78,11 +150,16 @@ cdef bint _aio_plain_sock(object sock) except -1:
     return True
 
 
-cdef inline int _aio_sock_fd(object self) except? -2:
+cdef inline int _aio_sock_fd(object sock) except? -2:
     # The socket's own fd now, as socket.recv()/send() use: -1 once the
     # socket object was closed (EBADF, as asyncio gets), never the fd number
     # the transport remembers, which may by now be another file's.
-    return self._sock.fileno()
+    cdef int fd
+    if _aio_csocket_type is not None and isinstance(sock, _aio_csocket_type):
+        fd = FASTIO_SOCK_FD(sock)
+        if fd != -2:
+            return fd
+    return sock.fileno()
 
 
 def aio_read_ready(self):
@@ -93,7 +170,7 @@ def aio_read_ready(self):
 cdef int _aio_read_ready(object self) except -1:
     # `_read_ready_cb` is one of the two methods below bound to this
     # transport unless someone set it otherwise: then call those directly.
-    cb = self._read_ready_cb
+    cb = _tget(self, type(self) is _aio_transport_cls, _TOFF_READ_CB, "_read_ready_cb")
     if PyMethod_Check(cb) and PyMethod_GET_SELF(cb) == <PyObject *>self:
         func = <object>PyMethod_GET_FUNCTION(cb)
         if func is _aio_read_data_fn:
@@ -115,16 +192,18 @@ cdef object _aio_read_ready__data_received(object self):
     cdef Py_ssize_t size
     cdef long long n
     cdef int err
-    if self._conn_lost:
+    cdef bint fast = type(self) is _aio_transport_cls
+    if _tget(self, fast, _TOFF_CONN_LOST, "_conn_lost"):
         return
-    max_size = self.max_size
+    max_size = _aio_max_size(self, fast)
+    sock = _tget(self, fast, _TOFF_SOCK, "_sock")
     if (type(max_size) is not int or not 0 < max_size <= _aio_rbuf_size
-            or not _aio_plain_sock(self._sock)):
+            or not _aio_plain_sock(sock)):
         # A size the shared buffer does not cover, or a socket with its own
         # recv(): asyncio's own code.
         return _aio_py_read_data_received(self)
     size = max_size
-    n = fastio_recv(_aio_sock_fd(self), _aio_rbuf, size)
+    n = fastio_recv(_aio_sock_fd(sock), _aio_rbuf, size)
     if n < 0:
         err = fastio_last_error()
         if fastio_would_block(err):
@@ -136,7 +215,7 @@ cdef object _aio_read_ready__data_received(object self):
         return
     data = PyBytes_FromStringAndSize(_aio_rbuf, n)
     try:
-        self._protocol.data_received(data)
+        _tget(self, fast, _TOFF_PROTOCOL, "_protocol").data_received(data)
     except (SystemExit, KeyboardInterrupt):
         raise
     except BaseException as exc:
@@ -152,12 +231,15 @@ cdef object _aio_read_ready__get_buffer(object self):
     cdef Py_buffer view
     cdef long long n
     cdef int err, fd
-    if self._conn_lost:
+    cdef bint fast = type(self) is _aio_transport_cls
+    if _tget(self, fast, _TOFF_CONN_LOST, "_conn_lost"):
         return
-    if not _aio_plain_sock(self._sock):
+    sock = _tget(self, fast, _TOFF_SOCK, "_sock")
+    if not _aio_plain_sock(sock):
         return _aio_py_read_get_buffer(self)
+    protocol = _tget(self, fast, _TOFF_PROTOCOL, "_protocol")
     try:
-        buf = self._protocol.get_buffer(-1)
+        buf = protocol.get_buffer(-1)
         if not len(buf):
             raise RuntimeError('get_buffer() returned an empty buffer')
     except (SystemExit, KeyboardInterrupt):
@@ -177,7 +259,7 @@ cdef object _aio_read_ready__get_buffer(object self):
         self._fatal_error(exc, 'Fatal read error on socket transport')
         return
     try:
-        fd = _aio_sock_fd(self)
+        fd = _aio_sock_fd(sock)
         n = fastio_recv(fd, <char *>view.buf, view.len)
         err = fastio_last_error() if n < 0 else 0
     finally:
@@ -191,7 +273,7 @@ cdef object _aio_read_ready__get_buffer(object self):
         self._read_ready__on_eof()
         return
     try:
-        self._protocol.buffer_updated(n)
+        _tget(self, fast, _TOFF_PROTOCOL, "_protocol").buffer_updated(n)
     except (SystemExit, KeyboardInterrupt):
         raise
     except BaseException as exc:
@@ -207,25 +289,27 @@ def aio_write(self, data):
     cdef long long n
     cdef Py_ssize_t total
     cdef int err = 0
-    if not _aio_plain_sock(self._sock):
+    cdef bint fast = type(self) is _aio_transport_cls
+    sock = _tget(self, fast, _TOFF_SOCK, "_sock")
+    if not _aio_plain_sock(sock):
         return _aio_py_write(self, data)
     if not (PyBytes_Check(data) or PyByteArray_Check(data) or PyMemoryView_Check(data)):
         raise TypeError(f'data argument must be a bytes-like object, '
                         f'not {type(data).__name__!r}')
-    if self._eof:
+    if _tget(self, fast, _TOFF_EOF, "_eof"):
         raise RuntimeError('Cannot call write() after write_eof()')
-    if self._empty_waiter is not None:
+    if _tget(self, fast, _TOFF_EMPTY_WAITER, "_empty_waiter") is not None:
         raise RuntimeError('unable to write; sendfile is in progress')
     if not data:
         return
-    conn_lost = self._conn_lost
+    conn_lost = _tget(self, fast, _TOFF_CONN_LOST, "_conn_lost")
     if conn_lost:
         if conn_lost >= _aio_log_threshold:
             _aio_logger.warning('socket.send() raised exception.')
         self._conn_lost = conn_lost + 1
         return
 
-    buffer = self._buffer
+    buffer = _tget(self, fast, _TOFF_BUFFER, "_buffer")
     if not buffer:
         # Try to send now.
         try:
@@ -237,7 +321,7 @@ def aio_write(self, data):
             self._fatal_error(exc, 'Fatal write error on socket transport')
             return
         total = view.len
-        n = fastio_send(_aio_sock_fd(self), <const char *>view.buf, total)
+        n = fastio_send(_aio_sock_fd(sock), <const char *>view.buf, total)
         if n < 0:
             err = fastio_last_error()
         PyBuffer_Release(&view)
@@ -259,3 +343,8 @@ def aio_write(self, data):
     else:
         buffer.extend(data)
     self._maybe_pause_protocol()
+
+
+def aio_is_closing(self):
+    """Same contract as asyncio's socket transport is_closing()."""
+    return self._closing

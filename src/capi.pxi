@@ -1,5 +1,5 @@
-# fastio._core._C_API: the poller wait for other fastio modules (see
-# src/fastio_capi.h). fastio._loop and fastio._echo drive their pollers
+# fastio._impl.core_c._C_API: the poller wait for other fastio modules (see
+# src/fastio_capi.h). fastio._impl.loop_c and echo_c drive their pollers
 # through it: the events are copied out of the poller's buffer, with no list
 # of tuples per iteration.
 

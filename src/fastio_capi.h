@@ -4,9 +4,9 @@
  * CPython's datetime module does), so no extension links against another and
  * a hot path crossing modules costs a C call, not a Python one:
  *
- * - fastio._core._C_API (fastio_core_capi): the loop waits on a core poller
+ * - fastio._impl.core_c._C_API (fastio_core_capi): the loop waits on a core poller
  *   and reads its event buffer directly, instead of through poll()'s list.
- * - fastio._loop._C_API (fastio_loop_capi): a compiled protocol writes to a
+ * - fastio._impl.loop_c._C_API (fastio_loop_capi): a compiled protocol writes to a
  *   loop transport from a C buffer.
  * - A protocol class whose data_received is compiled exposes it as the class
  *   attribute `_fastio_data_received`: a capsule named FASTIO_DATA_RECEIVED
@@ -24,14 +24,14 @@
 #include <Python.h>
 #include "fastio_platform.h"
 
-#define FASTIO_CORE_CAPI "fastio._core._C_API"
-#define FASTIO_LOOP_CAPI "fastio._loop._C_API"
-#define FASTIO_DATA_RECEIVED "fastio._loop.data_received"
+#define FASTIO_CORE_CAPI "fastio._impl.core_c._C_API"
+#define FASTIO_LOOP_CAPI "fastio._impl.loop_c._C_API"
+#define FASTIO_DATA_RECEIVED "fastio._impl.loop_c.data_received"
 
 typedef struct {
-    /* Wait on a fastio._core.Poller for `timeout` seconds (< 0: forever),
+    /* Wait on a fastio._impl.core_c.Poller for `timeout` seconds (< 0: forever),
      * rounded up as Poller.poll() rounds (OverflowError past the syscall's
-     * range: fastio._loop caps its waits at a day), and copy the events into the
+     * range: fastio._impl.loop_c caps its waits at a day), and copy the events into the
      * caller's *events (PyMem-allocated, grown as needed; *cap is its size
      * in events). The poller is free again before the caller acts on them,
      * so callbacks may register, unregister or close. Returns the count. */

@@ -1,8 +1,8 @@
 /* fastio_fdtable.h: the flat, fd-indexed part of fastio's fd tables.
  *
- * Every fd table in fastio (the pollers' in fastio._core, the selector's
- * result cache, the loop's in fastio._loop, the benchmark client's in
- * fastio._echo) finds a small fd's entry by indexing an array, and keeps
+ * Every fd table in fastio (the pollers' in core_c, the selector's result
+ * cache, the loop's in loop_c, the benchmark client's in echo_c; all in
+ * fastio._impl) finds a small fd's entry by indexing an array, and keeps
  * the rest in a dict or nowhere: processes really have small fds, and
  * registering fd 2**31 - 1 must cost a dict entry, not 16 GiB. The array
  * grows by doubling up to the highest fd seen and never shrinks. Each owner

@@ -1,5 +1,5 @@
 # Declarations of src/fastio_fdtable.h: the flat, fd-indexed part of
-# fastio's fd tables, shared by fastio._core, fastio._loop and fastio._echo.
+# fastio's fd tables, shared by fastio._impl.core_c, fastio._impl.loop_c and fastio._impl.echo_c.
 
 cdef extern from "fastio_fdtable.h":
     const long long FASTIO_FDTABLE_DIRECT_MAX

@@ -38,6 +38,7 @@
 
 #include <errno.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__linux__)
@@ -123,7 +124,7 @@ struct fastio_uring_buf {
 struct fastio_uring_buf_reg {
     uint64_t ring_addr;
     uint32_t ring_entries;
-    uint16_t bgid, pad;
+    uint16_t bgid, flags;
     uint64_t resv[3];
 };
 
@@ -159,6 +160,7 @@ typedef char fastio_uring_params_is_120_bytes[sizeof(struct fastio_uring_params)
 
 #define FASTIO_OP_NOP 0
 #define FASTIO_OP_POLL_ADD 6
+#define FASTIO_OP_POLL_REMOVE 7
 #define FASTIO_OP_ACCEPT 13
 #define FASTIO_OP_ASYNC_CANCEL 14
 #define FASTIO_OP_SEND 26
@@ -172,6 +174,8 @@ typedef char fastio_uring_params_is_120_bytes[sizeof(struct fastio_uring_params)
 #define FASTIO_CQE_F_BUFFER (1U << 0)
 #define FASTIO_CQE_F_MORE (1U << 1)
 #define FASTIO_CQE_BUFFER_SHIFT 16
+#define FASTIO_CQE_F_BUF_MORE (1U << 4)
+#define FASTIO_PBUF_RING_INC 2  /* IOU_PBUF_RING_INC, 6.12 */
 
 #define FASTIO_ENTER_GETEVENTS (1U << 0)
 #define FASTIO_ENTER_EXT_ARG (1U << 3)
@@ -210,6 +214,7 @@ typedef struct fastio_ring {
     struct fastio_uring_buf *br;
     char *br_mem;
     unsigned br_entries, br_size, br_tail;
+    int br_inc;   /* buffers consumed incrementally (FASTIO_PBUF_RING_INC) */
     size_t br_map_len;
 } fastio_ring;
 
@@ -355,8 +360,13 @@ static inline int fastio_ring_probe(fastio_ring *r, unsigned op) {
 }
 
 /* Register buffer group 0: `entries` (a power of two) buffers of `size`
- * bytes, all handed to the kernel. Return 0 or an errno. */
-static inline int fastio_ring_setup_buffers(fastio_ring *r, unsigned entries, unsigned size) {
+ * bytes, all handed to the kernel. With `incremental`, ask for incremental
+ * consumption (6.12: a receive takes only the bytes it needs from a buffer,
+ * and CQE_F_BUF_MORE says the kernel goes on filling it after them), and
+ * register without it on older kernels; `br_inc` says which. Return 0 or an
+ * errno. */
+static inline int fastio_ring_setup_buffers_inc(fastio_ring *r, unsigned entries, unsigned size,
+                                                int incremental) {
     struct fastio_uring_buf_reg reg;
     unsigned i;
     int err;
@@ -379,9 +389,16 @@ static inline int fastio_ring_setup_buffers(fastio_ring *r, unsigned entries, un
     reg.ring_addr = (uint64_t)(uintptr_t)r->br;
     reg.ring_entries = entries;
     reg.bgid = 0;
+    reg.flags = incremental ? FASTIO_PBUF_RING_INC : 0;
+    r->br_inc = incremental;
     if (fastio_sys_uring_register(r->fd, FASTIO_REGISTER_PBUF_RING, &reg, 1) < 0) {
         err = errno;
-        return err;
+        if (err != EINVAL || !incremental)
+            return err;
+        reg.flags = 0;
+        r->br_inc = 0;
+        if (fastio_sys_uring_register(r->fd, FASTIO_REGISTER_PBUF_RING, &reg, 1) < 0)
+            return errno;
     }
     r->br_tail = 0;
     for (i = 0; i < entries; i++) {
@@ -395,6 +412,10 @@ static inline int fastio_ring_setup_buffers(fastio_ring *r, unsigned entries, un
      * other fields, with a release store so the kernel sees the entries. */
     fastio_store_release((uint16_t *)&r->br[0].resv, (uint16_t)r->br_tail);
     return 0;
+}
+
+static inline int fastio_ring_setup_buffers(fastio_ring *r, unsigned entries, unsigned size) {
+    return fastio_ring_setup_buffers_inc(r, entries, size, 0);
 }
 
 /* Return buffer `bid` to the kernel; published at the next recycle_flush. */
@@ -426,16 +447,24 @@ static inline struct fastio_uring_sqe *fastio_ring_get_sqe(fastio_ring *r) {
     return sqe;
 }
 
-/* Submit what is queued; with `wait`, also wait for one completion or until
- * `timeout_ns` (< 0: no limit) passes. Return 0 or an errno (EINTR, ETIME
- * and EAGAIN/EBUSY are for the caller to treat as "look again"). */
-static inline int fastio_ring_enter(fastio_ring *r, int wait, long long timeout_ns) {
+/* Publish the queued SQEs to the kernel; return how many to submit.
+ * Separate from fastio_ring_submit_wait so a caller can publish while it
+ * holds the lock that serialises SQE writers (the GIL), then wait without. */
+static inline unsigned fastio_ring_publish(fastio_ring *r) {
+    fastio_store_release(r->sq_tail, r->sq_local_tail);
+    return r->sq_local_tail - r->sq_submitted;
+}
+
+/* Submit `to_submit` published SQEs; with `wait`, also wait for one
+ * completion or until `timeout_ns` (< 0: no limit) passes. Return 0 or an
+ * errno (EINTR, ETIME and EAGAIN/EBUSY are for the caller to treat as
+ * "look again"). */
+static inline int fastio_ring_submit_wait(fastio_ring *r, unsigned to_submit, int wait,
+                                          long long timeout_ns) {
     struct fastio_uring_getevents_arg arg;
     struct fastio_kernel_timespec ts;
-    unsigned flags = 0, to_submit;
+    unsigned flags = 0;
     int ret;
-    fastio_store_release(r->sq_tail, r->sq_local_tail);
-    to_submit = r->sq_local_tail - r->sq_submitted;
     memset(&arg, 0, sizeof(arg));
     if (wait) {
         flags |= FASTIO_ENTER_GETEVENTS | FASTIO_ENTER_EXT_ARG;
@@ -459,6 +488,11 @@ static inline int fastio_ring_enter(fastio_ring *r, int wait, long long timeout_
     return 0;
 }
 
+/* Submit what is queued; with `wait`, also wait (see fastio_ring_submit_wait). */
+static inline int fastio_ring_enter(fastio_ring *r, int wait, long long timeout_ns) {
+    return fastio_ring_submit_wait(r, fastio_ring_publish(r), wait, timeout_ns);
+}
+
 /* Return the next CQE or NULL; advance past it with fastio_ring_cq_advance. */
 static inline struct fastio_uring_cqe *fastio_ring_peek(fastio_ring *r, unsigned *head) {
     unsigned tail = fastio_load_acquire(r->cq_tail);
@@ -475,6 +509,43 @@ static inline void fastio_ring_cq_advance(fastio_ring *r, unsigned head) {
     fastio_store_release(r->cq_head, head);
 }
 
+
+#define FASTIO_ASYNC_CANCEL_ANY (1U << 2)
+
+/* Cancel every operation in flight and reap until the kernel is done with
+ * them (a wait that times out with nothing new). A cancelled poll or recv
+ * completes through task work queued on the thread that submitted it; left
+ * to the ring's close, that work would interrupt the thread's next blocking
+ * syscall with a spurious EINTR. */
+static inline void fastio_ring_cancel_all(fastio_ring *r) {
+    struct fastio_uring_sqe *sqe = fastio_ring_get_sqe(r);
+    unsigned head;
+    int i, err, got;
+    if (sqe == NULL) {
+        (void)fastio_ring_enter(r, 0, -1);
+        sqe = fastio_ring_get_sqe(r);
+        if (sqe == NULL)
+            return;
+    }
+    sqe->opcode = FASTIO_OP_ASYNC_CANCEL;
+    sqe->fd = -1;
+    sqe->op_flags = FASTIO_ASYNC_CANCEL_ANY;
+    sqe->user_data = 0;
+    for (i = 0; i < 64; i++) {
+        err = fastio_ring_enter(r, 1, 1000000LL);
+        got = 0;
+        head = *r->cq_head;
+        while (fastio_load_acquire(r->cq_tail) != head) {
+            head++;
+            got++;
+        }
+        fastio_store_release(r->cq_head, head);
+        if (!got && err == ETIME)
+            break;
+        if (err && err != ETIME && err != EINTR && err != EAGAIN && err != EBUSY)
+            break;
+    }
+}
 
 /* ---- small socket and pipe helpers (stubs elsewhere) ---- */
 
@@ -513,12 +584,21 @@ static inline int fastio_ring_setup_buffers(fastio_ring *r, unsigned n, unsigned
     (void)r; (void)n; (void)s;
     return ENOSYS;
 }
+static inline int fastio_ring_setup_buffers_inc(fastio_ring *r, unsigned n, unsigned s, int inc) {
+    (void)r; (void)n; (void)s; (void)inc;
+    return ENOSYS;
+}
 static inline void fastio_ring_recycle(fastio_ring *r, unsigned bid) { (void)r; (void)bid; }
 static inline void fastio_ring_recycle_flush(fastio_ring *r) { (void)r; }
 static inline char *fastio_ring_buffer(fastio_ring *r, unsigned bid) { (void)r; (void)bid; return NULL; }
 static inline struct fastio_uring_sqe *fastio_ring_get_sqe(fastio_ring *r) { (void)r; return NULL; }
 static inline int fastio_ring_enter(fastio_ring *r, int wait, long long t) {
     (void)r; (void)wait; (void)t;
+    return ENOSYS;
+}
+static inline unsigned fastio_ring_publish(fastio_ring *r) { (void)r; return 0; }
+static inline int fastio_ring_submit_wait(fastio_ring *r, unsigned n, int wait, long long t) {
+    (void)r; (void)n; (void)wait; (void)t;
     return ENOSYS;
 }
 static inline struct fastio_uring_cqe *fastio_ring_peek(fastio_ring *r, unsigned *head) {
@@ -528,6 +608,7 @@ static inline struct fastio_uring_cqe *fastio_ring_peek(fastio_ring *r, unsigned
 static inline unsigned fastio_ring_cq_head(fastio_ring *r) { (void)r; return 0; }
 static inline void fastio_ring_cq_advance(fastio_ring *r, unsigned head) { (void)r; (void)head; }
 
+static inline void fastio_ring_cancel_all(fastio_ring *r) { (void)r; }
 static inline int fastio_uring_close_fd(int fd) { (void)fd; return -1; }
 static inline int fastio_uring_shutdown_wr(int fd) { (void)fd; return -1; }
 static inline void fastio_uring_nodelay(int fd) { (void)fd; }
@@ -535,5 +616,39 @@ static inline void fastio_uring_drain(int fd) { (void)fd; }
 static inline void fastio_uring_poke(int fd) { (void)fd; }
 
 #endif
+
+/* ---- the loop's ring: readiness polls and transport completions ----
+ *
+ * fastio._impl.core_c.UringPoller owns one of these; fastio._impl.loop_c's completion
+ * transports reach it through a capsule (UringPoller._hub_capsule). The
+ * poller reaps the CQ: poll completions become readiness events, every other
+ * completion is copied to `done` for the loop to handle after the wait.
+ * user_data's low 8 bits say whose completion it is (FASTIO_UD_*). */
+
+#define FASTIO_UD_POLL 16          /* a readiness poll: fd << 8 | gen << 40 */
+#define FASTIO_UD_IGNORE 17        /* a poll removal or a cancellation */
+#define FASTIO_UD_RECV 18          /* a transport's recv: slot << 8 | gen << 40 */
+#define FASTIO_UD_SEND 19          /* a transport's send */
+
+typedef struct fastio_uring_hub {
+    fastio_ring ring;
+    int has_buffers;
+    struct fastio_uring_cqe *done;
+    size_t ndone, capdone;
+} fastio_uring_hub;
+
+/* Keep a completion for the loop; return 0 or ENOMEM. */
+static inline int fastio_hub_push(fastio_uring_hub *h, const struct fastio_uring_cqe *cqe) {
+    if (h->ndone == h->capdone) {
+        size_t cap = h->capdone ? h->capdone * 2 : 256;
+        struct fastio_uring_cqe *p = (struct fastio_uring_cqe *)realloc(h->done, cap * sizeof(*p));
+        if (p == NULL)
+            return ENOMEM;
+        h->done = p;
+        h->capdone = cap;
+    }
+    h->done[h->ndone++] = *cqe;
+    return 0;
+}
 
 #endif /* FASTIO_URING_H */

@@ -1,5 +1,5 @@
 # The loop's C API (src/fastio_capi.h), served to other compiled modules
-# through the `_C_API` capsule: fastio._echo writes through it without a
+# through the `_C_API` capsule: fastio._impl.echo_c writes through it without a
 # Python call.
 
 

@@ -61,6 +61,10 @@ cdef class LoopCore:
     # the loop's thread, and each one is copied out into its own bytes.
     cdef char *_rbuf
     cdef Py_ssize_t _rbuf_size
+    # A UringDriver when the poller is an io_uring one with buffers: its
+    # transports are completion-based (src/uring_loop.pxi).
+    cdef readonly object _uring
+    cdef bint _in_run  # inside _run_forever_core
 
     def __cinit__(self, *args, **kwargs):
         self._rbuf_size = TransportCore.max_size
@@ -85,6 +89,8 @@ cdef class LoopCore:
         self._fds = {}
         self._wfd = waker.fileno()
         poller.register(self._wfd, POLLIN)
+        if isinstance(poller, _core.UringPoller) and poller.nbufs:
+            self._uring = UringDriver(self, poller)
 
     # ----------------------------------------------------------- callbacks
 
@@ -353,6 +359,8 @@ cdef class LoopCore:
             for i in range(n):
                 item = <tuple>PyList_GET_ITEM(events, i)
                 self._dispatch(item[0], item[1])
+        if self._uring is not None:
+            (<UringDriver>self._uring)._reap()
 
         # Callbacks queued from other threads come first: they were queued
         # before the timers below became due (asyncio queues them at once).
@@ -433,6 +441,7 @@ cdef class LoopCore:
     def _run_forever_core(self):
         # As asyncio: at least one iteration, so callbacks scheduled before a
         # stop() still run; the iteration that sees stop() is the last.
+        self._in_run = True
         try:
             while True:
                 self._run_once_c()
@@ -440,6 +449,11 @@ cdef class LoopCore:
                     break
         finally:
             self._stopping = False
+            self._in_run = False
+            if self._uring is not None:
+                # What the last iteration queued goes out now, not at the
+                # next run (if any).
+                (<UringDriver>self._uring)._submit()
 
     def _clear(self):
         self._ready = []

@@ -237,8 +237,20 @@ cdef class TransportCore:
                 capsule, FASTIO_DATA_RECEIVED)
         return 0
 
+    cpdef Py_ssize_t _owed(self) except -1:
+        """Return the bytes written but not yet sent."""
+        return PyByteArray_GET_SIZE(self._buffer)
+
+    def _drop_output(self):
+        """Drop what is owed (abort, a broken connection); count it as
+        'dropped_bytes'."""
+        if self._buffer:
+            self._extra["dropped_bytes"] = len(self._buffer)
+            del self._buffer[:]
+            self._loop._remove_io(self._fd, False)
+
     cdef int _maybe_pause_protocol(self) except -1:
-        if len(self._buffer) <= self._high or self._protocol_paused:
+        if self._owed() <= self._high or self._protocol_paused:
             return 0
         self._protocol_paused = True
         try:
@@ -250,7 +262,7 @@ cdef class TransportCore:
         return 0
 
     cdef int _maybe_resume_protocol(self) except -1:
-        if not self._protocol_paused or len(self._buffer) > self._low:
+        if not self._protocol_paused or self._owed() > self._low:
             return 0
         self._protocol_paused = False
         try:

@@ -33,58 +33,7 @@
 from libc.errno cimport EAGAIN, EBUSY, EINTR, EINVAL, ENOSYS, EPERM, ETIME
 from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 
-cdef extern from "fastio_uring.h" nogil:
-    int FASTIO_HAVE_URING
-    int FASTIO_URING_DEFER_TASKRUN, FASTIO_URING_COOP_TASKRUN, FASTIO_URING_PLAIN
-    int FASTIO_OP_NOP, FASTIO_OP_POLL_ADD, FASTIO_OP_ACCEPT, FASTIO_OP_ASYNC_CANCEL
-    int FASTIO_OP_SEND, FASTIO_OP_RECV, FASTIO_OP_SEND_ZC
-    unsigned FASTIO_SQE_BUFFER_SELECT, FASTIO_RECV_MULTISHOT, FASTIO_ACCEPT_MULTISHOT
-    unsigned FASTIO_CQE_F_BUFFER, FASTIO_CQE_F_MORE, FASTIO_CQE_BUFFER_SHIFT
-
-    struct fastio_uring_sqe:
-        uint8_t opcode
-        uint8_t flags
-        uint16_t ioprio
-        int32_t fd
-        uint64_t off
-        uint64_t addr
-        uint32_t len
-        uint32_t op_flags
-        uint64_t user_data
-        uint16_t buf_group
-
-    struct fastio_uring_cqe:
-        uint64_t user_data
-        int32_t res
-        uint32_t flags
-
-    ctypedef struct fastio_ring:
-        int fd
-        int mode
-        uint32_t features
-        unsigned sq_entries
-        unsigned cq_entries
-
-    int fastio_uring_fake_errno
-    void fastio_uring_set_fake_errno(int err)
-    int fastio_ring_init(fastio_ring *r, unsigned entries, int best_mode)
-    void fastio_ring_close(fastio_ring *r)
-    int fastio_ring_probe(fastio_ring *r, unsigned op)
-    int fastio_ring_setup_buffers(fastio_ring *r, unsigned entries, unsigned size)
-    void fastio_ring_recycle(fastio_ring *r, unsigned bid)
-    void fastio_ring_recycle_flush(fastio_ring *r)
-    char *fastio_ring_buffer(fastio_ring *r, unsigned bid)
-    fastio_uring_sqe *fastio_ring_get_sqe(fastio_ring *r)
-    int fastio_ring_enter(fastio_ring *r, int wait, long long timeout_ns)
-    fastio_uring_cqe *fastio_ring_peek(fastio_ring *r, unsigned *head)
-    unsigned fastio_ring_cq_head(fastio_ring *r)
-    void fastio_ring_cq_advance(fastio_ring *r, unsigned head)
-    int fastio_uring_close_fd(int fd)
-    int fastio_uring_shutdown_wr(int fd)
-    void fastio_uring_nodelay(int fd)
-    void fastio_uring_drain(int fd)
-    void fastio_uring_poke(int fd)
-    int FASTIO_MSG_NOSIGNAL, FASTIO_SOCK_NONBLOCK, FASTIO_SOCK_CLOEXEC
+from fastio_uring cimport *
 
 
 _URING_MODES = {3: "defer_taskrun", 2: "coop_taskrun", 1: "plain"}

@@ -135,7 +135,10 @@ cdef class UringEcho:
                  str mode="defer_taskrun", unsigned entries=1024, unsigned nbufs=128,
                  unsigned bufsize=65536):
         if high_water < 1 or max_conns < 0 or entries < 8 or bufsize < 64:
-            raise ValueError("bad sizes")
+            raise ValueError(
+                "need high_water >= 1, max_conns >= 0, entries >= 8 and bufsize >= 64; "
+                "got high_water=%d max_conns=%d entries=%d bufsize=%d"
+                % (high_water, max_conns, entries, bufsize))
         if nbufs < 1 or nbufs > 32768 or nbufs & (nbufs - 1):
             raise ValueError("nbufs must be a power of two up to 32768")
         if mode not in _URING_MODE_NUMBERS:

@@ -1,5 +1,5 @@
-"""The AMQP outbox's two implementations as one fixture: the compiled
-`fastio._amqp` and its pure-Python twin `fastio._pyamqp`.
+"""The AMQP pair's two implementations as one fixture: the compiled
+`fastio._impl.amqp_c` and its pure-Python twin `fastio._impl.amqp_py`.
 
 Import the fixture into a test module with
 ``from amqp_twins import amqp``.
@@ -7,17 +7,16 @@ Import the fixture into a test module with
 
 import pytest
 
-import fastio
-from fastio import _pyamqp
+import implementations
+from fastio._impl import amqp_py, compiled
 
-TWINS = {"python": _pyamqp}
-if fastio._ext.amqp is not None:
-    TWINS["cython"] = fastio._ext.amqp
+#: The modules built here, by implementation name.
+TWINS = {"py": amqp_py}
+if compiled("amqp") is not None:
+    TWINS["c"] = compiled("amqp")
 
 
-@pytest.fixture(params=["cython", "python"])
-def amqp(request):
-    """Return each twin module in turn; skip the compiled one where it is not built."""
-    if request.param not in TWINS:
-        pytest.skip("fastio._amqp is not built")
-    return TWINS[request.param]
+@pytest.fixture
+def amqp(implementation):
+    """Return the amqp pair's module of each implementation in turn."""
+    return implementations.pair(implementation, "amqp")

@@ -73,7 +73,7 @@ def queue(broker):
     broker_mod.with_channel(broker.url, lambda ch: ch.queue_delete(name))
 
 
-@pytest.fixture(params=["fastio", "fastio-python", "select"])
+@pytest.fixture(params=["fastio-c", "fastio-py", "select"])
 def connection_cls(request):
     """FastioConnection (on the Cython and on the pure-Python loop core), or
     pika.SelectConnection as the reference. ``cls.new_ioloop()`` makes a
@@ -85,10 +85,10 @@ def connection_cls(request):
         class Select(pika.SelectConnection):
             new_ioloop = IOLoop
         return Select
-    from fastio.loop import Loop, _PyLoop
+    import implementations
     from fastio.rabbitmq import FastioConnection
 
-    loop_cls = Loop if request.param == "fastio" else _PyLoop
+    loop_cls = implementations.loop_class(request.param[len("fastio-"):])
 
     class Fastio(FastioConnection):
         new_ioloop = loop_cls

@@ -1,11 +1,18 @@
-"""Shared fixtures: every behaviour test runs on fastio AND on the stdlib.
+"""Shared fixtures: every behaviour test runs on both of fastio's
+implementations AND on the stdlib.
+
+`implementation` ("c" | "py") is the one implementation fixture: the
+compiled modules of fastio._impl, or their pure-Python twins, side by side
+in one process (tests/implementations.py; "c" skips where the extension is
+not built, and fails under FASTIO_REQUIRE_EXTENSIONS=1).
 
 The stdlib classes are the reference model: a test that fails on a "stdlib-*"
 param is a wrong test, one that fails only on "fastio-*" is a fastio bug.
 
-`impl` ("fastio" | "stdlib") x `backend` ("epoll" | "poll" | "select") give
-`selector_cls` with ids such as ``fastio-epoll`` and ``stdlib-poll``.
-`epoll_cls` / `poll_cls` / `select_cls` give one backend for the current impl.
+`impl` ("fastio-c" | "fastio-py" | "stdlib") x `backend` ("epoll" | "poll" |
+"select" | "io_uring", the last on the compiled core only) give `selector_cls` with ids such as ``fastio-c-epoll`` and
+``stdlib-poll``. `epoll_cls` / `poll_cls` / `select_cls` give one backend for
+the current impl.
 
 The stdlib classes are captured when this file is imported, before any test
 can call `fastio.install()`, so "stdlib" always means the stdlib's own class.
@@ -24,28 +31,54 @@ import pytest
 
 import fastio
 import fastio.selectors as fastio_selectors
+import implementations
+from fastio import _pollers
 
 # The loop tests' fixtures (any_loop, LoopAdapter) and the RabbitMQ ones
 # (broker, connection_cls, queue) live beside this file.
 pytest_plugins = ["loop_fixtures", "broker_fixtures"]
 
-BACKENDS = ("epoll", "poll", "select")
-IMPLS = ("fastio", "stdlib")
-CLASS_NAMES = {"epoll": "EpollSelector", "poll": "PollSelector", "select": "SelectSelector"}
+BACKENDS = ("epoll", "poll", "select", "io_uring")
+IMPLS = ("fastio-c", "fastio-py", "stdlib")
+CLASS_NAMES = {"epoll": "EpollSelector", "poll": "PollSelector", "select": "SelectSelector",
+               "io_uring": "UringSelector"}
 
 # Snapshot before any install(): install() rebinds these names in `selectors`.
 STDLIB_CLASSES = {b: getattr(selectors, n, None) for b, n in CLASS_NAMES.items()}
+STDLIB_DEFAULT = selectors.DefaultSelector
+# fastio.selectors' classes: those of the implementation fastio._impl chose.
 FASTIO_CLASSES = {b: getattr(fastio_selectors, n, None) for b, n in CLASS_NAMES.items()}
-DEFAULT_CLASSES = {"fastio": fastio_selectors.DefaultSelector, "stdlib": selectors.DefaultSelector}
 
 
 def selector_class(impl, backend):
-    """Return the selector class of `backend` for `impl`, or skip if absent."""
-    classes = FASTIO_CLASSES if impl == "fastio" else STDLIB_CLASSES
+    """Return the selector class of `backend` for `impl`, or skip if absent.
+
+    :param impl: "fastio-c", "fastio-py" (see `implementation`) or "stdlib".
+    """
+    if impl == "stdlib":
+        classes = STDLIB_CLASSES
+    else:
+        classes = implementations.selector_classes(impl[len("fastio-"):])
     cls = classes[backend]
     if cls is None:
         pytest.skip("%s has no %s on this platform" % (impl, CLASS_NAMES[backend]))
+    if backend == "io_uring":
+        poller, reason = _pollers.uring_poller()
+        if poller is None:
+            pytest.skip("io_uring is unavailable: %s" % reason)
+        poller.close()
     return cls
+
+
+def pytest_collection_modifyitems(config, items):
+    # Only the compiled core has an io_uring selector (neither the stdlib nor
+    # the pure-Python twin): no such cases to run or skip.
+    items[:] = [item for item in items
+                if getattr(item, "callspec", None) is None
+                or item.callspec.params.get("backend") != "io_uring"
+                or (item.callspec.params.get("impl", "fastio-c") == "fastio-c"
+                    and item.callspec.params.get("implementation", "c") == "c"
+                    and "stdlib_cls" not in item.fixturenames)]
 
 
 def pytest_sessionstart(session):
@@ -65,15 +98,28 @@ def pytest_report_header(config):
     return "fastio IMPLEMENTATION=%s" % (fastio.IMPLEMENTATION,)
 
 
+@pytest.fixture(params=implementations.IMPLEMENTATIONS)
+def implementation(request):
+    """Which of fastio's implementations the test runs on: "c" or "py".
+
+    Get a pair's module with ``implementations.pair(implementation, "loop")``.
+    """
+    if request.param == "c":
+        implementations.pair("c", "core")  # skips (or fails) without the extension
+    return request.param
+
+
 @pytest.fixture(params=IMPLS)
 def impl(request):
-    """The implementation under test: "fastio" or the "stdlib" reference."""
+    """The selectors under test: "fastio-c", "fastio-py" or the "stdlib" reference."""
+    if request.param == "fastio-c":
+        implementations.pair("c", "core")
     return request.param
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request):
-    """The readiness syscall: "epoll", "poll" or "select"."""
+    """The readiness syscall: "epoll", "poll", "select" or "io_uring"."""
     return request.param
 
 
@@ -101,13 +147,15 @@ def select_cls(impl):
 @pytest.fixture
 def default_cls(impl):
     """`DefaultSelector` of the current impl."""
-    return DEFAULT_CLASSES[impl]
+    if impl == "stdlib":
+        return STDLIB_DEFAULT
+    return implementations.default_selector(impl[len("fastio-"):])
 
 
 @pytest.fixture
-def fastio_cls(backend):
+def fastio_cls(implementation, backend):
     """fastio's class of the current backend (for side-by-side comparisons)."""
-    return selector_class("fastio", backend)
+    return selector_class("fastio-" + implementation, backend)
 
 
 @pytest.fixture

@@ -28,6 +28,11 @@ SUMMARY_RE = re.compile(r"^fastio echo: served (\d+) connections, (\d+) bytes in
 #: test_echo's server tests again on io_uring.
 BACKEND = None
 
+#: The backend of the Loop an InProcessServer's EchoServer runs on (None: the
+#: Loop's default). tests/test_loop_uring.py sets "io_uring" to run
+#: test_echo's in-process server tests on the Loop's io_uring transports.
+LOOP_BACKEND = None
+
 
 def uring_unavailable():
     """Return why io_uring cannot run here, or None if it can."""
@@ -67,6 +72,10 @@ class InProcessServer:
             self.loop = None
             target = self._serve_uring
         else:
+            if LOOP_BACKEND is not None and options.get("loop") is None:
+                from fastio.loop import Loop
+
+                options["loop"] = Loop(backend=LOOP_BACKEND)
             self.server = EchoServer(**options)
             self.loop = self.server.loop
             self.loop.set_exception_handler(lambda loop, context: self.errors.append(context))

@@ -12,25 +12,34 @@ import sys
 import pytest
 
 import fastio
+from fastio import _pollers
 
 try:
     import uvloop
 except ImportError:  # not on Windows
     uvloop = None
 
-AIO_KINDS = ["fastio", "asyncio", "uvloop"]
+AIO_KINDS = ["fastio", "fastio-io_uring", "asyncio", "uvloop"]
 # The loops with asyncio's internals (`_scheduled`, `_selector`, Handle classes).
-SELECTOR_KINDS = ["fastio", "asyncio"]
+SELECTOR_KINDS = ["fastio", "fastio-io_uring", "asyncio"]
 
 
 def make_loop(kind):
-    """Return a new loop of `kind`: "fastio", "asyncio" or "uvloop"."""
+    """Return a new loop of `kind`: "fastio", "fastio-io_uring" (EventLoop
+    on fastio.selectors.UringSelector; skipped where io_uring is refused),
+    "asyncio" or "uvloop"."""
     if kind == "fastio":
         return fastio.new_event_loop()
+    if kind == "fastio-io_uring":
+        poller, reason = _pollers.uring_poller()
+        if poller is None:
+            pytest.skip("io_uring is unavailable: %s" % reason)
+        poller.close()
+        return fastio.EventLoop(backend="io_uring")
     if kind == "asyncio":
         return asyncio.SelectorEventLoop()
     if uvloop is None:
-        pytest.fail("uvloop is a test dependency (Makefile TEST_DEPS)")
+        pytest.fail("uvloop is a test dependency (pyproject.toml's test extra)")
     return uvloop.new_event_loop()
 
 

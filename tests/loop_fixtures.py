@@ -1,8 +1,11 @@
 """Loop fixtures (a pytest plugin loaded by conftest.py): every loop behaviour
 runs on fastio and on asyncio.
-`any_loop` is parametrized over fastio's Loop (the Cython core when built),
-fastio's pure-Python core (`_PyLoop`, what FASTIO_NO_EXTENSIONS=1 gives) and
-asyncio's default loop as the reference, behind `LoopAdapter`: the few calls
+`any_loop` is parametrized over fastio's Loop on its compiled core
+("fastio-c", skipped where it is not built), the same Loop on io_uring
+("fastio-io_uring", `Loop(backend="io_uring")`: completion-based transports;
+skipped where the kernel refuses io_uring), on its pure-Python core
+("fastio-py", what FASTIO_NO_EXTENSIONS=1 gives) and asyncio's default loop
+as the reference, behind `LoopAdapter`: the few calls
 whose shape differs (asyncio's coroutines vs fastio's synchronous
 create_server / future-returning create_connection) go through it, the rest
 of a test talks to `adapter.loop` directly.
@@ -13,10 +16,22 @@ import asyncio
 import pytest
 
 import fastio
-from fastio.loop import Loop, Protocol, _PyLoop
+import implementations
+from fastio import _pollers
+from fastio.loop import Loop, Protocol
 
-LOOP_KINDS = ["fastio", "fastio-python", "asyncio"]
-FASTIO_KINDS = ["fastio", "fastio-python"]
+LOOP_KINDS = ["fastio-c", "fastio-io_uring", "fastio-py", "asyncio"]
+FASTIO_KINDS = ["fastio-c", "fastio-io_uring", "fastio-py"]
+
+
+def uring_unavailable():
+    """Return why a Loop cannot run on io_uring here, or None if it can."""
+    poller, reason = _pollers.uring_poller(8)
+    if poller is not None:
+        poller.close()
+        if fastio.IMPLEMENTATION != "cython":
+            return "the pure-Python Loop has no completion transports"
+    return reason
 
 
 class LoopAdapter:
@@ -24,10 +39,13 @@ class LoopAdapter:
 
     def __init__(self, kind):
         self.kind = kind
-        if kind == "fastio":
-            self.loop = Loop()
-        elif kind == "fastio-python":
-            self.loop = _PyLoop()
+        if kind == "fastio-io_uring":
+            reason = uring_unavailable()
+            if reason is not None:
+                pytest.skip("io_uring is unavailable: %s" % reason)
+            self.loop = Loop(backend="io_uring")
+        elif kind in FASTIO_KINDS:
+            self.loop = implementations.loop_class(kind[len("fastio-"):])()
         elif kind == "fastio-asyncio":
             self.loop = fastio.new_event_loop()  # fastio.EventLoop
         else:
@@ -125,7 +143,3 @@ def fastio_loop(request):
     adapter = LoopAdapter(request.param)
     yield adapter
     adapter.close()
-
-
-def pytest_report_header(config):
-    return "fastio implementation: %s" % fastio.IMPLEMENTATION

@@ -64,7 +64,7 @@ def block_timer_signal_in_this_thread():
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
 
 
-_WAIT_CHANNELS = ("epoll", "poll", "select")
+_WAIT_CHANNELS = ("epoll", "poll", "select", "io_cqring_wait")
 
 
 def wait_until_blocked(native_id, timeout=2.0):
@@ -156,7 +156,7 @@ def round_trip(sock, payload, timeout=30.0):
 class EmfileServer:
     """``reliability_support.py emfile-server KIND FREE`` in a child process.
 
-    The child runs an echo server on loop KIND ("fastio", "fastio-python" or
+    The child runs an echo server on loop KIND ("fastio-c", "fastio-py" or
     "asyncio"), lowers its RLIMIT_NOFILE and fills every free fd slot with
     /dev/null except FREE of them, so accept() fails with EMFILE once FREE
     clients are connected. It reads commands on stdin, one per line:
@@ -250,9 +250,16 @@ def _emfile_server_main(kind, free_slots):
     import asyncio
     import resource
 
-    from fastio.loop import Loop, _PyLoop
+    import implementations
 
-    loop = {"fastio": Loop, "fastio-python": _PyLoop}.get(kind, asyncio.new_event_loop)()
+    if kind == "fastio-io_uring":
+        from fastio.loop import Loop
+
+        loop = Loop(backend="io_uring")
+    elif kind.startswith("fastio-"):
+        loop = implementations.loop_class(kind[len("fastio-"):])()
+    else:
+        loop = asyncio.new_event_loop()
     state = {"accepted": 0, "emfile": 0, "other": 0}
 
     def on_error(loop, context):

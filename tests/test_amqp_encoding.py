@@ -1,4 +1,4 @@
-"""basic.publish frames from fastio._amqp (C) and fastio._pyamqp (Python)
+"""basic.publish frames from fastio._impl.amqp_c (C) and amqp_py (Python)
 are byte-identical to pika's own marshalling, and pika decodes them back."""
 
 import pytest
@@ -8,19 +8,12 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import given, settings, strategies as st
 from pika import frame as pika_frame, spec
 
-import fastio
-from fastio import _pyamqp
-
-ENCODERS = {"python": _pyamqp.encode_publish}
-if fastio._ext.amqp is not None:
-    ENCODERS["cython"] = fastio._ext.amqp.encode_publish
+import implementations
 
 
-@pytest.fixture(params=["cython", "python"])
-def encode(request):
-    if request.param not in ENCODERS:
-        pytest.skip("fastio._amqp is not built")
-    return ENCODERS[request.param]
+@pytest.fixture
+def encode(implementation):
+    return implementations.pair(implementation, "amqp").encode_publish
 
 
 def pika_frames(channel, frame_max, exchange, routing_key, body, props, mandatory):
@@ -128,11 +121,9 @@ any_properties = st.builds(
 )
 
 
-@pytest.fixture(params=["cython", "python"])
-def encode_properties(request):
-    if request.param not in ENCODERS:
-        pytest.skip("fastio._amqp is not built")
-    return (fastio._ext.amqp if request.param == "cython" else _pyamqp).encode_properties
+@pytest.fixture
+def encode_properties(implementation):
+    return implementations.pair(implementation, "amqp").encode_properties
 
 
 @settings(max_examples=400, deadline=None,

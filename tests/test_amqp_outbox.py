@@ -81,6 +81,29 @@ def test_outbox_message_kept_for_retry_is_not_settled(amqp):
     assert not any(f.done() for f in futures)
 
 
+def test_outbox_counters_are_read_only(amqp):
+    box, _, _ = make_outbox(amqp)
+    box.submit("", "q", b"x")
+    for name in ("n_submitted", "n_done", "tag", "lowest"):
+        with pytest.raises(AttributeError):
+            setattr(box, name, 7)
+    assert (box.n_submitted, box.n_done, box.tag, box.lowest) == (1, 0, 0, 1)
+
+
+def test_outbox_settle_counts_what_the_caller_resolved(amqp):
+    box, _, _ = make_outbox(amqp, max_in_flight=2)
+    box.submit("", "q", b"1")
+    box.submit("", "q", b"2")
+    _, sent = box.take(False)             # no confirms: sent is settled by the caller
+    assert len(sent) == 2 and box.n_done == 0
+    box.settle(len(sent))
+    assert box.n_done == 2
+    box.submit("", "q", b"3")             # the window has room again
+    with pytest.raises(ValueError, match="-1"):
+        box.settle(-1)
+    assert box.n_done == 2 and box.n_submitted == 3
+
+
 def test_outbox_full_window_calls_wait_for_room(amqp):
     box, _, _ = make_outbox(amqp, max_in_flight=2)
     box.submit("", "q", b"1")

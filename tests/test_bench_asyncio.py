@@ -17,7 +17,7 @@ import pytest
 # from another directory (the sanitizer build's) keeps the fastio it imported.
 sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import bench_asyncio, bench_echo  # noqa: E402
+from benchmarks import bench_asyncio, harness  # noqa: E402
 from benchmarks.peers import _common  # noqa: E402
 
 LOOPS = [pytest.param(loop, marks=pytest.mark.skipif(
@@ -38,7 +38,7 @@ def _echo(port, payload):
 @pytest.mark.parametrize("style", bench_asyncio.STYLES)
 @pytest.mark.parametrize("loop", LOOPS)
 def test_echo_peer_echoes_every_byte(loop, style):
-    server = bench_echo.RunningServer("%s-%s" % (loop, style), bench_asyncio.echo_server(loop, style))
+    server = harness.RunningServer("%s-%s" % (loop, style), bench_asyncio.echo_server(loop, style))
     try:
         payload = os.urandom(300_000)  # several reads and a full socket buffer
         assert _echo(server.port, payload) == payload
@@ -49,7 +49,7 @@ def test_echo_peer_echoes_every_byte(loop, style):
 @pytest.mark.skipif(importlib.util.find_spec("aiohttp") is None, reason="aiohttp not installed")
 @pytest.mark.parametrize("loop", LOOPS)
 def test_aiohttp_peer_says_hello_over_keep_alive(loop):
-    server = bench_echo.RunningServer("%s-aiohttp" % loop, bench_asyncio.http_server(loop))
+    server = harness.RunningServer("%s-aiohttp" % loop, bench_asyncio.http_server(loop))
     try:
         with urllib.request.urlopen("http://127.0.0.1:%d/" % server.port, timeout=10) as reply:
             assert reply.status == 200

@@ -26,7 +26,8 @@ import json, sys, warnings
 
 class Hide:
     def find_spec(self, name, path=None, target=None):
-        if name in ("fastio._core", "fastio._loop", "fastio._amqp", "fastio._echo"):
+        if name in ("fastio._impl.core_c", "fastio._impl.loop_c", "fastio._impl.amqp_c",
+                    "fastio._impl.echo_c"):
             raise ImportError("hidden for the test: %s" % name)
         return None
 
@@ -35,7 +36,7 @@ with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     import fastio
     implementation = fastio.IMPLEMENTATION
-    from fastio._ext import loop, amqp, echo
+    from fastio._impl import loop, amqp, echo
     import fastio.selectors, fastio.loop
     sel = fastio.selectors.DefaultSelector()
     sel.close()
@@ -65,7 +66,7 @@ def test_unexpected_fallback_warns_once_at_import():
     assert len(caught) == 1, caught
     category, message = caught[0]
     assert category == "RuntimeWarning"
-    assert "fastio._core could not be imported" in message
+    assert "fastio._impl.core_c could not be imported" in message
     assert "pure-Python fallback" in message and "FASTIO_NO_EXTENSIONS=1" in message
 
 
@@ -111,9 +112,9 @@ def test_failed_compile_warns_at_build_time(source_copy):
     proc = _build(source_copy)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "WARNING: fastio's C extension could not be built" in proc.stderr
-    assert "failed: fastio._core" in proc.stderr
+    assert "failed: fastio._impl.core_c" in proc.stderr
     assert "FASTIO_REQUIRE_EXTENSIONS=1" in proc.stderr
-    assert not list((source_copy / "fastio").glob("_core*.so"))
+    assert not list((source_copy / "fastio" / "_impl").glob("core_c*.so"))
 
 
 def test_failed_compile_is_an_error_when_extensions_are_required(source_copy):

@@ -1,4 +1,4 @@
-"""fastio._core directly: pollers, timeouts, EINTR, the GIL, Waker; and the
+"""fastio._impl.core_c directly: pollers, timeouts, EINTR, the GIL, Waker; and the
 poller flags as fastio.selectors exposes them.
 
 Only meaningful with the compiled core: skipped on the pure-Python fallback.
@@ -19,11 +19,11 @@ import fastio
 
 if fastio.IMPLEMENTATION != "cython":
     pytest.skip(
-        "fastio._core is not built (IMPLEMENTATION=%r)" % (fastio.IMPLEMENTATION,),
+        "fastio._impl.core_c is not built (IMPLEMENTATION=%r)" % (fastio.IMPLEMENTATION,),
         allow_module_level=True,
     )
 
-from fastio import _core  # noqa: E402
+from fastio._impl import core_c as _core  # noqa: E402
 from fastio import selectors as fsel  # noqa: E402
 
 from conftest import open_fd_count  # noqa: E402

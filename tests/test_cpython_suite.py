@@ -1,12 +1,14 @@
-"""CPython's own test_selectors, unmodified, against fastio.
+"""CPython's own test_selectors, unmodified, against both of fastio's implementations.
 
-Two subprocesses run the running interpreter's `test.test_selectors`: one after
-`fastio.install()` (so every `selectors.*Selector` the suite reads is fastio's),
-one untouched as the stdlib reference. fastio must have no failure or error,
-run as many tests, and skip exactly what the stdlib run skips.
+Subprocesses run the running interpreter's `test.test_selectors`: one after
+`fastio.install()` on the compiled core ("fastio-c": every
+`selectors.*Selector` the suite reads is fastio's), one with the pure-Python
+twin's selectors (fastio._impl.core_py) in their place ("fastio-py"), and one
+untouched as the stdlib reference. fastio must have no failure or error, run
+as many tests, and skip exactly what the stdlib run skips.
 
 The runs are subprocesses because the suite reads `selectors.*` at import time
-and raises RLIMIT_NOFILE (test_above_fd_setsize opens up to 2**16 fds); both
+and raises RLIMIT_NOFILE (test_above_fd_setsize opens up to 2**16 fds); they
 run at once to keep the wall time near one run's (~15 s).
 """
 
@@ -17,18 +19,27 @@ import sys
 import pytest
 
 from cpython_tests import PROJECT_ROOT, has_test_module, subprocess_env
+from fastio._impl import compiled
 
 RUNNER = r"""
 import json, sys, unittest
 
 mode = sys.argv[1]
-if mode == "fastio":
+if mode == "fastio-c":
     import fastio
+    assert fastio.IMPLEMENTATION == "cython"
     assert fastio.install() is True
 import selectors
+if mode == "fastio-py":
+    from fastio._impl import core_py
+    for name in ("EpollSelector", "PollSelector", "SelectSelector"):
+        if hasattr(selectors, name):
+            setattr(selectors, name, getattr(core_py, name))
+    if hasattr(selectors, "EpollSelector"):
+        selectors.DefaultSelector = selectors.EpollSelector
 from test import test_selectors as suite_module
 
-if mode == "fastio":
+if mode != "stdlib":
     names = ("EpollSelector", "PollSelector", "SelectSelector", "DefaultSelector")
     for name in names:
         cls = getattr(selectors, name, None)
@@ -115,9 +126,12 @@ def _collect(proc, mode):
 
 
 @pytest.fixture(scope="module")
-def runs():
-    """Run the suite with fastio installed and without, concurrently."""
-    procs = {mode: _start(mode) for mode in ("fastio", "stdlib")}
+def all_runs():
+    """Run the suite on each of fastio's implementations and on the stdlib, concurrently."""
+    modes = ["fastio-py", "stdlib"]
+    if compiled("core") is not None:
+        modes.insert(0, "fastio-c")
+    procs = {mode: _start(mode) for mode in modes}
     try:
         return {mode: _collect(proc, mode) for mode, proc in procs.items()}
     finally:
@@ -125,6 +139,12 @@ def runs():
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+@pytest.fixture
+def runs(all_runs, implementation):
+    """The stdlib run, and as "fastio" the run on `implementation`'s selectors."""
+    return {"stdlib": all_runs["stdlib"], "fastio": all_runs["fastio-" + implementation]}
 
 
 def _with(run, outcome):

@@ -9,11 +9,13 @@ data identity) and select() as a multiset of (key, events) -- the order of
 ready events is not part of the contract -- and failures by exception type
 (and errno for OSError).
 
-Each backend runs twice: with the selectors kept open, and with `close()` in
+Each backend runs on both of fastio's implementations ("c" and "py", see
+tests/implementations.py), twice: with the selectors kept open, and with `close()` in
 the mix (use after close is where implementations tend to differ, so it gets
 its own machine and does not hide other differences).
 """
 
+import itertools
 import selectors
 import socket
 import tempfile
@@ -30,7 +32,8 @@ from hypothesis.stateful import (
     rule,
 )
 
-from conftest import FASTIO_CLASSES, STDLIB_CLASSES
+import implementations
+from conftest import STDLIB_CLASSES
 
 R = selectors.EVENT_READ
 W = selectors.EVENT_WRITE
@@ -95,12 +98,13 @@ def describe_ready(ready):
 class SelectorComparison(RuleBasedStateMachine):
     """Drive a fastio and a stdlib selector of `backend` with the same calls."""
 
+    impl = None
     backend = None
     allow_close = False
 
     def __init__(self):
         super().__init__()
-        self.fast = FASTIO_CLASSES[self.backend]()
+        self.fast = implementations.selector_classes(self.impl)[self.backend]()
         self.ref = STDLIB_CLASSES[self.backend]()
         self.fast_map0 = self.fast.get_map()  # maps taken before any close()
         self.ref_map0 = self.ref.get_map()
@@ -294,53 +298,39 @@ SETTINGS = settings(
 )
 
 
-def _machine(backend, allow_close):
+def _machine(impl, backend, allow_close):
     name = "%s%sComparison" % (backend.capitalize(), "Close" if allow_close else "")
-    return type(name, (SelectorComparison,), {"backend": backend, "allow_close": allow_close})
+    return type(name, (SelectorComparison,), {"impl": impl, "backend": backend,
+                                              "allow_close": allow_close})
 
 
-def _skip_if_missing(backend):
-    return pytest.mark.skipif(
-        FASTIO_CLASSES[backend] is None or STDLIB_CLASSES[backend] is None,
-        reason="no %s selector on this platform" % backend,
-    )
+def _fastio_class(impl, backend):
+    try:
+        return implementations.selector_classes(impl)[backend]
+    except pytest.skip.Exception:  # "c" where the extension is not built
+        return None
 
 
-@_skip_if_missing("epoll")
-class TestEpollDifferential(_machine("epoll", False).TestCase):
-    settings = SETTINGS
-
-
-@_skip_if_missing("poll")
-class TestPollDifferential(_machine("poll", False).TestCase):
-    settings = SETTINGS
-
-
-@_skip_if_missing("select")
-class TestSelectDifferential(_machine("select", False).TestCase):
-    settings = SETTINGS
-
-
-@_skip_if_missing("epoll")
-class TestEpollDifferentialWithClose(_machine("epoll", True).TestCase):
-    settings = SETTINGS
-
-
-@_skip_if_missing("poll")
-class TestPollDifferentialWithClose(_machine("poll", True).TestCase):
-    settings = SETTINGS
-
-
-@_skip_if_missing("select")
-class TestSelectDifferentialWithClose(_machine("select", True).TestCase):
-    settings = SETTINGS
+# One TestCase per implementation, backend and close mode:
+# TestCEpollDifferential, TestPyPollDifferentialWithClose...
+for _impl in implementations.IMPLEMENTATIONS:
+    for _backend in ("epoll", "poll", "select"):
+        for _close in (False, True):
+            _name = "Test%s%sDifferential%s" % (_impl.capitalize(), _backend.capitalize(),
+                                                "WithClose" if _close else "")
+            _case = type(_name, (_machine(_impl, _backend, _close).TestCase,), {"settings": SETTINGS})
+            if _fastio_class(_impl, _backend) is None or STDLIB_CLASSES[_backend] is None:
+                _case = pytest.mark.skip(reason="no %s %s selector here" % (_impl, _backend))(_case)
+            globals()[_name] = _case
+del _impl, _backend, _close, _name, _case
 
 
 def test_fastio_and_stdlib_share_one_world():
     # Sanity of the harness: the two sides are different classes of the same
     # backend, so a passing machine is a comparison, not a tautology.
-    for backend in ("epoll", "poll", "select"):
-        fast, ref = FASTIO_CLASSES[backend], STDLIB_CLASSES[backend]
+    for backend, impl in itertools.product(("epoll", "poll", "select"),
+                                           implementations.IMPLEMENTATIONS):
+        fast, ref = _fastio_class(impl, backend), STDLIB_CLASSES[backend]
         if fast is None or ref is None:
             continue
         assert fast is not ref

@@ -97,9 +97,11 @@ def test_command_help_is_plain_and_speaks_of_the_tutorial_not_a_seed(command):
 
 def test_no_module_docstring_speaks_of_a_seed():
     import fastio.echo.client
+    import fastio.echo.loadgen
     import fastio.echo.server
+    import fastio.echo.tutorial
 
-    for module in (fastio, fastio.echo.client, fastio.echo.server):
+    for module in (fastio, fastio.echo.client, fastio.echo.loadgen, fastio.echo.server, fastio.echo.tutorial):
         assert "seed" not in (module.__doc__ or "").lower(), module.__name__
 
 

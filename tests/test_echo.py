@@ -21,8 +21,8 @@ from echo_support import (
     InProcessServer, Pump, ServerProcess, ascii_upper, child_pids, connect, established_on_port,
     fill_until_server_owes, parse_summary, raise_nofile, recv_exactly, recv_until_eof, reset, round_trip,
     rss_kib, run_cli, socket_inodes, stream_prefix, uring_unavailable)
-from fastio.echo import client as client_module
-from fastio.echo.client import TUTORIAL_MESSAGE
+from fastio.echo import loadgen
+from fastio.echo.tutorial import TUTORIAL_MESSAGE
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -563,22 +563,37 @@ def test_client_bench_counts_wrong_replies_as_errors(plain_server):
     assert report["errors"] == 3
 
 
-@pytest.fixture(params=["compiled", "python"])
-def bench_core(request, monkeypatch):
-    """Run client.bench on fastio._echo.BenchCore, then on its Python twin."""
-    if request.param == "compiled":
-        if client_module._echo_ext is None:
-            pytest.skip("fastio._echo is not built")
-    else:
-        monkeypatch.setattr(client_module, "_echo_ext", None)
-    return request.param
+def test_bench_core_names_the_sizes_it_refuses():
+    # The compiled BenchCore checks the sizes it is given (the Python twin
+    # relies on bench()'s checks).
+    from fastio._impl import compiled
+
+    core, echo = compiled("core"), compiled("echo")
+    if echo is None:
+        pytest.skip("fastio._impl.echo_c is not built")
+    poller = core.EpollPoller() if core.HAVE_EPOLL else core.PollPoller()
+    try:
+        with pytest.raises(ValueError, match=r"got size=0 pipeline=1 ring_len=4 recv_size=8$"):
+            echo.BenchCore(poller, 0, 1, b"x" * 8, b"x" * 8, 4, 8, print)
+    finally:
+        poller.close()
+
+
+@pytest.fixture
+def bench_core(implementation, monkeypatch):
+    """Run loadgen.bench on the echo pair's compiled BenchCore, then on its Python twin."""
+    import implementations
+
+    monkeypatch.setattr(loadgen, "_core", implementations.pair(implementation, "core"))
+    monkeypatch.setattr(loadgen, "_echo_impl", implementations.pair(implementation, "echo"))
+    return implementation
 
 
 def test_bench_partial_writes_wait_for_pollout_and_verify(plain_server, bench_core):
     # 4 x 256 KiB in flight per connection: more than a socket takes at
     # once, so sends are partial and the rest goes out on POLLOUT.
-    report = client_module.bench("127.0.0.1", plain_server.port, connections=2, size=256 * 1024,
-                                 pipeline=4, duration=0.3, warmup=0.1)
+    report = loadgen.bench("127.0.0.1", plain_server.port, connections=2, size=256 * 1024,
+                           pipeline=4, duration=0.3, warmup=0.1)
     assert report["errors"] == 0, report["error_messages"]
     assert report["requests"] > 0
 
@@ -598,8 +613,8 @@ def test_bench_reports_wrong_and_missing_replies(bench_core):
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
-        report = client_module.bench("127.0.0.1", listener.getsockname()[1], connections=2, size=16,
-                                     duration=0.2, warmup=0.0, timeout=1.0)
+        report = loadgen.bench("127.0.0.1", listener.getsockname()[1], connections=2, size=16,
+                               duration=0.2, warmup=0.0, timeout=1.0)
     finally:
         thread.join(5)
         for conn in conns:

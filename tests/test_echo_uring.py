@@ -20,7 +20,7 @@ import pytest
 
 import echo_support
 from echo_support import ServerProcess, connect, parse_summary, recv_exactly, round_trip, uring_unavailable
-from fastio._ext import echo as _echo_ext
+from fastio._impl import compiled
 
 # The server tests, by name: each runs here on io_uring.
 from test_echo import (  # noqa: F401
@@ -39,6 +39,9 @@ from test_echo import (  # noqa: F401
     test_two_workers_share_connections_and_sigterm_sums_their_stats,
 )
 from test_reliability import test_ten_thousand_concurrent_echo_connections_every_byte_verified  # noqa: F401
+
+# io_uring exists compiled only.
+_echo_ext = compiled("echo")
 
 UNAVAILABLE = uring_unavailable()
 
@@ -270,6 +273,15 @@ def test_cli_falls_back_to_epoll_when_io_uring_is_disabled():
     assert "(backend epoll," in line
     assert reply == b"over epoll"
     assert proc.returncode == 0
-    assert err.decode().splitlines() == ["fastio echo: io_uring unavailable (disabled by FASTIO_IO_URING=0); using epoll"]
+    # Without the extension there is no io_uring to disable: that is the reason then.
+    reason = ("disabled by FASTIO_IO_URING=0" if _echo_ext is not None
+              else "fastio's C extension is not available")
+    assert err.decode().splitlines() == ["fastio echo: io_uring unavailable (%s); using epoll" % reason]
     assert parse_summary(out.decode().splitlines()) == (1, 10, 10)
 
+
+
+def test_uring_echo_names_the_sizes_it_refuses():
+    # Checked before any io_uring call: no ring, no listening socket needed.
+    with pytest.raises(ValueError, match=r"got high_water=65536 max_conns=0 entries=4 bufsize=65536$"):
+        _echo_ext.UringEcho(-1, -1, entries=4)

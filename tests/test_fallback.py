@@ -227,8 +227,8 @@ def test_no_extensions_plus_require_extensions_fails_import():
 
 
 def test_require_extensions_alone_loads_the_compiled_core():
-    if importlib.util.find_spec("fastio._core") is None:
-        pytest.skip("fastio._core is not built for this interpreter")
+    if importlib.util.find_spec("fastio._impl.core_c") is None:
+        pytest.skip("fastio._impl.core_c is not built for this interpreter")
     proc = _run(IMPORT_PROBE, FASTIO_REQUIRE_EXTENSIONS="1")
     assert proc.stdout.decode().strip() == "imported: cython", proc.stdout + proc.stderr
 

@@ -18,7 +18,7 @@ PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastio.__file__))
 
 HEAVY = ["selectors", "subprocess", "socketserver", "multiprocessing.connection",
          "multiprocessing", "platform", "socket", "threading", "warnings", "importlib",
-         "fastio._core", "fastio.selectors", "asyncio"]
+         "fastio._impl", "fastio.selectors", "asyncio"]
 
 CAPTURED = (
     ("subprocess", "_PopenSelector"),

@@ -8,30 +8,47 @@ import threading
 
 import pytest
 
-import fastio.selectors
-from fastio._ext import core
-from fastio.loop import Loop, Protocol, _PyLoop
+import implementations
+from fastio import _pollers
+from fastio.loop import Protocol
 
 
-def _backends():
-    # (id, what to pass to Loop): None, a class, or a factory of an instance.
-    out = [("default", None), ("stdlib-select-class", selectors.SelectSelector),
-           ("fastio-DefaultSelector", lambda: fastio.selectors.DefaultSelector())]
-    if core is not None:
-        out += [("core-epoll-class", core.EpollPoller), ("core-poll-class", core.PollPoller),
-                ("core-select", lambda: core.SelectPoller())]
-    return out
+def _uring(make):
+    # io_uring exists on the compiled core only, where the kernel allows it.
+    def backend(impl, core):
+        if impl != "c":
+            return None
+        poller, _ = _pollers.uring_poller()
+        if poller is None:
+            return None
+        poller.close()
+        return make(core)
+    return backend
 
 
-BACKENDS = _backends()
+# id -> what Loop(selector) gets, from the implementation under test: None,
+# a class, or (for an instance) a factory of one.
+BACKENDS = {
+    "default": lambda impl, core: None,
+    "stdlib-select-class": lambda impl, core: selectors.SelectSelector,
+    "fastio-DefaultSelector": lambda impl, core: implementations.default_selector(impl)(),
+    "core-epoll-class": lambda impl, core: core.EpollPoller if core.HAVE_EPOLL else None,
+    "core-poll-class": lambda impl, core: core.PollPoller if core.HAVE_POLL else None,
+    "core-select": lambda impl, core: core.SelectPoller(),
+    # Readiness on io_uring polls, and with a buffer ring (what
+    # Loop(backend="io_uring") makes): completion-based transports.
+    "fastio-UringSelector": _uring(lambda core: implementations.selector_classes("c")["io_uring"]()),
+    "core-io_uring-buffers": _uring(lambda core: core.UringPoller(nbufs=8)),
+}
 
 
-@pytest.fixture(params=[b for _, b in BACKENDS], ids=[n for n, _ in BACKENDS])
-def loop(request):
-    backend = request.param
-    if backend is not None and not isinstance(backend, type):
-        backend = backend()
-    lp = Loop(backend)
+@pytest.fixture(params=list(BACKENDS))
+def loop(request, implementation):
+    core = implementations.pair(implementation, "core")
+    backend = BACKENDS[request.param](implementation, core)
+    if backend is None and request.param != "default":
+        pytest.skip("%s: not on this platform or implementation" % request.param)
+    lp = implementations.loop_class(implementation)(backend)
     yield lp
     lp.close()
 
@@ -104,7 +121,7 @@ def test_fd_closed_without_remove_reader_can_be_reused(loop):
 
 
 def test_python_core_on_default_backend():
-    lp = _PyLoop()
+    lp = implementations.loop_class("py")()
     out = []
     lp.call_later(0.005, out.append, 1)
     lp.call_later(0.01, lp.stop)

@@ -241,6 +241,57 @@ def test_close_and_state(any_loop):
         loop.run_forever()
 
 
+def test_thread_id_names_the_running_thread(fastio_loop):
+    loop = fastio_loop.loop
+    seen = []
+    thread = threading.Thread(target=loop.run_forever)
+    loop.call_soon(lambda: seen.append(loop.thread_id))
+    loop.call_soon(loop.stop)
+    assert loop.thread_id is None
+    thread.start()
+    thread.join(10)
+    assert seen == [thread.ident]
+    assert loop.thread_id is None
+    with pytest.raises(AttributeError):
+        loop.thread_id = 1
+
+
+def test_transport_class_is_what_connections_get(fastio_loop):
+    loop = fastio_loop.loop
+    got = []
+    server = fastio_loop.create_server(lambda: _Recorder(got))
+    port = server.sockets[0].getsockname()[1]
+    with socket.create_connection(("127.0.0.1", port)):
+        fastio_loop.run_until(_until(loop, lambda: got))
+    assert type(got[0]) is loop.transport_class
+    server.close()
+
+
+class _Recorder:
+    def __init__(self, got):
+        self.got = got
+
+    def connection_made(self, transport):
+        self.got.append(transport)
+        transport.close()
+
+    def connection_lost(self, exc):
+        pass
+
+
+def _until(loop, condition):
+    """Return a future done once `condition()` is true (checked every 10 ms)."""
+    fut = loop.create_future()
+
+    def check():
+        if condition():
+            fut.set_result(None)
+        else:
+            loop.call_later(0.01, check)
+    loop.call_soon(check)
+    return fut
+
+
 def test_signal_handler_runs_inside_the_loop(any_loop):
     loop = any_loop.loop
     got = []

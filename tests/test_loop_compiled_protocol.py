@@ -1,4 +1,4 @@
-"""Compiled protocols (fastio._echo.EchoCore): the loop's transports call their
+"""Compiled protocols (fastio._impl.echo_c.EchoCore): the loop's transports call their
 C data_received with the receive buffer; every other loop, and any subclass
 that overrides data_received, gets the Python method."""
 
@@ -6,11 +6,12 @@ import os
 
 import pytest
 
-from fastio._ext import echo
+from fastio._impl import compiled
 from fastio.loop import Protocol
 from loop_fixtures import Collector
 
-pytestmark = pytest.mark.skipif(echo is None, reason="fastio._echo is not built")
+echo = compiled("echo")
+pytestmark = pytest.mark.skipif(echo is None, reason="fastio._impl.echo_c is not built")
 
 
 def _port(server):

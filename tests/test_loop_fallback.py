@@ -1,25 +1,24 @@
 """The loop without the extension: FASTIO_NO_EXTENSIONS=1 in a subprocess.
 
-In-process, every loop test already runs on the pure-Python core
-(`_PyLoop`); this checks the switch itself: that `fastio.loop.Loop` *is* the
-Python core under FASTIO_NO_EXTENSIONS=1 and that the loop and pika tests pass
-on it, with the stdlib-backed pollers and waker.
+In-process, every loop test already runs on the pure-Python core (the
+"fastio-py" loops), and CI runs the whole suite under FASTIO_NO_EXTENSIONS=1;
+this checks the switch itself: that `fastio.loop.Loop` *is* the Python core
+under FASTIO_NO_EXTENSIONS=1, with the stdlib-backed pollers and waker.
 """
 
 import os
 import subprocess
 import sys
 
-import pytest
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-
 SMOKE = r"""
-import fastio, fastio.loop, fastio._pollers
+import fastio, fastio.loop
+from fastio._impl import loop_py
 assert fastio.IMPLEMENTATION == "python", fastio.IMPLEMENTATION
-assert fastio.loop.Loop.__mro__[2].__module__ == "fastio._pyloop"
+assert issubclass(fastio.loop.Loop, loop_py.LoopCore)
+assert fastio.loop.Loop.transport_class is loop_py.Transport
 loop = fastio.loop.Loop()
-assert type(loop._poller_ref).__module__ == "fastio._pollers"
+assert type(loop._poller_ref).__module__ == "fastio._impl.core_py"
+assert type(loop._waker_ref).__module__ == "fastio._impl.core_py"
 out = []
 loop.call_later(0.01, out.append, 2)
 loop.call_soon(out.append, 1)
@@ -43,15 +42,3 @@ def test_fallback_loop_smoke():
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[0, 1, 2]"
 
-
-@pytest.mark.skipif(os.environ.get("FASTIO_NO_EXTENSIONS") not in (None, "", "0"),
-                    reason="this whole session already runs on the fallback")
-def test_fallback_loop_suite():
-    files = ["test_loop_callbacks.py", "test_loop_tcp.py", "test_loop_backends.py",
-             "test_pika_ioloop.py"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-         "-k", "not asyncio and not fastio-python"] + [os.path.join(HERE, f) for f in files],
-        env=_env(), capture_output=True, text=True, timeout=110, cwd=os.path.dirname(HERE))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    assert " passed" in proc.stdout and "failed" not in proc.stdout

@@ -54,12 +54,32 @@ def test_license_file_is_mit_for_the_fastio_authors():
     assert "THE SOFTWARE IS PROVIDED \"AS IS\"" in text
 
 
+def test_dependencies_are_listed_once_in_pyproject():
+    listed = subprocess.run([sys.executable, str(ROOT / ".ci" / "requirements"), "build", "dev", "bench"],
+                            capture_output=True, text=True, check=True).stdout.splitlines()
+    for wanted in ("Cython>=3.0.8", "pytest>=7", "hypothesis>=6", "pika>=1.3", "trustme", "mypy",
+                   "pyright", "aiohttp", "aio-pika", "matplotlib"):
+        assert wanted in listed
+    # The Makefile's pip installs take those lists (-r), the checkout, or
+    # the two packaging tools pyproject.toml has no reason to list.
+    makefile = (ROOT / "Makefile").read_text()
+    installs = [line.split("$(PIP)", 1)[1].split() for line in makefile.splitlines()
+                if "$(PIP)" in line and ":=" not in line]
+    assert installs
+    for args in installs:
+        packages = [a for a in args if not a.startswith("-") and a != "." and not a.startswith("$(VENV)")]
+        assert set(packages) <= {"wheel", "build"}, args
+
+
 def test_pyproject_uses_an_spdx_license_and_a_setuptools_that_reads_it():
     text = (ROOT / "pyproject.toml").read_text()
     assert re.search(r'^license = "MIT"$', text, re.M)
     assert re.search(r'^license-files = \["LICENSE"\]$', text, re.M)
     assert '"setuptools>=77"' in text  # PEP 639 support
-    assert '"setuptools>=77"' in (ROOT / "Makefile").read_text()
+    # The Makefile installs the build requirements from pyproject.toml.
+    listed = subprocess.run([sys.executable, str(ROOT / ".ci" / "requirements"), "build"],
+                            capture_output=True, text=True, check=True).stdout.splitlines()
+    assert "setuptools>=77" in listed
 
 
 def test_sdist_and_wheel_carry_the_license_and_the_console_script(tmp_path):
@@ -80,7 +100,7 @@ def test_sdist_and_wheel_carry_the_license_and_the_console_script(tmp_path):
         assert dist_info + "/licenses/LICENSE" in names
         metadata = whl.read(dist_info + "/METADATA").decode()
         entry_points = whl.read(dist_info + "/entry_points.txt").decode()
-        assert "fastio/py.typed" in names and "fastio/_loop.pyi" in names
+        assert "fastio/py.typed" in names and "fastio/_impl/loop_c.pyi" in names
     assert "License-Expression: MIT" in metadata
     assert re.search(r"^\[console_scripts\]\nfastio = fastio\.__main__:main$", entry_points, re.M)
 

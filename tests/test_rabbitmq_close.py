@@ -65,19 +65,16 @@ def test_close_returns_when_the_broker_goes_silent(broker, queue):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("twin", ["compiled", "python"])
-def test_close_fails_and_counts_messages_waiting_for_retry(amqp_url, admin, twin, monkeypatch):
+def test_close_fails_and_counts_messages_waiting_for_retry(amqp_url, admin, implementation,
+                                                          monkeypatch):
     # A queue that nacks every publish past its one message, no retry
     # bound: the message waits for its next retry when close() gives up.
-    from fastio import _pyamqp
-    from fastio._ext import amqp
+    import implementations
     from fastio.rabbitmq import publisher
 
-    if twin == "python":
-        monkeypatch.setattr(publisher, "Outbox", _pyamqp.Outbox)
-        monkeypatch.setattr(publisher, "split_confirms", _pyamqp.split_confirms)
-    elif amqp is None:
-        pytest.skip("fastio._amqp is not built")
+    module = implementations.pair(implementation, "amqp")
+    monkeypatch.setattr(publisher, "Outbox", module.Outbox)
+    monkeypatch.setattr(publisher, "split_confirms", module.split_confirms)
     full = "fastio-full-" + uuid.uuid4().hex[:8]
     admin.queue_declare(full, arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
     try:
@@ -124,13 +121,13 @@ def test_close_after_clean_flush_raises_nothing(amqp_url, queue):
 
 _SIGNAL_SCRIPT = textwrap.dedent("""
     import signal, sys
-    from fastio import _pyamqp
+    from fastio._impl import amqp_py
     from fastio.rabbitmq import Publisher, PublisherClosed, publisher
 
-    url, queue, twin = sys.argv[1:4]
-    if twin == "python":
-        publisher.Outbox = _pyamqp.Outbox
-        publisher.split_confirms = _pyamqp.split_confirms
+    url, queue, implementation = sys.argv[1:4]
+    if implementation == "py":
+        publisher.Outbox = amqp_py.Outbox
+        publisher.split_confirms = amqp_py.split_confirms
     # A tiny window: publish() keeps waiting for room, so the handlers land
     # inside its wait, inside the outbox and between its steps.
     pub = Publisher(url, max_in_flight=8, close_timeout=30)
@@ -181,10 +178,9 @@ _SIGNAL_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("twin", ["compiled", "python"])
-def test_flush_and_close_from_signal_handlers(amqp_url, queue, twin):
+def test_flush_and_close_from_signal_handlers(amqp_url, queue, implementation):
     env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.run([sys.executable, "-c", _SIGNAL_SCRIPT, amqp_url, queue, twin],
+    proc = subprocess.run([sys.executable, "-c", _SIGNAL_SCRIPT, amqp_url, queue, implementation],
                           env=env, capture_output=True, text=True, timeout=100)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     handler_calls, n_late, _ = map(int, proc.stdout.split())

@@ -45,20 +45,16 @@ def test_properties_and_large_bodies_arrive_intact(amqp_url, queue):
         "application/octet-stream", 2, {"k": "v"})
 
 
-@pytest.fixture(params=["compiled", "python"])
-def twin(request, monkeypatch):
-    """Run the test on fastio._amqp's Outbox and on its pure-Python twin."""
-    from fastio import _pyamqp
-    from fastio._ext import amqp
+@pytest.fixture
+def twin(implementation, monkeypatch):
+    """Run the test on the amqp pair's compiled Outbox and on its pure-Python twin."""
+    import implementations
     from fastio.rabbitmq import publisher
 
-    if request.param == "python":
-        monkeypatch.setattr(publisher, "Outbox", _pyamqp.Outbox)
-        monkeypatch.setattr(publisher, "split_confirms", _pyamqp.split_confirms)
-        return _pyamqp
-    if amqp is None:
-        pytest.skip("fastio._amqp is not built")
-    return amqp
+    module = implementations.pair(implementation, "amqp")
+    monkeypatch.setattr(publisher, "Outbox", module.Outbox)
+    monkeypatch.setattr(publisher, "split_confirms", module.split_confirms)
+    return module
 
 
 def _full_queue(admin):
@@ -280,7 +276,7 @@ def test_channel_closed_for_a_transient_reason_is_retried(amqp_url, queue, monke
         for msg in [m for m in queue_ if m[0] is culprit[0]]:
             queue_.remove(msg)
             msg[0]._resolve(ChannelClosedError("the culprit"))
-            self._outbox.n_done += 1
+            self._outbox.settle(1)
 
     monkeypatch.setattr(publisher.Publisher, "_on_channel_closed", closed)
     behind = []
@@ -402,15 +398,15 @@ def test_unreachable_broker_is_a_clear_error_within_the_timeout():
 
 
 def test_publisher_on_the_pure_python_twin(amqp_url, queue, monkeypatch):
-    # What FASTIO_NO_EXTENSIONS=1 runs: the same Publisher on fastio._pyamqp.
-    from fastio import _pyamqp
+    # What FASTIO_NO_EXTENSIONS=1 runs: the same Publisher on fastio._impl.amqp_py.
+    from fastio._impl import amqp_py
     from fastio.rabbitmq import publisher
 
-    monkeypatch.setattr(publisher, "Outbox", _pyamqp.Outbox)
-    monkeypatch.setattr(publisher, "split_confirms", _pyamqp.split_confirms)
+    monkeypatch.setattr(publisher, "Outbox", amqp_py.Outbox)
+    monkeypatch.setattr(publisher, "split_confirms", amqp_py.split_confirms)
     with Publisher(amqp_url) as pub:
         futures = [pub.publish("", queue, b"%d" % i) for i in range(2000)]
         pub.flush(30)
-        assert type(pub._outbox) is _pyamqp.Outbox
+        assert type(pub._outbox) is amqp_py.Outbox
     assert all(f.result(0) is None for f in futures)
     assert sorted(int(b) for b in drain(amqp_url, queue)) == list(range(2000))

@@ -32,7 +32,8 @@ import time
 import pytest
 
 from echo_support import ServerProcess, parse_summary, socket_inodes, wait_until
-from fastio._ext import core as _core
+import implementations
+from fastio._impl import compiled
 from loop_fixtures import LOOP_KINDS, LoopAdapter
 from reliability_support import (EchoSwarm, EmfileServer, block_timer_signal_in_this_thread,
                                  first_difference, recv_exactly, round_trip, timer_signal,
@@ -48,6 +49,8 @@ MiB = 1024 * 1024
 
 @pytest.mark.parametrize("kind", LOOP_KINDS)
 def test_accept_emfile_keeps_serving_clients_without_spinning_then_serves_the_backlog(kind):
+    if kind == "fastio-c":
+        implementations.pair("c", "loop")  # skip (or fail) here, not in the child
     connected, pending_count = 3, 4
     rng = random.Random(3)
     with EmfileServer(kind, free_slots=connected) as srv:
@@ -342,21 +345,32 @@ def test_selector_closed_from_another_thread_while_select_blocks(selector_cls, s
     assert elapsed < 4.0, "select() slept %.1f s: the data did not wake it" % elapsed
     with pytest.raises(RuntimeError):
         sel.get_key(a)
-    if selector_cls.__name__ == "EpollSelector":
+    if selector_cls.__name__ in ("EpollSelector", "UringSelector"):  # a kernel object, as epoll's
         with pytest.raises(ValueError):
             sel.select(0)
     else:
         assert sel.select(0) == []
+    if selector_cls.__name__ == "UringSelector":
+        # The kernel tears a closed ring down in a worker that then queues
+        # task work on this thread: its next blocking wait returns EINTR
+        # once. Let a sleep take it, not the next test's select().
+        time.sleep(0.2)
+
+
+_core = compiled("core")
 
 
 @pytest.mark.skipif(_core is None, reason="needs the compiled core")
-@pytest.mark.parametrize("name", ["EpollPoller", "PollPoller", "SelectPoller"])
+@pytest.mark.parametrize("name", ["EpollPoller", "PollPoller", "SelectPoller", "UringPoller"])
 def test_core_poller_closed_from_another_thread_returns_then_raises_value_error(name, socketpair):
     poller_cls = getattr(_core, name, None)
     if poller_cls is None:
         pytest.skip("no %s here" % name)
     a, b = socketpair()
-    poller = poller_cls()
+    try:
+        poller = poller_cls()
+    except OSError as exc:  # io_uring refused here
+        pytest.skip("%s: %s" % (name, exc))
     poller.register(a, _core.POLLIN)
     main = threading.get_native_id()
     log = []
@@ -481,7 +495,7 @@ def test_waker_wake_from_8_threads_while_the_loop_closes(fastio_loop):
     assert stray == b""
 
 
-@pytest.mark.parametrize("kind", ["fastio", "fastio-python", "asyncio"])
+@pytest.mark.parametrize("kind", LOOP_KINDS)
 def test_call_soon_threadsafe_from_a_thread_after_close_raises_runtime_error(kind):
     adapter = LoopAdapter(kind)
     adapter.close()

@@ -27,7 +27,7 @@ import time
 
 import pytest
 
-import fastio._pyselectors as py_selectors
+import fastio._impl.core_py as py_selectors
 import fastio.selectors as fastio_selectors
 from conftest import STDLIB_CLASSES
 

@@ -1,6 +1,6 @@
-"""The drop-in contract of COMPAT.md, on fastio and on the stdlib reference.
+"""The drop-in contract of COMPAT.md, on both of fastio's implementations and on the stdlib reference.
 
-Every test runs once per (impl, backend): ``[fastio-epoll]``, ``[stdlib-poll]``...
+Every test runs once per (impl, backend): ``[fastio-c-epoll]``, ``[fastio-py-poll]``, ``[stdlib-poll]``...
 Items are numbered as in COMPAT.md; the "callers rely on" list follows them.
 """
 

@@ -1,8 +1,8 @@
 """The loop's Transport is one cold half and two hot twins.
 
 fastio._transport.TransportMixin holds every transport method that runs a
-few times per connection; fastio._loop.TransportCore (compiled) and
-fastio._pyloop.TransportCore (pure Python) hold only recv/send/flow control
+few times per connection; fastio._impl.loop_c.TransportCore (compiled) and
+fastio._impl.loop_py.TransportCore (pure Python) hold only recv/send/flow control
 and the hooks the mixin drives. These tests keep it that way: a cold method
 defined again in a core would shadow nothing (the mixin comes first in the
 MRO) but would be dead code drifting from the live one.
@@ -12,14 +12,8 @@ import socket
 
 import pytest
 
-from fastio import _pyloop
-from fastio._ext import loop as _ext_loop
+import implementations
 from fastio._transport import TransportMixin
-from fastio.loop import Loop, _PyLoop
-
-MODULES = [pytest.param(_pyloop, id="python")]
-if _ext_loop is not None:
-    MODULES.insert(0, pytest.param(_ext_loop, id="cython"))
 
 COLD = [
     "_start", "close", "abort", "is_closing", "_fatal_error", "_force_close",
@@ -31,12 +25,16 @@ COLD = [
 HOOKS = ["write", "_set_reading", "_set_writing", "_set_protocol", "_set_write_buffer_limits"]
 
 
-@pytest.mark.parametrize("mod", MODULES)
+@pytest.fixture
+def mod(implementation):
+    """The loop pair's module: compiled, then the Python twin."""
+    return implementations.pair(implementation, "loop")
+
+
 def test_transport_is_the_mixin_over_the_core(mod):
     assert mod.Transport.__mro__[1:3] == (TransportMixin, mod.TransportCore)
 
 
-@pytest.mark.parametrize("mod", MODULES)
 @pytest.mark.parametrize("name", COLD)
 def test_cold_method_is_defined_once_in_the_mixin(mod, name):
     assert name in vars(TransportMixin)
@@ -44,25 +42,21 @@ def test_cold_method_is_defined_once_in_the_mixin(mod, name):
     assert getattr(mod.Transport, name) is getattr(TransportMixin, name)
 
 
-@pytest.mark.parametrize("mod", MODULES)
 @pytest.mark.parametrize("name", HOOKS)
 def test_core_provides_what_the_mixin_drives(mod, name):
     assert callable(getattr(mod.TransportCore, name))
 
 
 def test_cores_have_the_same_public_methods():
-    if _ext_loop is None:
-        pytest.skip("the extension is not built")
-    public = [{n for n in dir(m.TransportCore) if not n.startswith("_")} for m in (_ext_loop, _pyloop)]
+    cores = [implementations.pair(impl, "loop").TransportCore for impl in ("c", "py")]
+    public = [{n for n in dir(core) if not n.startswith("_")} for core in cores]
     assert public[0] == public[1] == {"max_size", "write"}
 
 
-@pytest.mark.parametrize("loop_cls", [pytest.param(Loop, id="default"),
-                                      pytest.param(_PyLoop, id="python")])
-def test_limits_set_through_the_mixin_pause_a_full_buffer(loop_cls):
+def test_limits_set_through_the_mixin_pause_a_full_buffer(implementation):
     # set_write_buffer_limits (mixin) must reach the core's flow control:
     # lowering the high-water mark under what is buffered pauses at once.
-    loop = loop_cls()
+    loop = implementations.loop_class(implementation)()
     a, b = socket.socketpair()
     a.setblocking(False)
     calls = []
@@ -81,7 +75,7 @@ def test_limits_set_through_the_mixin_pause_a_full_buffer(loop_cls):
             calls.append(("lost", exc))
 
     try:
-        transport = loop._transport_class(loop, a, Proto(), {})
+        transport = loop.transport_class(loop, a, Proto(), {})
         transport._start()
         chunk = b"x" * 65536
         while not transport.get_write_buffer_size():

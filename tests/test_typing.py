@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 USER_SCRIPT = ROOT / "tests" / "typecheck" / "user_script.py"
 MISUSE = ROOT / "tests" / "typecheck" / "misuse.py"
+CONTRACTS = ROOT / "tests" / "typecheck" / "contracts.py"
 
 pytest.importorskip("mypy")
 pytestmark = pytest.mark.skipif(
@@ -104,6 +105,11 @@ def test_user_script_runs(no_extensions):
         env.pop("FASTIO_REQUIRE_EXTENSIONS", None)  # CI's demand, not this run's
     result = subprocess.run([sys.executable, str(USER_SCRIPT)], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_implementations_satisfy_the_contracts():
+    result = _mypy("--strict", "--follow-imports=silent", str(CONTRACTS))
     assert result.returncode == 0, result.stdout + result.stderr
 
 

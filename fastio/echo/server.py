@@ -35,7 +35,7 @@ from typing import IO, Any, Callable, Dict, Optional, Set, Tuple, Type
 
 from fastio import selectors as _selectors
 from fastio._cli import format_address
-from fastio._ext import echo as _echo_ext
+from fastio._impl import echo as _echo_impl
 from fastio.loop import Loop, Protocol, Server, Transport
 
 __all__ = ["EchoServer", "EchoStats", "BACKENDS", "serve"]
@@ -75,27 +75,11 @@ class EchoStats:
             self.connections, self.bytes_in, self.bytes_out)
 
 
-class _PyEchoCore:
-    """The per-chunk path without the extension: fastio._echo.EchoCore's twin."""
-
-    _transport: Any
-    _upper: bool
-    _draining: bool
-    _in: int
-
-    def data_received(self, data: bytes) -> None:
-        if self._draining:
-            return  # arrived after shutdown began: read only to be discarded
-        self._in += len(data)
-        if self._upper:
-            data = data.upper()  # bytes.upper() touches ASCII letters only
-        self._transport.write(data)
-
-
 # Discussion: the per-chunk path is what the server benchmark measures. With
-# the extension it is compiled (fastio._echo): the loop's transport hands it
-# the receive buffer, and the reply goes out through the transport's C write.
-_EchoCore: Any = _echo_ext.EchoCore if _echo_ext is not None else _PyEchoCore
+# the extension it is compiled (fastio._impl.echo_c): the loop's transport
+# hands it the receive buffer, and the reply goes out through the
+# transport's C write.
+_EchoCore: Any = _echo_impl.EchoCore
 
 
 class _EchoProtocol(_EchoCore, Protocol):

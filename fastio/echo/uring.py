@@ -1,6 +1,6 @@
 """The echo server on io_uring: same behaviour as `EchoServer`, completion-based.
 
-The whole per-connection path runs in fastio._echo.UringEcho (src/uring_echo.pxi):
+The whole per-connection path runs in fastio._impl.echo_c.UringEcho (src/uring_echo.pxi):
 multishot accept, multishot recv into a provided-buffer ring, replies as
 SQEs, one io_uring_enter per loop turn. This module owns the listening
 socket, the wake pipe, signals and the stats, with `EchoServer`'s interface,
@@ -15,9 +15,12 @@ import signal
 import socket
 import threading
 
-from fastio._ext import echo as _echo_ext
+from fastio._impl import compiled
 
 __all__ = ["UringEchoServer", "status"]
+
+# io_uring exists compiled only.
+_echo_ext = compiled("echo")
 
 
 def status():
@@ -153,5 +156,5 @@ class UringEchoServer:
 
     @property
     def engine(self):
-        """The compiled engine (fastio._echo.UringEcho): its counters, e.g. `enters`."""
+        """The compiled engine (fastio._impl.echo_c.UringEcho): its counters, e.g. `enters`."""
         return self._core

@@ -6,7 +6,8 @@ Needs pika (``pip install fastio[rabbitmq]``).
 usable wherever `pika.SelectConnection` is. `Publisher` publishes with
 pipelined confirms from any thread, reconnects (to the next node of a
 cluster), re-publishes what the broker did not ack (nacked and returned
-messages too, within a retry bound), and encodes its frames in C.
+messages too, within a retry bound), and encodes its frames in compiled
+code (in Python on the pure-Python fallback).
 `AsyncPublisher` is the same Publisher for asyncio code: awaitable
 confirms, no blocking.
 """

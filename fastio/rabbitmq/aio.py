@@ -35,7 +35,8 @@ from typing import (Any, Callable, Deque, List, Optional, Sequence, Tuple, Type,
 from fastio.rabbitmq import _params
 from fastio.rabbitmq._future import PublishFuture
 from fastio.rabbitmq.errors import BackPressureError, PublisherClosed
-from fastio.rabbitmq.publisher import Address, Body, Properties, Publisher, check_retry_options
+from fastio.rabbitmq._retry import check_retry_options
+from fastio.rabbitmq.publisher import Address, Body, Properties, Publisher
 
 __all__ = ["AsyncPublisher"]
 

@@ -7,14 +7,15 @@ with pika's ioloop interface, which fastio's Loop has; so FastioConnection
 is pika's SelectConnection with a fastio Loop in place of pika's IOLoop.
 
 One thing is replaced: for plaintext sockets the stream transport is
-fastio's (recv/send in C, one shared receive buffer) instead of pika's
-pure-Python `_AsyncPlaintextTransport`. pika's protocol side is already
+fastio's (recv/send compiled, into the loop's one receive buffer, when the
+extension is built) instead of pika's pure-Python
+`_AsyncPlaintextTransport`. pika's protocol side is already
 asyncio-shaped (connection_made / data_received / eof_received /
 connection_lost), which is exactly what fastio's Transport drives. TLS
 sockets keep pika's own SSL transport, running on the same loop.
 """
 
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
 
 import pika.connection
 from pika.adapters.base_connection import BaseConnection
@@ -24,6 +25,9 @@ from pika.adapters.utils.selector_ioloop_adapter import SelectorIOServicesAdapte
 from fastio import _streams
 from fastio._log import get_logger
 from fastio.loop import Loop
+
+if TYPE_CHECKING:
+    from fastio._contracts import IOLoopLike
 
 __all__ = ["FastioConnection", "FastioIOServices"]
 
@@ -89,7 +93,7 @@ class _StreamLinkup(nbio_interface.AbstractIOReference):
         sock, self._sock = self._sock, None
         try:
             protocol = self._factory()
-            transport = self._loop._transport_class(
+            transport = self._loop.transport_class(
                 self._loop, sock, _ProtocolShim(protocol), _streams._extra(sock))
             transport._start()
         except Exception as exc:
@@ -103,13 +107,14 @@ class _StreamLinkup(nbio_interface.AbstractIOReference):
 class FastioIOServices(SelectorIOServicesAdapter):
     """pika's I/O services on a fastio Loop, with fastio's plaintext transport.
 
-    :param loop: a `fastio.loop.Loop` (or anything with pika's ioloop API).
+    :param loop: a `fastio.loop.Loop` (or anything with pika's ioloop API,
+        `fastio._contracts.IOLoopLike`).
     """
 
     def create_streaming_connection(self, protocol_factory, sock, on_done,
                                     ssl_context=None, server_hostname=None):
         """Same contract as pika's; plaintext sockets get a fastio Transport."""
-        if ssl_context is not None or not hasattr(self._loop, "_transport_class"):
+        if ssl_context is not None or not hasattr(self._loop, "transport_class"):
             return super().create_streaming_connection(
                 protocol_factory, sock, on_done, ssl_context, server_hostname)
         return _StreamLinkup(self._loop, protocol_factory, sock, on_done).start()
@@ -119,7 +124,9 @@ def _services(custom_ioloop: Optional[IOLoopOrServices]
               ) -> nbio_interface.AbstractIOServices:
     if isinstance(custom_ioloop, nbio_interface.AbstractIOServices):
         return custom_ioloop
-    return FastioIOServices(custom_ioloop if custom_ioloop is not None else Loop())
+    # Annotated so that type checkers hold Loop to pika's ioloop interface.
+    ioloop: "IOLoopLike" = custom_ioloop if custom_ioloop is not None else Loop()
+    return FastioIOServices(ioloop)
 
 
 class FastioConnection(BaseConnection):  # type: ignore[misc, unused-ignore]  # pika: untyped

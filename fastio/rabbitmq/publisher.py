@@ -5,7 +5,8 @@ Design (why it is fast and what it guarantees):
 * pika does the talking that is not hot: FastioConnection opens the
   connection, channel 1, confirm.select, and decodes the rare frames
   (basic.return, connection.blocked, close, heartbeats). The hot paths
-  are ours, in C (fastio._amqp, twin fastio._pyamqp): `publish()` is
+  are ours, compiled (fastio._impl.amqp_c; on the pure-Python fallback its
+  twin fastio._impl.amqp_py, same behaviour): `publish()` is
   `Outbox.submit`, which encodes basic.publish + header + body frames in
   the calling thread and queues them; the loop thread writes every queued
   message with ONE transport write (`Outbox.take`); basic.ack/nack frames
@@ -27,24 +28,9 @@ Design (why it is fast and what it guarantees):
   an ack. When the connection drops, the Publisher reconnects with
   exponential back-off, cycling through the given broker addresses, and
   re-publishes every unconfirmed message before new ones.
-* Retry, for clusters: a nack is not final. In a cluster the broker nacks
-  while a queue has no leader (a quorum queue whose leader just died, a
-  classic queue whose node is down), and a confirm channel opened on a
-  survivor right after a leader died can keep nacking until the dead node
-  returns, while a new channel does not. So a nacked message goes back to
-  the front of the queue after a back-off (`retry_delay`, doubling with
-  each failed attempt of the message). Rounds of nacks without an ack in
-  between escalate: on the second the Publisher opens a new channel, from
-  the third on it moves to the next node of the list. A returned mandatory
-  message (a classic queue whose node is down is unroutable), a channel
-  closed by the broker for a transient reason (320, 506, 541: a node
-  going down) and a lost connection are retried too. A message fails
-  (`NackError`, or `UnroutableError` when it was last returned, either
-  carrying every failed attempt) only when it fails again after
-  `retry_deadline` seconds since its first failure, or after
-  `max_attempts` failures. A queue that rejects publishes when full
-  (x-overflow reject-publish) nacks as well: its messages are retried the
-  same way, until the bound.
+* Retry, for clusters: a nack is not final; a nacked or returned message,
+  or one lost with its channel or connection, is sent again within a
+  bound (`retry_deadline`, `max_attempts`). See fastio.rabbitmq._retry.
 * Duplicates: a message whose ack was lost with its channel or connection,
   or that the broker enqueued on some members before nacking, is sent
   again; consumers must tolerate (or de-duplicate) repeats. Nothing acked
@@ -70,7 +56,7 @@ import random
 import threading
 import time
 from types import TracebackType
-from typing import (TYPE_CHECKING, Any, Callable, Deque, Dict, List, Mapping, Optional,
+from typing import (TYPE_CHECKING, Any, Callable, Deque, Dict, Mapping, Optional,
                     Sequence, Tuple, Type, Union)
 
 import pika
@@ -78,15 +64,14 @@ import pika.connection
 import pika.exceptions
 import pika.spec
 
-from fastio import _pyamqp
+from fastio._impl import amqp as _frames
 from fastio._log import get_logger
-from fastio._ext import amqp as _amqp
 from fastio.rabbitmq import _params
 from fastio.rabbitmq._future import PublishFuture, new_future
+from fastio.rabbitmq._retry import RetryEngine, check_retry_options
 from fastio.rabbitmq.connection import FastioConnection
-from fastio.rabbitmq.errors import (Attempt, BackPressureError, ChannelClosedError,
-                                    CloseTimeoutError, ConnectError, NackError, PublisherClosed,
-                                    UnroutableError)
+from fastio.rabbitmq.errors import (BackPressureError, ChannelClosedError, CloseTimeoutError,
+                                    ConnectError, PublisherClosed)
 
 if TYPE_CHECKING:
     from fastio.loop import Loop
@@ -102,8 +87,7 @@ Body = Union[bytes, bytearray, memoryview, str]
 
 logger = get_logger("fastio.rabbitmq")
 
-# The C hot path (fastio._amqp) or its pure-Python twin.
-_frames = _amqp if _amqp is not None else _pyamqp
+# The hot path: the amqp pair fastio._impl chose (compiled, else the twin).
 split_confirms = _frames.split_confirms
 Outbox = _frames.Outbox
 
@@ -113,10 +97,6 @@ CHANNEL = 1
 # INTERNAL_ERROR (e.g. a queue process gone with its node). The others
 # (NOT_FOUND, ACCESS_REFUSED, PRECONDITION_FAILED, ...) would fail again.
 _TRANSIENT_CLOSE = frozenset((320, 506, 541))
-# Rounds of nacks (without an ack in between) before the Publisher opens a
-# new channel, and before it moves to the next node.
-_NEW_CHANNEL_ROUND = 2
-_NEW_NODE_ROUND = 3
 # Longest a blocked publish()/flush() sleeps without re-checking (see _wait).
 _RECHECK = 0.05
 
@@ -128,35 +108,15 @@ _RECHECK = 0.05
 # negotiate a smaller frame_max than assumed. Tuples: cheapest to build.
 
 
-def check_retry_options(retry_deadline: Optional[float], max_attempts: Optional[int],
-                        retry_delay: Tuple[float, float]) -> None:
-    """Raise ValueError for retry options no Publisher could honour.
-
-    Shared with `AsyncPublisher`, which checks them before it connects.
-    """
-    if retry_deadline is not None and not retry_deadline >= 0:
-        raise ValueError("retry_deadline must be None or >= 0, not %r" % (retry_deadline,))
-    if max_attempts is not None and max_attempts < 1:
-        raise ValueError("max_attempts must be None or at least 1, not %r" % (max_attempts,))
-    try:
-        first, most = retry_delay
-        valid = 0 <= first <= most
-    except (TypeError, ValueError):
-        valid = False
-    if not valid:
-        raise ValueError("retry_delay must be a pair (first, max) with 0 <= first <= max, "
-                         "not %r" % (retry_delay,))
-
-
 class _ConfirmingConnection(FastioConnection):
     """FastioConnection that takes basic.ack/nack out of the stream itself.
 
     pika would decode every confirm into objects and dispatch it through
     its callback registry; at tens of thousands of messages a second that
     is most of the client's CPU. The bytes go through `split_confirms`
-    (C) first: confirms on the Publisher's channel go to `confirm_sink`,
-    every other frame reaches pika whole and in order, so pika's own frame
-    buffer never holds a partial frame.
+    (compiled, or its pure-Python twin) first: confirms on the Publisher's
+    channel go to `confirm_sink`, every other frame reaches pika whole and
+    in order, so pika's own frame buffer never holds a partial frame.
     """
 
     confirm_sink = None
@@ -199,7 +159,7 @@ class _ConfirmingConnection(FastioConnection):
                     return
 
 
-class Publisher:
+class Publisher(RetryEngine):
     """Publish to RabbitMQ with confirms, from any thread; reconnect on failure.
 
     Use it as a context manager from synchronous code (the loop then runs
@@ -251,9 +211,7 @@ class Publisher:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
         check_retry_options(retry_deadline, max_attempts, retry_delay)
-        self._retry_deadline = retry_deadline
-        self._max_attempts = max_attempts
-        self._retry_first, self._retry_max = retry_delay
+        self._init_retry(retry_deadline, max_attempts, retry_delay)
         self._params = _params.parameters_list(url_or_parameters)
         self._close_timeout = close_timeout
         self._failed_on_close = 0       # messages close() had to fail
@@ -284,10 +242,6 @@ class Publisher:
         self._transport: Any = None
         self._ready = False
         self._recycling = False     # closing the channel to open a fresh one
-        self._retry: List[Any] = []     # nacked messages waiting for _retry_timer
-        self._retry_timer: Any = None
-        self._retry_has_nacks = False
-        self._nack_rounds = 0       # retry rounds with nacks since the last ack
         self._blocked = False
         self._attempt = 0
         self._address = 0
@@ -343,7 +297,8 @@ class Publisher:
         Thread-safe. The future (a `concurrent.futures.Future`) resolves to
         None; it fails with `NackError`, `UnroutableError` (mandatory and
         no queue matched), `ChannelClosedError` or `PublisherClosed`.
-        The work is done by `Outbox.submit` in C.
+        The work is done by `Outbox.submit` (compiled, or its pure-Python
+        twin on the fallback).
 
         :param exchange: exchange name ('' is the default exchange).
         :param routing_key: the routing key (the queue, on the default exchange).
@@ -436,7 +391,7 @@ class Publisher:
     # ------------------------------------------------- waiting (any thread)
 
     def _on_loop_thread(self) -> bool:
-        return self._loop._thread_id == threading.get_ident()
+        return self._loop.thread_id == threading.get_ident()
 
     def _wake(self):
         try:
@@ -638,7 +593,7 @@ class Publisher:
         if sent:
             for future in sent:
                 future._resolve()
-            box.n_done += len(sent)
+            box.settle(len(sent))
             self._wake_waiters()
 
     def _on_confirm(self, tag, multiple, nack):
@@ -652,124 +607,6 @@ class Publisher:
         self._on_confirm(method.delivery_tag, method.multiple,
                          isinstance(method, pika.spec.Basic.Nack))
 
-    def _on_failed(self, tag, msg, nack):
-        # Returns true when the message is kept for another attempt.
-        returned = self._returned.pop(tag, None)
-        if nack:
-            self._retry_has_nacks = True
-            outcome = "nack"
-        else:
-            outcome = "returned: %d %s" % (returned.reply_code, returned.reply_text)
-        if not self._may_retry(msg, outcome, self._connection, time.time(), returned):
-            return False
-        self._retry.append(msg)
-        if self._retry_timer is None:
-            # Back-off doubles with the message's failed attempts.
-            n = len(msg[0]._attempts)
-            delay = min(self._retry_max, self._retry_first * (2 ** min(n - 1, 30)))
-            self._retry_timer = self._loop.call_later(delay * random.uniform(0.5, 1.0),
-                                                      self._retry_failed)
-        return True
-
-    # ------------------------------------------------------ retry (loop)
-
-    def _may_retry(self, msg, outcome, connection, now, final=None):
-        """Record a failed attempt of `msg`; fail it if the bound is reached.
-
-        :param final: the exception to fail it with (default: `NackError`).
-        :returns: whether the message may be sent again.
-        """
-        future = msg[0]
-        attempts = future._attempts
-        if attempts is None:
-            attempts = future._attempts = []
-        address = ("%s:%s" % (connection.params.host, connection.params.port)
-                   if connection is not None else "?")
-        attempts.append(Attempt(now, address, outcome))
-        if ((self._max_attempts is not None and len(attempts) >= self._max_attempts)
-                or (self._retry_deadline is not None
-                    and now - attempts[0].when >= self._retry_deadline)):
-            if final is not None:
-                final.attempts = attempts
-                future._resolve(final)
-                return False
-            args = msg[2]
-            where = "" if args is None else " (exchange=%r routing_key=%r)" % args[:2]
-            future._resolve(NackError(
-                "broker did not take the message%s after %d attempts over %.1f s; last: %s"
-                % (where, len(attempts), now - attempts[0].when, outcome), attempts))
-            return False
-        return True
-
-    def _requeue(self, msgs, outcome=None, connection=None):
-        """Put unconfirmed `msgs` (and waiting retries) back in front of the queue.
-
-        With an `outcome`, each counts as a failed attempt and those past
-        the retry bound fail instead.
-        """
-        self._returnable.clear()
-        self._returned.clear()
-        if self._retry_timer is not None:
-            self._retry_timer.cancel()
-            self._retry_timer = None
-        if outcome is not None:
-            now = time.time()
-            conn = connection if connection is not None else self._connection
-            kept = [m for m in msgs if self._may_retry(m, outcome, conn, now)]
-            self._outbox.n_done += len(msgs) - len(kept)
-            msgs = kept
-        msgs = self._retry + msgs
-        self._retry = []
-        self._outbox.queue.extendleft(reversed(msgs))
-        self._wake_waiters()
-
-    def _retry_failed(self):
-        self._retry_timer = None
-        msgs, self._retry = self._retry, []
-        self._outbox.queue.extendleft(reversed(msgs))
-        # Returned messages say nothing about the channel: only nacks move
-        # the Publisher to a new channel or node.
-        nacked, self._retry_has_nacks = self._retry_has_nacks, False
-        if nacked:
-            self._nack_rounds += 1
-        if not self._ready or self._closing:
-            return      # a new channel or connection is on its way; it drains
-        if not nacked:
-            self._drain()
-        elif (self._nack_rounds >= _NEW_NODE_ROUND and self._connection is not None
-              and self._connection.is_open):
-            logger.warning("nacks persist; moving to the next node")
-            self._ready = False
-            self._connection.close()
-        elif (self._nack_rounds == _NEW_CHANNEL_ROUND and self._channel is not None
-              and self._channel.is_open):
-            logger.warning("nacks persist; opening a new channel")
-            self._ready = False
-            self._recycling = True
-            self._channel.close()
-        else:
-            self._drain()
-
-    def _on_return(self, channel, method, properties, body):
-        # Drop tags already confirmed, then take the oldest match: the
-        # broker routes (and returns) a channel's messages in order.
-        returnable = self._returnable
-        unconfirmed = self._outbox.unconfirmed
-        while returnable and returnable[0] not in unconfirmed:
-            returnable.popleft()
-        for tag in returnable:
-            msg = unconfirmed.get(tag)
-            if msg is None or tag in self._returned:
-                continue
-            exchange, routing_key, sent_body = msg[2][:3]
-            if (_same(exchange, method.exchange) and _same(routing_key, method.routing_key)
-                    and _as_bytes(sent_body) == body):
-                self._returned[tag] = UnroutableError(
-                    method.exchange, method.routing_key, method.reply_code,
-                    method.reply_text)
-                return
-        logger.warning("basic.return matched no unconfirmed message: %r", method)
-
     # ------------------------------------------------------------ closing
 
     def _fail_unconfirmed(self, exc):
@@ -778,7 +615,7 @@ class Publisher:
         self._returned.clear()
         for msg in msgs:
             msg[0]._resolve(exc)
-        self._outbox.n_done += len(msgs)
+        self._outbox.settle(len(msgs))
         self._wake_waiters()
         return len(msgs)
 
@@ -788,7 +625,7 @@ class Publisher:
         while queue:
             queue.popleft()[0]._resolve(exc)
             n += 1
-        self._outbox.n_done += n
+        self._outbox.settle(n)
         self._wake_waiters()
         return n
 
@@ -837,13 +674,3 @@ class Publisher:
 def _new_loop():
     from fastio.loop import Loop
     return Loop()
-
-
-def _as_bytes(body):
-    if isinstance(body, str):
-        return body.encode("utf-8")
-    return bytes(body)
-
-
-def _same(a, b):
-    return (a.decode("utf-8") if isinstance(a, bytes) else a) == b

@@ -20,7 +20,7 @@ import threading
 
 import fastio
 from fastio import selectors
-from fastio._ext import core
+from fastio._impl import compiled
 from fastio.loop import Loop, Protocol
 
 
@@ -60,6 +60,7 @@ def churn_selectors(rounds):
 
 
 def churn_waker(threads=4, wakes=20000):
+    core = compiled("core")
     waker = core.Waker() if core is not None else None
     if waker is None:
         return

@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import fastio
 from fastio import selectors
 from fastio.echo import client as echo_client
+from fastio.echo import loadgen, tutorial
 from fastio.echo.server import BACKENDS, EchoServer, EchoStats, serve
 from fastio.loop import Handle, Loop, Protocol, Server, TimerHandle, Transport
 
@@ -87,10 +88,10 @@ flag_bits: int = selectors.EPOLLET | selectors.EPOLLEXCLUSIVE | selectors.EPOLLP
 sel_impl: str = selectors.IMPLEMENTATION
 
 
-# --- fastio._core: the pollers ------------------------------------------------------
+# --- fastio._impl.core_c: the pollers ------------------------------------------------------
 
 if fastio.IMPLEMENTATION == "cython":
-    from fastio._core import EpollPoller, PollPoller, SelectPoller, Waker
+    from fastio._impl.core_c import EpollPoller, PollPoller, SelectPoller, Waker
 
     with EpollPoller() as epoller, Waker() as waker:
         epoller.register(waker, 0x001)
@@ -223,12 +224,12 @@ host, echo_port = echo.start()
 echo_thread = threading.Thread(target=echo.loop.run_forever, daemon=True)
 echo_thread.start()
 lines: List[str] = []
-bad: int = echo_client.talk(host, echo_port, sockets=2, parts=3, upper=True, out=lines.append)
+bad: int = tutorial.talk(host, echo_port, sockets=2, parts=3, upper=True, out=lines.append)
 reports: List[Dict[str, Any]] = []
-result_: Dict[str, Any] = echo_client.bench(host, echo_port, connections=2, duration=0.2, warmup=0.0,
-                                            upper=True, progress=reports.append, progress_interval=0.05)
-summary: str = echo_client.format_result(result_)
-progress_lines: List[str] = [echo_client.format_progress(report) for report in reports]
+result_: Dict[str, Any] = loadgen.bench(host, echo_port, connections=2, duration=0.2, warmup=0.0,
+                                        upper=True, progress=reports.append, progress_interval=0.05)
+summary: str = loadgen.format_result(result_)
+progress_lines: List[str] = [loadgen.format_progress(report) for report in reports]
 stats: EchoStats = echo.stats
 echo.loop.call_soon_threadsafe(echo.shutdown)
 echo_thread.join(30)
@@ -236,8 +237,8 @@ echo.close()
 assert bad == 0 and result_["errors"] == 0 and stats.connections == 4, (lines, result_, stats)
 line: str = stats.summary()
 serve_fn: Callable[..., EchoStats] = serve
-parts: List[str] = echo_client.split_parts("hello", 2)
-byte_parts: List[bytes] = echo_client.split_parts(b"hello", 2)
+parts: List[str] = tutorial.split_parts("hello", 2)
+byte_parts: List[bytes] = tutorial.split_parts(b"hello", 2)
 parser = argparse.ArgumentParser()
 echo_client.add_arguments(parser)
 status: int = echo_client.run(parser.parse_args(["--port", "1", "--sockets", "1", "--timeout", "1"]))

@@ -1,4 +1,4 @@
-"""Pure-Python twin of fastio._amqp: basic.publish frame encoding.
+"""Pure-Python twin of fastio._impl.amqp_c: basic.publish frame encoding.
 
 Same function, same bytes; used when the extension is not built
 (FASTIO_NO_EXTENSIONS=1). See src/_amqp.pyx for the frame layout.
@@ -35,7 +35,7 @@ def encode_publish(channel, frame_max, exchange, routing_key, body,
                    properties=EMPTY_PROPERTIES, mandatory=False):
     """Return the frames of one basic.publish as one bytes object.
 
-    Same contract as `fastio._amqp.encode_publish`.
+    Same contract as `fastio._impl.amqp_c.encode_publish`.
     """
     ex = _shortstr(exchange)
     rk = _shortstr(routing_key)
@@ -70,7 +70,7 @@ PROPERTY_NAMES = frozenset((
 def coerce_properties(properties):
     """Return `properties` as a `pika.BasicProperties`; a mapping is converted.
 
-    The one conversion for both twins: `fastio._amqp.coerce_properties`
+    The one conversion for both twins: `fastio._impl.amqp_c.coerce_properties`
     hands it what is not a BasicProperties already.
 
     :raises TypeError: neither a BasicProperties nor a mapping, or a
@@ -94,7 +94,7 @@ def coerce_properties(properties):
 def encode_properties(properties):
     """Return pika's encoding of a `pika.BasicProperties`, flags word first.
 
-    Same contract as `fastio._amqp.encode_properties`; here pika does it.
+    Same contract as `fastio._impl.amqp_c.encode_properties`; here pika does it.
     """
     return b"".join(coerce_properties(properties).encode())
 
@@ -105,7 +105,7 @@ _CONFIRM = struct.Struct(">BHIHHQB")
 def split_confirms(data, channel):
     """Take basic.ack/nack frames on `channel` out of `data`, keep the order.
 
-    Same contract as `fastio._amqp.split_confirms`.
+    Same contract as `fastio._impl.amqp_c.split_confirms`.
     """
     data = bytes(data)
     off = run_start = 0
@@ -133,7 +133,7 @@ _MIN_FRAME_MAX = 4096
 
 
 class Outbox:
-    """The Publisher's queue and confirm window; see fastio._amqp.Outbox."""
+    """The Publisher's queue and confirm window; see fastio._impl.amqp_c.Outbox."""
 
     def __init__(self, channel, frame_max, max_in_flight, new_future, wake,
                  wait_for_room, returnable, returned):
@@ -142,10 +142,10 @@ class Outbox:
         self.max_in_flight = max_in_flight
         self.queue = collections.deque()
         self.unconfirmed = {}
-        self.n_submitted = 0
-        self.n_done = 0
-        self.tag = 0
-        self.lowest = 1
+        self._n_submitted = 0
+        self._n_done = 0
+        self._tag = 0
+        self._lowest = 1
         self.wake_pending = False
         self.closed_error = None
         self._new_future = new_future
@@ -168,14 +168,14 @@ class Outbox:
             args = (exchange, routing_key, body, props, mandatory, frame_max)
         else:
             args = None
-        if self.n_submitted - self.n_done >= self.max_in_flight:
+        if self._n_submitted - self._n_done >= self.max_in_flight:
             self._wait_for_room()
         future = self._new_future()
         # Queued before counted: a flush() that runs in between (a signal
         # handler, another thread) never waits for a message not yet queued.
         self.queue.append((future, frames, args))
         with self._lock:      # += is not atomic across Python threads
-            self.n_submitted += 1
+            self._n_submitted += 1
         # Closed meanwhile (a signal handler, another thread): wake() is
         # what settles the message when nothing will send it any more.
         if not self.wake_pending or self.closed_error is not None:
@@ -186,7 +186,7 @@ class Outbox:
     def take(self, confirms):
         queue = self.queue
         frames, sent = [], []
-        tag = self.tag
+        tag = self._tag
         frame_max = self.frame_max
         while queue:
             msg = queue.popleft()
@@ -203,7 +203,7 @@ class Outbox:
                 self.unconfirmed[tag] = msg
             else:
                 sent.append(msg[0])
-        self.tag = tag
+        self._tag = tag
         return b"".join(frames), sent
 
     def confirm(self, tag, multiple, nack, on_failed):
@@ -211,8 +211,8 @@ class Outbox:
         returned = self._returned
         n = 0
         if multiple:
-            first = self.lowest
-            self.lowest = max(first, tag + 1)
+            first = self._lowest
+            self._lowest = max(first, tag + 1)
             tags = range(first, tag + 1)
         else:
             tags = (tag,)
@@ -226,10 +226,15 @@ class Outbox:
             else:
                 msg[0]._resolve()
                 n += 1
-        while self.lowest <= self.tag and self.lowest not in self.unconfirmed:
-            self.lowest += 1
-        self.n_done += n
+        while self._lowest <= self._tag and self._lowest not in self.unconfirmed:
+            self._lowest += 1
+        self._n_done += n
         return n
+
+    def settle(self, n):
+        if n < 0:
+            raise ValueError("cannot settle %d messages" % n)
+        self._n_done += n
 
     def take_unconfirmed(self):
         msgs = [self.unconfirmed[t] for t in sorted(self.unconfirmed)]
@@ -237,5 +242,11 @@ class Outbox:
         return msgs
 
     def reset_tags(self):
-        self.tag = 0
-        self.lowest = 1
+        self._tag = 0
+        self._lowest = 1
+
+    # Read-only, as the compiled twin's: only the Outbox moves its counters.
+    n_submitted = property(lambda self: self._n_submitted, doc="Messages submitted so far.")
+    n_done = property(lambda self: self._n_done, doc="Messages settled so far (confirmed, sent or failed).")
+    tag = property(lambda self: self._tag, doc="Delivery tag of the last message taken on this channel.")
+    lowest = property(lambda self: self._lowest, doc="Lowest delivery tag that may still be unconfirmed.")

@@ -1,4 +1,4 @@
-"""Type stubs for the compiled readiness core, fastio._core."""
+"""Type stubs for the compiled readiness core, fastio._impl.core_c."""
 
 import selectors
 from typing import Any, Dict, List, Mapping, Optional, Protocol, Tuple, Union
@@ -48,6 +48,17 @@ class EpollPoller(Poller):
 
 class PollPoller(Poller): ...
 class SelectPoller(Poller): ...
+
+class UringPoller(Poller):
+    mode: str
+    nbufs: int
+    bufsize: int
+    def __init__(self, *, mode: str = ..., entries: int = ..., nbufs: int = ...,
+                 bufsize: int = ...) -> None: ...
+    def fileno(self) -> int: ...
+    def _hub_capsule(self) -> Any: ...
+
+def _uring_fake_errno(err: int) -> None: ...
 
 class Waker:
     closed: bool

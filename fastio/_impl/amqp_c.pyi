@@ -1,4 +1,4 @@
-"""Type stubs for fastio._amqp (basic.publish frames, confirms, the Publisher's outbox)."""
+"""Type stubs for fastio._impl.amqp_c (basic.publish frames, confirms, the Publisher's outbox)."""
 
 from typing import Any, Callable, Deque, Dict, FrozenSet, List, Optional, Tuple, Union
 
@@ -21,10 +21,14 @@ class Outbox:
     max_in_flight: int
     queue: Deque[Tuple[Any, bytes, Optional[tuple]]]
     unconfirmed: Dict[int, Tuple[Any, bytes, Optional[tuple]]]
-    n_submitted: int
-    n_done: int
-    tag: int
-    lowest: int
+    @property
+    def n_submitted(self) -> int: ...
+    @property
+    def n_done(self) -> int: ...
+    @property
+    def tag(self) -> int: ...
+    @property
+    def lowest(self) -> int: ...
     wake_pending: bool
     closed_error: Optional[BaseException]
     def __init__(self, channel: int, frame_max: int, max_in_flight: int,
@@ -36,5 +40,6 @@ class Outbox:
     def take(self, confirms: bool) -> Tuple[bytes, List[Any]]: ...
     def confirm(self, tag: int, multiple: bool, nack: bool,
                 on_failed: Callable[[int, Any, bool], Optional[bool]]) -> int: ...
+    def settle(self, n: int) -> None: ...
     def take_unconfirmed(self) -> List[Tuple[Any, bytes, Optional[tuple]]]: ...
     def reset_tags(self) -> None: ...

@@ -1,7 +1,7 @@
 """Pure-Python twin of src/_loop.pyx: the loop's hot path without a compiler.
 
-Used when the extension is absent (FASTIO_NO_EXTENSIONS=1, PyPy). The classes,
-names and behaviour match the Cython module one for one; fastio.loop builds
+fastio._impl runs it when loop_c is absent (FASTIO_NO_EXTENSIONS=1, PyPy). The classes,
+names, signatures and behaviour match the Cython module one for one; fastio.loop builds
 everything else on top of whichever of the two it got. Keep the two in step:
 a change here is a change in src/_loop.pyx, and tests run on both.
 """
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Tu
 from fastio._transport import TransportMixin
 
 if TYPE_CHECKING:
+    from fastio._contracts import PollerLike, WakerLike
     from fastio._streams import Protocol
 
 __all__ = ["Handle", "TimerHandle", "LoopCore", "TransportCore", "Transport"]
@@ -34,11 +35,11 @@ POLLIN = 0x001
 POLLOUT = 0x004
 POLLERR = 0x008
 POLLHUP = 0x010
-# Readiness bits that wake a reader / a writer: an error or hang-up wakes both,
-# as the stdlib selectors do, so whoever waits learns it from recv()/send().
 # The longest single wait, as asyncio's: a timer further away than any
 # poller's timeout can express just takes several waits.
 MAX_WAIT = 24 * 3600.0
+# Readiness bits that wake a reader / a writer: an error or hang-up wakes both,
+# as the stdlib selectors do, so whoever waits learns it from recv()/send().
 _READ_BITS = ~POLLOUT
 _WRITE_BITS = ~POLLIN
 
@@ -68,11 +69,10 @@ class Handle:
 
     __slots__ = ("_callback", "_args", "_context", "_cancelled", "_loop")
 
-    def __init__(self, callback: Callable[..., object], args: Tuple[Any, ...], loop: Any,
-                 context: Optional[contextvars.Context] = None) -> None:
+    def __init__(self, callback: Callable[..., object], args: Tuple[Any, ...], loop: Any) -> None:
         self._callback = callback
         self._args = args
-        self._context = context
+        self._context: Optional[contextvars.Context] = None
         self._cancelled = False
         self._loop = loop
 
@@ -107,12 +107,10 @@ class TimerHandle(Handle):
 
     __slots__ = ("_when", "_seq", "_scheduled")
 
-    def __init__(self, when: float, seq: int, callback: Callable[..., object], args: Tuple[Any, ...],
-                 loop: Any, context: Optional[contextvars.Context] = None) -> None:
-        Handle.__init__(self, callback, args, loop, context)
-        self._when = when
-        self._seq = seq
-        self._scheduled = True
+    # Constructed as a Handle; the loop sets _when, _seq and _scheduled.
+    _when: float
+    _seq: int
+    _scheduled: bool
 
     def when(self) -> float:
         """Return the loop time at which the callback is due."""
@@ -124,9 +122,6 @@ class TimerHandle(Handle):
             self._cancelled = True
             if self._scheduled:
                 self._loop._timer_cancelled()
-
-    def __lt__(self, other: "TimerHandle") -> bool:
-        return (self._when, self._seq) < (other._when, other._seq)
 
 
 class _FdEntry:
@@ -148,12 +143,12 @@ class LoopCore:
     :param waker: a fastio Waker, registered here for call_soon_threadsafe().
     """
 
-    def __init__(self, poller: Any, waker: Any) -> None:
+    def __init__(self, poller: "PollerLike", waker: "WakerLike") -> None:
         self._poller = poller
         self._waker = waker
         self._ready: List[Handle] = []
         self._threadsafe: Deque[Handle] = collections.deque()
-        self._timers: List[TimerHandle] = []
+        self._timers: List[Tuple[float, int, TimerHandle]] = []
         self._timer_seq = 0
         self._timer_cancelled_count = 0
         self._fds: Dict[int, _FdEntry] = {}
@@ -184,7 +179,8 @@ class LoopCore:
         """
         self._check_closed()
         _check_callback(callback, "call_soon")
-        handle = Handle(callback, args, self, context)
+        handle = Handle(callback, args, self)
+        handle._context = context
         self._ready.append(handle)
         return handle
 
@@ -193,7 +189,8 @@ class LoopCore:
         """Like call_soon() but callable from any thread; wakes the loop."""
         self._check_closed()
         _check_callback(callback, "call_soon_threadsafe")
-        handle = Handle(callback, args, self, context)
+        handle = Handle(callback, args, self)
+        handle._context = context
         # A deque that is never replaced: appends from other threads cannot
         # land in a list the loop has already swapped out (see _run_once).
         self._threadsafe.append(handle)
@@ -222,8 +219,13 @@ class LoopCore:
         self._check_closed()
         _check_callback(callback, method)
         self._timer_seq += 1
-        timer = TimerHandle(when, self._timer_seq, callback, args, self, context)
-        _heapq.heappush(self._timers, timer)
+        timer = TimerHandle(callback, args, self)
+        timer._context = context
+        timer._when = when
+        timer._seq = self._timer_seq
+        timer._scheduled = True
+        # (when, seq): equal deadlines fire in the order they were scheduled.
+        _heapq.heappush(self._timers, (when, timer._seq, timer))
         return timer
 
     def _timer_cancelled(self) -> None:
@@ -233,11 +235,11 @@ class LoopCore:
         n = len(self._timers)
         if n > 64 and self._timer_cancelled_count * 2 > n:
             live = []
-            for t in self._timers:
-                if t._cancelled:
-                    t._scheduled = False
+            for entry in self._timers:
+                if entry[2]._cancelled:
+                    entry[2]._scheduled = False
                 else:
-                    live.append(t)
+                    live.append(entry)
             _heapq.heapify(live)
             self._timers = live
             self._timer_cancelled_count = 0
@@ -369,7 +371,7 @@ class LoopCore:
         if self._ready or self._threadsafe or self._stopping:
             timeout = 0
         elif self._timers:
-            timeout = min(max(0, self._timers[0]._when - _monotonic()), MAX_WAIT)
+            timeout = min(max(0, self._timers[0][0] - _monotonic()), MAX_WAIT)
         else:
             timeout = None
         events = self._poller.poll(timeout)
@@ -405,8 +407,8 @@ class LoopCore:
         timers = self._timers
         if timers:
             now = _monotonic()
-            while timers and timers[0]._when <= now:
-                timer = _heapq.heappop(timers)
+            while timers and timers[0][0] <= now:
+                timer = _heapq.heappop(timers)[2]
                 timer._scheduled = False
                 if timer._cancelled:
                     self._timer_cancelled_count -= 1
@@ -608,11 +610,23 @@ class TransportCore:
         self._low = low
         self._maybe_pause_protocol()
 
+    def _owed(self) -> int:
+        """Return the bytes written but not yet sent."""
+        return len(self._buffer)
+
+    def _drop_output(self) -> None:
+        """Drop what is owed (abort, a broken connection); count it as
+        'dropped_bytes'."""
+        if self._buffer:
+            self._extra["dropped_bytes"] = len(self._buffer)
+            self._buffer.clear()
+            self._set_writing(False)
+
     def _set_protocol(self, protocol: Any) -> None:
         self._protocol = protocol
 
     def _maybe_pause_protocol(self) -> None:
-        if len(self._buffer) <= self._high or self._protocol_paused:
+        if self._owed() <= self._high or self._protocol_paused:
             return
         self._protocol_paused = True
         try:
@@ -623,7 +637,7 @@ class TransportCore:
                 "exception": exc, "transport": self, "protocol": self._protocol})
 
     def _maybe_resume_protocol(self) -> None:
-        if not self._protocol_paused or len(self._buffer) > self._low:
+        if not self._protocol_paused or self._owed() > self._low:
             return
         self._protocol_paused = False
         try:

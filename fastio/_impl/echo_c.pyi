@@ -1,4 +1,4 @@
-"""Type stubs for the compiled echo protocol core, fastio._echo."""
+"""Type stubs for the compiled echo protocol core, fastio._impl.echo_c."""
 
 from typing import Any
 

@@ -1,0 +1,74 @@
+# asyncio's face of the loop core: fastio.EventLoop's own state.
+#
+# fastio.EventLoop keeps the attributes asyncio's loop reads every iteration
+# and every call_soon() in slots (see fastio/_aio.py); the compiled methods
+# read them at their offsets instead of looking them up, on that class and
+# on subclasses that leave those names alone. Everything else -- and any
+# other loop class these functions are called with -- goes through getattr.
+
+from cpython.object cimport PyTypeObject
+
+cdef extern from "Python.h":
+    PyObject *_PyType_Lookup(PyTypeObject *type, object name)
+    PyObject **_PyObject_GetDictPtr(object obj)
+
+cdef tuple _AIO_LOOP_SLOTS = ("_ready", "_scheduled", "_stopping", "_debug", "_selector", "_closed",
+                              "_clock_resolution")
+cdef type _aio_loop_cls = None
+cdef Py_ssize_t _LOFF_READY, _LOFF_SCHEDULED, _LOFF_STOPPING, _LOFF_DEBUG
+cdef Py_ssize_t _LOFF_SELECTOR, _LOFF_CLOSED, _LOFF_CLOCK_RES
+# type -> whether its instances keep those attributes in our slots.
+cdef dict _aio_loop_types = {}
+
+
+def aio_loop_class(type cls):
+    """Make `cls` (fastio.EventLoop) the loop class whose slots are read directly."""
+    global _aio_loop_cls, _LOFF_READY, _LOFF_SCHEDULED, _LOFF_STOPPING, _LOFF_DEBUG
+    global _LOFF_SELECTOR, _LOFF_CLOSED, _LOFF_CLOCK_RES
+    _LOFF_READY = _slot_offset(cls, "_ready")
+    _LOFF_SCHEDULED = _slot_offset(cls, "_scheduled")
+    _LOFF_STOPPING = _slot_offset(cls, "_stopping")
+    _LOFF_DEBUG = _slot_offset(cls, "_debug")
+    _LOFF_SELECTOR = _slot_offset(cls, "_selector")
+    _LOFF_CLOSED = _slot_offset(cls, "_closed")
+    _LOFF_CLOCK_RES = _slot_offset(cls, "_clock_resolution")
+    _aio_loop_types.clear()
+    _aio_loop_cls = cls
+
+
+cdef inline bint _aio_fast_loop(object loop) except -1:
+    cdef type t = type(loop)
+    if t is _aio_loop_cls:
+        return True
+    return _aio_fast_loop_type(t)
+
+
+cdef bint _aio_fast_loop_type(type t) except -1:
+    cdef PyObject *p
+    r = _aio_loop_types.get(t)
+    if r is None:
+        r = _aio_loop_cls is not None and issubclass(t, _aio_loop_cls)
+        if r:
+            for name in _AIO_LOOP_SLOTS:
+                p = _PyType_Lookup(<PyTypeObject *>t, name)
+                if p == NULL or <object>p is not _aio_loop_cls.__dict__[name]:
+                    r = False
+        _aio_loop_types[t] = r
+    return r
+
+
+cdef inline bint _aio_own_method(object obj, str name, object fn) except -1:
+    # True if obj.<name> is `fn`, from the class, not replaced on the instance.
+    cdef PyObject **dp
+    cdef type t = type(obj)
+    if _PyType_Lookup(<PyTypeObject *>t, name) != <PyObject *>fn:
+        return False
+    dp = _PyObject_GetDictPtr(obj)
+    return dp == NULL or dp[0] == NULL or PyDict_GetItem(<object>dp[0], name) == NULL
+
+
+cdef inline object _aio_loop_time(object loop):
+    """Return loop.time()."""
+    if _aio_own_method(loop, "time", aio_time):
+        return _aio_base_events.time.monotonic()
+    return loop.time()
