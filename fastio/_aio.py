@@ -7,7 +7,8 @@ asyncio's code) over a fastio selector, with its hot paths -- one loop
 iteration (reading the fastio poller's events directly and running the I/O
 callbacks in asyncio's order without queueing them), call_soon/call_later/
 call_at, the timer heap, create_future/create_task, running the ready
-queue, the TCP / Unix-socket transports' receive and send -- in
+queue, the TCP / Unix-socket transports' receive and send, readers and
+writers, the sock_*() coroutines and the server's accept loop -- in
 fastio._impl.loop_c (Cython). They work on asyncio's own objects (its Handle and
 TimerHandle classes, ready deque and timer heap), so every version 3.9-3.13
 keeps its asyncio semantics; the loop and the transport keep what those
@@ -99,21 +100,54 @@ class SelectorEventLoop(asyncio.SelectorEventLoop):
     releases have it.
 
     :param selector: a selector to use instead (any `selectors.BaseSelector`).
+    :param backend: instead of `selector`, fastio's selector by name:
+        "epoll", "poll", "select" or "io_uring" (`fastio.selectors.UringSelector`:
+        registrations and waits are io_uring SQEs, one io_uring_enter per
+        iteration; transports stay asyncio's readiness ones). Where io_uring
+        is refused the loop uses the default selector and says so once with
+        a RuntimeWarning.
+    :raises ValueError: an unknown backend, or both arguments.
     """
 
     _socket_transport: Any = _SocketTransport
 
-    def __init__(self, selector: Optional[selectors.BaseSelector] = None) -> None:
-        if selector is None:
-            from fastio.selectors import DefaultSelector
+    def __init__(self, selector: Optional[selectors.BaseSelector] = None, *,
+                 backend: Optional[str] = None) -> None:
+        from fastio import selectors as fastio_selectors
 
-            selector = DefaultSelector()
+        if backend is not None:
+            try:
+                if selector is not None:
+                    raise ValueError("selector and backend can not be specified at the same time")
+                selector = _selector_for(backend, type(self).__name__)
+            except BaseException:
+                self._closed = True  # what asyncio's __del__ looks at
+                raise
+        elif selector is None:
+            selector = fastio_selectors.DefaultSelector()
         super().__init__(selector)
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         if _CHECKS_FD:
             self._ensure_fd_no_transport(sock)
         return self._socket_transport(self, sock, protocol, waiter, extra, server)
+
+
+def _selector_for(backend: str, who: str) -> selectors.BaseSelector:
+    from fastio import _pollers, selectors as fastio_selectors
+
+    if backend == "io_uring":
+        try:
+            return fastio_selectors.UringSelector()
+        except (AttributeError, OSError) as exc:
+            reason = getattr(exc, "strerror", None) or "fastio's C extension is not available"
+            _pollers.uring_fallback_notice(who, reason)
+            return fastio_selectors.DefaultSelector()
+    name = {"epoll": "EpollSelector", "poll": "PollSelector", "select": "SelectSelector"}.get(backend)
+    if name is None or not hasattr(fastio_selectors, name):
+        raise ValueError("backend must be one of %s, not %r"
+                         % (", ".join(_pollers.BACKENDS), backend))
+    return getattr(fastio_selectors, name)()
 
 
 def _callback_error(handle, exc):
@@ -189,6 +223,24 @@ if _c is not None:
         _socket_transport = _SelectorSocketTransport
 
     _c.aio_loop_class(EventLoop)
+
+    # Readers/writers, the sock_*() coroutines with their callbacks, and the
+    # server's accept loop: compiled twins of asyncio's (src/aio_sock.pxi).
+    for _name in ("add_reader", "remove_reader", "add_writer", "remove_writer", "_add_reader",
+                  "_remove_reader", "_add_writer", "_remove_writer", "_ensure_fd_no_transport",
+                  "sock_recv", "_sock_recv", "sock_recv_into", "_sock_recv_into", "sock_sendall",
+                  "_sock_sendall", "sock_connect", "_sock_connect", "_sock_connect_cb",
+                  "sock_accept", "_sock_accept", "_sock_read_done", "_sock_write_done",
+                  "_accept_connection", "_accept_connection2"):
+        setattr(EventLoop, _name, _as_method(
+            getattr(_c, "aio_" + _name), selector_events.BaseSelectorEventLoop, _name))
+    import fastio.selectors as _fastio_selectors
+
+    _core: Any = compiled("core")
+    _c.aio_sock_setup(base_events, selector_events, EventLoop, [
+        cls for cls in (getattr(_fastio_selectors, n, None)
+                        for n in ("EpollSelector", "PollSelector", "SelectSelector"))
+        if isinstance(cls, type) and issubclass(cls, _core.SelectorCore)])
 
 else:
     EventLoop = SelectorEventLoop  # type: ignore[misc, assignment]
