@@ -11,7 +11,7 @@ BENCH_DEPS := $(VENV)/.bench-deps-stamp
 # and `bench`. .ci/requirements prints them for pip.
 PIP := $(VPY) -m pip install -q --disable-pip-version-check
 
-.PHONY: all venv build develop test bench cluster cpython-asyncio broker-deps wrk-deps wheel wheels-all print-test-deps sdist typecheck sanitize valgrind clean
+.PHONY: all venv build develop test bench cluster cpython-asyncio broker-deps wrk-deps wheel wheels-all sdist typecheck sanitize valgrind clean
 
 all: build
 
@@ -85,12 +85,8 @@ PY ?= $(VPY)
 cpython-asyncio: build
 	.ci/cpython-asyncio $(PY) $(VPY)
 
-# The suite's dependencies, a line (.ci/wheel installs them beside the wheel).
-print-test-deps:
-	@echo $(TEST_DEPS)
-
 # A manylinux2014 wheel, repaired with auditwheel, tested in a clean venv
-# with TEST_DEPS.
+# with the `dev` extra's requirements.
 wheel:
 	.ci/wheel $(PYTHON)
 
