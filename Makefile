@@ -85,7 +85,8 @@ PY ?= $(VPY)
 cpython-asyncio: build
 	.ci/cpython-asyncio $(PY) $(VPY)
 
-# A manylinux2014 wheel, repaired with auditwheel, tested in a clean venv.
+# A manylinux2014 wheel, repaired with auditwheel, tested in a clean venv
+# with the `dev` extra's requirements.
 wheel:
 	.ci/wheel $(PYTHON)
 

@@ -14,13 +14,16 @@ TimerHandle classes, ready deque and timer heap), so every version 3.9-3.13
 keeps its asyncio semantics; the loop and the transport keep what those
 read per event in slots, which the compiled code reads at their offsets.
 Without the extension `EventLoop` is `SelectorEventLoop`: asyncio's loop
-over a fastio selector, nothing else.
+over a fastio selector, nothing else but the transport's writelines(),
+which both loops take from fixed CPython releases where this interpreter's
+has known bugs.
 """
 
 import asyncio
 import selectors
 import sys
-from asyncio import base_events, events, format_helpers, selector_events
+from asyncio import base_events, constants, events, format_helpers, selector_events
+from asyncio.log import logger
 from typing import Any, Coroutine, Optional, TypeVar
 
 from fastio._impl import compiled
@@ -30,8 +33,71 @@ _c: Any = compiled("loop")  # the compiled methods below, when the extension is 
 __all__ = ["EventLoop", "EventLoopPolicy", "SelectorEventLoop", "new_event_loop", "run"]
 
 
+# (typeshed does not declare asyncio's private transport class)
+_AsyncioSocketTransport: Any = getattr(selector_events, "_SelectorSocketTransport")
+
+
+if "writelines" in vars(_AsyncioSocketTransport):
+
+    class _SocketTransport(_AsyncioSocketTransport):
+        # asyncio's TCP / Unix-socket transport with the fixed writelines().
+
+        def writelines(self, list_of_data):
+            """Buffer the non-empty bytes-likes of `list_of_data`; send what the kernel takes."""
+            # asyncio's scatter-gather writelines() (3.12+) with the fixes
+            # later CPython releases made to it; 3.12.0 and 3.13.0 lack all
+            # three:
+            # - CPython gh-127655 (fixed in 3.12.9 and 3.13.2): it never
+            #   paused the protocol, so a writer honouring flow control
+            #   buffered without bound;
+            # - CPython gh-136234 (fixed in later 3.13 releases): after the
+            #   connection was lost it still buffered and sent, where write()
+            #   drops the data;
+            # - CPython gh-155888 (fixed in later releases): an empty chunk
+            #   stayed in the buffer for good (sendmsg() takes 0 bytes of
+            #   it), so the transport spun on write readiness and never sent
+            #   its EOF or closed.
+            if self._eof:
+                raise RuntimeError('Cannot call writelines() after write_eof()')
+            if self._empty_waiter is not None:
+                raise RuntimeError('unable to writelines; sendfile is in progress')
+            if not list_of_data:
+                return
+            # All converted before anything is buffered: a non-bytes-like
+            # item is a TypeError that sends nothing.
+            views = [memoryview(data) for data in list_of_data]
+            conn_lost = self._conn_lost
+            if conn_lost:
+                if conn_lost >= constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES:
+                    logger.warning('socket.send() raised exception.')
+                self._conn_lost = conn_lost + 1
+                return
+            views = [view for view in views if view.nbytes]
+            if not views:
+                return
+            self._buffer.extend(views)
+            self._write_ready()
+            # If the entire buffer couldn't be written, register a write handler.
+            if self._buffer:
+                self._loop._add_writer(self._sock_fd, self._write_ready)
+            self._maybe_pause_protocol()
+
+else:
+    # 3.9-3.11: writelines() is WriteTransport's, one write() of the joined
+    # bytes.
+    _SocketTransport = _AsyncioSocketTransport  # type: ignore[misc]
+
+# Newer asyncio checks the fd has no live transport first (a bugfix release
+# may have it too): do what this interpreter's asyncio does.
+_base_make: Any = getattr(selector_events.BaseSelectorEventLoop, "_make_socket_transport")
+_CHECKS_FD = "_ensure_fd_no_transport" in _base_make.__code__.co_names
+
+
 class SelectorEventLoop(asyncio.SelectorEventLoop):
     """asyncio's SelectorEventLoop over `fastio.selectors.DefaultSelector`.
+
+    Its socket transport is asyncio's with writelines() as fixed CPython
+    releases have it.
 
     :param selector: a selector to use instead (any `selectors.BaseSelector`).
     :param backend: instead of `selector`, fastio's selector by name:
@@ -42,6 +108,8 @@ class SelectorEventLoop(asyncio.SelectorEventLoop):
         a RuntimeWarning.
     :raises ValueError: an unknown backend, or both arguments.
     """
+
+    _socket_transport: Any = _SocketTransport
 
     def __init__(self, selector: Optional[selectors.BaseSelector] = None, *,
                  backend: Optional[str] = None) -> None:
@@ -58,6 +126,11 @@ class SelectorEventLoop(asyncio.SelectorEventLoop):
         elif selector is None:
             selector = fastio_selectors.DefaultSelector()
         super().__init__(selector)
+
+    def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
+        if _CHECKS_FD:
+            self._ensure_fd_no_transport(sock)
+        return self._socket_transport(self, sock, protocol, waiter, extra, server)
 
 
 def _selector_for(backend: str, who: str) -> selectors.BaseSelector:
@@ -104,10 +177,7 @@ def _as_method(fn: Any, owner: Any, name: str) -> Any:
 if _c is not None:
     _c.aio_setup(base_events, selector_events, events, _callback_error)
 
-    # (typeshed does not declare asyncio's private transport class)
-    _AsyncioSocketTransport: Any = getattr(selector_events, "_SelectorSocketTransport")
-
-    class _SelectorSocketTransport(_AsyncioSocketTransport):
+    class _SelectorSocketTransport(_SocketTransport):
         # asyncio's TCP / Unix-socket transport; the per-event methods are
         # compiled twins of asyncio's, the rest is inherited unchanged. What
         # those read per event lives in slots, which they read directly.
@@ -123,11 +193,6 @@ if _c is not None:
         is_closing = _as_method(_c.aio_is_closing, _AsyncioSocketTransport, "is_closing")
 
     _c.aio_transport_class(_SelectorSocketTransport)
-
-    # Newer asyncio checks the fd has no live transport first (a bugfix
-    # release may have it too): do what this interpreter's asyncio does.
-    _base_make: Any = getattr(selector_events.BaseSelectorEventLoop, "_make_socket_transport")
-    _CHECKS_FD = "_ensure_fd_no_transport" in _base_make.__code__.co_names
 
     class EventLoop(SelectorEventLoop):
         """An asyncio event loop on fastio's compiled core.
@@ -155,10 +220,7 @@ if _c is not None:
         get_debug = _as_method(_c.aio_get_debug, base_events.BaseEventLoop, "get_debug")
         time = _as_method(_c.aio_time, base_events.BaseEventLoop, "time")
 
-        def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
-            if _CHECKS_FD:
-                self._ensure_fd_no_transport(sock)
-            return _SelectorSocketTransport(self, sock, protocol, waiter, extra, server)
+        _socket_transport = _SelectorSocketTransport
 
     _c.aio_loop_class(EventLoop)
 

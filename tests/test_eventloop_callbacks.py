@@ -406,10 +406,14 @@ def test_handle_reprs_and_error_messages_name_asyncio_methods(selector_loop):
         return reprs
 
     reprs = run(loop, main())
+    # 3.13 shows a callback's arguments only in debug mode (they may hold
+    # secrets).
+    shows_args = sys.version_info < (3, 13)
     assert reprs == [
         "<Handle _SelectorSocketTransport._read_ready()>",
-        "<Handle BaseEventLoop.call_soon(<built-in function print>)>",
+        "<Handle BaseEventLoop.call_soon(%s)>" % ("<built-in function print>" if shows_args else ""),
         "_SelectorSocketTransport.write",
     ]
     assert handled == [
-        "Exception in callback BaseEventLoop.call_later('soon', <built-in function print>)"]
+        "Exception in callback BaseEventLoop.call_later(%s)"
+        % ("'soon', <built-in function print>" if shows_args else "")]

@@ -10,6 +10,7 @@ import os
 import socket
 import sys
 import tempfile
+from asyncio import selector_events
 
 import pytest
 
@@ -285,6 +286,101 @@ def test_write_rejects_non_bytes_and_accepts_bytes_likes(aio_loop):
         return got
 
     assert run(aio_loop, main()) == b"abcdefg"
+
+
+# Stock asyncio's socket transport has its own scatter-gather writelines()
+# since 3.12, with bugs later CPython releases fixed; fastio.EventLoop's
+# transport ships the fixed writelines() on every version. Each test below
+# marks the stock reference an expected failure exactly where it has the bug.
+_STOCK_WRITELINES = vars(getattr(selector_events, "_SelectorSocketTransport")).get("writelines")
+
+
+def expect_stock_failure(request, aio_kind, affected, reason):
+    """Mark this test's stock-asyncio run a strict expected failure if `affected`."""
+    if aio_kind == "asyncio" and affected:
+        request.node.add_marker(pytest.mark.xfail(strict=True, reason=reason))
+
+
+def test_writelines_skips_empty_chunks(request, aio_loop, aio_kind):
+    expect_stock_failure(
+        request, aio_kind, sys.version_info >= (3, 12),
+        "CPython gh-155888: asyncio's writelines() keeps an empty chunk buffered "
+        "forever, so the transport never sends its EOF")
+
+    async def main():
+        server, sp, cp = await tcp_pair(aio_loop, server_proto=Recorder(aio_loop, keep_open=True))
+        cp.transport.writelines([b"", b"ab", b"", bytearray(), memoryview(b"xcdx")[1:3], b""])
+        cp.transport.writelines([b""])
+        cp.transport.writelines([])
+        cp.transport.write_eof()
+        got = await asyncio.wait_for(sp.eof, 10)
+        size = cp.transport.get_write_buffer_size()
+        await finish(server, sp, cp)
+        return got, size
+
+    assert run(aio_loop, main()) == (b"abcd", 0)
+
+
+def test_writelines_pauses_writing_over_the_high_water_mark(request, aio_loop, aio_kind):
+    expect_stock_failure(
+        request, aio_kind,
+        (3, 12) <= sys.version_info < (3, 12, 9) or (3, 13) <= sys.version_info < (3, 13, 2),
+        "CPython gh-127655 (fixed in 3.12.9 and 3.13.2): asyncio's writelines() "
+        "never pauses the protocol")
+
+    async def main():
+        server, sp, cp = await tcp_pair(aio_loop)
+        tr = cp.transport
+        sp.transport.pause_reading()
+        tr.set_write_buffer_limits(high=64 * 1024, low=16 * 1024)
+        chunk = b"x" * 65536
+        sent = 0
+        while "pause" not in cp.flow and sent < 64 * 1024 * 1024:
+            tr.writelines([chunk, b"y", chunk])
+            sent += 2 * len(chunk) + 1
+        assert cp.flow == ["pause"], "writelines() buffered %d bytes without pausing" % sent
+        buffered = tr.get_write_buffer_size()
+        sp.transport.resume_reading()
+        got = await sp.expect(sent)
+        while "resume" not in cp.flow:
+            await asyncio.sleep(0.01)
+        await finish(server, sp, cp)
+        return buffered, got == (chunk + b"y" + chunk) * (sent // (2 * len(chunk) + 1)), cp.flow
+
+    buffered, intact, flow = run(aio_loop, main())
+    assert buffered > 64 * 1024
+    assert intact
+    assert flow == ["pause", "resume"]
+
+
+def test_writelines_after_connection_lost_does_what_write_does(request, aio_loop, aio_kind):
+    # The fix release of 3.13 is not pinned here: asyncio's own code says
+    # whether its writelines() checks for a lost connection.
+    expect_stock_failure(
+        request, aio_kind,
+        _STOCK_WRITELINES is not None and "_conn_lost" not in _STOCK_WRITELINES.__code__.co_names,
+        "CPython gh-136234: asyncio's writelines() buffers and sends after the "
+        "connection was lost (its loop is gone by then)")
+
+    def outcome(call):
+        try:
+            call()
+        except Exception as exc:  # noqa: BLE001 (the exception is the outcome)
+            return type(exc)
+        return None
+
+    async def main():
+        server, sp, cp = await tcp_pair(aio_loop)
+        cp.transport.abort()
+        await cp.lost
+        after_write = outcome(lambda: cp.transport.write(b"x"))
+        after_writelines = outcome(lambda: cp.transport.writelines([b"y", b"z"]))
+        await finish(server, sp)
+        return after_write, after_writelines, bytes(sp.data)
+
+    after_write, after_writelines, got = run(aio_loop, main())
+    assert after_writelines == after_write
+    assert got == b""
 
 
 def test_data_received_exception_closes_with_error(aio_loop, aio_kind):
