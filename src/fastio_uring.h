@@ -44,6 +44,7 @@
 #if defined(__linux__)
 #  include <sys/mman.h>
 #  include <sys/syscall.h>
+#  include <fcntl.h>
 #  include <unistd.h>
 #  include <netinet/in.h>
 #  include <netinet/tcp.h>
@@ -240,6 +241,13 @@ static inline int fastio_sys_uring_enter(int fd, unsigned to_submit, unsigned mi
 
 static inline int fastio_sys_uring_register(int fd, unsigned opcode, void *arg, unsigned nr) {
     return (int)syscall(FASTIO_NR_URING_REGISTER, fd, opcode, arg, nr);
+}
+
+/* Whether `fd` is an open file descriptor. The raw syscall: glibc 2.28+
+ * headers turn fcntl() into fcntl64@GLIBC_2.28, which manylinux2014
+ * (glibc 2.17) wheels must not need. */
+static inline int fastio_fd_is_open(int fd) {
+    return syscall(SYS_fcntl, fd, F_GETFD) >= 0;
 }
 
 #define fastio_load_acquire(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
@@ -573,6 +581,7 @@ static inline void fastio_uring_poke(int fd) {
 #else  /* !FASTIO_HAVE_URING: every entry point reports ENOSYS */
 
 static inline void fastio_ring_close(fastio_ring *r) { r->fd = -1; }
+static inline int fastio_fd_is_open(int fd) { (void)fd; return 0; }
 static inline int fastio_ring_init(fastio_ring *r, unsigned entries, int best_mode) {
     (void)entries; (void)best_mode;
     memset(r, 0, sizeof(*r));

@@ -61,6 +61,7 @@ cdef extern from "fastio_uring.h" nogil:
     char *fastio_ring_buffer(fastio_ring *r, unsigned bid)
     fastio_uring_sqe *fastio_ring_get_sqe(fastio_ring *r)
     int fastio_ring_enter(fastio_ring *r, int wait, long long timeout_ns)
+    bint fastio_fd_is_open(int fd)
     unsigned fastio_ring_publish(fastio_ring *r)
     int fastio_ring_submit_wait(fastio_ring *r, unsigned to_submit, int wait, long long timeout_ns)
     fastio_uring_cqe *fastio_ring_peek(fastio_ring *r, unsigned *head)

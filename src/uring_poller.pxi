@@ -27,7 +27,6 @@
 # selector may be waited on from any thread, and a Loop may be built in one
 # thread and run in another.
 
-from posix.fcntl cimport F_GETFD, fcntl
 from fastio_uring cimport *
 
 cdef extern from "<errno.h>":
@@ -178,7 +177,7 @@ cdef class UringPoller(Poller):
 
     cdef int _sys_add(self, long long fd, uint32_t mask) except -1:
         cdef int slot
-        if fd >= self._direct_limit or fcntl(<int>fd, F_GETFD) < 0:
+        if fd >= self._direct_limit or not fastio_fd_is_open(<int>fd):
             # The kernel would only say so in the poll's CQE, later.
             _raise_errno(EBADF)
         slot = self._new_slot()

@@ -134,3 +134,25 @@ def test_make_develop_installs_the_checkout_editable_with_the_command(tmp_path):
     where = subprocess.run([str(vpy), "-c", "import fastio; print(fastio.__file__)"], cwd=elsewhere,
                            env=env, capture_output=True, text=True, timeout=60)
     assert Path(where.stdout.strip()) == tree / "fastio" / "__init__.py", where.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc symbol versions are Linux's")
+def test_compiled_modules_need_no_glibc_newer_than_manylinux2014():
+    # Wheels are repaired to manylinux2014 (glibc 2.17): a symbol versioned
+    # later (glibc 2.28 headers turn fcntl() into fcntl64@GLIBC_2.28) makes
+    # auditwheel refuse the wheel.
+    from fastio._impl import compiled
+
+    objdump = shutil.which("objdump")
+    if objdump is None:
+        pytest.skip("objdump (binutils) is not installed")
+    modules = [compiled(name) for name in ("core", "loop", "amqp", "echo")]
+    if None in modules:
+        pytest.skip("the extension is not built")
+    for module in modules:
+        out = subprocess.run([objdump, "-T", module.__file__], capture_output=True, text=True,
+                             check=True).stdout
+        versions = {tuple(int(p) for p in v.split(".")): sym
+                    for v, sym in re.findall(r"GLIBC_([0-9.]+)\)?\s+(\S+)\s*$", out, re.M)}
+        too_new = {sym: ".".join(map(str, v)) for v, sym in versions.items() if v > (2, 17)}
+        assert not too_new, "%s needs %s" % (os.path.basename(module.__file__), too_new)
