@@ -30,7 +30,7 @@
 from fastio_uring cimport *
 
 cdef extern from "<errno.h>":
-    int ETIME, EAGAIN, EBUSY, EINVAL, EEXIST
+    int ETIME, EAGAIN, EBUSY, EINVAL
 
 cdef uint32_t URING_GEN_MASK = 0xffffff
 
