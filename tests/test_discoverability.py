@@ -4,7 +4,6 @@ The command line runs in a subprocess, as a user runs it.
 """
 
 import logging
-import os
 import pydoc
 import re
 import subprocess

@@ -9,7 +9,6 @@ only where the kernel has no usable io_uring (uring_unavailable()).
 """
 
 import errno
-import io
 import os
 import signal
 import socket
