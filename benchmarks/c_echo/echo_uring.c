@@ -187,7 +187,7 @@ static void fastio_on_accept(int listener, int res, unsigned flags)
     if (!(flags & FASTIO_CQE_F_MORE))
         fastio_arm_accept(listener);
     if (res < 0)
-        return; /* EMFILE and friends: the client waits in the backlog */
+        return; /* EMFILE and friends: retried by the rearmed accept, as echo_epoll.c retries */
     if ((size_t)res >= fastio_nconns) {
         size_t n = fastio_nconns ? fastio_nconns : 1024;
         while (n <= (size_t)res)
