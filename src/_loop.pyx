@@ -72,7 +72,8 @@ include "loop_timers.pxi"      # the timer heap
 include "loop_fdtable.pxi"     # fd -> reader/writer/handler
 include "loop_core.pxi"        # LoopCore: queues, registration, one iteration
 include "loop_transport.pxi"   # the TCP transport's hot path
-include "uring_loop.pxi"       # the transport on io_uring (completion-based)
+include "uring_stream.pxi"     # io_uring's completion engine: UringDriver, UringStream
+include "uring_loop.pxi"       # Loop's transport on it
 include "loop_capi.pxi"        # the C API other compiled modules call
 
 # asyncio's face: the compiled methods fastio.EventLoop installs (fastio/_aio.py).
