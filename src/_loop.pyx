@@ -84,3 +84,4 @@ include "aio_heap.pxi"         # heapq's push/pop over asyncio's timer heap
 include "aio_loop.pxi"
 include "aio_sock.pxi"         # readers/writers; setup and helpers of the next
 include "aio_sock_coro.pxi"    # the sock_*() coroutines and the accept loop
+include "aio_uring.pxi"        # the transport on io_uring's completion engine

@@ -41,7 +41,7 @@
 # everything (fastio_ring_cancel_all waits for it), and the slot list goes
 # with the driver.
 
-from libc.errno cimport EAGAIN, EBUSY, EINTR
+from libc.errno cimport EAGAIN, EBADF, EBUSY, EINTR
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memmove, memset
 
@@ -154,6 +154,21 @@ cdef class UringDriver:
         self.live -= 1
         return 0
 
+    def _forget(self):
+        """Let go of every stream once the ring is closed (no completion can
+        come any more), so that the transports' sockets are collected and
+        closed as a readiness loop's are; before that, do nothing."""
+        cdef object s
+        if self._hub.ring.fd >= 0:
+            return
+        for s in self._slots:
+            if s is not None:
+                (<UringStream>s)._slot = -1
+        self._slots = []
+        self._free = []
+        self.live = 0
+        self._running = False
+
     def _reap(self):
         """Hand this iteration's completions to their streams."""
         self._reap_c()
@@ -248,6 +263,19 @@ cdef class UringStream:
         """Call `_deliver_held()` soon (from the loop's ready queue)."""
         return 0
 
+    cdef int _live_fd(self) except -2:
+        """Return the fd a new op may name, or -1 if the face's socket was
+        closed behind it (its number may be another file's by now)."""
+        return self._fd
+
+    cdef bint _fd_gone(self, bint sending) except -1:
+        # An op on a number the socket no longer owns could reach another
+        # file: fail as recv(2)/send(2) on the closed socket object would.
+        if self._live_fd() >= 0:
+            return False
+        self._up_error(EBADF, sending)
+        return True
+
     # --- completions
 
     cdef int _complete(self, int kind, int res, uint32_t flags) except -1:
@@ -267,6 +295,8 @@ cdef class UringStream:
         if PyByteArray_GET_SIZE(self._held) or self._held_eof:
             # Input kept while paused goes first, in order.
             self._up_held()
+            return 0
+        if self._fd_gone(False):
             return 0
         sqe = self._drv._sqe()
         sqe.opcode = FASTIO_OP_RECV
@@ -394,6 +424,8 @@ cdef class UringStream:
         if n == 0 or self._dropped:
             return 0
         if not self._drv._running and not self._send_busy and not PyByteArray_GET_SIZE(self._pending):
+            if self._fd_gone(True):
+                return 0
             sent = fastio_send(self._fd, p, n)
             if sent < 0:
                 err = fastio_last_error()
@@ -432,7 +464,10 @@ cdef class UringStream:
         return self._submit_send()
 
     cdef int _submit_send(self) except -1:
-        cdef fastio_uring_sqe *sqe = self._drv._sqe()
+        cdef fastio_uring_sqe *sqe
+        if self._fd_gone(True):
+            return 0
+        sqe = self._drv._sqe()
         sqe.opcode = FASTIO_OP_SEND
         sqe.fd = self._fd
         sqe.addr = <uint64_t><size_t>(self._sptr + self._soff)
