@@ -258,7 +258,8 @@ if _c is not None:
 
         def _make_ssl_transport(self, *args: Any, **kwargs: Any) -> Any:
             if self._uring is None:
-                return super()._make_ssl_transport(*args, **kwargs)
+                base: Any = super()  # (typeshed lacks the private method)
+                return base._make_ssl_transport(*args, **kwargs)
             return _aio_uring.make_ssl_transport(self, *args, **kwargs)
 
     _c.aio_loop_class(EventLoop)

@@ -81,6 +81,14 @@ def _make_class() -> Any:
         # loop.sendfile() copies through asyncio's fallback (write + drain).
         _sendfile_compatible = constants._SendfileMode.FALLBACK
 
+        # asyncio's, set by its __init__ (declared for the type checker).
+        _stream: Any
+        _closing: bool
+        _paused: bool
+        _eof: bool
+        _conn_lost: int
+        _empty_waiter: Any
+
         def __init__(self, loop: Any, sock: Any, protocol: Any, waiter: Any = None,
                      extra: Any = None, server: Any = None) -> None:
             self._stream = None
