@@ -93,6 +93,14 @@ def _make_class() -> Any:
                      extra: Any = None, server: Any = None) -> None:
             self._stream = None
             super().__init__(loop, sock, protocol, waiter, extra, server)
+            if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM:
+                # asyncio sets TCP_NODELAY only where sock.proto says TCP,
+                # which a socket made with proto 0 (and what it accepts) does
+                # not. Here it matters more: a message arrives in as many
+                # completions as it took segments, and its echo would leave
+                # in as many writes, the later ones held by Nagle's algorithm
+                # until the peer's delayed ACK.
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._stream = _c.aio_uring_stream(loop._uring, self, loop, self._sock_fd)
             self._stream.set_buffered(isinstance(self._protocol, protocols.BufferedProtocol))
 

@@ -529,3 +529,33 @@ def test_ssl_argument_runs_the_tls_protocol_over_the_completion_transport(loop):
 
     assert run(loop, main()) == ("UringSocketTransport", b"HELLO TLS\n")
 
+
+
+def test_tcp_transports_disable_nagle_even_on_a_socket_made_with_proto_0(loop):
+    # asyncio sets TCP_NODELAY only where sock.proto is IPPROTO_TCP; a
+    # listener made as socket.socket(AF_INET, SOCK_STREAM) has proto 0, and
+    # so has what it accepts. A message split across completions is echoed
+    # in several writes: with Nagle on, the later ones would wait for the
+    # peer's delayed ACK (tens of milliseconds per request).
+    async def main():
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        made = loop.create_future()
+
+        class P(asyncio.Protocol):
+            def connection_made(self, transport):
+                made.set_result(transport)
+
+        server = await loop.create_server(P, sock=listener)
+        client = socket.create_connection(listener.getsockname())
+        transport = await made
+        sock = transport.get_extra_info("socket")
+        proto, nodelay = sock.proto, sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        transport.close()
+        client.close()
+        server.close()
+        await server.wait_closed()
+        return proto, nodelay
+
+    assert run(loop, main()) == (0, 1)
