@@ -131,7 +131,7 @@ def _make_class() -> Any:
             if self._closing:
                 return
             self._closing = True
-            self._stream.pause()
+            self._stream.close()
             if not self._stream.owed_bytes():
                 self._conn_lost += 1
                 self._loop.call_soon(self._call_connection_lost, None)
@@ -142,7 +142,7 @@ def _make_class() -> Any:
             self._stream.drop()
             if not self._closing:
                 self._closing = True
-                self._stream.pause()
+                self._stream.close()
             self._conn_lost += 1
             self._loop.call_soon(self._call_connection_lost, exc)
 

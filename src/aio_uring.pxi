@@ -33,14 +33,19 @@ cdef class AioUringStream(UringStream):
     cdef object _sock     # its socket (the transport's `_sock` goes None at the end)
     cdef object _loop     # its loop (the transport's `_loop` goes None at the end)
     cdef bint _buffered   # the protocol is a BufferedProtocol
+    # The transport's `_paused` and `_closing`, as its pause_reading(),
+    # resume_reading() (through _add_reader), close() and _force_close()
+    # set them: read per completion without an attribute lookup.
+    cdef bint _r_paused
+    cdef bint _r_closing
 
     # --- upcalls
 
     cdef bint _holding(self) except -1:
-        return bool(self._t._paused)
+        return self._r_paused
 
     cdef bint _dead(self) except -1:
-        return bool(self._t._closing)
+        return self._r_closing
 
     cdef int _live_fd(self) except -2:
         return _aio_sock_fd(self._sock)
@@ -65,7 +70,7 @@ cdef class AioUringStream(UringStream):
                 t._fatal_error(exc, 'Fatal error: protocol.data_received() call failed.')
                 return n
             if took < n:
-                if t._closing or t._paused:
+                if self._r_closing or self._r_paused:
                     break  # the rest is held (paused) or dropped (closing)
                 if self._buffered:
                     return took + self._up_buffered(buf + took, n - took)
@@ -108,7 +113,7 @@ cdef class AioUringStream(UringStream):
                 t._fatal_error(exc, 'Fatal error: protocol.buffer_updated() call failed.')
                 return n
             if took < n:
-                if t._closing or t._paused:
+                if self._r_closing or self._r_paused:
                     break  # the rest is held (paused) or dropped (closing)
                 if not self._buffered:
                     # set_protocol() to a data_received protocol meanwhile.
@@ -145,7 +150,8 @@ cdef class AioUringStream(UringStream):
 
     cdef int _up_sent(self) except -1:
         t = self._t
-        t._maybe_resume_protocol()  # may write more
+        if t._protocol_paused:
+            t._maybe_resume_protocol()  # may write more
         if self._send_busy:
             return 0
         waiter = t._empty_waiter
@@ -190,11 +196,18 @@ cdef class AioUringStream(UringStream):
         self._buffered = buffered
 
     def resume(self):
-        """Arm the recv (after handing over what was held)."""
+        """Reading is resumed: arm the recv (after handing over what was held)."""
+        self._r_paused = False
         self.start_reading()
 
     def pause(self):
-        """Cancel the recv; what it still brings is held."""
+        """Reading is paused: cancel the recv; what it still brings is held."""
+        self._r_paused = True
+        self.stop_reading()
+
+    def close(self):
+        """The transport is closing: cancel the recv; what it still brings is dropped."""
+        self._r_closing = True
         self.stop_reading()
 
     def owed_bytes(self):
