@@ -20,11 +20,18 @@
 #   cancel lands is kept (`_held`) and handed over after start_reading(),
 #   so no data reaches a face that paused reading. ENOBUFS (the ring ran
 #   dry) ends a multishot recv: it is re-armed.
-# * Sending: write() appends to the pending buffer; one send SQE per stream
-#   is in flight, from a buffer left untouched until its CQE (the kernel may
-#   read it any time before). A short send is resubmitted from where it
-#   stopped; what was written meanwhile goes next. The owed bytes (pending +
-#   in flight) drive the face's get_write_buffer_size() and flow control.
+# * Sending: write() copies into the stream's collecting buffer; one send
+#   SQE per stream is in flight, from the other buffer, left untouched until
+#   its CQE (the kernel may read it any time before). A short send is
+#   resubmitted from where it stopped; what was written meanwhile goes next.
+#   The owed bytes (collected + in flight) drive the face's
+#   get_write_buffer_size() and flow control. The buffers come from the
+#   driver's pool and go back to it once the stream owes nothing.
+#   Discussion: a send from the written object itself (no copy) keeps every
+#   reply alive until its completion; with many connections those overlap,
+#   and glibc's malloc trims and refaults the top of its heap all the time
+#   (two page faults per 16 KiB request at 100 connections, more CPU than
+#   the copy). Pooled buffers never go back to malloc while in use.
 #   Outside a loop run nothing would submit an SQE or reap its completion,
 #   so write() then sends what the kernel takes at once, as a readiness
 #   transport does.
@@ -44,6 +51,7 @@
 from libc.errno cimport EAGAIN, EBADF, EBUSY, EINTR
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memmove, memset
+from cpython.mem cimport PyMem_Realloc
 
 from fastio_uring cimport *
 
@@ -58,6 +66,22 @@ cdef enum:
 
 cdef inline uint64_t _uring_ud(int kind, Py_ssize_t slot) noexcept:
     return <uint64_t>kind | (<uint64_t>slot << 8)
+
+
+# Send buffers: size classes of 4 KiB << k; the driver keeps up to
+# URING_POOL_BYTES of free ones. A buffer larger than the last class is
+# malloc'd to size and freed when done.
+cdef enum:
+    URING_MIN_SHIFT = 12
+    URING_CLASSES = 9           # 4 KiB .. 1 MiB
+    URING_POOL_BYTES = 16 << 20
+
+
+cdef inline int _uring_class(Py_ssize_t need) noexcept:
+    cdef int k = 0
+    while k < URING_CLASSES and (<Py_ssize_t>1 << (URING_MIN_SHIFT + k)) < need:
+        k += 1
+    return k  # URING_CLASSES: too big for a class
 
 
 @cython.final
@@ -77,6 +101,11 @@ cdef class UringDriver:
     cdef public bint _running
     # With incremental buffers: where each buffer's unread bytes start.
     cdef uint32_t *_boff
+    # Free send buffers, a stack per size class (see _take/_give).
+    cdef char **_pool[URING_CLASSES]
+    cdef Py_ssize_t _npool[URING_CLASSES]
+    cdef Py_ssize_t _cappool[URING_CLASSES]
+    cdef Py_ssize_t _poolbytes
 
     def __init__(self, poller):
         self._poller = poller
@@ -93,7 +122,49 @@ cdef class UringDriver:
             memset(self._boff, 0, self._hub.ring.br_entries * sizeof(uint32_t))
 
     def __dealloc__(self):
+        cdef int k
+        cdef Py_ssize_t i
         PyMem_Free(self._boff)
+        for k in range(URING_CLASSES):
+            for i in range(self._npool[k]):
+                PyMem_Free(self._pool[k][i])
+            PyMem_Free(self._pool[k])
+
+    cdef char *_take(self, Py_ssize_t need, Py_ssize_t *cap) except NULL:
+        """Return a send buffer of at least `need` bytes (its size in `cap`)."""
+        cdef int k = _uring_class(need)
+        cdef char *p
+        if k < URING_CLASSES and self._npool[k]:
+            self._npool[k] -= 1
+            cap[0] = <Py_ssize_t>1 << (URING_MIN_SHIFT + k)
+            self._poolbytes -= cap[0]
+            return self._pool[k][self._npool[k]]
+        cap[0] = need if k == URING_CLASSES else <Py_ssize_t>1 << (URING_MIN_SHIFT + k)
+        p = <char *>PyMem_Malloc(cap[0])
+        if p == NULL:
+            raise MemoryError()
+        return p
+
+    cdef void _give(self, char *p, Py_ssize_t cap) noexcept:
+        """Take back a buffer from _take() (nothing in flight from it)."""
+        cdef int k = _uring_class(cap)
+        cdef char **grown
+        if p == NULL:
+            return
+        if (k == URING_CLASSES or cap != (<Py_ssize_t>1 << (URING_MIN_SHIFT + k))
+                or self._poolbytes + cap > URING_POOL_BYTES):
+            PyMem_Free(p)
+            return
+        if self._npool[k] == self._cappool[k]:
+            grown = <char **>PyMem_Realloc(self._pool[k], (self._cappool[k] * 2 + 16) * sizeof(char *))
+            if grown == NULL:
+                PyMem_Free(p)
+                return
+            self._pool[k] = grown
+            self._cappool[k] = self._cappool[k] * 2 + 16
+        self._pool[k][self._npool[k]] = p
+        self._npool[k] += 1
+        self._poolbytes += cap
 
     cdef fastio_uring_sqe *_sqe(self) except NULL:
         cdef fastio_ring *ring = &self._hub.ring
@@ -217,21 +288,26 @@ cdef class UringStream:
     cdef bint _send_busy
     cdef bint _released
     cdef bint _dropped
-    # In flight: bytes [_soff:_slen] at _sptr, owned by _sending (a bytes
-    # written as is, or a bytearray the writes collected in).
-    cdef object _sending
-    cdef const char *_sptr
-    cdef Py_ssize_t _soff, _slen
-    cdef bytearray _pending  # written, not in flight yet
-    cdef bytearray _spare    # the next collecting buffer, kept for reuse
+    # Owed: bytes [_soff:_slen] of _fbuf (in flight while _send_busy, else
+    # the rest of a short send), then _plen bytes collected in _cbuf.
+    cdef char *_fbuf
+    cdef Py_ssize_t _fcap, _soff, _slen
+    cdef char *_cbuf
+    cdef Py_ssize_t _ccap, _plen
     cdef bytearray _held     # received while reading was paused
     cdef bint _held_eof
+
+    def __dealloc__(self):
+        # Nothing is in flight by now: the driver's slot held this stream
+        # until its last completion, or the ring was closed (everything
+        # cancelled) before it let go.
+        PyMem_Free(self._fbuf)
+        PyMem_Free(self._cbuf)
 
     cdef int _bind(self, UringDriver drv, int fd) except -1:
         self._drv = drv
         self._fd = fd
         self._slot = -1
-        self._pending = bytearray()
         self._held = bytearray()
         self._slot = drv._attach(self)
         return 0
@@ -396,34 +472,22 @@ cdef class UringStream:
     # --- sending
 
     cdef Py_ssize_t owed(self) except -1:
-        """Return the bytes written and not yet sent (pending + in flight)."""
-        cdef Py_ssize_t n = PyByteArray_GET_SIZE(self._pending)
-        if self._sending is not None:
-            n += self._slen - self._soff
-        return n
+        """Return the bytes written and not yet sent (in flight + collected)."""
+        return self._slen - self._soff + self._plen
 
     cdef int write_bytes(self, bytes data) except -1:
-        """write() `data`, in flight as it is (no copy) when nothing is owed."""
-        cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
-        if (self._drv._running and not self._send_busy and not PyByteArray_GET_SIZE(self._pending)
-                and not self._dropped):
-            if n:
-                # Immutable, and held until the send's CQE.
-                self._sending = data
-                self._sptr = PyBytes_AS_STRING(data)
-                self._soff, self._slen = 0, n
-                self._submit_send()
-            return 0
-        return self.write(PyBytes_AS_STRING(data), n)
+        """write() the bytes of `data`."""
+        return self.write(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
 
     cdef int write(self, const char *p, Py_ssize_t n) except -1:
         """Queue `n` bytes at `p` (copied); send them when the send before is done."""
-        cdef Py_ssize_t size
         cdef long long sent
         cdef int err
+        cdef char *grown
+        cdef Py_ssize_t cap
         if n == 0 or self._dropped:
             return 0
-        if not self._drv._running and not self._send_busy and not PyByteArray_GET_SIZE(self._pending):
+        if not self._drv._running and not self.owed():
             if self._fd_gone(True):
                 return 0
             sent = fastio_send(self._fd, p, n)
@@ -437,30 +501,37 @@ cdef class UringStream:
                 return 0
             p += sent
             n -= sent
-        size = PyByteArray_GET_SIZE(self._pending)
-        PyByteArray_Resize(self._pending, size + n)
-        memcpy(PyByteArray_AS_STRING(self._pending) + size, p, n)
+        if self._ccap - self._plen < n:
+            # (geometric growth: many small writes stay linear)
+            grown = self._drv._take(max(self._plen + n, 2 * self._ccap), &cap)
+            if self._plen:
+                memcpy(grown, self._cbuf, self._plen)
+            self._drv._give(self._cbuf, self._ccap)
+            self._cbuf, self._ccap = grown, cap
+        memcpy(self._cbuf + self._plen, p, n)
+        self._plen += n
         if not self._send_busy:
             self._send_next()
         return 0
 
     cdef int _send_next(self) except -1:
-        """Put the pending bytes in flight (or the rest of a short send)."""
-        cdef bytearray out
-        if self._sending is None or self._soff >= self._slen:
-            if type(self._sending) is bytearray:
-                self._spare = <bytearray>self._sending
-                del self._spare[:]
-            self._sending = None
-            if not PyByteArray_GET_SIZE(self._pending):
+        """Put the collected bytes in flight (or the rest of a short send)."""
+        cdef char *b
+        cdef Py_ssize_t c
+        if self._soff >= self._slen:
+            self._soff = self._slen = 0
+            if not self._plen:
+                # Owing nothing: the buffers go back to the pool.
+                self._drv._give(self._fbuf, self._fcap)
+                self._drv._give(self._cbuf, self._ccap)
+                self._fbuf = self._cbuf = NULL
+                self._fcap = self._ccap = 0
                 return 0
-            # Swap: the pending buffer goes out, the spare one collects.
-            out = self._pending
-            self._pending = self._spare if self._spare is not None else bytearray()
-            self._spare = None
-            self._sending = out
-            self._sptr = PyByteArray_AS_STRING(out)
-            self._soff, self._slen = 0, PyByteArray_GET_SIZE(out)
+            # Swap: the collected bytes go out, the sent buffer collects.
+            b, c = self._fbuf, self._fcap
+            self._fbuf, self._fcap = self._cbuf, self._ccap
+            self._cbuf, self._ccap = b, c
+            self._slen, self._plen = self._plen, 0
         return self._submit_send()
 
     cdef int _submit_send(self) except -1:
@@ -470,7 +541,7 @@ cdef class UringStream:
         sqe = self._drv._sqe()
         sqe.opcode = FASTIO_OP_SEND
         sqe.fd = self._fd
-        sqe.addr = <uint64_t><size_t>(self._sptr + self._soff)
+        sqe.addr = <uint64_t><size_t>(self._fbuf + self._soff)
         sqe.len = <uint32_t>min(self._slen - self._soff, 1 << 30)
         sqe.op_flags = FASTIO_MSG_NOSIGNAL
         sqe.user_data = _uring_ud(FASTIO_UD_SEND, self._slot)
@@ -483,7 +554,8 @@ cdef class UringStream:
         self._inflight -= 1
         if self._dropped:
             # The bytes in flight were counted as dropped.
-            self._sending = None
+            self._soff = self._slen = 0
+            self._send_next()  # (nothing collected: the buffers go back)
             self._drv._release(self)
             return 0
         if res < 0:
@@ -499,12 +571,14 @@ cdef class UringStream:
         that was. Nothing is sent from then on."""
         cdef Py_ssize_t owed = self.owed()
         self._dropped = True
-        del self._pending[:]
+        self._plen = 0
+        self._soff = self._slen
         if self._send_busy:
+            # Its buffer stays until the completion (the kernel may be
+            # reading it); _on_send gives it back.
             self._drv._cancel(_uring_ud(FASTIO_UD_SEND, self._slot))
-            self._soff = self._slen
         else:
-            self._sending = None
+            self._send_next()
         return owed
 
     cdef int lost(self) except -1:
