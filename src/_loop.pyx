@@ -48,7 +48,7 @@ cdef fastio_core_capi *_core_api = <fastio_core_capi *>PyCapsule_GetPointer(
 cdef object _CorePoller = _core.Poller
 
 __all__ = ["Handle", "TimerHandle", "LoopCore", "TransportCore", "Transport", "UringTransportCore",
-           "UringTransport", "UringDriver"]
+           "UringTransport", "UringDriver", "UringStream", "AioUringStream"]
 
 cdef enum:
     POLLIN = 0x001
