@@ -9,19 +9,20 @@ recv into the ring's provided buffers while reading, one send SQE in flight
 -- instead of readiness callbacks and recv(2)/send(2). What asyncio does
 with a transport (flow control, close/abort, write_eof, pause/resume
 reading, start_tls and ssl= through its SSLProtocol, the Server's
-connection bookkeeping, sendfile through its fallback) is asyncio's code
-over the methods below.
+connection bookkeeping, loop.sendfile() -- os.sendfile() on the socket
+while reading is paused and once what is owed has gone out) is asyncio's
+code over the methods below.
 
 What differs from the readiness transport: data arrives in chunks of at
 most one provided buffer (64 KiB) rather than `max_size`; a write goes out
 with the loop's next io_uring_enter instead of a send(2) inside write()
-(outside a loop run, write() still sends at once); loop.sendfile() copies
-through asyncio's fallback instead of os.sendfile().
+(outside a loop run, or for a write over the high-water mark with nothing
+owed, write() still sends at once).
 """
 
 import functools
 import socket
-from asyncio import constants, protocols, selector_events, sslproto
+from asyncio import protocols, selector_events, sslproto
 from asyncio.log import logger
 from typing import Any, Optional
 
@@ -77,9 +78,6 @@ def make_ssl_transport(loop: Any, rawsock: Any, protocol: Any, sslcontext: Any, 
 def _make_class() -> Any:
     class UringSocketTransport(_AsyncioSocketTransport):
         """asyncio's socket transport with its socket I/O on io_uring (see the module docstring)."""
-
-        # loop.sendfile() copies through asyncio's fallback (write + drain).
-        _sendfile_compatible = constants._SendfileMode.FALLBACK
 
         # asyncio's, set by its __init__ (declared for the type checker).
         _stream: Any

@@ -256,15 +256,18 @@ def aio_uring_write(self, data):
         self._conn_lost = conn_lost + 1
         return
     s = <AioUringStream?>self._stream
-    if PyBytes_CheckExact(data):
-        s.write_bytes(<bytes>data)
-    else:
-        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
-        try:
-            s.write(<const char *>view.buf, view.len)
-        finally:
-            PyBuffer_Release(&view)
-    if s.owed() > self._high_water:
+    high = self._high_water
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    try:
+        # A write over the high-water mark with nothing owed goes to the
+        # kernel at once, as far as it takes it, as asyncio's write() does:
+        # queued whole, it would pause the protocol where asyncio does not
+        # (and protocols swapped in later, as start_tls() does, would get a
+        # resume_writing() they never had the pause of).
+        s.write(<const char *>view.buf, view.len, view.len > high)
+    finally:
+        PyBuffer_Release(&view)
+    if s.owed() > high:
         self._maybe_pause_protocol()
 
 

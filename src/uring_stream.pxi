@@ -475,19 +475,23 @@ cdef class UringStream:
         """Return the bytes written and not yet sent (in flight + collected)."""
         return self._slen - self._soff + self._plen
 
-    cdef int write_bytes(self, bytes data) except -1:
+    cdef int write_bytes(self, bytes data, bint now=False) except -1:
         """write() the bytes of `data`."""
-        return self.write(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+        return self.write(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), now)
 
-    cdef int write(self, const char *p, Py_ssize_t n) except -1:
-        """Queue `n` bytes at `p` (copied); send them when the send before is done."""
+    cdef int write(self, const char *p, Py_ssize_t n, bint now=False) except -1:
+        """Queue `n` bytes at `p` (copied); send them when the send before is done.
+
+        With nothing owed, what the kernel takes is sent at once (send(2))
+        outside a loop run, or when `now`.
+        """
         cdef long long sent
         cdef int err
         cdef char *grown
         cdef Py_ssize_t cap
         if n == 0 or self._dropped:
             return 0
-        if not self._drv._running and not self.owed():
+        if (now or not self._drv._running) and not self.owed():
             if self._fd_gone(True):
                 return 0
             sent = fastio_send(self._fd, p, n)

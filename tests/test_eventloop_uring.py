@@ -559,3 +559,61 @@ def test_tcp_transports_disable_nagle_even_on_a_socket_made_with_proto_0(loop):
         return proto, nodelay
 
     assert run(loop, main()) == (0, 1)
+
+
+def test_a_write_over_the_high_water_mark_goes_to_the_kernel_at_once(loop):
+    # As asyncio's write(): what the kernel takes leaves inside write(), so
+    # flow control counts only what it refused. (Queued whole, it would
+    # pause the protocol where asyncio does not, and a protocol swapped in
+    # later -- start_tls() -- would get a resume_writing() without a pause.)
+    async def main():
+        proto = Recorder(loop)
+        transport, peer = await accepted(loop, proto)
+        payload = os.urandom(256 * 1024)
+        transport.write(payload)
+        owed = transport.get_write_buffer_size()
+        got = await read_all(loop, peer, len(payload))
+        transport.close()
+        await proto.lost
+        peer.close()
+        return owed, got == payload
+
+    owed, intact = run(loop, main())
+    assert owed < 256 * 1024
+    assert intact
+
+
+def test_sendfile_is_native_and_refuses_writes_meanwhile(loop, tmp_path):
+    data = os.urandom(3 << 20)
+    path = tmp_path / "data"
+    path.write_bytes(data)
+
+    async def main():
+        proto = Recorder(loop)
+        transport, peer = await accepted(loop, proto)
+        transport.write(b"head:")
+        with open(path, "rb") as f:
+            # fallback=False: only os.sendfile() will do.
+            sending = asyncio.ensure_future(loop.sendfile(transport, f, fallback=False))
+            await asyncio.sleep(0)
+            try:
+                transport.write(b"x")
+            except RuntimeError as exc:
+                refused = str(exc)
+            else:
+                refused = None
+            reader = asyncio.ensure_future(read_all(loop, peer, 5 + len(data)))
+            sent = await sending
+        transport.write(b":tail")
+        got = await reader
+        tail = await read_all(loop, peer, 5)
+        transport.close()
+        await proto.lost
+        peer.close()
+        return sent, refused, got == b"head:" + data, tail
+
+    sent, refused, intact, tail = run(loop, main())
+    assert sent == len(data)
+    assert refused == "unable to write; sendfile is in progress"
+    assert intact
+    assert tail == b":tail"
