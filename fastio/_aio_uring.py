@@ -168,6 +168,7 @@ def _make_class() -> Any:
             if self._closing or self._eof:
                 return
             self._eof = True
+            self._stream.eof()
             if not self._stream.owed_bytes():
                 self._sock.shutdown(socket.SHUT_WR)
 
@@ -175,9 +176,14 @@ def _make_class() -> Any:
             if self._empty_waiter is not None:
                 raise RuntimeError("Empty waiter is already set")
             self._empty_waiter = self._loop.create_future()
+            self._stream.waiter(True)
             if not self._stream.owed_bytes():
                 self._empty_waiter.set_result(None)
             return self._empty_waiter
+
+        def _reset_empty_waiter(self) -> None:
+            self._empty_waiter = None
+            self._stream.waiter(False)
 
     return UringSocketTransport
 

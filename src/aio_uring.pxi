@@ -33,11 +33,15 @@ cdef class AioUringStream(UringStream):
     cdef object _sock     # its socket (the transport's `_sock` goes None at the end)
     cdef object _loop     # its loop (the transport's `_loop` goes None at the end)
     cdef bint _buffered   # the protocol is a BufferedProtocol
-    # The transport's `_paused` and `_closing`, as its pause_reading(),
-    # resume_reading() (through _add_reader), close() and _force_close()
-    # set them: read per completion without an attribute lookup.
+    # The transport's `_paused`, `_closing`, `_eof` and whether it has an
+    # `_empty_waiter`, as its pause_reading(), resume_reading() (through
+    # _add_reader), close(), _force_close(), write_eof() and
+    # _make_empty_waiter()/_reset_empty_waiter() set them: read per
+    # completion and per write without an attribute lookup.
     cdef bint _r_paused
     cdef bint _r_closing
+    cdef bint _r_eof
+    cdef bint _r_waiter
 
     # --- upcalls
 
@@ -154,14 +158,15 @@ cdef class AioUringStream(UringStream):
             t._maybe_resume_protocol()  # may write more
         if self._send_busy:
             return 0
-        waiter = t._empty_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        if t._closing:
+        if self._r_waiter:
+            waiter = t._empty_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+        if self._r_closing:
             if not t._conn_lost:
                 t._conn_lost += 1
                 t._call_connection_lost(None)
-        elif t._eof:
+        elif self._r_eof:
             try:
                 t._sock.shutdown(SHUT_WR)
             except OSError as exc:
@@ -210,6 +215,14 @@ cdef class AioUringStream(UringStream):
         self._r_closing = True
         self.stop_reading()
 
+    def eof(self):
+        """The transport's write_eof() was called."""
+        self._r_eof = True
+
+    def waiter(self, bint present):
+        """The transport has an `_empty_waiter` (True) or not any more."""
+        self._r_waiter = present
+
     def owed_bytes(self):
         """Return the bytes written and not yet sent."""
         return self.owed()
@@ -240,12 +253,14 @@ def aio_uring_write(self, data):
     """
     cdef Py_buffer view
     cdef AioUringStream s
+    cdef Py_ssize_t high
     if not (PyBytes_Check(data) or PyByteArray_Check(data) or PyMemoryView_Check(data)):
         raise TypeError(f'data argument must be a bytes-like object, '
                         f'not {type(data).__name__!r}')
-    if self._eof:
+    s = <AioUringStream?>self._stream
+    if s._r_eof:
         raise RuntimeError('Cannot call write() after write_eof()')
-    if self._empty_waiter is not None:
+    if s._r_waiter and self._empty_waiter is not None:
         raise RuntimeError('unable to write; sendfile is in progress')
     if not data:
         return
@@ -255,8 +270,12 @@ def aio_uring_write(self, data):
             _aio_logger.warning('socket.send() raised exception.')
         self._conn_lost = conn_lost + 1
         return
-    s = <AioUringStream?>self._stream
     high = self._high_water
+    if PyBytes_CheckExact(data):
+        s.write_bytes(<bytes>data, PyBytes_GET_SIZE(data) > high)
+        if s.owed() > high:
+            self._maybe_pause_protocol()
+        return
     PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
     try:
         # A write over the high-water mark with nothing owed goes to the
