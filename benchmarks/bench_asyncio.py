@@ -1,6 +1,7 @@
 """Compare asyncio event loops: fastio's, uvloop and stock asyncio, side by side in one run.
 
-Three parts, each run on every loop:
+Three parts, each run on every loop (fastio's on io_uring, "fastio-io_uring":
+the echo servers only):
 
 * echo servers in three styles (asyncio.Protocol, asyncio.BufferedProtocol,
   streams via asyncio.start_server) at 1 KiB, 64 B and 16 KiB x 100
@@ -52,19 +53,25 @@ PROFILES = {
     "full": dict(rounds=5, duration=2.0, warmup=0.5, http_duration=3.0, micro_repeats=7, micro_scale=1.0),
 }
 
-#: (what, style or "aiohttp", reference loop, goal as a max ratio of server CPU per request).
+#: The loops measured on the echo cases only (not aiohttp, not the micro-benchmarks).
+ECHO_ONLY = ("fastio-io_uring",)
+
+#: (what, style or "aiohttp", reference loop, goal as a max ratio of server CPU per
+#: request, the fastio loop held to it).
 TARGETS = (
-    [("protocol echo", "protocol", "uvloop", 0.90),
-     ("streams echo", "streams", "uvloop", 1.00),
-     ("aiohttp hello", "aiohttp", "uvloop", 1.00)]
-    + [("%s echo" % style, style, "asyncio", 0.85) for style in STYLES]
+    [("protocol echo", "protocol", "uvloop", 0.90, "fastio"),
+     ("streams echo", "streams", "uvloop", 1.00, "fastio"),
+     ("aiohttp hello", "aiohttp", "uvloop", 1.00, "fastio")]
+    + [("%s echo" % style, style, "asyncio", 0.85, "fastio") for style in STYLES]
+    + [("protocol echo on io_uring", "protocol", "uvloop", 0.90, "fastio-io_uring"),
+       ("streams echo on io_uring", "streams", "uvloop", 1.00, "fastio-io_uring")]
 )
 
 
 def echo_server(loop, style):
     """Return the bench_echo.Server of one asyncio echo peer."""
     return bench_echo.Server((bench_echo.PY, str(bench_echo.PEERS / "asyncio_server.py"), "--loop", loop,
-                              "--style", style), "fastio" if loop == "fastio" else "peer",
+                              "--style", style), "fastio" if loop.startswith("fastio") else "peer",
                              "uvloop" if loop == "uvloop" else None)
 
 
@@ -80,6 +87,15 @@ def _missing(loop, http=False):
 
     if loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
         return "uvloop is not installed (`make bench` installs it)"
+    if loop in ECHO_ONLY and http:
+        return "echo cases only"
+    if loop == "fastio-io_uring":
+        from fastio import _pollers
+
+        poller, reason = _pollers.uring_poller(8)
+        if poller is None:
+            return "io_uring is unavailable: %s" % reason
+        poller.close()
     if http and importlib.util.find_spec("aiohttp") is None:
         return "aiohttp is not installed (`make bench` installs it)"
     if http and shutil.which("wrk") is None:
@@ -397,14 +413,14 @@ def run_micro(loops, repeats, scale):
 def evaluate_targets(cases):
     """Return one check per target and measured cell: ratio, goal, pass."""
     checks = []
-    for what, style, ref, goal in TARGETS:
+    for what, style, ref, goal, mine in TARGETS:
         for case in cases:
-            if case["style"] != style:
+            if case["style"] != style or (mine != "fastio" and mine not in case["loops"]):
                 continue
-            me, other = case["loops"].get("fastio"), case["loops"].get(ref)
+            me, other = case["loops"].get(mine), case["loops"].get(ref)
             ratio = bench_echo.paired_ratio(me, other, "server_cpu_us_per_req") if me and other else None
-            checks.append({"target": what, "case": case["label"], "vs": ref, "goal": goal, "ratio": ratio,
-                           "pass": None if ratio is None else ratio <= goal})
+            checks.append({"target": what, "case": case["label"], "loop": mine, "vs": ref, "goal": goal,
+                           "ratio": ratio, "pass": None if ratio is None else ratio <= goal})
     return checks
 
 
@@ -425,6 +441,7 @@ def run(config):
     http_loops = [loop for loop in loops if not _missing(loop, http=True)]
     if loops and not http_loops:
         skipped.append({"server": "aiohttp", "reason": _missing(loops[0], http=True)})
+    micro_loops = [loop for loop in loops if loop not in ECHO_ONLY]
     factory = _common.loop_factory("fastio")
     fastio_name = "%s.%s" % (factory.__module__, factory.__qualname__)
     errors, cases = [], []
@@ -480,7 +497,8 @@ def run(config):
                 cases.append({"style": style, "size": size, "connections": conns,
                               "label": _case_label(style, size),
                               "loops": {loop: bench_echo.summarize(v) for loop, v in runs.items() if v}})
-            micro = run_micro(loops, profile["micro_repeats"], profile["micro_scale"]) if loops else {}
+            micro = (run_micro(micro_loops, profile["micro_repeats"], profile["micro_scale"])
+                     if micro_loops else {})
     finally:
         for server in running.values():
             status = server.stop()
@@ -488,8 +506,8 @@ def run(config):
                 harness.progress("[asyncio] %s exited with status %s on SIGTERM" % (server.name, status))
     checks = evaluate_targets(cases)
     for c in checks:
-        harness.progress("[asyncio] target %s (%s): fastio/%s = %s, goal <= %.2fx: %s" % (
-            c["target"], c["case"], c["vs"], "-" if c["ratio"] is None else "%.2fx" % c["ratio"], c["goal"],
+        harness.progress("[asyncio] target %s (%s): %s/%s = %s, goal <= %.2fx: %s" % (
+            c["target"], c["case"], c["loop"], c["vs"], "-" if c["ratio"] is None else "%.2fx" % c["ratio"], c["goal"],
             "-" if c["pass"] is None else "PASS" if c["pass"] else "FAIL"))
     result = {
         "suite": "asyncio",
@@ -499,7 +517,7 @@ def run(config):
             "warmup_s": profile["warmup"], "http_duration_s": profile["http_duration"],
             "micro_repeats": profile["micro_repeats"], "micro_scale": profile["micro_scale"],
             "server_cpu": harness.SERVER_CPU, "client_cpu": cpu, "rlimit_nofile": nofile,
-            "fastio_loop": fastio_name, "loops": loops,
+            "fastio_loop": fastio_name, "loops": loops, "micro_loops": micro_loops,
             "load_generators": {"echo": "fastio.echo.loadgen.bench (in-process, compiled core)",
                                 "http": "wrk -t1 -c%d --latency" % HTTP_CONNECTIONS},
         },
@@ -531,7 +549,8 @@ def write_plot(result, out_dir):
     if not cases:
         return []
     loops = result["config"]["loops"]
-    colors = {"fastio": "tab:red", "uvloop": "tab:blue", "asyncio": "tab:gray"}
+    colors = {"fastio": "tab:red", "fastio-io_uring": "tab:orange", "uvloop": "tab:blue",
+              "asyncio": "tab:gray"}
     fig, ax = plt.subplots(figsize=(12, 4.8))
     width = 0.8 / max(1, len(loops))
     for i, loop in enumerate(loops):
@@ -584,35 +603,38 @@ def to_markdown(result):
         "",
         "## Targets (fastio's server CPU per request / the other loop's, same run)",
         "",
-        "| target | case | vs | ratio | goal | result |",
-        "|---|---|---|---:|---:|---|",
+        "| target | case | loop | vs | ratio | goal | result |",
+        "|---|---|---|---|---:|---:|---|",
     ]
     for c in result["targets"]:
-        lines.append("| %s | %s | %s | %s | <= %.2fx | %s |" % (
-            c["target"], c["case"], c["vs"], _num(c["ratio"], "%.2fx"), c["goal"],
+        lines.append("| %s | %s | %s | %s | %s | <= %.2fx | %s |" % (
+            c["target"], c["case"], c.get("loop", "fastio"), c["vs"], _num(c["ratio"], "%.2fx"), c["goal"],
             "-" if c["pass"] is None else "PASS" if c["pass"] else "**FAIL**"))
+    ours = [loop for loop in loops if loop.startswith("fastio")]
+    pairs = [(me, ref) for me in ours for ref in ("uvloop", "asyncio")]
     lines += ["", "## Servers: server CPU µs/request (req/s, p99 µs)", "",
-              "| case | %s | fastio / uvloop | fastio / asyncio | client CPU |" % " | ".join(loops),
-              "|---|%s---:|---:|---:|" % ("---:|" * len(loops))]
+              "| case | %s | %s | client CPU |" % (" | ".join(loops),
+                                                  " | ".join("%s / %s" % pair for pair in pairs)),
+              "|---|%s%s---:|" % ("---:|" * len(loops), "---:|" * len(pairs))]
     for case in result["cases"]:
         got = case["loops"]
         cells = ["%s (%s/s, %s)" % (_num(got[loop]["server_cpu_us_per_req"], "%.2f"),
                                     _num(got[loop]["req_per_s"]), _num(got[loop]["p99_us"]))
                  if loop in got else "-" for loop in loops]
-        mine = got.get("fastio")
-        ratios = [_num(bench_echo.paired_ratio(mine, got.get(ref), "server_cpu_us_per_req"), "%.2fx")
-                  if mine else "-" for ref in ("uvloop", "asyncio")]
+        ratios = [_num(bench_echo.paired_ratio(got[me], got.get(ref), "server_cpu_us_per_req"), "%.2fx")
+                  if me in got else "-" for me, ref in pairs]
         client = max((s["client_cpu_pct"] or 0 for s in got.values()), default=None)
         lines.append("| %s | %s | %s | %s |" % (case["label"], " | ".join(cells), " | ".join(ratios),
                                                 _num(client, "%.0f%%")))
     lines += ["", "Client CPU is the highest of the loops' medians; near 100% the load generator set the "
                   "req/s, so compare server CPU per request there.", ""]
     if result["micro"]:
+        micro_loops = cfg.get("micro_loops", loops)
         lines += ["## Micro-benchmarks (CPU time per operation, median of %d; min–max)" % cfg["micro_repeats"], "",
-                  "| operation | %s |" % " | ".join(loops), "|---|%s" % ("---:|" * len(loops))]
+                  "| operation | %s |" % " | ".join(micro_loops), "|---|%s" % ("---:|" * len(micro_loops))]
         for op, per_loop in result["micro"].items():
             lines.append("| %s | %s |" % (op, " | ".join(
-                harness.format_spread(per_loop[loop]) if loop in per_loop else "-" for loop in loops)))
+                harness.format_spread(per_loop[loop]) if loop in per_loop else "-" for loop in micro_loops)))
         lines += ["", "call_later_cancel: schedule a timer an hour out and cancel it (plus the loop dropping "
                       "it); timers_firing: already-due timers with varied deadlines; future_resolution: "
                       "create_future, call_soon(set_result), await; sleep0_switch: 10 tasks each awaiting "

@@ -26,6 +26,7 @@ from asyncio import base_events, constants, events, format_helpers, selector_eve
 from asyncio.log import logger
 from typing import Any, Coroutine, Optional, TypeVar
 
+from fastio import _aio_uring
 from fastio._impl import compiled
 
 _c: Any = compiled("loop")  # the compiled methods below, when the extension is there
@@ -103,13 +104,17 @@ class SelectorEventLoop(asyncio.SelectorEventLoop):
     :param backend: instead of `selector`, fastio's selector by name:
         "epoll", "poll", "select" or "io_uring" (`fastio.selectors.UringSelector`:
         registrations and waits are io_uring SQEs, one io_uring_enter per
-        iteration; transports stay asyncio's readiness ones). Where io_uring
-        is refused the loop uses the default selector and says so once with
-        a RuntimeWarning.
+        iteration; this class's transports stay asyncio's readiness ones,
+        `EventLoop`'s are completion-based, see fastio._aio_uring). Where
+        io_uring is refused the loop uses the default selector and says so
+        once with a RuntimeWarning.
     :raises ValueError: an unknown backend, or both arguments.
     """
 
     _socket_transport: Any = _SocketTransport
+    # On backend="io_uring": completion-based transports (the compiled
+    # EventLoop's iteration reaps their completions).
+    _uring_transports = False
 
     def __init__(self, selector: Optional[selectors.BaseSelector] = None, *,
                  backend: Optional[str] = None) -> None:
@@ -119,13 +124,15 @@ class SelectorEventLoop(asyncio.SelectorEventLoop):
             try:
                 if selector is not None:
                     raise ValueError("selector and backend can not be specified at the same time")
-                selector = _selector_for(backend, type(self).__name__)
+                selector = _selector_for(backend, type(self).__name__, self._uring_transports)
             except BaseException:
                 self._closed = True  # what asyncio's __del__ looks at
                 raise
         elif selector is None:
             selector = fastio_selectors.DefaultSelector()
         super().__init__(selector)
+        if _aio_uring.UringBufferSelector is not None and isinstance(selector, _aio_uring.UringBufferSelector):
+            _aio_uring.attach(self)
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         if _CHECKS_FD:
@@ -133,10 +140,15 @@ class SelectorEventLoop(asyncio.SelectorEventLoop):
         return self._socket_transport(self, sock, protocol, waiter, extra, server)
 
 
-def _selector_for(backend: str, who: str) -> selectors.BaseSelector:
+def _selector_for(backend: str, who: str, buffers: bool = False) -> selectors.BaseSelector:
     from fastio import _pollers, selectors as fastio_selectors
 
     if backend == "io_uring":
+        if buffers and _aio_uring.UringBufferSelector is not None:
+            try:
+                return _aio_uring.UringBufferSelector()
+            except OSError:
+                pass  # (no buffer ring here: readiness on io_uring, if that works)
         try:
             return fastio_selectors.UringSelector()
         except (AttributeError, OSError) as exc:
@@ -221,6 +233,34 @@ if _c is not None:
         time = _as_method(_c.aio_time, base_events.BaseEventLoop, "time")
 
         _socket_transport = _SelectorSocketTransport
+        _uring_transports = True
+        _uring: Any = None  # its UringDriver, with completion transports
+
+        def run_forever(self) -> None:
+            uring = self._uring
+            if uring is None or self.is_running() or self.is_closed():
+                return super().run_forever()
+            # Writes queue SQEs while the loop runs; what the last
+            # iteration queued goes out when it stops.
+            uring._running = True
+            try:
+                super().run_forever()
+            finally:
+                uring._running = False
+                uring._submit()
+
+        def close(self) -> None:
+            super().close()
+            if self._uring is not None:
+                # The ring closed with the selector, cancelling what was in
+                # flight: the driver lets go of the transports.
+                self._uring._forget()
+
+        def _make_ssl_transport(self, *args: Any, **kwargs: Any) -> Any:
+            if self._uring is None:
+                base: Any = super()  # (typeshed lacks the private method)
+                return base._make_ssl_transport(*args, **kwargs)
+            return _aio_uring.make_ssl_transport(self, *args, **kwargs)
 
     _c.aio_loop_class(EventLoop)
 

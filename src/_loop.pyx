@@ -48,7 +48,7 @@ cdef fastio_core_capi *_core_api = <fastio_core_capi *>PyCapsule_GetPointer(
 cdef object _CorePoller = _core.Poller
 
 __all__ = ["Handle", "TimerHandle", "LoopCore", "TransportCore", "Transport", "UringTransportCore",
-           "UringTransport", "UringDriver"]
+           "UringTransport", "UringDriver", "UringStream", "AioUringStream"]
 
 cdef enum:
     POLLIN = 0x001
@@ -72,7 +72,8 @@ include "loop_timers.pxi"      # the timer heap
 include "loop_fdtable.pxi"     # fd -> reader/writer/handler
 include "loop_core.pxi"        # LoopCore: queues, registration, one iteration
 include "loop_transport.pxi"   # the TCP transport's hot path
-include "uring_loop.pxi"       # the transport on io_uring (completion-based)
+include "uring_stream.pxi"     # io_uring's completion engine: UringDriver, UringStream
+include "uring_loop.pxi"       # Loop's transport on it
 include "loop_capi.pxi"        # the C API other compiled modules call
 
 # asyncio's face: the compiled methods fastio.EventLoop installs (fastio/_aio.py).
@@ -83,3 +84,4 @@ include "aio_heap.pxi"         # heapq's push/pop over asyncio's timer heap
 include "aio_loop.pxi"
 include "aio_sock.pxi"         # readers/writers; setup and helpers of the next
 include "aio_sock_coro.pxi"    # the sock_*() coroutines and the accept loop
+include "aio_uring.pxi"        # the transport on io_uring's completion engine

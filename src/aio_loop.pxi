@@ -30,6 +30,9 @@ cdef object _aio_min_cancelled_fraction = None
 # events through the core's C API instead (see _aio_core_poller).
 cdef object _aio_core_select = None
 cdef object _aio_SelectorKey = None
+# A loop whose selector waits on this poller class may have io_uring
+# completion transports: its `_uring` is then a UringDriver.
+cdef object _aio_uring_poller_cls = None
 # One event buffer lent to one iteration at a time; a second loop running
 # in another thread meanwhile (the wait releases the GIL) gets its own.
 cdef fastio_event *_aio_evbuf = NULL
@@ -52,7 +55,8 @@ def aio_setup(base_events, selector_events, events, callback_error):
     _aio_max_select_timeout = base_events.MAXIMUM_SELECT_TIMEOUT
     _aio_min_scheduled = base_events._MIN_SCHEDULED_TIMER_HANDLES
     _aio_min_cancelled_fraction = base_events._MIN_CANCELLED_TIMER_HANDLES_FRACTION
-    global _aio_core_select, _aio_SelectorKey
+    global _aio_core_select, _aio_SelectorKey, _aio_uring_poller_cls
+    _aio_uring_poller_cls = getattr(_core, "UringPoller", None)
     import selectors
     _aio_core_select = _core.SelectorCore.select
     _aio_SelectorKey = selectors.SelectorKey
@@ -65,6 +69,7 @@ def aio_run_once(self):
     cdef list scheduled, new_scheduled
     cdef Py_ssize_t sched_count, ntodo, i
     cdef object handle, timeout, ready, event_list, end_time, selector, poller
+    cdef object uring = None
     cdef bint fast = _aio_fast_loop(self)
 
     if _tget(self, fast, _LOFF_DEBUG, "_debug"):
@@ -106,7 +111,9 @@ def aio_run_once(self):
     selector = _tget(self, fast, _LOFF_SELECTOR, "_selector")
     poller = _aio_core_poller(self, selector)
     if poller is not None:
-        return _aio_run_direct(self, fast, selector, poller, timeout, scheduled, ready)
+        if type(poller) is _aio_uring_poller_cls:
+            uring = getattr(self, "_uring", None)
+        return _aio_run_direct(self, fast, selector, poller, timeout, scheduled, ready, uring)
 
     event_list = selector.select(timeout)
     self._process_events(event_list)
@@ -160,7 +167,7 @@ cdef inline bint _aio_cancelled(object handle) except -1:
 
 
 cdef object _aio_run_direct(object self, bint fast, object selector, object poller, object timeout,
-                            list scheduled, object ready):
+                            list scheduled, object ready, object uring):
     """The rest of aio_run_once over a core poller: same order, no queueing of I/O.
 
     asyncio queues the I/O callbacks behind what is already ready and the
@@ -168,7 +175,9 @@ cdef object _aio_run_direct(object self, bint fast, object selector, object poll
     the timers are taken in the same order into lists and run from there
     after the handles that were ready when the wait returned; callbacks any
     of them schedules land behind, in the deque, for the next iteration --
-    the same order. What is taken is decided when asyncio decides it: a
+    the same order. On io_uring with completion transports (`uring`, the
+    loop's UringDriver) the completions are handled after the I/O
+    callbacks and before the timers: they are I/O events too. What is taken is decided when asyncio decides it: a
     reader found cancelled right after the wait is removed then, and each
     handle is checked for cancellation again when its turn comes.
     """
@@ -265,6 +274,8 @@ cdef object _aio_run_direct(object self, bint fast, object selector, object poll
             handle = <object>PyList_GET_ITEM(io, j)
             j += 1
             _aio_run_handle(handle)
+        if uring is not None:
+            (<UringDriver>uring)._reap_c()
         while k < ndue:
             handle = <object>PyList_GET_ITEM(due, k)
             k += 1
@@ -302,3 +313,8 @@ def aio_process_events(self, event_list):
                 self._remove_writer(fileobj)
             else:
                 ready.append(writer)
+    uring = getattr(self, "_uring", None)
+    if uring is not None:
+        # The io_uring completions, as I/O events: behind the I/O callbacks,
+        # ahead of the timers the iteration queues next.
+        ready.append(_aio_Handle(uring._reap, (), self, None))

@@ -90,7 +90,7 @@ cdef class LoopCore:
         self._wfd = waker.fileno()
         poller.register(self._wfd, POLLIN)
         if isinstance(poller, _core.UringPoller) and poller.nbufs:
-            self._uring = UringDriver(self, poller)
+            self._uring = UringDriver(poller)
 
     # ----------------------------------------------------------- callbacks
 
@@ -360,7 +360,7 @@ cdef class LoopCore:
                 item = <tuple>PyList_GET_ITEM(events, i)
                 self._dispatch(item[0], item[1])
         if self._uring is not None:
-            (<UringDriver>self._uring)._reap()
+            (<UringDriver>self._uring)._reap_c()
 
         # Callbacks queued from other threads come first: they were queued
         # before the timers below became due (asyncio queues them at once).
@@ -442,6 +442,8 @@ cdef class LoopCore:
         # As asyncio: at least one iteration, so callbacks scheduled before a
         # stop() still run; the iteration that sees stop() is the last.
         self._in_run = True
+        if self._uring is not None:
+            (<UringDriver>self._uring)._running = True
         try:
             while True:
                 self._run_once_c()
@@ -451,6 +453,7 @@ cdef class LoopCore:
             self._stopping = False
             self._in_run = False
             if self._uring is not None:
+                (<UringDriver>self._uring)._running = False
                 # What the last iteration queued goes out now, not at the
                 # next run (if any).
                 (<UringDriver>self._uring)._submit()

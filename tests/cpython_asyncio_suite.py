@@ -1,6 +1,6 @@
 """Run CPython's own asyncio test modules on fastio's event loop and on asyncio's.
 
-    python tests/cpython_asyncio_suite.py run MODULE --loop fastio|stock [--ids FILE]
+    python tests/cpython_asyncio_suite.py run MODULE --loop fastio|fastio-io_uring|stock [--ids FILE]
     python tests/cpython_asyncio_suite.py compare [--jobs N] [--full-stock] [--markdown F] [--json F] [MODULE ...]
 
 `run` executes one module of the interpreter's `test.test_asyncio` package in
@@ -74,16 +74,40 @@ MODULE_TIMEOUT = 900  # seconds; a hung module is reported, not waited on foreve
 # --- fastio's loop, with or without fastio.EventLoop -----------------------------------
 
 
-def fastio_loop_classes():
+def fastio_loop_classes(uring=False):
     """Return (loop class, policy class) of fastio's asyncio loop.
 
     `fastio.EventLoop` / `fastio.EventLoopPolicy` where fastio has them; else
     asyncio's SelectorEventLoop over fastio's selectors (what
-    `fastio.new_event_loop()` returns) and a policy that builds it.
+    `fastio.new_event_loop()` returns) and a policy that builds it. With
+    `uring`: `fastio.EventLoop(backend="io_uring")` (completion transports)
+    unless given a selector.
     """
     import asyncio
 
     import fastio
+
+    if uring:
+        class UringEventLoop(fastio.EventLoop):
+            """fastio.EventLoop on io_uring unless given a selector."""
+
+            def __init__(self, selector=None):
+                if selector is None:
+                    super().__init__(backend="io_uring")
+                else:
+                    super().__init__(selector)
+
+        class UringEventLoopPolicy(fastio.EventLoopPolicy):
+            """fastio's policy, building `UringEventLoop`."""
+
+            _loop_factory = UringEventLoop
+
+            def new_event_loop(self):
+                return UringEventLoop()
+
+        for cls in (UringEventLoop, UringEventLoopPolicy):
+            cls.__module__ = __name__
+        return UringEventLoop, UringEventLoopPolicy
 
     loop_cls = getattr(fastio, "EventLoop", None)
     policy_cls = getattr(fastio, "EventLoopPolicy", None)
@@ -159,12 +183,12 @@ class Recorder(unittest.TestResult):
             self._set(test, "failed" if bad is self.failures else "error", bad[-1][1])
 
 
-def _point_at_fastio(module):
+def _point_at_fastio(module, uring=False):
     """Make asyncio and `module` build fastio's loop; return a dict of probes and counters."""
     import asyncio
     import asyncio.unix_events as unix_events
 
-    loop_cls, policy_cls = fastio_loop_classes()
+    loop_cls, policy_cls = fastio_loop_classes(uring)
     counts = {"policy": 0, "test_case": 0}  # fastio loops built through each door
 
     class CountingPolicy(policy_cls):
@@ -197,6 +221,8 @@ def _point_at_fastio(module):
                        ("asyncio.SelectorEventLoop", asyncio.SelectorEventLoop)):
         loop = make()
         probes[door] = "%s.%s" % (type(loop).__module__, type(loop).__qualname__)
+        if uring:
+            probes[door + " completion transports"] = getattr(loop, "_uring", None) is not None
         selector = getattr(loop, "_selector", None)
         if selector is not None:
             probes[door + " selector"] = "%s.%s" % (type(selector).__module__, type(selector).__qualname__)
@@ -219,7 +245,7 @@ def run_module(name, loop, ids=None):
     import importlib
 
     module = importlib.import_module("test.test_asyncio." + name)
-    info = _point_at_fastio(module) if loop == "fastio" else {}
+    info = _point_at_fastio(module, loop == "fastio-io_uring") if loop != "stock" else {}
     loader = unittest.TestLoader()
     suite = loader.loadTestsFromNames(ids) if ids is not None else loader.loadTestsFromModule(module)
     result = Recorder()
@@ -284,12 +310,13 @@ def run_subprocess(name, loop, ids=None, python=sys.executable, env=None):
     return result
 
 
-def compare_module(name, full_stock=False, python=sys.executable, env=None):
-    """Run `name` on fastio, then on stock (only fastio's failures unless `full_stock`).
+def compare_module(name, full_stock=False, python=sys.executable, env=None, loop="fastio"):
+    """Run `name` on fastio (`loop`: "fastio" or "fastio-io_uring"), then on
+    stock (only fastio's failures unless `full_stock`).
 
     Returns {"fastio": result, "stock": result or None}.
     """
-    fastio_run = run_subprocess(name, "fastio", python=python, env=env)
+    fastio_run = run_subprocess(name, loop, python=python, env=env)
     bad = sorted(t for t, o in fastio_run["outcomes"].items() if o in BAD)
     stock_run = None
     if full_stock or fastio_run.get("crashed"):
@@ -302,12 +329,12 @@ def compare_module(name, full_stock=False, python=sys.executable, env=None):
     return {"fastio": fastio_run, "stock": stock_run}
 
 
-def compare(names=None, jobs=2, full_stock=False, python=sys.executable, env=None):
+def compare(names=None, jobs=2, full_stock=False, python=sys.executable, env=None, loop="fastio"):
     """Compare every module in `names` (default: all available here), `jobs` modules at a time."""
     skipped, todo = available_modules(names)
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        runs = dict(zip(todo, pool.map(lambda n: compare_module(n, full_stock, python, env), todo)))
+        runs = dict(zip(todo, pool.map(lambda n: compare_module(n, full_stock, python, env, loop), todo)))
     return {"python": sys.version.split()[0], "skipped": skipped, "modules": runs, "jobs": jobs,
             "full_stock": full_stock, "wall_seconds": round(time.monotonic() - started, 1)}
 
@@ -397,7 +424,7 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command", required=True)
     one = sub.add_parser("run", help="run one module in this process")
     one.add_argument("module", choices=list(MODULES))
-    one.add_argument("--loop", choices=("fastio", "stock"), required=True)
+    one.add_argument("--loop", choices=("fastio", "fastio-io_uring", "stock"), required=True)
     one.add_argument("--ids", help="JSON file listing the test ids to run (default: the whole module)")
     many = sub.add_parser("compare", help="run modules on fastio, their failures on stock")
     many.add_argument("modules", nargs="*", metavar="MODULE")

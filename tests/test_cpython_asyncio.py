@@ -103,3 +103,30 @@ def test_regressions_are_what_fails_on_fastio_but_not_on_stock():
     assert suite.regressions(pair) == {"b"}
     assert suite.regressions({"fastio": {"outcomes": {"a": "failed"}}, "stock": None}) == {"a"}
     assert suite.regressions({"fastio": {"crashed": True, "outcomes": {}}, "stock": None})
+
+
+#: The modules that drive socket transports, servers, TLS and sendfile.
+URING_MODULES = [m for m in ("test_events", "test_streams", "test_sslproto", "test_ssl", "test_sendfile",
+                             "test_buffered_proto", "test_server", "test_sock_lowlevel") if m in MODULES]
+
+
+@pytest.fixture(scope="module")
+def uring_report():
+    """The transport modules on fastio.EventLoop(backend="io_uring"), failures rerun on stock."""
+    from loop_fixtures import uring_unavailable
+
+    why = uring_unavailable()
+    if why is not None:
+        pytest.skip("io_uring unavailable: %s" % why)
+    return suite.compare(URING_MODULES, jobs=2, env=subprocess_env(), loop="fastio-io_uring")
+
+
+@pytest.mark.parametrize("module", URING_MODULES)
+def test_module_on_io_uring_fails_only_where_stock_fails(uring_report, module):
+    pair = uring_report["modules"][module]
+    run = pair["fastio"]
+    assert not run.get("crashed"), "the io_uring run of %s died:\n%s" % (module, run.get("stderr_tail"))
+    assert run["tests_run"] > 0
+    # The suites really ran on completion transports.
+    assert run["probes"]["asyncio.new_event_loop completion transports"], run["probes"]
+    assert not suite.regressions(pair), sorted(suite.regressions(pair))

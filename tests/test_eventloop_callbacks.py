@@ -396,8 +396,9 @@ def test_handle_reprs_and_error_messages_name_asyncio_methods(selector_loop):
     async def main():
         a, b = socket.socketpair()
         transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, a)
-        reader = loop._selector.get_key(a.fileno()).data[0]
-        reprs = [repr(reader), repr(loop.call_soon(loop.call_soon, print)),
+        # (a completion-based transport, on io_uring, has no reader)
+        key = loop._selector.get_map().get(a.fileno())
+        reprs = [repr(key.data[0]) if key else None, repr(loop.call_soon(loop.call_soon, print)),
                  transport.write.__qualname__]
         loop.call_soon(loop.call_later, "soon", print)
         await asyncio.sleep(0)
@@ -410,7 +411,7 @@ def test_handle_reprs_and_error_messages_name_asyncio_methods(selector_loop):
     # secrets).
     shows_args = sys.version_info < (3, 13)
     assert reprs == [
-        "<Handle _SelectorSocketTransport._read_ready()>",
+        None if getattr(loop, "_uring", None) else "<Handle _SelectorSocketTransport._read_ready()>",
         "<Handle BaseEventLoop.call_soon(%s)>" % ("<built-in function print>" if shows_args else ""),
         "_SelectorSocketTransport.write",
     ]

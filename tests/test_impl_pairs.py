@@ -28,8 +28,8 @@ COMPILED_ONLY = {
                       "does not expose",
         "UringPoller": "io_uring exists compiled only",
     },
-    "loop": dict.fromkeys(("UringTransportCore", "UringTransport", "UringDriver"),
-                          "io_uring exists compiled only"),
+    "loop": dict.fromkeys(("UringTransportCore", "UringTransport", "UringDriver", "UringStream",
+                           "AioUringStream"), "io_uring exists compiled only"),
     "amqp": {},
     "echo": dict.fromkeys(("UringEcho", "uring_status"), "io_uring exists compiled only"),
 }

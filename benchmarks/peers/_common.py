@@ -69,7 +69,7 @@ def run(main):
 
 # --- asyncio peers: which loop -----------------------------------------------------------
 
-ASYNCIO_LOOPS = ("fastio", "uvloop", "asyncio")
+ASYNCIO_LOOPS = ("fastio", "fastio-io_uring", "uvloop", "asyncio")
 
 
 def loop_factory(name):
@@ -77,7 +77,8 @@ def loop_factory(name):
 
     "fastio" is `fastio.EventLoop` where fastio has it, else what
     `fastio.new_event_loop()` builds (asyncio's SelectorEventLoop over
-    fastio's selectors).
+    fastio's selectors); "fastio-io_uring" is `fastio.EventLoop(backend=
+    "io_uring")`, whose transports are completion-based.
     """
     if name == "asyncio":
         import asyncio
@@ -88,6 +89,11 @@ def loop_factory(name):
     if name == "fastio":
         import fastio
         return getattr(fastio, "EventLoop", None) or fastio.new_event_loop
+    if name == "fastio-io_uring":
+        import functools
+
+        import fastio
+        return functools.partial(getattr(fastio, "EventLoop", fastio.SelectorEventLoop), backend="io_uring")
     raise ValueError("unknown loop %r (one of %s)" % (name, ", ".join(ASYNCIO_LOOPS)))
 
 

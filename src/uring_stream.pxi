@@ -1,0 +1,592 @@
+# The completion engine both faces' io_uring transports run on:
+# UringDriver (the ring side of a loop whose poller is a
+# fastio._impl.core_c UringPoller with a buffer ring) and UringStream (one
+# connected socket's operations on that ring). Loop's UringTransport
+# (src/uring_loop.pxi) and fastio.EventLoop's (src/aio_uring.pxi) are thin
+# faces over a UringStream: they own the transport semantics (flow control,
+# close, the protocol's callbacks), the stream owns every SQE and CQE.
+#
+# The ring is the poller's (src/uring_poller.pxi): readiness polls
+# (add_reader, the waker, signals, listening sockets) and these streams'
+# operations share it and its one io_uring_enter per loop iteration. The
+# poller copies every completion that is not a poll into the hub's `done`
+# array; each loop iteration hands them to UringDriver._reap after the wait.
+#
+# A stream's data path:
+# * Receiving: one multishot recv (IORING_RECV_MULTISHOT) into the provided
+#   buffer ring while reading is wanted. Each completion names a buffer; its
+#   bytes go to the face (_up_data) and the buffer goes back to the kernel.
+#   stop_reading() cancels the recv; what was already received when the
+#   cancel lands is kept (`_held`) and handed over after start_reading(),
+#   so no data reaches a face that paused reading. ENOBUFS (the ring ran
+#   dry) ends a multishot recv: it is re-armed.
+# * Sending: write() copies into the stream's collecting buffer; one send
+#   SQE per stream is in flight, from the other buffer, left untouched until
+#   its CQE (the kernel may read it any time before). A short send is
+#   resubmitted from where it stopped; what was written meanwhile goes next.
+#   The owed bytes (collected + in flight) drive the face's
+#   get_write_buffer_size() and flow control. The buffers come from the
+#   driver's pool and go back to it once the stream owes nothing.
+#   Discussion: a send from the written object itself (no copy) keeps every
+#   reply alive until its completion; with many connections those overlap,
+#   and glibc's malloc trims and refaults the top of its heap all the time
+#   (two page faults per 16 KiB request at 100 connections, more CPU than
+#   the copy). Pooled buffers never go back to malloc while in use.
+#   Outside a loop run nothing would submit an SQE or reap its completion,
+#   so write() then sends what the kernel takes at once, as a readiness
+#   transport does.
+# * drop_output() (abort, a broken connection) cancels the send in flight.
+#
+# Ownership: every op in flight refers to its stream by slot (user_data:
+# kind | slot << 8); the driver's slot list holds the stream until its last
+# CQE, even after the face lost its connection, so a completion never lands
+# on a freed object and a slot is never reused while an op of its is in
+# flight. SQEs are submitted by the next wait, which comes before any
+# callback the loop schedules: a face that closes its socket from a
+# scheduled callback (connection_lost) never leaves an SQE naming a reused
+# fd number. Closing the loop closes the ring: the kernel cancels
+# everything (fastio_ring_cancel_all waits for it), and the slot list goes
+# with the driver.
+
+from libc.errno cimport EAGAIN, EBADF, EBUSY, EINTR
+from libc.stdint cimport uint32_t, uint64_t
+from libc.string cimport memmove, memset
+from cpython.mem cimport PyMem_Realloc
+
+from fastio_uring cimport *
+
+cdef extern from "<errno.h>":
+    int ECANCELED, ENOBUFS
+
+cdef enum:
+    UR_OFF = 0
+    UR_ARMED = 1
+    UR_CANCELLING = 2
+
+
+cdef inline uint64_t _uring_ud(int kind, Py_ssize_t slot) noexcept:
+    return <uint64_t>kind | (<uint64_t>slot << 8)
+
+
+# Send buffers: size classes of 4 KiB << k; the driver keeps up to
+# URING_POOL_BYTES of free ones. A buffer larger than the last class is
+# malloc'd to size and freed when done.
+cdef enum:
+    URING_MIN_SHIFT = 12
+    URING_CLASSES = 9           # 4 KiB .. 1 MiB
+    URING_POOL_BYTES = 16 << 20
+
+
+cdef inline int _uring_class(Py_ssize_t need) noexcept:
+    cdef int k = 0
+    while k < URING_CLASSES and (<Py_ssize_t>1 << (URING_MIN_SHIFT + k)) < need:
+        k += 1
+    return k  # URING_CLASSES: too big for a class
+
+
+@cython.final
+cdef class UringDriver:
+    """The completion side of a loop on an io_uring poller with buffers.
+
+    :param poller: a fastio._impl.core_c.UringPoller made with nbufs > 0.
+    """
+
+    cdef object _poller  # keeps the hub alive
+    cdef fastio_uring_hub *_hub
+    cdef list _slots
+    cdef list _free
+    cdef readonly Py_ssize_t live
+    # Inside the loop's run: the next wait submits what is queued and the
+    # loop reaps the completions (else write() sends at once).
+    cdef public bint _running
+    # With incremental buffers: where each buffer's unread bytes start.
+    cdef uint32_t *_boff
+    # Free send buffers, a stack per size class (see _take/_give).
+    cdef char **_pool[URING_CLASSES]
+    cdef Py_ssize_t _npool[URING_CLASSES]
+    cdef Py_ssize_t _cappool[URING_CLASSES]
+    cdef Py_ssize_t _poolbytes
+
+    def __init__(self, poller):
+        self._poller = poller
+        self._hub = <fastio_uring_hub *>PyCapsule_GetPointer(
+            poller._hub_capsule(), "fastio._impl.core_c.uring_hub")
+        if not self._hub.has_buffers:
+            raise ValueError("the poller has no buffer ring (UringPoller(nbufs=...))")
+        self._slots = []
+        self._free = []
+        if self._hub.ring.br_inc:
+            self._boff = <uint32_t *>PyMem_Malloc(self._hub.ring.br_entries * sizeof(uint32_t))
+            if self._boff == NULL:
+                raise MemoryError()
+            memset(self._boff, 0, self._hub.ring.br_entries * sizeof(uint32_t))
+
+    def __dealloc__(self):
+        cdef int k
+        cdef Py_ssize_t i
+        PyMem_Free(self._boff)
+        for k in range(URING_CLASSES):
+            for i in range(self._npool[k]):
+                PyMem_Free(self._pool[k][i])
+            PyMem_Free(self._pool[k])
+
+    cdef char *_take(self, Py_ssize_t need, Py_ssize_t *cap) except NULL:
+        """Return a send buffer of at least `need` bytes (its size in `cap`)."""
+        cdef int k = _uring_class(need)
+        cdef char *p
+        if k < URING_CLASSES and self._npool[k]:
+            self._npool[k] -= 1
+            cap[0] = <Py_ssize_t>1 << (URING_MIN_SHIFT + k)
+            self._poolbytes -= cap[0]
+            return self._pool[k][self._npool[k]]
+        cap[0] = need if k == URING_CLASSES else <Py_ssize_t>1 << (URING_MIN_SHIFT + k)
+        p = <char *>PyMem_Malloc(cap[0])
+        if p == NULL:
+            raise MemoryError()
+        return p
+
+    cdef void _give(self, char *p, Py_ssize_t cap) noexcept:
+        """Take back a buffer from _take() (nothing in flight from it)."""
+        cdef int k = _uring_class(cap)
+        cdef char **grown
+        if p == NULL:
+            return
+        if (k == URING_CLASSES or cap != (<Py_ssize_t>1 << (URING_MIN_SHIFT + k))
+                or self._poolbytes + cap > URING_POOL_BYTES):
+            PyMem_Free(p)
+            return
+        if self._npool[k] == self._cappool[k]:
+            grown = <char **>PyMem_Realloc(self._pool[k], (self._cappool[k] * 2 + 16) * sizeof(char *))
+            if grown == NULL:
+                PyMem_Free(p)
+                return
+            self._pool[k] = grown
+            self._cappool[k] = self._cappool[k] * 2 + 16
+        self._pool[k][self._npool[k]] = p
+        self._npool[k] += 1
+        self._poolbytes += cap
+
+    cdef fastio_uring_sqe *_sqe(self) except NULL:
+        cdef fastio_ring *ring = &self._hub.ring
+        cdef fastio_uring_sqe *sqe
+        cdef int err
+        if ring.fd < 0:
+            raise RuntimeError("Event loop is closed")
+        sqe = fastio_ring_get_sqe(ring)
+        if sqe == NULL:
+            # SQ full: submit what is queued now, without waiting.
+            err = fastio_ring_submit_wait(ring, fastio_ring_publish(ring), 0, -1)
+            if err and err != EINTR and err != EAGAIN and err != EBUSY:
+                raise OSError(err, "io_uring_enter: " + _os.strerror(err))
+            sqe = fastio_ring_get_sqe(ring)
+            if sqe == NULL:
+                raise OSError(EBUSY, "io_uring submission queue stays full")
+        return sqe
+
+    def _submit(self):
+        """Submit what is queued, without waiting (at the end of a loop run)."""
+        cdef fastio_ring *ring = &self._hub.ring
+        cdef int err
+        if ring.fd < 0:
+            return
+        err = fastio_ring_submit_wait(ring, fastio_ring_publish(ring), 0, -1)
+        if err and err != EINTR and err != EAGAIN and err != EBUSY:
+            raise OSError(err, "io_uring_enter: " + _os.strerror(err))
+
+    cdef int _cancel(self, uint64_t target) except -1:
+        cdef fastio_uring_sqe *sqe
+        if self._hub.ring.fd < 0:
+            return 0  # the ring is gone, and with it every op
+        sqe = self._sqe()
+        sqe.opcode = FASTIO_OP_ASYNC_CANCEL
+        sqe.fd = -1
+        sqe.addr = target
+        sqe.user_data = FASTIO_UD_IGNORE
+        return 0
+
+    cdef Py_ssize_t _attach(self, UringStream s) except -1:
+        cdef Py_ssize_t slot
+        if self._free:
+            slot = self._free.pop()
+            self._slots[slot] = s
+        else:
+            slot = len(self._slots)
+            self._slots.append(s)
+        self.live += 1
+        return slot
+
+    cdef int _release(self, UringStream s) except -1:
+        """Free `s`'s slot once its face is done with it and nothing is in flight."""
+        if s._slot < 0 or s._inflight or not s._released:
+            return 0
+        self._slots[s._slot] = None
+        self._free.append(s._slot)
+        s._slot = -1
+        self.live -= 1
+        return 0
+
+    def _forget(self):
+        """Let go of every stream once the ring is closed (no completion can
+        come any more), so that the transports' sockets are collected and
+        closed as a readiness loop's are; before that, do nothing."""
+        cdef object s
+        if self._hub.ring.fd >= 0:
+            return
+        for s in self._slots:
+            if s is not None:
+                (<UringStream>s)._slot = -1
+        self._slots = []
+        self._free = []
+        self.live = 0
+        self._running = False
+
+    def _reap(self):
+        """Hand this iteration's completions to their streams."""
+        self._reap_c()
+
+    cdef int _reap_c(self) except -1:
+        cdef fastio_uring_hub *hub = self._hub
+        cdef size_t i = 0, n = hub.ndone
+        cdef fastio_uring_cqe cqe
+        cdef object s
+        if n == 0:
+            return 0
+        try:
+            while i < n:
+                cqe = hub.done[i]
+                i += 1
+                s = self._slots[<Py_ssize_t>(cqe.user_data >> 8)]
+                if s is not None:
+                    (<UringStream>s)._complete(<int>(cqe.user_data & 0xff), cqe.res, cqe.flags)
+        finally:
+            # A KeyboardInterrupt out of a protocol leaves the rest for the
+            # next iteration, as the ready queue does.
+            if hub.ring.fd >= 0:
+                if i < n:
+                    memmove(hub.done, hub.done + i, (n - i) * sizeof(fastio_uring_cqe))
+                hub.ndone = n - i
+                fastio_ring_recycle_flush(&hub.ring)
+        return 0
+
+
+cdef class UringStream:
+    """One connected socket's operations on the ring: a multishot recv into
+    the buffer ring while reading is wanted, one send in flight (see the
+    top of this file).
+
+    A face subclasses it and overrides the upcalls: `_holding()` (reading
+    is paused: keep what arrives), `_dead()` (closing: drop what arrives,
+    arm nothing), `_up_data()`, `_up_eof()`, `_up_error()`, `_up_sent()` and
+    `_up_held()` (schedule `_deliver_held()`).
+    """
+
+    cdef UringDriver _drv
+    cdef Py_ssize_t _slot
+    cdef int _fd
+    cdef int _recv
+    cdef int _inflight
+    cdef bint _send_busy
+    cdef bint _released
+    cdef bint _dropped
+    # Owed: bytes [_soff:_slen] of _fbuf (in flight while _send_busy, else
+    # the rest of a short send), then _plen bytes collected in _cbuf.
+    cdef char *_fbuf
+    cdef Py_ssize_t _fcap, _soff, _slen
+    cdef char *_cbuf
+    cdef Py_ssize_t _ccap, _plen
+    cdef bytearray _held     # received while reading was paused
+    cdef bint _held_eof
+
+    def __dealloc__(self):
+        # Nothing is in flight by now: the driver's slot held this stream
+        # until its last completion, or the ring was closed (everything
+        # cancelled) before it let go.
+        PyMem_Free(self._fbuf)
+        PyMem_Free(self._cbuf)
+
+    cdef int _bind(self, UringDriver drv, int fd) except -1:
+        self._drv = drv
+        self._fd = fd
+        self._slot = -1
+        self._held = bytearray()
+        self._slot = drv._attach(self)
+        return 0
+
+    # --- upcalls, the face's
+
+    cdef bint _holding(self) except -1:
+        return False
+
+    cdef bint _dead(self) except -1:
+        return False
+
+    cdef Py_ssize_t _up_data(self, char *buf, Py_ssize_t n) except -1:
+        """Hand `n` received bytes to the face; return how many it took
+        (fewer only if it paused reading or closed meanwhile)."""
+        return n
+
+    cdef int _up_eof(self) except -1:
+        return 0
+
+    cdef int _up_error(self, int err, bint sending) except -1:
+        return 0
+
+    cdef int _up_sent(self) except -1:
+        """A send completed (`_send_busy`: another one is in flight)."""
+        return 0
+
+    cdef int _up_held(self) except -1:
+        """Call `_deliver_held()` soon (from the loop's ready queue)."""
+        return 0
+
+    cdef int _live_fd(self) except -2:
+        """Return the fd a new op may name, or -1 if the face's socket was
+        closed behind it (its number may be another file's by now)."""
+        return self._fd
+
+    cdef bint _fd_gone(self, bint sending) except -1:
+        # An op on a number the socket no longer owns could reach another
+        # file: fail as recv(2)/send(2) on the closed socket object would.
+        if self._live_fd() >= 0:
+            return False
+        self._up_error(EBADF, sending)
+        return True
+
+    # --- completions
+
+    cdef int _complete(self, int kind, int res, uint32_t flags) except -1:
+        if kind == FASTIO_UD_RECV:
+            return self._on_recv(res, flags)
+        if kind == FASTIO_UD_SEND:
+            return self._on_send(res)
+        return 0
+
+    # --- receiving
+
+    cdef int start_reading(self) except -1:
+        """Arm the multishot recv, or hand over what was held first."""
+        cdef fastio_uring_sqe *sqe
+        if self._recv != UR_OFF:
+            return 0  # armed, or being cancelled: _on_recv re-arms then
+        if PyByteArray_GET_SIZE(self._held) or self._held_eof:
+            # Input kept while paused goes first, in order.
+            self._up_held()
+            return 0
+        if self._fd_gone(False):
+            return 0
+        sqe = self._drv._sqe()
+        sqe.opcode = FASTIO_OP_RECV
+        sqe.fd = self._fd
+        sqe.ioprio = FASTIO_RECV_MULTISHOT
+        sqe.flags = FASTIO_SQE_BUFFER_SELECT
+        sqe.buf_group = 0
+        sqe.user_data = _uring_ud(FASTIO_UD_RECV, self._slot)
+        self._recv = UR_ARMED
+        self._inflight += 1
+        return 0
+
+    cdef int stop_reading(self) except -1:
+        """Cancel the recv; what it still completes with is held."""
+        if self._recv == UR_ARMED:
+            self._drv._cancel(_uring_ud(FASTIO_UD_RECV, self._slot))
+            self._recv = UR_CANCELLING
+        return 0
+
+    cdef int _hold(self, char *buf, Py_ssize_t n) except -1:
+        cdef Py_ssize_t size = PyByteArray_GET_SIZE(self._held)
+        PyByteArray_Resize(self._held, size + n)
+        memcpy(PyByteArray_AS_STRING(self._held) + size, buf, n)
+        return 0
+
+    cdef int _on_recv(self, int res, uint32_t flags) except -1:
+        cdef fastio_ring *ring = &self._drv._hub.ring
+        cdef unsigned bid
+        cdef char *buf
+        cdef Py_ssize_t took
+        cdef bint more = flags & FASTIO_CQE_F_MORE
+        cdef bint done = True
+        if not more:
+            self._recv = UR_OFF
+            self._inflight -= 1
+        if flags & FASTIO_CQE_F_BUFFER:
+            bid = flags >> FASTIO_CQE_BUFFER_SHIFT
+            buf = fastio_ring_buffer(ring, bid)
+            if self._drv._boff != NULL:
+                # Incremental: the bytes follow what earlier receives took
+                # from this buffer; it goes back once the kernel is done.
+                buf += self._drv._boff[bid]
+                if flags & FASTIO_CQE_F_BUF_MORE and res > 0:
+                    self._drv._boff[bid] += res
+                    done = False
+                else:
+                    self._drv._boff[bid] = 0
+            try:
+                if res > 0 and not self._dead():
+                    if self._holding() or PyByteArray_GET_SIZE(self._held):
+                        self._hold(buf, res)
+                    else:
+                        took = self._up_data(buf, res)
+                        if took < res and not self._dead():
+                            self._hold(buf + took, res - took)
+            finally:
+                if done:
+                    fastio_ring_recycle(ring, bid)
+        if more:
+            return 0
+        if self._released or self._dead():
+            self._drv._release(self)
+            return 0
+        if res == 0:
+            if self._holding() or PyByteArray_GET_SIZE(self._held):
+                self._held_eof = True
+            else:
+                self._up_eof()
+        elif res < 0 and res != -ENOBUFS and res != -ECANCELED:
+            self._up_error(-res, False)
+        elif not self._holding() and not self._held_eof:
+            self.start_reading()
+        return 0
+
+    def _deliver_held(self):
+        # After start_reading(): what came in while paused, then the EOF if
+        # it came too, then reading goes on.
+        cdef bytearray held
+        cdef Py_ssize_t n, took
+        if self._dead() or self._holding():
+            return
+        n = PyByteArray_GET_SIZE(self._held)
+        if n:
+            held = self._held
+            self._held = bytearray()
+            took = self._up_data(PyByteArray_AS_STRING(held), n)
+            if took < n and not self._dead():
+                self._hold(PyByteArray_AS_STRING(held) + took, n - took)
+            if self._dead() or self._holding():
+                return
+        if self._held_eof:
+            self._held_eof = False
+            self._up_eof()
+            return
+        self.start_reading()
+
+    # --- sending
+
+    cdef Py_ssize_t owed(self) except -1:
+        """Return the bytes written and not yet sent (in flight + collected)."""
+        return self._slen - self._soff + self._plen
+
+    cdef int write_bytes(self, bytes data, bint now=False) except -1:
+        """write() the bytes of `data`."""
+        return self.write(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), now)
+
+    cdef int write(self, const char *p, Py_ssize_t n, bint now=False) except -1:
+        """Queue `n` bytes at `p` (copied); send them when the send before is done.
+
+        With nothing owed, what the kernel takes is sent at once (send(2))
+        outside a loop run, or when `now`.
+        """
+        cdef long long sent
+        cdef int err
+        cdef char *grown
+        cdef Py_ssize_t cap
+        if n == 0 or self._dropped:
+            return 0
+        if (now or not self._drv._running) and not self.owed():
+            if self._fd_gone(True):
+                return 0
+            sent = fastio_send(self._fd, p, n)
+            if sent < 0:
+                err = fastio_last_error()
+                if not fastio_would_block(err):
+                    self._up_error(err, True)
+                    return 0
+                sent = 0
+            if sent == n:
+                return 0
+            p += sent
+            n -= sent
+        if self._ccap - self._plen < n:
+            # (geometric growth: many small writes stay linear)
+            grown = self._drv._take(max(self._plen + n, 2 * self._ccap), &cap)
+            if self._plen:
+                memcpy(grown, self._cbuf, self._plen)
+            self._drv._give(self._cbuf, self._ccap)
+            self._cbuf, self._ccap = grown, cap
+        memcpy(self._cbuf + self._plen, p, n)
+        self._plen += n
+        if not self._send_busy:
+            self._send_next()
+        return 0
+
+    cdef int _send_next(self) except -1:
+        """Put the collected bytes in flight (or the rest of a short send)."""
+        cdef char *b
+        cdef Py_ssize_t c
+        if self._soff >= self._slen:
+            self._soff = self._slen = 0
+            if not self._plen:
+                # Owing nothing: the buffers go back to the pool.
+                self._drv._give(self._fbuf, self._fcap)
+                self._drv._give(self._cbuf, self._ccap)
+                self._fbuf = self._cbuf = NULL
+                self._fcap = self._ccap = 0
+                return 0
+            # Swap: the collected bytes go out, the sent buffer collects.
+            b, c = self._fbuf, self._fcap
+            self._fbuf, self._fcap = self._cbuf, self._ccap
+            self._cbuf, self._ccap = b, c
+            self._slen, self._plen = self._plen, 0
+        return self._submit_send()
+
+    cdef int _submit_send(self) except -1:
+        cdef fastio_uring_sqe *sqe
+        if self._fd_gone(True):
+            return 0
+        sqe = self._drv._sqe()
+        sqe.opcode = FASTIO_OP_SEND
+        sqe.fd = self._fd
+        sqe.addr = <uint64_t><size_t>(self._fbuf + self._soff)
+        sqe.len = <uint32_t>min(self._slen - self._soff, 1 << 30)
+        sqe.op_flags = FASTIO_MSG_NOSIGNAL
+        sqe.user_data = _uring_ud(FASTIO_UD_SEND, self._slot)
+        self._send_busy = True
+        self._inflight += 1
+        return 0
+
+    cdef int _on_send(self, int res) except -1:
+        self._send_busy = False
+        self._inflight -= 1
+        if self._dropped:
+            # The bytes in flight were counted as dropped.
+            self._soff = self._slen = 0
+            self._send_next()  # (nothing collected: the buffers go back)
+            self._drv._release(self)
+            return 0
+        if res < 0:
+            self._up_error(-res, True)
+            return 0
+        self._soff += res
+        self._send_next()
+        self._up_sent()
+        return 0
+
+    cdef Py_ssize_t drop_output(self) except -1:
+        """Drop what is owed and cancel the send in flight; return how much
+        that was. Nothing is sent from then on."""
+        cdef Py_ssize_t owed = self.owed()
+        self._dropped = True
+        self._plen = 0
+        self._soff = self._slen
+        if self._send_busy:
+            # Its buffer stays until the completion (the kernel may be
+            # reading it); _on_send gives it back.
+            self._drv._cancel(_uring_ud(FASTIO_UD_SEND, self._slot))
+        else:
+            self._send_next()
+        return owed
+
+    cdef int lost(self) except -1:
+        """The face is done (connection lost): free the slot once nothing is in flight."""
+        self._released = True
+        self._drv._release(self)
+        return 0

@@ -1,0 +1,619 @@
+"""fastio.EventLoop(backend="io_uring"): what only its completion transports have.
+
+The EventLoop suites (tests/test_eventloop_*.py) already run every
+transport and server behaviour on this loop through the "fastio-io_uring"
+kind of tests/eventloop_fixtures.py. Here: what the completion path does
+differently -- pause_reading() cancels a multishot recv in flight, a
+completion carries a whole provided buffer, sends complete short, abort()
+cancels a send in flight, closing the loop cancels what is in flight -- and
+where the completions run in an iteration.
+"""
+
+import asyncio
+import gc
+import os
+import socket
+import sys
+import threading
+import time
+import warnings
+
+import pytest
+
+import fastio
+from eventloop_fixtures import close_loop, run
+from loop_fixtures import uring_unavailable
+
+UNAVAILABLE = uring_unavailable()
+
+pytestmark = [
+    pytest.mark.timeout(90),
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="io_uring is Linux-only"),
+]
+
+
+@pytest.fixture
+def loop():
+    """A fastio.EventLoop on io_uring with completion transports."""
+    if UNAVAILABLE is not None:
+        pytest.skip("io_uring unavailable: %s" % UNAVAILABLE)
+    loop = fastio.EventLoop(backend="io_uring")
+    assert loop._uring is not None
+    asyncio.set_event_loop(loop)
+    yield loop
+    close_loop(loop)
+
+
+class Recorder(asyncio.Protocol):
+    """Record data, EOF and loss; futures for the milestones."""
+
+    def __init__(self, loop, keep_open=False):
+        self.loop = loop
+        self.keep_open = keep_open
+        self.data = bytearray()
+        self.transport = None
+        self.calls = []
+        self.made = loop.create_future()
+        self.eof = loop.create_future()
+        self.lost = loop.create_future()
+        self.flow = []
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.made.set_result(None)
+
+    def data_received(self, data):
+        self.calls.append(len(data))
+        self.data += data
+
+    def eof_received(self):
+        self.eof.set_result(bytes(self.data))
+        return self.keep_open
+
+    def pause_writing(self):
+        self.flow.append("pause")
+
+    def resume_writing(self):
+        self.flow.append("resume")
+
+    def connection_lost(self, exc):
+        self.lost.set_result(exc)
+
+
+async def accepted(loop, proto):
+    """Return (transport, peer): `proto` on one end of a TCP connection, a plain socket on the other."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.setblocking(False)
+    conn = asyncio.ensure_future(loop.sock_accept(listener))
+    transport, _ = await loop.create_connection(lambda: proto, "127.0.0.1", listener.getsockname()[1])
+    peer, _ = await conn
+    listener.close()
+    peer.setblocking(False)
+    return transport, peer
+
+
+async def wait_for(predicate, timeout=20.0):
+    """Let the loop run until `predicate()` holds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition never held"
+        await asyncio.sleep(0.005)
+
+
+async def read_all(loop, peer, n):
+    """Read `n` bytes from non-blocking `peer` through the loop."""
+    got = bytearray()
+    while len(got) < n:
+        chunk = await loop.sock_recv(peer, 1 << 20)
+        assert chunk, "EOF after %d of %d bytes" % (len(got), n)
+        got += chunk
+    return bytes(got)
+
+
+def test_transports_are_completion_based_and_off_the_selector(loop):
+    async def main():
+        proto = Recorder(loop)
+        transport, peer = await accepted(loop, proto)
+        fd = transport.get_extra_info("socket").fileno()
+        # No readiness registration: the recv is an SQE on the ring.
+        in_selector = fd in loop._selector.get_map()
+        live = loop._uring.live
+        await loop.sock_sendall(peer, b"ping")
+        await wait_for(lambda: proto.data == b"ping")
+        transport.write(b"pong")
+        got = await read_all(loop, peer, 4)
+        transport.close()
+        await proto.lost
+        await wait_for(lambda: loop._uring.live == 0)
+        peer.close()
+        return type(transport).__name__, in_selector, live, got
+
+    assert run(loop, main()) == ("UringSocketTransport", False, 1, b"pong")
+
+
+def test_pause_during_a_recv_in_flight_holds_the_data_until_resume(loop):
+    async def main():
+        proto = Recorder(loop)
+        transport, peer = await accepted(loop, proto)
+        await loop.sock_sendall(peer, b"first ")
+        await wait_for(lambda: proto.data == b"first ")
+        # The multishot recv is armed: pausing cancels it in flight, and
+        # whatever it still completes with must wait for resume_reading().
+        transport.pause_reading()
+        peer.send(b"second ")
+        calls = len(proto.calls)
+        await asyncio.sleep(0.2)
+        paused_calls = len(proto.calls) - calls
+        peer.send(b"third")
+        peer.shutdown(socket.SHUT_WR)
+        await asyncio.sleep(0.1)
+        eof_while_paused = proto.eof.done()
+        transport.resume_reading()
+        got = await proto.eof
+        transport.close()
+        await proto.lost
+        peer.close()
+        return paused_calls, eof_while_paused, got
+
+    assert run(loop, main()) == (0, False, b"first second third")
+
+
+def test_pause_and_resume_many_times_keeps_every_byte_in_order(loop):
+    payload = os.urandom(4 << 20)
+
+    async def main():
+        proto = Recorder(loop)
+        transport, peer = await accepted(loop, proto)
+        sender = asyncio.ensure_future(loop.sock_sendall(peer, payload))
+        flips = 0
+        while len(proto.data) < len(payload):
+            if transport.is_reading():
+                transport.pause_reading()
+                n = len(proto.calls)
+                await asyncio.sleep(0.002)
+                assert len(proto.calls) == n, "data_received() while paused"
+            else:
+                transport.resume_reading()
+                await asyncio.sleep(0.002)
+            flips += 1
+        await sender
+        transport.close()
+        await proto.lost
+        peer.close()
+        return flips, bytes(proto.data) == payload
+
+    flips, intact = run(loop, main())
+    assert intact
+    assert flips > 2
+
+
+class SmallBuffers(asyncio.BufferedProtocol):
+    """A BufferedProtocol whose get_buffer() is 7 bytes; pauses reading at `pause_at`."""
+
+    def __init__(self, loop, pause_at=None):
+        self.buf = bytearray(7)
+        self.data = bytearray()
+        self.updates = 0
+        self.pause_at = pause_at
+        self.paused_updates = 0
+        self.lost = loop.create_future()
+        self.eof = loop.create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def get_buffer(self, sizehint):
+        return self.buf
+
+    def buffer_updated(self, nbytes):
+        if not self.transport.is_reading():
+            self.paused_updates += 1
+        self.updates += 1
+        self.data += self.buf[:nbytes]
+        if self.pause_at is not None and len(self.data) >= self.pause_at:
+            self.pause_at = None
+            self.transport.pause_reading()
+
+    def eof_received(self):
+        self.eof.set_result(None)
+
+    def connection_lost(self, exc):
+        self.lost.set_result(exc)
+
+
+def test_buffered_protocol_gets_a_completion_across_its_small_buffers(loop):
+    payload = os.urandom(100_000)
+
+    async def main():
+        proto = SmallBuffers(loop, pause_at=5000)
+        transport, peer = await accepted(loop, proto)
+        await loop.sock_sendall(peer, payload)
+        # Paused in the middle of a completion: the rest is held.
+        await wait_for(lambda: not transport.is_reading())
+        await asyncio.sleep(0.1)
+        held_at = len(proto.data)
+        transport.resume_reading()
+        peer.shutdown(socket.SHUT_WR)
+        await proto.eof
+        transport.close()
+        await proto.lost
+        peer.close()
+        return held_at, proto.paused_updates, proto.updates, bytes(proto.data) == payload
+
+    held_at, paused_updates, updates, intact = run(loop, main())
+    assert 5000 <= held_at < 5000 + 7
+    assert paused_updates == 0
+    assert updates >= len(payload) // 7
+    assert intact
+
+
+def test_short_sends_resume_where_they_stopped(loop):
+    # One write far larger than the socket buffers: the kernel completes the
+    # send short, again and again, while the peer drains slowly.
+    payload = os.urandom(24 << 20)
+
+    async def main():
+        proto = Recorder(loop)
+        transport, peer = await accepted(loop, proto)
+        transport.write(payload)
+        owed = [transport.get_write_buffer_size()]
+        got = bytearray()
+        while len(got) < len(payload):
+            got += await loop.sock_recv(peer, 100_000)
+            owed.append(transport.get_write_buffer_size())
+        # (the last send's completion may come an iteration after its bytes)
+        await wait_for(lambda: transport.get_write_buffer_size() == 0)
+        owed.append(transport.get_write_buffer_size())
+        transport.close()
+        await proto.lost
+        peer.close()
+        return owed, proto.flow, bytes(got) == payload
+
+    owed, flow, intact = run(loop, main())
+    assert intact
+    assert owed[0] > 0
+    assert owed[-1] == 0
+    assert owed == sorted(owed, reverse=True)  # owed bytes only ever go down
+    assert flow == ["pause", "resume"]
+
+
+def test_abort_with_a_send_in_flight_loses_the_rest_and_frees_the_slot(loop):
+    async def main():
+        proto = Recorder(loop)
+        transport, peer = await accepted(loop, proto)
+        transport.write(b"x" * (32 << 20))  # the peer never reads: most stays owed
+        await asyncio.sleep(0.1)
+        owed = transport.get_write_buffer_size()
+        transport.abort()
+        after_abort = transport.get_write_buffer_size()
+        exc = await proto.lost
+        await wait_for(lambda: loop._uring.live == 0)
+        got = 0
+        peer.setblocking(True)
+        peer.settimeout(10)
+        try:
+            while True:
+                chunk = peer.recv(1 << 20)
+                if not chunk:
+                    break
+                got += len(chunk)
+        except ConnectionResetError:
+            pass
+        peer.close()
+        return owed, after_abort, exc, got
+
+    owed, after_abort, exc, got = run(loop, main())
+    assert owed > 0
+    assert after_abort == 0
+    assert exc is None
+    assert got < 32 << 20
+
+
+def test_close_flushes_what_is_owed_before_connection_lost(loop):
+    payload = os.urandom(8 << 20)
+
+    async def main():
+        proto = Recorder(loop)
+        transport, peer = await accepted(loop, proto)
+        transport.write(payload)
+        transport.close()
+        closing = transport.is_closing()
+        await asyncio.sleep(0.1)
+        lost_early = proto.lost.done()  # the peer has read nothing yet
+        got = await read_all(loop, peer, len(payload))
+        eof = await loop.sock_recv(peer, 10)
+        exc = await proto.lost
+        peer.close()
+        return closing, lost_early, got == payload, eof, exc
+
+    assert run(loop, main()) == (True, False, True, b"", None)
+
+
+def test_a_client_that_never_reads_keeps_the_servers_memory_bounded(loop):
+    # A streams echo server: drain() pauses the handler while the client
+    # does not read, so the server stops reading (its multishot recv is
+    # cancelled) and what it holds stays bounded by the flow-control marks.
+    owed = []
+
+    async def echo(reader, writer):
+        while data := await reader.read(65536):
+            writer.write(data)
+            owed.append(writer.transport.get_write_buffer_size())
+            await writer.drain()
+        writer.close()
+
+    async def main():
+        server = await asyncio.start_server(echo, "127.0.0.1", 0)
+        client = socket.create_connection(server.sockets[0].getsockname())
+        client.setblocking(False)
+        pushed = 0
+        stalled_since = None
+        chunk = b"x" * 65536
+        while pushed < (256 << 20):
+            try:
+                pushed += client.send(chunk)
+                stalled_since = None
+            except BlockingIOError:
+                stalled_since = stalled_since or time.monotonic()
+                if time.monotonic() - stalled_since > 0.5:
+                    break
+                await asyncio.sleep(0.01)
+        client.close()
+        server.close()
+        await server.wait_closed()
+        return pushed
+
+    pushed = run(loop, main())
+    assert pushed < 256 << 20, "the server kept reading from a client that never reads"
+    # Never more than the high-water mark plus one received chunk.
+    assert max(owed) <= 64 * 1024 + 65536
+
+
+def test_closing_the_loop_with_ops_in_flight_cancels_them(loop):
+    # A recv armed and a send in flight when the loop closes: the ring's
+    # close cancels both; nothing touches the freed buffers afterwards, and
+    # the transports, collected, close their sockets.
+    a, b = socket.socketpair()
+    b.setblocking(False)
+
+    async def main():
+        proto = Recorder(loop)
+        transport, _ = await loop.connect_accepted_socket(lambda: proto, a)
+        transport.write(b"y" * (16 << 20))  # b never reads during the run
+        await asyncio.sleep(0.05)
+        return transport.get_write_buffer_size(), loop._uring.live
+
+    owed, live = run(loop, main())
+    assert owed > 0 and live == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        loop.close()
+        gc.collect()
+    # The socket the loop held is closed once collected: b sees EOF after
+    # whatever had been sent.
+    b.setblocking(True)
+    b.settimeout(10)
+    total = 0
+    while True:
+        chunk = b.recv(1 << 20)
+        if not chunk:
+            break
+        total += len(chunk)
+    b.close()
+    assert total < 16 << 20
+
+
+def test_call_soon_threadsafe_wakes_a_loop_blocked_on_the_ring(loop):
+    async def main():
+        proto = Recorder(loop)
+        transport, peer = await accepted(loop, proto)
+        woken = loop.create_future()
+        results = []
+
+        def from_thread(i):
+            time.sleep(0.2)  # the loop is blocked in io_uring_enter by now
+            for j in range(100):
+                loop.call_soon_threadsafe(results.append, (i, j))
+            loop.call_soon_threadsafe(transport.write, b"%d;" % i)
+            if i == 3:
+                loop.call_soon_threadsafe(woken.set_result, time.monotonic())
+
+        threads = [threading.Thread(target=from_thread, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        # Nothing else would wake the loop: no timer, no peer traffic.
+        woke_at = await woken
+        delay = time.monotonic() - woke_at
+        for t in threads:
+            t.join()
+        got = await read_all(loop, peer, 8)
+        transport.close()
+        await proto.lost
+        peer.close()
+        return delay, sorted(results), sorted(got.decode().split(";")[:-1])
+
+    delay, results, writes = run(loop, main())
+    assert results == sorted((i, j) for i in range(4) for j in range(100))
+    assert writes == ["0", "1", "2", "3"]
+    assert delay < 5
+
+
+def test_completions_run_after_the_io_callbacks_and_before_the_due_timers(loop):
+    # One iteration finds a completion (data for the transport), a reader
+    # callback and a due timer: asyncio's order is I/O, then timers.
+    order = []
+
+    async def main():
+        class P(Recorder):
+            def data_received(self, data):
+                order.append("completion")
+                super().data_received(data)
+
+        proto = P(loop)
+        transport, peer = await accepted(loop, proto)
+        r, w = socket.socketpair()
+        loop.add_reader(r, lambda: (order.append("reader"), r.recv(10)))
+        await asyncio.sleep(0.05)  # the recv is armed
+
+        def block():
+            loop.call_later(0.01, order.append, "timer")
+            peer.send(b"x")
+            w.send(b"x")
+            time.sleep(0.2)  # both are ready and the timer due at the next wait
+
+        loop.call_soon(block)
+        await wait_for(lambda: "timer" in order)
+        loop.remove_reader(r)
+        r.close()
+        w.close()
+        transport.close()
+        await proto.lost
+        peer.close()
+
+    run(loop, main())
+    assert order == ["reader", "completion", "timer"]
+
+
+def test_debug_mode_reaps_completions_too(loop):
+    loop.set_debug(True)
+    loop.slow_callback_duration = 10
+
+    async def main():
+        proto = Recorder(loop)
+        transport, peer = await accepted(loop, proto)
+        await loop.sock_sendall(peer, b"debug")
+        await wait_for(lambda: proto.data == b"debug")
+        transport.write(b"mode")
+        got = await read_all(loop, peer, 4)
+        transport.close()
+        await proto.lost
+        peer.close()
+        return got
+
+    assert run(loop, main()) == b"mode"
+
+
+def test_ssl_argument_runs_the_tls_protocol_over_the_completion_transport(loop):
+    import ssl
+
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost", "127.0.0.1").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+
+    async def main():
+        async def handle(reader, writer):
+            writer.write((await reader.readline()).upper())
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_ctx)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_ctx,
+                                                       server_hostname="localhost")
+        raw = writer.transport._ssl_protocol._transport
+        writer.write(b"hello tls\n")
+        got = await reader.readline()
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except (ssl.SSLError, ConnectionError):
+            pass
+        server.close()
+        await server.wait_closed()
+        return type(raw).__name__, got
+
+    assert run(loop, main()) == ("UringSocketTransport", b"HELLO TLS\n")
+
+
+
+def test_tcp_transports_disable_nagle_even_on_a_socket_made_with_proto_0(loop):
+    # asyncio sets TCP_NODELAY only where sock.proto is IPPROTO_TCP; a
+    # listener made as socket.socket(AF_INET, SOCK_STREAM) has proto 0, and
+    # so has what it accepts. A message split across completions is echoed
+    # in several writes: with Nagle on, the later ones would wait for the
+    # peer's delayed ACK (tens of milliseconds per request).
+    async def main():
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        made = loop.create_future()
+
+        class P(asyncio.Protocol):
+            def connection_made(self, transport):
+                made.set_result(transport)
+
+        server = await loop.create_server(P, sock=listener)
+        client = socket.create_connection(listener.getsockname())
+        transport = await made
+        sock = transport.get_extra_info("socket")
+        proto, nodelay = sock.proto, sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        transport.close()
+        client.close()
+        server.close()
+        await server.wait_closed()
+        return proto, nodelay
+
+    assert run(loop, main()) == (0, 1)
+
+
+def test_a_write_over_the_high_water_mark_goes_to_the_kernel_at_once(loop):
+    # As asyncio's write(): what the kernel takes leaves inside write(), so
+    # flow control counts only what it refused. (Queued whole, it would
+    # pause the protocol where asyncio does not, and a protocol swapped in
+    # later -- start_tls() -- would get a resume_writing() without a pause.)
+    async def main():
+        proto = Recorder(loop)
+        transport, peer = await accepted(loop, proto)
+        payload = os.urandom(256 * 1024)
+        transport.write(payload)
+        owed = transport.get_write_buffer_size()
+        got = await read_all(loop, peer, len(payload))
+        transport.close()
+        await proto.lost
+        peer.close()
+        return owed, got == payload
+
+    owed, intact = run(loop, main())
+    assert owed < 256 * 1024
+    assert intact
+
+
+def test_sendfile_is_native_and_refuses_writes_meanwhile(loop, tmp_path):
+    data = os.urandom(3 << 20)
+    path = tmp_path / "data"
+    path.write_bytes(data)
+
+    async def main():
+        proto = Recorder(loop)
+        transport, peer = await accepted(loop, proto)
+        transport.write(b"head:")
+        with open(path, "rb") as f:
+            # fallback=False: only os.sendfile() will do.
+            sending = asyncio.ensure_future(loop.sendfile(transport, f, fallback=False))
+            await asyncio.sleep(0)
+            try:
+                transport.write(b"x")
+            except RuntimeError as exc:
+                refused = str(exc)
+            else:
+                refused = None
+            reader = asyncio.ensure_future(read_all(loop, peer, 5 + len(data)))
+            sent = await sending
+        transport.write(b":tail")
+        got = await reader
+        tail = await read_all(loop, peer, 5)
+        transport.close()
+        await proto.lost
+        peer.close()
+        return sent, refused, got == b"head:" + data, tail
+
+    sent, refused, intact, tail = run(loop, main())
+    assert sent == len(data)
+    assert refused == "unable to write; sendfile is in progress"
+    assert intact
+    assert tail == b":tail"
