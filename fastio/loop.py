@@ -183,6 +183,11 @@ class _LoopAPI(_LoopBase):
         self._clear()
         self._poller_ref.close()
         self._waker_ref.close()
+        uring = getattr(self, "_uring", None)
+        if uring is not None:
+            # The ring closed with the poller, cancelling what was in
+            # flight: the driver lets go of the transports.
+            uring._forget()
 
     def get_debug(self) -> bool:
         """Return False: the loop has no debug mode (asyncio.Future asks)."""

@@ -64,7 +64,6 @@ cdef class LoopCore:
     # A UringDriver when the poller is an io_uring one with buffers: its
     # transports are completion-based (src/uring_loop.pxi).
     cdef readonly object _uring
-    cdef bint _in_run  # inside _run_forever_core
 
     def __cinit__(self, *args, **kwargs):
         self._rbuf_size = TransportCore.max_size
@@ -441,7 +440,6 @@ cdef class LoopCore:
     def _run_forever_core(self):
         # As asyncio: at least one iteration, so callbacks scheduled before a
         # stop() still run; the iteration that sees stop() is the last.
-        self._in_run = True
         if self._uring is not None:
             (<UringDriver>self._uring)._running = True
         try:
@@ -451,7 +449,6 @@ cdef class LoopCore:
                     break
         finally:
             self._stopping = False
-            self._in_run = False
             if self._uring is not None:
                 (<UringDriver>self._uring)._running = False
                 # What the last iteration queued goes out now, not at the

@@ -11,6 +11,7 @@ io_uring_setup failing ENOSYS / EPERM through a test hook.
 """
 
 import errno
+import gc
 import os
 import re
 import signal
@@ -240,6 +241,28 @@ def test_abort_with_a_send_in_flight_reports_what_never_went_out():
         peer.close()
     finally:
         loop.close()
+
+
+def test_closing_the_loop_with_a_send_in_flight_lets_go_of_the_transport():
+    # The ring's close cancels what was in flight; the driver must then drop
+    # its hold on the transport, or the transport and its socket would live
+    # as long as the closed loop.
+    loop = Loop(backend="io_uring")
+    transport, proto, peer = _server_and_peer(loop)
+    transport.write(b"x" * (32 << 20))  # the peer never reads: a send stays in flight
+    _run_for(loop, 0.2)
+    assert transport.get_write_buffer_size() > 0 and loop._uring.live == 1
+    loop.close()
+    assert loop._uring.live == 0
+    del transport, proto
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+    # Collected, the transport's socket is closed: the peer reads to EOF.
+    peer.settimeout(20)
+    while peer.recv(1 << 20):
+        pass
+    peer.close()
 
 
 def test_write_eof_shuts_down_after_the_owed_bytes_and_reading_goes_on():
