@@ -45,6 +45,7 @@
 #  include <sys/mman.h>
 #  include <sys/syscall.h>
 #  include <fcntl.h>
+#  include <pthread.h>
 #  include <unistd.h>
 #  include <netinet/in.h>
 #  include <netinet/tcp.h>
@@ -217,6 +218,9 @@ typedef struct fastio_ring {
     unsigned br_entries, br_size, br_tail;
     int br_inc;   /* buffers consumed incrementally (FASTIO_PBUF_RING_INC) */
     size_t br_map_len;
+    /* the fork count of the module that made the ring, and its value then */
+    const volatile unsigned *forks;
+    unsigned forks_at_setup;
 } fastio_ring;
 
 /* A test hook: a nonzero errno makes the next setups fail with it. */
@@ -248,6 +252,30 @@ static inline int fastio_sys_uring_register(int fd, unsigned opcode, void *arg, 
  * (glibc 2.17) wheels must not need. */
 static inline int fastio_fd_is_open(int fd) {
     return syscall(SYS_fcntl, fd, F_GETFD) >= 0;
+}
+
+/* A ring's SQ, CQ and buffer ring are MAP_SHARED: a forked child shares
+ * them, and the ring fd, with its parent. A child that submitted, reaped or
+ * recycled on an inherited ring would steal and cancel the parent's
+ * operations (an ASYNC_CANCEL_ANY matches every op on the ring, whoever
+ * submitted it), so in a child every entry point below acts as on a dead
+ * ring: no SQE, no CQE, no syscall, EBADF. Only fastio_ring_close does its
+ * part: the child's mappings and fd reference go, the parent's ring stays.
+ * The count is per module (this header is compiled into several), which is
+ * why the ring keeps a pointer to the one it was set up with. */
+static volatile unsigned fastio_forks = 0;
+
+static void fastio_count_fork(void) { fastio_forks++; }
+
+static inline void fastio_watch_forks(void) {
+    static int watching = 0;   /* (set up under the GIL) */
+    if (!watching && pthread_atfork(NULL, NULL, fastio_count_fork) == 0)
+        watching = 1;
+}
+
+/* Whether `r` was inherited over fork(): the parent's ring, unusable here. */
+static inline int fastio_ring_inherited(const fastio_ring *r) {
+    return r->forks != NULL && *r->forks != r->forks_at_setup;
 }
 
 #define fastio_load_acquire(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
@@ -290,6 +318,9 @@ static inline int fastio_ring_init(fastio_ring *r, unsigned entries, int best_mo
     int i, fd = -1, err = ENOSYS;
     memset(r, 0, sizeof(*r));
     r->fd = -1;
+    fastio_watch_forks();
+    r->forks = &fastio_forks;
+    r->forks_at_setup = fastio_forks;
     for (i = 0; i < 3; i++) {
         if ((int)modes[i][0] > best_mode)
             continue;
@@ -428,7 +459,10 @@ static inline int fastio_ring_setup_buffers(fastio_ring *r, unsigned entries, un
 
 /* Return buffer `bid` to the kernel; published at the next recycle_flush. */
 static inline void fastio_ring_recycle(fastio_ring *r, unsigned bid) {
-    struct fastio_uring_buf *b = &r->br[r->br_tail & (r->br_entries - 1)];
+    struct fastio_uring_buf *b;
+    if (fastio_ring_inherited(r))
+        return;
+    b = &r->br[r->br_tail & (r->br_entries - 1)];
     b->addr = (uint64_t)(uintptr_t)(r->br_mem + (size_t)bid * r->br_size);
     b->len = r->br_size;
     b->bid = (uint16_t)bid;
@@ -436,6 +470,8 @@ static inline void fastio_ring_recycle(fastio_ring *r, unsigned bid) {
 }
 
 static inline void fastio_ring_recycle_flush(fastio_ring *r) {
+    if (fastio_ring_inherited(r))
+        return;
     fastio_store_release((uint16_t *)&r->br[0].resv, (uint16_t)r->br_tail);
 }
 
@@ -445,8 +481,11 @@ static inline char *fastio_ring_buffer(fastio_ring *r, unsigned bid) {
 
 /* Return a zeroed SQE to fill, or NULL when the SQ is full (submit first). */
 static inline struct fastio_uring_sqe *fastio_ring_get_sqe(fastio_ring *r) {
-    unsigned head = fastio_load_acquire(r->sq_head);
+    unsigned head;
     struct fastio_uring_sqe *sqe;
+    if (fastio_ring_inherited(r))
+        return NULL;
+    head = fastio_load_acquire(r->sq_head);
     if (r->sq_local_tail - head >= r->sq_entries)
         return NULL;
     sqe = &r->sqes[r->sq_local_tail & *r->sq_mask];
@@ -459,6 +498,8 @@ static inline struct fastio_uring_sqe *fastio_ring_get_sqe(fastio_ring *r) {
  * Separate from fastio_ring_submit_wait so a caller can publish while it
  * holds the lock that serialises SQE writers (the GIL), then wait without. */
 static inline unsigned fastio_ring_publish(fastio_ring *r) {
+    if (fastio_ring_inherited(r))
+        return 0;
     fastio_store_release(r->sq_tail, r->sq_local_tail);
     return r->sq_local_tail - r->sq_submitted;
 }
@@ -473,6 +514,8 @@ static inline int fastio_ring_submit_wait(fastio_ring *r, unsigned to_submit, in
     struct fastio_kernel_timespec ts;
     unsigned flags = 0;
     int ret;
+    if (fastio_ring_inherited(r))
+        return EBADF;
     memset(&arg, 0, sizeof(arg));
     if (wait) {
         flags |= FASTIO_ENTER_GETEVENTS | FASTIO_ENTER_EXT_ARG;
@@ -503,7 +546,10 @@ static inline int fastio_ring_enter(fastio_ring *r, int wait, long long timeout_
 
 /* Return the next CQE or NULL; advance past it with fastio_ring_cq_advance. */
 static inline struct fastio_uring_cqe *fastio_ring_peek(fastio_ring *r, unsigned *head) {
-    unsigned tail = fastio_load_acquire(r->cq_tail);
+    unsigned tail;
+    if (fastio_ring_inherited(r))
+        return NULL;
+    tail = fastio_load_acquire(r->cq_tail);
     if (*head == tail)
         return NULL;
     return &r->cqes[(*head)++ & *r->cq_mask];
@@ -514,6 +560,8 @@ static inline unsigned fastio_ring_cq_head(fastio_ring *r) {
 }
 
 static inline void fastio_ring_cq_advance(fastio_ring *r, unsigned head) {
+    if (fastio_ring_inherited(r))
+        return;
     fastio_store_release(r->cq_head, head);
 }
 
@@ -526,9 +574,12 @@ static inline void fastio_ring_cq_advance(fastio_ring *r, unsigned head) {
  * to the ring's close, that work would interrupt the thread's next blocking
  * syscall with a spurious EINTR. */
 static inline void fastio_ring_cancel_all(fastio_ring *r) {
-    struct fastio_uring_sqe *sqe = fastio_ring_get_sqe(r);
+    struct fastio_uring_sqe *sqe;
     unsigned head;
     int i, err, got;
+    if (fastio_ring_inherited(r))
+        return;   /* the parent's operations: not this process's to cancel */
+    sqe = fastio_ring_get_sqe(r);
     if (sqe == NULL) {
         (void)fastio_ring_enter(r, 0, -1);
         sqe = fastio_ring_get_sqe(r);
@@ -581,6 +632,7 @@ static inline void fastio_uring_poke(int fd) {
 #else  /* !FASTIO_HAVE_URING: every entry point reports ENOSYS */
 
 static inline void fastio_ring_close(fastio_ring *r) { r->fd = -1; }
+static inline int fastio_ring_inherited(const fastio_ring *r) { (void)r; return 0; }
 static inline int fastio_fd_is_open(int fd) { (void)fd; return 0; }
 static inline int fastio_ring_init(fastio_ring *r, unsigned entries, int best_mode) {
     (void)entries; (void)best_mode;

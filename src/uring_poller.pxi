@@ -47,6 +47,13 @@ def _uring_fake_errno(int err):
     fastio_uring_set_fake_errno(err)
 
 
+cdef int _uring_check_own(fastio_ring *ring) except -1:
+    if fastio_ring_inherited(ring):
+        raise OSError(EBADF, "this io_uring ring was inherited over fork(): it is the "
+                      "parent's, and unusable in the child")
+    return 0
+
+
 cdef str _uring_refusal(int err):
     if err == ENOSYS:
         return "io_uring_setup: %s (kernel without io_uring, or a seccomp filter)" % _os.strerror(err)
@@ -141,6 +148,7 @@ cdef class UringPoller(Poller):
         cdef fastio_uring_sqe *sqe = fastio_ring_get_sqe(&self._hub.ring)
         cdef int err
         if sqe == NULL:
+            _uring_check_own(&self._hub.ring)
             # SQ full: submit what is queued now, without waiting.
             err = fastio_ring_submit_wait(&self._hub.ring, fastio_ring_publish(&self._hub.ring), 0, -1)
             if err and err != EINTR and err != EAGAIN and err != EBUSY:
@@ -162,6 +170,10 @@ cdef class UringPoller(Poller):
     cdef int _disarm(self, long long fd, int slot) except -1:
         cdef fastio_uring_sqe *sqe
         if not self._entries[fd].gen:
+            return 0
+        if fastio_ring_inherited(&self._hub.ring):
+            # A forked child forgets the fd; the poll is the parent's.
+            self._entries[fd].gen = 0
             return 0
         sqe = self._sqe()
         sqe.opcode = FASTIO_OP_POLL_REMOVE
@@ -219,7 +231,10 @@ cdef class UringPoller(Poller):
         return 0
 
     cdef int _flush_removals(self) except -1:
-        cdef int err = fastio_ring_enter(&self._hub.ring, 0, -1)
+        cdef int err
+        if fastio_ring_inherited(&self._hub.ring):
+            return 0
+        err = fastio_ring_enter(&self._hub.ring, 0, -1)
         if err and err not in (EINTR, EAGAIN, EBUSY, EEXIST):
             _raise_errno(err)  # (EEXIST: a single-issuer ring of another thread)
         return 0
@@ -259,6 +274,7 @@ cdef class UringPoller(Poller):
         cdef long long fd
         cdef uint32_t gen
         cdef fdentry *e
+        _uring_check_own(ring)
         self._rearm()
         self._reserve(self._count)
         if self._hub.has_buffers:

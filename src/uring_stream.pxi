@@ -174,6 +174,9 @@ cdef class UringDriver:
             raise RuntimeError("Event loop is closed")
         sqe = fastio_ring_get_sqe(ring)
         if sqe == NULL:
+            if fastio_ring_inherited(ring):
+                raise OSError(EBADF, "this io_uring ring was inherited over fork(): it is the "
+                              "parent's, and unusable in the child")
             # SQ full: submit what is queued now, without waiting.
             err = fastio_ring_submit_wait(ring, fastio_ring_publish(ring), 0, -1)
             if err and err != EINTR and err != EAGAIN and err != EBUSY:
@@ -187,7 +190,7 @@ cdef class UringDriver:
         """Submit what is queued, without waiting (at the end of a loop run)."""
         cdef fastio_ring *ring = &self._hub.ring
         cdef int err
-        if ring.fd < 0:
+        if ring.fd < 0 or fastio_ring_inherited(ring):
             return
         err = fastio_ring_submit_wait(ring, fastio_ring_publish(ring), 0, -1)
         if err and err != EINTR and err != EAGAIN and err != EBUSY:
@@ -195,8 +198,10 @@ cdef class UringDriver:
 
     cdef int _cancel(self, uint64_t target) except -1:
         cdef fastio_uring_sqe *sqe
-        if self._hub.ring.fd < 0:
-            return 0  # the ring is gone, and with it every op
+        if self._hub.ring.fd < 0 or fastio_ring_inherited(&self._hub.ring):
+            # The ring is gone, and with it every op; or it is a forked
+            # child's copy of the parent's, whose ops are not the child's.
+            return 0
         sqe = self._sqe()
         sqe.opcode = FASTIO_OP_ASYNC_CANCEL
         sqe.fd = -1

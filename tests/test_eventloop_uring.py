@@ -10,6 +10,7 @@ where the completions run in an iteration.
 """
 
 import asyncio
+import errno
 import gc
 import os
 import socket
@@ -617,3 +618,70 @@ def test_sendfile_is_native_and_refuses_writes_meanwhile(loop, tmp_path):
     assert refused == "unable to write; sendfile is in progress"
     assert intact
     assert tail == b":tail"
+
+
+class Echo(asyncio.Protocol):
+    """Write back whatever arrives."""
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.transport.write(data)
+
+
+def _in_child(body):
+    """Run `body()` in a forked child; return its exit code (0: it returned True)."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = 0 if body() else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+@pytest.mark.parametrize("child", ["close", "run"])
+def test_a_forked_child_never_touches_the_parents_ring(loop, child):
+    # The ring's queues and buffers are shared mmaps: after fork() a child
+    # that closed the inherited loop used to cancel every op of the parent
+    # (and reap the cancellations), and one that ran it submitted on the
+    # parent's queue. In the child the ring is dead; the parent goes on.
+    async def setup():
+        server = await loop.create_server(Echo, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", server.sockets[0].getsockname()[1])
+        writer.write(b"a")
+        assert await reader.readexactly(1) == b"a"
+        return server, reader, writer
+
+    server, reader, writer = run(loop, setup())
+    assert loop._uring.live == 2  # a recv in flight on both ends
+
+    def close():
+        loop.close()
+        return True
+
+    def run_it():
+        try:
+            loop.run_until_complete(asyncio.sleep(0))
+        except OSError as exc:
+            refused = exc.errno == errno.EBADF and "fork" in str(exc)
+        else:
+            refused = False
+        loop.close()
+        return refused
+
+    assert _in_child(close if child == "close" else run_it) == 0
+
+    async def echo_on():
+        for i in range(20):
+            writer.write(b"ping%03d" % i)
+            assert await asyncio.wait_for(reader.readexactly(7), 20) == b"ping%03d" % i
+        writer.close()
+        server.close()
+        await server.wait_closed()
+
+    run(loop, echo_on())

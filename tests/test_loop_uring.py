@@ -484,3 +484,39 @@ def test_refused_bad_backend_names_and_both_arguments_are_value_errors():
         Loop(selectors.SelectSelector(), backend="epoll")
     with pytest.raises(ValueError, match="backend must be one of"):
         fastio.EventLoop(backend="kqueue")
+
+
+def test_a_forked_child_that_closes_the_loop_leaves_the_parents_ring_alone():
+    # Loop's face of the fork guard (see test_eventloop_uring): the child's
+    # close() cancels nothing of the parent's, and its run is refused.
+    loop = Loop(backend="io_uring")
+    try:
+        transport, proto, peer = _server_and_peer(loop)
+        peer.sendall(b"one")
+        _run_until(loop, lambda: bytes(proto.data) == b"one")
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                try:
+                    _run_for(loop, 0)
+                except OSError as exc:
+                    code = 0 if exc.errno == errno.EBADF else 2
+                else:
+                    code = 3
+                loop.close()
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        for i in range(20):
+            peer.sendall(b"%03d" % i)
+            _run_until(loop, lambda: bytes(proto.data).endswith(b"%03d" % i))
+        transport.write(b"back")
+        peer.settimeout(20)
+        assert peer.recv(4) == b"back"
+        transport.close()
+        assert loop.run_until_complete(proto.lost) is None
+        peer.close()
+    finally:
+        loop.close()
