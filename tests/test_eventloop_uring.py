@@ -14,6 +14,7 @@ import errno
 import gc
 import os
 import socket
+import struct
 import sys
 import threading
 import time
@@ -685,3 +686,94 @@ def test_a_forked_child_never_touches_the_parents_ring(loop, child):
         await server.wait_closed()
 
     run(loop, echo_on())
+
+
+class StopsAtFirstData(Recorder):
+    """Close, abort or pause the transport in the first data_received."""
+
+    def __init__(self, loop, how):
+        super().__init__(loop)
+        self.how = how
+
+    def data_received(self, data):
+        super().data_received(data)
+        getattr(self.transport, self.how)()
+
+
+@pytest.mark.parametrize("how", ["close", "abort", "pause_reading"])
+def test_stopping_in_data_received_drops_the_completions_reaped_with_it(loop, how):
+    # The loop is kept busy while the peer sends a megabyte, so the multishot
+    # recv fills several buffers and their completions are reaped together:
+    # after close/abort/pause in the first data_received, the rest of the
+    # batch must not reach the protocol.
+    async def main():
+        proto = StopsAtFirstData(loop, how)
+        transport, peer = await accepted(loop, proto)
+        peer.setblocking(True)
+        sender = threading.Thread(target=peer.sendall, args=(b"z" * (1 << 20),))
+        sender.start()
+        time.sleep(0.3)
+        await wait_for(lambda: proto.calls)
+        await asyncio.sleep(0.1)
+        assert len(proto.calls) == 1
+        if how == "pause_reading":
+            transport.resume_reading()
+            await wait_for(lambda: len(proto.data) > proto.calls[0])
+            transport.close()
+        assert await asyncio.wait_for(proto.lost, 20) is None
+        await wait_for(lambda: loop._uring.live == 0)
+        peer.close()
+        sender.join()
+
+    run(loop, main())
+
+
+def test_a_reset_with_a_send_in_flight_reports_it_and_frees_the_slot(loop):
+    async def main():
+        proto = Recorder(loop)
+        transport, peer = await accepted(loop, proto)
+        transport.write(b"x" * (32 << 20))  # the peer never reads
+        await wait_for(lambda: transport.get_write_buffer_size() < 32 << 20)
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        peer.close()
+        assert isinstance(await asyncio.wait_for(proto.lost, 20), ConnectionResetError)
+        await wait_for(lambda: loop._uring.live == 0)
+
+    run(loop, main())
+
+
+def test_thousands_of_connections_come_and_go_without_leaking_slots_or_fds(loop):
+    # Clients that close politely, after sending, or reset: every stream's
+    # slot goes back to the driver and every socket is closed.
+    made = []
+
+    class Counted(Echo):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            made.append(None)
+
+    async def main():
+        server = await loop.create_server(Counted, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        before = len(os.listdir("/proc/self/fd"))
+        for i in range(1500):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            if i % 3 == 0:
+                writer.transport.abort()
+            elif i % 3 == 1:
+                writer.write(b"ping")
+                assert await reader.readexactly(4) == b"ping"
+                writer.close()
+            else:
+                sock = writer.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                writer.close()
+            await writer.wait_closed()
+        await wait_for(lambda: len(made) == 1500)
+        await wait_for(lambda: loop._uring.live == 0)
+        gc.collect()
+        await wait_for(lambda: len(os.listdir("/proc/self/fd")) <= before)
+        server.close()
+        await server.wait_closed()
+
+    run(loop, main())

@@ -16,6 +16,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import textwrap
@@ -518,5 +519,78 @@ def test_a_forked_child_that_closes_the_loop_leaves_the_parents_ring_alone():
         transport.close()
         assert loop.run_until_complete(proto.lost) is None
         peer.close()
+    finally:
+        loop.close()
+
+
+class CloseAtFirstData(Recorder):
+    def data_received(self, data):
+        super().data_received(data)
+        self.calls = getattr(self, "calls", 0) + 1
+        self.transport.close()
+
+
+def test_close_in_data_received_drops_the_completions_reaped_with_it():
+    # A busy loop lets the multishot recv fill several buffers whose
+    # completions are reaped together: after close() in the first
+    # data_received the rest of the batch never reaches the protocol.
+    loop = Loop(backend="io_uring")
+    try:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        proto = CloseAtFirstData(loop)
+        loop.run_until_complete(
+            loop.create_connection(lambda: proto, "127.0.0.1", listener.getsockname()[1]))
+        peer, _ = listener.accept()
+        listener.close()
+        _run_for(loop, 0.02)
+        sender = threading.Thread(target=peer.sendall, args=(b"z" * (1 << 20),))
+        sender.start()
+        loop.call_soon(time.sleep, 0.3)
+        assert loop.run_until_complete(proto.lost) is None
+        _run_for(loop, 0.1)
+        assert proto.calls == 1 and len(proto.data) <= 65536
+        _run_until(loop, lambda: loop._uring.live == 0)
+        peer.close()
+        sender.join()
+    finally:
+        loop.close()
+
+
+def test_thousands_of_connections_come_and_go_without_leaking_slots_or_fds():
+    # Clients that send and close, or reset at once: every stream's slot goes
+    # back to the driver and every socket the server accepted is closed.
+    made = []
+
+    class Echo(Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+            made.append(transport)
+
+        def data_received(self, data):
+            self.transport.write(data)
+
+    loop = Loop(backend="io_uring")
+    try:
+        server = loop.create_server(Echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        before = len(os.listdir("/proc/self/fd"))
+        for i in range(1500):
+            client = socket.create_connection(("127.0.0.1", port))
+            if i % 2:
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            else:
+                client.sendall(b"x")
+            client.close()
+            if i % 50 == 0:
+                _run_for(loop, 0.001)
+        _run_until(loop, lambda: len(made) == 1500)
+        assert all(type(t).__name__ == "UringTransport" for t in made)
+        del made[:]
+        _run_until(loop, lambda: loop._uring.live == 0)
+        gc.collect()
+        _run_until(loop, lambda: len(os.listdir("/proc/self/fd")) <= before)
+        server.close()
     finally:
         loop.close()
