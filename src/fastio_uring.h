@@ -501,7 +501,7 @@ static inline unsigned fastio_ring_publish(fastio_ring *r) {
     if (fastio_ring_inherited(r))
         return 0;
     fastio_store_release(r->sq_tail, r->sq_local_tail);
-    return r->sq_local_tail - r->sq_submitted;
+    return r->sq_local_tail - __atomic_load_n(&r->sq_submitted, __ATOMIC_RELAXED);
 }
 
 /* Submit `to_submit` published SQEs; with `wait`, also wait for one
@@ -535,7 +535,10 @@ static inline int fastio_ring_submit_wait(fastio_ring *r, unsigned to_submit, in
                                  (flags & FASTIO_ENTER_EXT_ARG) ? sizeof(arg) : 0);
     if (ret < 0)
         return errno;
-    r->sq_submitted += (unsigned)ret;
+    /* Atomic: a write from a thread other than the loop's submits while
+     * the loop's wait may be in the kernel without the GIL; the kernel
+     * serialises the two and each counts what it took. */
+    __atomic_add_fetch(&r->sq_submitted, (unsigned)ret, __ATOMIC_RELAXED);
     return 0;
 }
 

@@ -48,10 +48,11 @@
 # everything (fastio_ring_cancel_all waits for it), and the slot list goes
 # with the driver.
 
-from libc.errno cimport EAGAIN, EBADF, EBUSY, EINTR
+from libc.errno cimport EAGAIN, EBADF, EBUSY, EEXIST, EINTR
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memmove, memset
 from cpython.mem cimport PyMem_Realloc
+from cpython.pythread cimport PyThread_get_thread_ident
 
 from fastio_uring cimport *
 
@@ -96,9 +97,10 @@ cdef class UringDriver:
     cdef list _slots
     cdef list _free
     cdef readonly Py_ssize_t live
-    # Inside the loop's run: the next wait submits what is queued and the
-    # loop reaps the completions (else write() sends at once).
-    cdef public bint _running
+    # The thread running the loop (0: none). Inside its run the next wait
+    # submits what is queued and the loop reaps the completions; else
+    # write() sends at once (see UringStream.write for another thread).
+    cdef unsigned long _owner
     # With incremental buffers: where each buffer's unread bytes start.
     cdef uint32_t *_boff
     # Free send buffers, a stack per size class (see _take/_give).
@@ -186,6 +188,29 @@ cdef class UringDriver:
                 raise OSError(EBUSY, "io_uring submission queue stays full")
         return sqe
 
+    @property
+    def _running(self):
+        """Whether a loop run is going on (set by the loop, from its thread)."""
+        return self._owner != 0
+
+    @_running.setter
+    def _running(self, bint running):
+        self._owner = PyThread_get_thread_ident() if running else 0
+
+    cdef int _submit_now(self) except -1:
+        """Submit what is queued from a thread other than the loop's, whose
+        wait would not see it before it wakes."""
+        cdef fastio_ring *ring = &self._hub.ring
+        cdef int err
+        if ring.fd < 0 or fastio_ring_inherited(ring):
+            return 0
+        err = fastio_ring_submit_wait(ring, fastio_ring_publish(ring), 0, -1)
+        # (EEXIST: a single-issuer ring serves only the loop's thread; the
+        # loop's next wake submits it)
+        if err and err != EINTR and err != EAGAIN and err != EBUSY and err != EEXIST:
+            raise OSError(err, "io_uring_enter: " + _os.strerror(err))
+        return 0
+
     def _submit(self):
         """Submit what is queued, without waiting (at the end of a loop run)."""
         cdef fastio_ring *ring = &self._hub.ring
@@ -243,7 +268,7 @@ cdef class UringDriver:
         self._slots = []
         self._free = []
         self.live = 0
-        self._running = False
+        self._owner = 0
 
     def _reap(self):
         """Hand this iteration's completions to their streams."""
@@ -494,9 +519,15 @@ cdef class UringStream:
         cdef int err
         cdef char *grown
         cdef Py_ssize_t cap
+        cdef unsigned long owner = self._drv._owner
+        # Transports are not thread-safe, but a write from another thread
+        # while the loop waits must not sit in the SQ until something wakes
+        # the loop: it goes out as outside a run, and what it queues is
+        # submitted at once, as a readiness transport's send(2) would go out.
+        cdef bint foreign = owner != 0 and owner != PyThread_get_thread_ident()
         if n == 0 or self._dropped:
             return 0
-        if (now or not self._drv._running) and not self.owed():
+        if (now or owner == 0 or foreign) and not self.owed():
             if self._fd_gone(True):
                 return 0
             sent = fastio_send(self._fd, p, n)
@@ -521,6 +552,8 @@ cdef class UringStream:
         self._plen += n
         if not self._send_busy:
             self._send_next()
+            if foreign:
+                self._drv._submit_now()
         return 0
 
     cdef int _send_next(self) except -1:

@@ -777,3 +777,40 @@ def test_thousands_of_connections_come_and_go_without_leaking_slots_or_fds(loop)
         await server.wait_closed()
 
     run(loop, main())
+
+
+@pytest.mark.parametrize("size", [100, 8 << 20])
+def test_a_write_from_another_thread_goes_out_while_the_loop_waits(loop, size):
+    # Transports are not thread-safe, but as on a readiness loop (whose
+    # write() calls send(2) at once) a write from another thread must not
+    # sit in the submission queue until something else wakes the loop.
+    async def main():
+        proto = Recorder(loop)
+        transport, peer = await accepted(loop, proto)
+        peer.setblocking(True)
+        peer.settimeout(20)
+        done = loop.create_future()
+
+        def other():
+            time.sleep(0.2)  # (let the loop block in its wait first)
+            transport.write(b"w" * size)
+            n = 0
+            try:
+                while n < size:
+                    chunk = peer.recv(1 << 20)
+                    if not chunk:
+                        break
+                    n += len(chunk)
+            finally:
+                # Only now is the loop woken from here: by then the peer
+                # must have had every byte.
+                loop.call_soon_threadsafe(done.set_result, n)
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        assert await done == size
+        thread.join()
+        transport.close()
+        peer.close()
+
+    run(loop, main())

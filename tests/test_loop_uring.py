@@ -594,3 +594,37 @@ def test_thousands_of_connections_come_and_go_without_leaking_slots_or_fds():
         server.close()
     finally:
         loop.close()
+
+
+def test_a_write_from_another_thread_goes_out_while_the_loop_waits():
+    # Loop's face of the same guarantee (see test_eventloop_uring): the
+    # thread's bytes reach the peer before anything else wakes the loop.
+    loop = Loop(backend="io_uring")
+    try:
+        transport, proto, peer = _server_and_peer(loop)
+        peer.settimeout(20)
+        size = 4 << 20
+        done = loop.create_future()
+
+        def other():
+            time.sleep(0.2)  # (let the loop block in its wait first)
+            transport.write(b"w" * size)
+            n = 0
+            try:
+                while n < size:
+                    chunk = peer.recv(1 << 20)
+                    if not chunk:
+                        break
+                    n += len(chunk)
+            finally:
+                loop.call_soon_threadsafe(done.set_result, n)
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        assert loop.run_until_complete(done) == size
+        thread.join()
+        transport.close()
+        loop.run_until_complete(proto.lost)
+        peer.close()
+    finally:
+        loop.close()
