@@ -18,6 +18,11 @@
 # - The SQ is written with the GIL held (register() may run in another
 #   thread while a wait is blocked): the wait publishes the SQ tail before
 #   it drops the GIL, and the syscall itself only reads what was published.
+# - The ring's queues and buffers are MAP_SHARED and its fd is inherited:
+#   a forked child shares them with the parent. There the ring is dead
+#   (fastio_ring_inherited): a wait or a registration raises EBADF,
+#   unregister() and close() submit nothing (closing cancels none of the
+#   parent's ops), and only the child's mappings and fd go.
 # - With buffers (UringPoller(nbufs=...)), fastio._impl.loop_c submits recv/send
 #   SQEs on this ring through `_hub_capsule()`; their CQEs are copied to the
 #   hub's `done` array for the loop, which reads it after each wait.

@@ -14,6 +14,7 @@ import errno
 import gc
 import os
 import re
+import select
 import signal
 import socket
 import struct
@@ -628,3 +629,38 @@ def test_a_write_from_another_thread_goes_out_while_the_loop_waits():
         peer.close()
     finally:
         loop.close()
+
+
+def test_a_forked_childs_readiness_poller_is_dead_and_leaves_the_parents_polls_armed():
+    # The bare poller (fastio.selectors' UringSelector): in the child a wait
+    # or a registration is refused, unregister() and close() submit nothing,
+    # so the parent's armed poll still fires.
+    poller = core.UringPoller()
+    a, b = socket.socketpair()
+    c, d = socket.socketpair()
+    try:
+        poller.register(a.fileno(), select.POLLIN)
+        assert poller.poll(0) == []  # armed, nothing to read
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                refused = 0
+                for attempt in (lambda: poller.poll(0), lambda: poller.register(c.fileno(), select.POLLIN)):
+                    try:
+                        attempt()
+                    except OSError as exc:
+                        refused += exc.errno == errno.EBADF
+                poller.unregister(a.fileno())
+                poller.close()
+                code = 0 if refused == 2 else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        b.send(b"x")
+        assert poller.poll(20) == [(a.fileno(), select.POLLIN)]
+    finally:
+        poller.close()
+        for s in (a, b, c, d):
+            s.close()
