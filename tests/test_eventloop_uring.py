@@ -15,6 +15,7 @@ import gc
 import os
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -814,3 +815,53 @@ def test_a_write_from_another_thread_goes_out_while_the_loop_waits(loop, size):
         peer.close()
 
     run(loop, main())
+
+
+SIGINT_SCRIPT = r"""
+import asyncio, os, signal, sys, threading
+import fastio
+from fastio.loop import Loop
+
+face = sys.argv[1]
+loop = fastio.EventLoop(backend="io_uring") if face == "EventLoop" else Loop(backend="io_uring")
+assert loop._uring is not None
+
+def wait_on_ring(seconds):
+    fut = loop.create_future()
+    loop.call_later(seconds, fut.set_result, None)
+    loop.run_until_complete(fut)
+
+usr1 = []
+loop.add_signal_handler(signal.SIGUSR1, usr1.append, 1)
+threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGUSR1)).start()
+fut = loop.create_future()
+loop.call_later(60, fut.set_result, None)
+loop.add_signal_handler(signal.SIGUSR2, fut.set_result, None)
+threading.Timer(0.4, os.kill, (os.getpid(), signal.SIGUSR2)).start()
+loop.run_until_complete(fut)  # blocked on the ring until SIGUSR2
+assert usr1 == [1], usr1
+loop.remove_signal_handler(signal.SIGUSR2)
+threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+try:
+    wait_on_ring(60)
+except KeyboardInterrupt:
+    pass
+else:
+    sys.exit("no KeyboardInterrupt")
+wait_on_ring(0.01)  # the loop still runs afterwards
+loop.close()
+print("done")
+"""
+
+
+@pytest.mark.parametrize("face", ["EventLoop", "Loop"])
+def test_signals_reach_a_loop_blocked_in_io_uring_enter(face):
+    # A handler from add_signal_handler runs, and Ctrl-C interrupts the
+    # blocked wait as KeyboardInterrupt; the loop goes on running after.
+    if UNAVAILABLE is not None:
+        pytest.skip("io_uring unavailable: %s" % UNAVAILABLE)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root)
+    proc = subprocess.run([sys.executable, "-c", SIGINT_SCRIPT, face], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "done", proc.stderr
