@@ -221,7 +221,7 @@ def aio_create_future(self):
 
 def aio_get_debug(self):
     """Same contract as asyncio's BaseEventLoop.get_debug."""
-    return self._debug
+    return _tget(self, _aio_fast_loop(self), _LOFF_DEBUG, "_debug")
 
 
 def aio_time(self):

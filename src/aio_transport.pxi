@@ -35,7 +35,7 @@ cdef Py_ssize_t _aio_rbuf_size = 256 * 1024
 # read per event in slots: read at their offsets, no attribute lookup.
 cdef type _aio_transport_cls = None
 cdef Py_ssize_t _TOFF_SOCK, _TOFF_PROTOCOL, _TOFF_CONN_LOST, _TOFF_BUFFER
-cdef Py_ssize_t _TOFF_EOF, _TOFF_EMPTY_WAITER, _TOFF_READ_CB
+cdef Py_ssize_t _TOFF_EOF, _TOFF_EMPTY_WAITER, _TOFF_READ_CB, _TOFF_CLOSING
 cdef type _aio_csocket_type = None
 
 cdef extern from *:
@@ -84,7 +84,7 @@ cdef _aio_transport_setup(base_events, selector_events):
 def aio_transport_class(type cls):
     """Make `cls` (fastio.EventLoop's socket transport) the class whose slots are read directly."""
     global _aio_transport_cls, _TOFF_SOCK, _TOFF_PROTOCOL, _TOFF_CONN_LOST, _TOFF_BUFFER
-    global _TOFF_EOF, _TOFF_EMPTY_WAITER, _TOFF_READ_CB
+    global _TOFF_EOF, _TOFF_EMPTY_WAITER, _TOFF_READ_CB, _TOFF_CLOSING
     _TOFF_SOCK = _slot_offset(cls, "_sock")
     _TOFF_PROTOCOL = _slot_offset(cls, "_protocol")
     _TOFF_CONN_LOST = _slot_offset(cls, "_conn_lost")
@@ -92,6 +92,7 @@ def aio_transport_class(type cls):
     _TOFF_EOF = _slot_offset(cls, "_eof")
     _TOFF_EMPTY_WAITER = _slot_offset(cls, "_empty_waiter")
     _TOFF_READ_CB = _slot_offset(cls, "_read_ready_cb")
+    _TOFF_CLOSING = _slot_offset(cls, "_closing")
     _aio_transport_cls = cls
 
 
@@ -215,7 +216,7 @@ cdef object _aio_read_ready__data_received(object self):
         return
     data = PyBytes_FromStringAndSize(_aio_rbuf, n)
     try:
-        _tget(self, fast, _TOFF_PROTOCOL, "_protocol").data_received(data)
+        _aio_data_received(_tget(self, fast, _TOFF_PROTOCOL, "_protocol"), data)
     except (SystemExit, KeyboardInterrupt):
         raise
     except BaseException as exc:
@@ -347,4 +348,4 @@ def aio_write(self, data):
 
 def aio_is_closing(self):
     """Same contract as asyncio's socket transport is_closing()."""
-    return self._closing
+    return _tget(self, type(self) is _aio_transport_cls, _TOFF_CLOSING, "_closing")
