@@ -259,7 +259,7 @@ cdef object _aio_run_direct(object self, bint fast, object selector, object poll
     ndue = 0 if due is None else len(due)
     try:
         while done < n0:
-            handle = ready.popleft()
+            handle = _aio_ready_popleft(ready)
             done += 1
             _aio_run_handle(handle)
         while j < nio:

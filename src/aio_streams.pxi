@@ -58,6 +58,8 @@ cdef bint _aio_asserts = True      # feed_data's `assert` runs (not python -O)
 cdef unsigned int _aio_srp_tag = 0, _aio_sr_tag = 0
 # _asyncio.Future and its own cancelled()/set_result() descriptors.
 cdef type _aio_CFuture = None
+# The reader's buffer, from _aio_stream_reader() to _aio_feed_data().
+cdef object _aio_reader_buf = None
 cdef object _aio_fut_cancelled = None
 cdef object _aio_fut_set_result = None
 
@@ -128,6 +130,34 @@ cdef inline bint _aio_shadowed(object obj, str name) except -1:
     return r != 1
 
 
+cdef object _aio_stream_reader(object protocol):
+    """Return the StreamReader protocol.data_received() would feed in C, or None.
+
+    Its buffer is left in _aio_reader_buf for _aio_feed_data().
+
+    Not None only if asyncio's steps for the next chunk are all in C: an
+    asyncio StreamReaderProtocol and StreamReader as asyncio defines them,
+    the reader alive, not at EOF (feed_data's assertion), with a bytearray
+    buffer. The transport then receives straight into that buffer.
+    """
+    global _aio_reader_buf
+    if (type(protocol) is not _aio_SRP or not _aio_streams_classes_ok()
+            or _aio_shadowed(protocol, "data_received")):
+        return None
+    wr = protocol._stream_reader_wr
+    if wr is None or not PyWeakref_CheckRefExact(wr):
+        return None
+    reader = <object>PyWeakref_GetObject(wr)
+    if (type(reader) is not _aio_SR or _aio_shadowed(reader, "feed_data")
+            or _aio_shadowed(reader, "_wakeup_waiter") or reader._eof):
+        return None
+    buf = reader._buffer
+    if type(buf) is not bytearray:
+        return None
+    _aio_reader_buf = buf
+    return reader
+
+
 cdef int _aio_data_received(object protocol, object data) except -1:
     """protocol.data_received(data), asyncio's steps in C where that is asyncio's."""
     if (type(protocol) is not _aio_SRP or not _aio_streams_classes_ok()
@@ -148,27 +178,38 @@ cdef int _aio_data_received(object protocol, object data) except -1:
             or _aio_shadowed(reader, "_wakeup_waiter")):
         reader.feed_data(data)
         return 0
-    _aio_feed_data(reader, data)
+    _aio_feed_data(reader, data, NULL, 0)
     return 0
 
 
-cdef int _aio_feed_data(object self, object data) except -1:
-    # StreamReader.feed_data(data)
-    cdef Py_ssize_t n, old, size
+cdef int _aio_feed_data(object self, object data, const char *p, Py_ssize_t n) except -1:
+    # StreamReader.feed_data(data). data None: the n bytes at p (n > 0),
+    # for the reader _aio_stream_reader() just returned (not at EOF, its
+    # buffer in _aio_reader_buf).
+    global _aio_reader_buf
+    cdef Py_ssize_t old, size
     cdef long long lim
     cdef int overflow = 0
     cdef PyObject **dp
-    if _aio_asserts and self._eof:
-        raise AssertionError('feed_data after feed_eof')
-    if not data:
-        return 0
-    buf = self._buffer
-    if type(buf) is bytearray and PyBytes_CheckExact(data):
-        n = PyBytes_GET_SIZE(data)
+    if data is None:
+        buf = _aio_reader_buf
+        _aio_reader_buf = None
+    else:
+        if _aio_asserts and self._eof:
+            raise AssertionError('feed_data after feed_eof')
+        if not data:
+            return 0
+        if PyBytes_CheckExact(data):
+            p = PyBytes_AS_STRING(data)
+            n = PyBytes_GET_SIZE(data)
+        buf = self._buffer
+    if type(buf) is bytearray and (data is None or PyBytes_CheckExact(data)):
         old = PyByteArray_GET_SIZE(buf)
         PyByteArray_Resize(buf, old + n)
-        memcpy(PyByteArray_AS_STRING(buf) + old, PyBytes_AS_STRING(data), n)
+        memcpy(PyByteArray_AS_STRING(buf) + old, p, n)
     else:
+        if data is None:
+            data = PyBytes_FromStringAndSize(p, n)
         buf.extend(data)
     buf = None
 

@@ -204,6 +204,10 @@ cdef object _aio_read_ready__data_received(object self):
         # recv(): asyncio's own code.
         return _aio_py_read_data_received(self)
     size = max_size
+    # An asyncio StreamReader behind the protocol takes the bytes straight
+    # into its buffer (src/aio_streams.pxi): no bytes object in between.
+    protocol = _tget(self, fast, _TOFF_PROTOCOL, "_protocol")
+    reader = _aio_stream_reader(protocol)
     n = fastio_recv(_aio_sock_fd(sock), _aio_rbuf, size)
     if n < 0:
         err = fastio_last_error()
@@ -214,9 +218,11 @@ cdef object _aio_read_ready__data_received(object self):
     if n == 0:
         self._read_ready__on_eof()
         return
-    data = PyBytes_FromStringAndSize(_aio_rbuf, n)
     try:
-        _aio_data_received(_tget(self, fast, _TOFF_PROTOCOL, "_protocol"), data)
+        if reader is not None:
+            _aio_feed_data(reader, None, _aio_rbuf, n)
+        else:
+            _aio_data_received(protocol, PyBytes_FromStringAndSize(_aio_rbuf, n))
     except (SystemExit, KeyboardInterrupt):
         raise
     except BaseException as exc:
