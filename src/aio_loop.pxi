@@ -16,7 +16,7 @@
 # fastio._impl.loop_c is imported by `import fastio`, which must not import
 # asyncio: aio_setup() hands over asyncio's pieces when fastio._aio loads.
 
-from cpython.dict cimport PyDict_GetItem
+from cpython.dict cimport PyDict_GetItem, PyDict_GetItemWithError
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 
 cdef object _aio_base_run_once = None
@@ -203,7 +203,7 @@ cdef object _aio_run_direct(object self, bint fast, object selector, object poll
             revents = evs[i].events
             # selector_events() of fastio._impl.core_c: a hang-up or error wakes both.
             sev = ((2 if revents & ~POLLIN else 0) | (1 if revents & ~POLLOUT else 0))
-            keyp = PyDict_GetItem(fd_to_key, evs[i].fd)
+            keyp = PyDict_GetItemWithError(fd_to_key, evs[i].fd)
             if keyp == NULL:
                 continue
             key = <object>keyp

@@ -123,7 +123,7 @@ cdef inline object _aio_max_size(object self, bint fast):
     cdef type t
     if fast:
         dp = _PyObject_GetDictPtr(self)
-        if dp == NULL or dp[0] == NULL or PyDict_GetItem(<object>dp[0], "max_size") == NULL:
+        if dp == NULL or dp[0] == NULL or PyDict_GetItemWithError(<object>dp[0], "max_size") == NULL:
             t = type(self)
             p = _PyType_Lookup(<PyTypeObject *>t, "max_size")
             if p != NULL and type(<object>p) is int:
