@@ -22,7 +22,6 @@
 
 from cpython.ref cimport Py_DECREF
 from cpython.long cimport PyLong_AsLongLongAndOverflow
-from cpython.weakref cimport PyWeakref_GetObject
 
 cdef extern from *:
     """
@@ -40,9 +39,25 @@ cdef extern from *:
     #else
     #define FASTIO_TYPE_TAG(t) (((PyTypeObject *)(t))->tp_version_tag)
     #endif
+    /* What calling the weak reference `wr` returns (None once dead). */
+    static PyObject *fastio_weakref_get(PyObject *wr) {
+        PyObject *obj;
+    #if PY_VERSION_HEX >= 0x030D0000
+        if (PyWeakref_GetRef(wr, &obj) < 0)
+            return NULL;
+        if (obj == NULL)
+            Py_RETURN_NONE;
+        return obj;
+    #else
+        obj = PyWeakref_GetObject(wr);
+        Py_XINCREF(obj);
+        return obj;
+    #endif
+    }
     """
     unsigned int FASTIO_TYPE_TAG(object t)
     bint PyWeakref_CheckRefExact(object obj)
+    object _aio_weakref_get "fastio_weakref_get" (object wr)
     int _PyObject_GetMethod(object obj, object name, PyObject **method)
     void PyErr_Clear()
 
@@ -147,7 +162,7 @@ cdef object _aio_stream_reader(object protocol):
     wr = protocol._stream_reader_wr
     if wr is None or not PyWeakref_CheckRefExact(wr):
         return None
-    reader = <object>PyWeakref_GetObject(wr)
+    reader = _aio_weakref_get(wr)
     if (type(reader) is not _aio_SR or _aio_shadowed(reader, "feed_data")
             or _aio_shadowed(reader, "_wakeup_waiter") or reader._eof):
         return None
@@ -169,7 +184,7 @@ cdef int _aio_data_received(object protocol, object data) except -1:
     if wr is None:
         return 0
     if PyWeakref_CheckRefExact(wr):
-        reader = <object>PyWeakref_GetObject(wr)
+        reader = _aio_weakref_get(wr)
     else:
         reader = wr()
     if reader is None:
