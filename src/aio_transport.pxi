@@ -319,19 +319,26 @@ def aio_write(self, data):
     buffer = _tget(self, fast, _TOFF_BUFFER, "_buffer")
     if not buffer:
         # Try to send now.
-        try:
-            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            # What socket.send() raises for a buffer it cannot read.
-            self._fatal_error(exc, 'Fatal write error on socket transport')
-            return
-        total = view.len
-        n = fastio_send(_aio_sock_fd(sock), <const char *>view.buf, total)
-        if n < 0:
-            err = fastio_last_error()
-        PyBuffer_Release(&view)
+        if PyBytes_CheckExact(data):
+            # (its bytes are the buffer send() would take)
+            total = PyBytes_GET_SIZE(data)
+            n = fastio_send(_aio_sock_fd(sock), PyBytes_AS_STRING(data), total)
+            if n < 0:
+                err = fastio_last_error()
+        else:
+            try:
+                PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                # What socket.send() raises for a buffer it cannot read.
+                self._fatal_error(exc, 'Fatal write error on socket transport')
+                return
+            total = view.len
+            n = fastio_send(_aio_sock_fd(sock), <const char *>view.buf, total)
+            if n < 0:
+                err = fastio_last_error()
+            PyBuffer_Release(&view)
         if n < 0:
             if not fastio_would_block(err):
                 self._fatal_error(_aio_oserror(err), 'Fatal write error on socket transport')
