@@ -7,8 +7,9 @@ asyncio's code) over a fastio selector, with its hot paths -- one loop
 iteration (reading the fastio poller's events directly and running the I/O
 callbacks in asyncio's order without queueing them), call_soon/call_later/
 call_at, the timer heap, create_future/create_task, running the ready
-queue, the TCP / Unix-socket transports' receive and send, readers and
-writers, the sock_*() coroutines and the server's accept loop -- in
+queue, the TCP / Unix-socket transports' receive and send (bytes for an
+asyncio StreamReader go straight into its buffer), readers and writers,
+the sock_*() coroutines and the server's accept loop -- in
 fastio._impl.loop_c (Cython). They work on asyncio's own objects (its Handle and
 TimerHandle classes, ready deque and timer heap), so every version 3.9-3.13
 keeps its asyncio semantics; the loop and the transport keep what those
