@@ -137,14 +137,17 @@ cdef inline object _aio_oserror(int err):
     return OSError(err, _os.strerror(err))
 
 
-cdef bint _aio_plain_sock(object sock) except -1:
+cdef inline bint _aio_plain_sock(object sock) except -1:
     # True if the socket's recv/recv_into/send are socket.socket's own, so
     # calling recv(2)/send(2) on its fd is what they would do. A subclass
     # overriding them (tracing, test doubles) gets asyncio's code, which
     # calls its methods.
-    t = type(sock)
-    if t is _aio_socket_cls:
+    if type(sock) is _aio_socket_cls:
         return True
+    return _aio_plain_sock_type(type(sock))
+
+
+cdef bint _aio_plain_sock_type(type t) except -1:
     for name in ('recv', 'recv_into', 'send'):
         if getattr(t, name, None) is not getattr(_aio_socket_cls, name):
             return False
@@ -156,7 +159,8 @@ cdef inline int _aio_sock_fd(object sock) except? -2:
     # socket object was closed (EBADF, as asyncio gets), never the fd number
     # the transport remembers, which may by now be another file's.
     cdef int fd
-    if _aio_csocket_type is not None and isinstance(sock, _aio_csocket_type):
+    if (_aio_csocket_type is not None and (type(sock) is _aio_socket_cls
+                                           or isinstance(sock, _aio_csocket_type))):
         fd = FASTIO_SOCK_FD(sock)
         if fd != -2:
             return fd
