@@ -1,5 +1,6 @@
-"""The echo server on io_uring beside fastio on epoll and the C epoll server,
-and fastio.loop.Loop serving a Python protocol on epoll and on io_uring.
+"""The echo server on io_uring beside fastio on epoll, the C epoll server and
+a C io_uring server of the same design (benchmarks/c_echo/echo_uring.c), and
+fastio.loop.Loop serving a Python protocol on epoll and on io_uring.
 
 Same load generator, pinning and CPU accounting as bench_echo (whose
 machinery this suite reuses): servers pinned to CPU 0, the compiled load
@@ -15,20 +16,33 @@ inside it; syscalls per request = the syscall rate over that span / the
 request rate of the window (both under the same steady load). That window is
 kept out of the CPU figures: counting a tracepoint costs the server a
 little. Without perf (or without permission) the column says so.
+
+Discussion: the C io_uring server does what fastio's engine does (multishot
+accept and recv, provided buffers, replies sent from them, one
+io_uring_enter per turn) on the same ring code, src/fastio_uring.h. Its row
+is the floor for that design on this kernel: "vs C io_uring" is what fastio
+adds, the distance from it to the C epoll server is what io_uring itself
+gains or costs.
 """
 
 import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 from benchmarks import harness
 from benchmarks.bench_echo import C_BINARY, PEERS, PY, Server, measure_once, missing, paired_ratio, summarize
 from benchmarks.harness import RunningServer, Unavailable
 from fastio.echo import loadgen
 
+C_URING_SOURCE = Path(__file__).resolve().parent / "c_echo" / "echo_uring.c"
+C_URING_HEADER = harness.REPO_DIR / "src" / "fastio_uring.h"
+C_URING_BINARY = harness.REPO_DIR / "build" / "c_echo" / "echo_uring"
+
 SERVERS = {
     "c-epoll": Server((str(C_BINARY),), "reference", "cc"),
+    "c-io_uring": Server((str(C_URING_BINARY),), "reference", "cc-uring"),
     "fastio-epoll": Server((PY, "-m", "fastio", "echo", "--backend", "epoll"), "fastio", "fastio-echo"),
     "fastio-io_uring": Server((PY, "-m", "fastio", "echo", "--backend", "io_uring"), "fastio", "fastio-echo"),
     # fastio.loop.Loop with a plain Python Protocol (data_received in Python
@@ -38,7 +52,7 @@ SERVERS = {
     "loop-io_uring": Server((PY, str(PEERS / "fastio_protocol_server.py"), "--backend", "io_uring"), "fastio",
                             "fastio-echo"),
 }
-URING_SERVERS = ("fastio-io_uring", "loop-io_uring")
+URING_SERVERS = ("c-io_uring", "fastio-io_uring", "loop-io_uring")
 HEADLINE = (1024, 100)
 CELLS = (HEADLINE, (64, 100), (16384, 100), (1024, 1000))
 
@@ -53,6 +67,32 @@ TARGETS = (
     (HEADLINE, "cpu", "c-epoll", 0.95, 0.90),
     (HEADLINE, "syscalls", None, 0.5, None),
 ) + tuple((cell, "cpu", "fastio-epoll", 1.00, None) for cell in CELLS)
+
+
+def build_c_uring_server():
+    """Compile the C io_uring server into build/ unless it is up to date; return its path."""
+    newest = max(C_URING_SOURCE.stat().st_mtime, C_URING_HEADER.stat().st_mtime)
+    if C_URING_BINARY.exists() and C_URING_BINARY.stat().st_mtime >= newest:
+        return C_URING_BINARY
+    C_URING_BINARY.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        done = subprocess.run(["cc", "-O2", "-I", str(C_URING_HEADER.parent), "-o", str(C_URING_BINARY),
+                               str(C_URING_SOURCE)], capture_output=True, text=True)
+    except OSError as exc:
+        raise Unavailable("no C compiler (cc): %s" % exc) from None
+    if done.returncode != 0:
+        raise Unavailable("cc failed: %s" % done.stderr.strip().splitlines()[-1:])
+    return C_URING_BINARY
+
+
+def _missing(requirement):
+    if requirement != "cc-uring":
+        return missing(requirement)
+    try:
+        build_c_uring_server()
+    except Unavailable as exc:
+        return str(exc)
+    return None
 
 
 def _uring_unavailable():
@@ -113,7 +153,7 @@ def run(config):
     machine, cpu = None, None
     try:
         for name, server in SERVERS.items():
-            why = missing(server.requires) or (reason if name in URING_SERVERS else None)
+            why = _missing(server.requires) or (reason if name in URING_SERVERS else None)
             if why:
                 skipped.append({"server": name, "reason": why})
                 harness.progress("[uring] %s: skipped (%s)" % (name, why))
@@ -171,6 +211,8 @@ def run(config):
                         s, cell["servers"].get("fastio-epoll"), "server_cpu_us_per_req")
                     s["cpu_vs_loop_epoll"] = paired_ratio(
                         s, cell["servers"].get("loop-epoll"), "server_cpu_us_per_req")
+                    s["cpu_vs_c_uring"] = paired_ratio(
+                        s, cell["servers"].get("c-io_uring"), "server_cpu_us_per_req")
                 cells.append(cell)
     finally:
         for name, server in running.items():
@@ -244,13 +286,14 @@ def to_markdown(result):
     lines.append("")
     for cell in result["cells"]:
         lines += ["## %d B × %d connections" % (cell["size"], cell["connections"]), "",
-                  "| server | req/s | p99 | server CPU µs/req | vs C epoll | vs fastio epoll | vs Loop epoll "
-                  "| syscalls/req |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| server | req/s | p99 | server CPU µs/req | vs C epoll | vs C io_uring | vs fastio epoll "
+                  "| vs Loop epoll | syscalls/req |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for name, s in cell["servers"].items():
-            lines.append("| %s | %s | %s µs | %s | %s | %s | %s | %s |" % (
+            lines.append("| %s | %s | %s µs | %s | %s | %s | %s | %s | %s |" % (
                 name, _num(s["req_per_s"], "%.0f"), _num(s["p99_us"], "%.0f"), _num(s["server_cpu_us_per_req"]),
-                _num(s.get("cpu_vs_c_epoll"), "%.3fx"), _num(s.get("cpu_vs_fastio_epoll"), "%.3fx"),
+                _num(s.get("cpu_vs_c_epoll"), "%.3fx"), _num(s.get("cpu_vs_c_uring"), "%.3fx"),
+                _num(s.get("cpu_vs_fastio_epoll"), "%.3fx"),
                 _num(s.get("cpu_vs_loop_epoll") if name.startswith("loop-") else None, "%.3fx"),
                 _num(s.get("syscalls_per_req"))))
         lines.append("")

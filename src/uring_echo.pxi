@@ -238,7 +238,10 @@ cdef class UringEcho:
     # -- the loop's parts
 
     cdef long long _timeout(self):
-        cdef long long now = fastio_monotonic_ns(), t = -1
+        cdef long long now, t = -1
+        if self.drain_deadline_ns < 0 and self.accept_retry_ns < 0:
+            return -1  # no timer: no clock read per turn
+        now = fastio_monotonic_ns()
         if self.drain_deadline_ns >= 0:
             t = max(0, self.drain_deadline_ns - now)
         if self.accept_retry_ns >= 0:
@@ -247,8 +250,11 @@ cdef class UringEcho:
         return t
 
     cdef int _timers(self) except -1:
-        cdef long long now = fastio_monotonic_ns()
+        cdef long long now
         cdef Py_ssize_t fd
+        if self.drain_deadline_ns < 0 and self.accept_retry_ns < 0:
+            return 0
+        now = fastio_monotonic_ns()
         if self.accept_retry_ns >= 0 and now >= self.accept_retry_ns:
             self.accept_retry_ns = -1
             self._arm_accept()
@@ -277,7 +283,8 @@ cdef class UringEcho:
                 # and a full SQ submits (and may post CQEs) on the spot.
                 fastio_ring_cq_advance(&self.ring, head)
                 kind = <int>(ud & 0xff)
-                fd = <int>((ud >> 8) & 0xffffffff)
+                # (a C cast truncates: `& 0xffffffff` would be Python int arithmetic)
+                fd = <int><uint32_t>(ud >> 8)
                 if kind == K_RECV:
                     self._on_recv(fd, <uint32_t>(ud >> 40), res, flags)
                 elif kind == K_SEND:

@@ -290,7 +290,8 @@ cdef class UringPoller(Poller):
             seen += 1
             ud = cqe.user_data
             if <int>(ud & 0xff) == FASTIO_UD_POLL:
-                fd = <long long>((ud >> 8) & 0xffffffff)
+                # (a C cast truncates: `& 0xffffffff` would be Python int arithmetic)
+                fd = <long long><uint32_t>(ud >> 8)
                 gen = <uint32_t>(ud >> 40)
                 if fd < self._cap:
                     e = &self._entries[fd]
