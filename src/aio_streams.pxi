@@ -11,7 +11,10 @@
 # -- a subclass, a patched class, a method set on an instance, a reader of
 # another class -- is called as Python would call it. Only the tracebacks
 # of the errors those steps can raise (feed_data's assertion, a buffer that
-# cannot grow) lack the Python frames.
+# cannot grow) lack the Python frames. When the transport knows before its
+# recv() that all of it will be C (_aio_stream_reader), the received bytes
+# go from its receive buffer straight into the reader's bytearray: the
+# `data` bytes object asyncio makes per read would be seen by nothing.
 #
 # Discussion: the classes are checked once per change (their type version
 # tags), the instances per call. The instance attributes are read with
@@ -73,10 +76,10 @@ cdef bint _aio_asserts = True      # feed_data's `assert` runs (not python -O)
 cdef unsigned int _aio_srp_tag = 0, _aio_sr_tag = 0
 # _asyncio.Future and its own cancelled()/set_result() descriptors.
 cdef type _aio_CFuture = None
-# The reader's buffer, from _aio_stream_reader() to _aio_feed_data().
-cdef object _aio_reader_buf = None
 cdef object _aio_fut_cancelled = None
 cdef object _aio_fut_set_result = None
+# The reader's buffer, from _aio_stream_reader() to _aio_feed_data().
+cdef object _aio_reader_buf = None
 
 
 cdef _aio_streams_setup():
