@@ -176,6 +176,12 @@ cdef object _aio_stream_reader(object protocol):
     return reader
 
 
+cdef inline void _aio_stream_reader_unused() noexcept:
+    # Nothing to feed after all: drop the buffer _aio_stream_reader() kept.
+    global _aio_reader_buf
+    _aio_reader_buf = None
+
+
 cdef int _aio_data_received(object protocol, object data) except -1:
     """protocol.data_received(data), asyncio's steps in C where that is asyncio's."""
     if (type(protocol) is not _aio_SRP or not _aio_streams_classes_ok()

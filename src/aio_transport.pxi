@@ -196,7 +196,7 @@ def aio_read_ready__data_received(self):
 cdef object _aio_read_ready__data_received(object self):
     cdef Py_ssize_t size
     cdef long long n
-    cdef int err
+    cdef int err, fd
     cdef bint fast = type(self) is _aio_transport_cls
     if _tget(self, fast, _TOFF_CONN_LOST, "_conn_lost"):
         return
@@ -210,11 +210,14 @@ cdef object _aio_read_ready__data_received(object self):
     size = max_size
     # An asyncio StreamReader behind the protocol takes the bytes straight
     # into its buffer (src/aio_streams.pxi): no bytes object in between.
+    fd = _aio_sock_fd(sock)
     protocol = _tget(self, fast, _TOFF_PROTOCOL, "_protocol")
     reader = _aio_stream_reader(protocol)
-    n = fastio_recv(_aio_sock_fd(sock), _aio_rbuf, size)
+    n = fastio_recv(fd, _aio_rbuf, size)
+    err = fastio_last_error() if n < 0 else 0
+    if n <= 0 and reader is not None:
+        _aio_stream_reader_unused()
     if n < 0:
-        err = fastio_last_error()
         if fastio_would_block(err):
             return
         self._fatal_error(_aio_oserror(err), 'Fatal read error on socket transport')
