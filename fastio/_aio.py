@@ -7,8 +7,9 @@ asyncio's code) over a fastio selector, with its hot paths -- one loop
 iteration (reading the fastio poller's events directly and running the I/O
 callbacks in asyncio's order without queueing them), call_soon/call_later/
 call_at, the timer heap, create_future/create_task, running the ready
-queue, the TCP / Unix-socket transports' receive and send, readers and
-writers, the sock_*() coroutines and the server's accept loop -- in
+queue, the TCP / Unix-socket transports' receive and send (bytes for an
+asyncio StreamReader go straight into its buffer), readers and writers,
+the sock_*() coroutines and the server's accept loop -- in
 fastio._impl.loop_c (Cython). They work on asyncio's own objects (its Handle and
 TimerHandle classes, ready deque and timer heap), so every version 3.9-3.13
 keeps its asyncio semantics; the loop and the transport keep what those
@@ -194,7 +195,7 @@ if _c is not None:
         # compiled twins of asyncio's, the rest is inherited unchanged. What
         # those read per event lives in slots, which they read directly.
         __slots__ = ("_sock", "_protocol", "_conn_lost", "_buffer", "_eof", "_empty_waiter",
-                     "_read_ready_cb")
+                     "_read_ready_cb", "_closing")
 
         _read_ready = _as_method(_c.aio_read_ready, _AsyncioSocketTransport, "_read_ready")
         _read_ready__data_received = _as_method(

@@ -79,6 +79,7 @@ include "loop_capi.pxi"        # the C API other compiled modules call
 # asyncio's face: the compiled methods fastio.EventLoop installs (fastio/_aio.py).
 include "aio_state.pxi"        # EventLoop's slots, read at their offsets
 include "aio_transport.pxi"
+include "aio_streams.pxi"       # StreamReaderProtocol.data_received, compiled
 include "aio_handles.pxi"
 include "aio_heap.pxi"         # heapq's push/pop over asyncio's timer heap
 include "aio_loop.pxi"

@@ -41,6 +41,29 @@ cdef Py_ssize_t _OFF_CALLBACK, _OFF_ARGS, _OFF_CANCELLED, _OFF_LOOP
 cdef Py_ssize_t _OFF_SOURCE_TB, _OFF_REPR, _OFF_CONTEXT, _OFF_WHEN, _OFF_SCHEDULED
 
 
+# The ready queue is asyncio's collections.deque: its own append/popleft
+# called as functions, without looking the method up on every call.
+cdef type _aio_deque = collections.deque
+cdef object _aio_deque_append = collections.deque.append
+cdef object _aio_deque_popleft = collections.deque.popleft
+
+
+cdef inline int _aio_ready_append(object ready, object handle) except -1:
+    """ready.append(handle)."""
+    if type(ready) is _aio_deque:
+        _aio_deque_append(ready, handle)
+    else:
+        ready.append(handle)
+    return 0
+
+
+cdef inline object _aio_ready_popleft(object ready):
+    """Return ready.popleft()."""
+    if type(ready) is _aio_deque:
+        return _aio_deque_popleft(ready)
+    return ready.popleft()
+
+
 cdef Py_ssize_t _slot_offset(cls, str name) except -1:
     descr = cls.__dict__[name]
     if type(descr).__name__ != "member_descriptor":
@@ -121,7 +144,7 @@ def aio_call_soon(self, callback, *args, context=None):
     if _tget(self, fast, _LOFF_DEBUG, "_debug"):
         return _aio_base_call_soon(self, callback, *args, context=context)
     handle = _aio_new_handle(callback, args, self, context, _aio_Handle)
-    _tget(self, fast, _LOFF_READY, "_ready").append(handle)
+    _aio_ready_append(_tget(self, fast, _LOFF_READY, "_ready"), handle)
     return handle
 
 
@@ -164,7 +187,7 @@ def aio_private_call_soon(self, callback, args, context):
     if _tget(self, fast, _LOFF_DEBUG, "_debug"):
         return _aio_base_private_call_soon(self, callback, args, context)
     handle = _aio_new_handle(callback, args, self, context, _aio_Handle)
-    _tget(self, fast, _LOFF_READY, "_ready").append(handle)
+    _aio_ready_append(_tget(self, fast, _LOFF_READY, "_ready"), handle)
     return handle
 
 
@@ -221,7 +244,7 @@ def aio_create_future(self):
 
 def aio_get_debug(self):
     """Same contract as asyncio's BaseEventLoop.get_debug."""
-    return self._debug
+    return _tget(self, _aio_fast_loop(self), _LOFF_DEBUG, "_debug")
 
 
 def aio_time(self):

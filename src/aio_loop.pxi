@@ -16,7 +16,8 @@
 # fastio._impl.loop_c is imported by `import fastio`, which must not import
 # asyncio: aio_setup() hands over asyncio's pieces when fastio._aio loads.
 
-from cpython.dict cimport PyDict_GetItem
+from cpython.dict cimport PyDict_GetItem, PyDict_GetItemWithError
+from cpython.long cimport PyLong_AsLongAndOverflow
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 
 cdef object _aio_base_run_once = None
@@ -62,6 +63,7 @@ def aio_setup(base_events, selector_events, events, callback_error):
     _aio_SelectorKey = selectors.SelectorKey
     _aio_transport_setup(base_events, selector_events)
     _aio_handles_setup(base_events, events, callback_error)
+    _aio_streams_setup()
 
 
 def aio_run_once(self):
@@ -186,8 +188,8 @@ cdef object _aio_run_direct(object self, bint fast, object selector, object poll
     cdef Py_ssize_t cap = 0, n, i, n0, nio, ndue, j = 0, k = 0, done = 0
     cdef bint shared = False
     cdef unsigned int revents
-    cdef int sev
-    cdef long m
+    cdef int sev, overflow = 0
+    cdef long m, lev = 0
     cdef list io = None, due = None
     cdef dict fd_to_key
     cdef PyObject *keyp
@@ -211,24 +213,30 @@ cdef object _aio_run_direct(object self, bint fast, object selector, object poll
             revents = evs[i].events
             # selector_events() of fastio._impl.core_c: a hang-up or error wakes both.
             sev = ((2 if revents & ~POLLIN else 0) | (1 if revents & ~POLLOUT else 0))
-            keyp = PyDict_GetItem(fd_to_key, evs[i].fd)
+            keyp = PyDict_GetItemWithError(fd_to_key, evs[i].fd)
             if keyp == NULL:
                 continue
             key = <object>keyp
             if type(key) is _aio_SelectorKey:
-                mask = sev & <object>PyTuple_GET_ITEM(key, 2)
                 fileobj = <object>PyTuple_GET_ITEM(key, 0)
                 reader, writer = <object>PyTuple_GET_ITEM(key, 3)
             elif isinstance(key, tuple) and PyTuple_GET_SIZE(key) == 4:
-                mask = sev & <object>PyTuple_GET_ITEM(key, 2)
                 fileobj = key.fileobj
                 reader, writer = key.data
             else:
                 continue
-            if type(mask) is int:
-                m = mask
+            kev = <object>PyTuple_GET_ITEM(key, 2)
+            overflow = 1
+            if type(kev) is int:
+                lev = PyLong_AsLongAndOverflow(kev, &overflow)
+            if not overflow:
+                m = sev & lev  # sev & key.events, in C
             else:
-                m = (1 if mask & 1 else 0) | (2 if mask & 2 else 0)
+                mask = sev & kev
+                if type(mask) is int:
+                    m = mask
+                else:
+                    m = (1 if mask & 1 else 0) | (2 if mask & 2 else 0)
             if m & 1 and reader is not None:  # selectors.EVENT_READ
                 if _aio_cancelled(reader):
                     self._remove_reader(fileobj)
@@ -267,7 +275,7 @@ cdef object _aio_run_direct(object self, bint fast, object selector, object poll
     ndue = 0 if due is None else len(due)
     try:
         while done < n0:
-            handle = ready.popleft()
+            handle = _aio_ready_popleft(ready)
             done += 1
             _aio_run_handle(handle)
         while j < nio:

@@ -64,7 +64,7 @@ cdef inline bint _aio_own_method(object obj, str name, object fn) except -1:
     if _PyType_Lookup(<PyTypeObject *>t, name) != <PyObject *>fn:
         return False
     dp = _PyObject_GetDictPtr(obj)
-    return dp == NULL or dp[0] == NULL or PyDict_GetItem(<object>dp[0], name) == NULL
+    return dp == NULL or dp[0] == NULL or PyDict_GetItemWithError(<object>dp[0], name) == NULL
 
 
 cdef inline object _aio_loop_time(object loop):

@@ -35,7 +35,7 @@ cdef Py_ssize_t _aio_rbuf_size = 256 * 1024
 # read per event in slots: read at their offsets, no attribute lookup.
 cdef type _aio_transport_cls = None
 cdef Py_ssize_t _TOFF_SOCK, _TOFF_PROTOCOL, _TOFF_CONN_LOST, _TOFF_BUFFER
-cdef Py_ssize_t _TOFF_EOF, _TOFF_EMPTY_WAITER, _TOFF_READ_CB
+cdef Py_ssize_t _TOFF_EOF, _TOFF_EMPTY_WAITER, _TOFF_READ_CB, _TOFF_CLOSING
 cdef type _aio_csocket_type = None
 
 cdef extern from *:
@@ -84,7 +84,7 @@ cdef _aio_transport_setup(base_events, selector_events):
 def aio_transport_class(type cls):
     """Make `cls` (fastio.EventLoop's socket transport) the class whose slots are read directly."""
     global _aio_transport_cls, _TOFF_SOCK, _TOFF_PROTOCOL, _TOFF_CONN_LOST, _TOFF_BUFFER
-    global _TOFF_EOF, _TOFF_EMPTY_WAITER, _TOFF_READ_CB
+    global _TOFF_EOF, _TOFF_EMPTY_WAITER, _TOFF_READ_CB, _TOFF_CLOSING
     _TOFF_SOCK = _slot_offset(cls, "_sock")
     _TOFF_PROTOCOL = _slot_offset(cls, "_protocol")
     _TOFF_CONN_LOST = _slot_offset(cls, "_conn_lost")
@@ -92,6 +92,7 @@ def aio_transport_class(type cls):
     _TOFF_EOF = _slot_offset(cls, "_eof")
     _TOFF_EMPTY_WAITER = _slot_offset(cls, "_empty_waiter")
     _TOFF_READ_CB = _slot_offset(cls, "_read_ready_cb")
+    _TOFF_CLOSING = _slot_offset(cls, "_closing")
     _aio_transport_cls = cls
 
 
@@ -122,7 +123,7 @@ cdef inline object _aio_max_size(object self, bint fast):
     cdef type t
     if fast:
         dp = _PyObject_GetDictPtr(self)
-        if dp == NULL or dp[0] == NULL or PyDict_GetItem(<object>dp[0], "max_size") == NULL:
+        if dp == NULL or dp[0] == NULL or PyDict_GetItemWithError(<object>dp[0], "max_size") == NULL:
             t = type(self)
             p = _PyType_Lookup(<PyTypeObject *>t, "max_size")
             if p != NULL and type(<object>p) is int:
@@ -136,14 +137,17 @@ cdef inline object _aio_oserror(int err):
     return OSError(err, _os.strerror(err))
 
 
-cdef bint _aio_plain_sock(object sock) except -1:
+cdef inline bint _aio_plain_sock(object sock) except -1:
     # True if the socket's recv/recv_into/send are socket.socket's own, so
     # calling recv(2)/send(2) on its fd is what they would do. A subclass
     # overriding them (tracing, test doubles) gets asyncio's code, which
     # calls its methods.
-    t = type(sock)
-    if t is _aio_socket_cls:
+    if type(sock) is _aio_socket_cls:
         return True
+    return _aio_plain_sock_type(type(sock))
+
+
+cdef bint _aio_plain_sock_type(type t) except -1:
     for name in ('recv', 'recv_into', 'send'):
         if getattr(t, name, None) is not getattr(_aio_socket_cls, name):
             return False
@@ -155,7 +159,8 @@ cdef inline int _aio_sock_fd(object sock) except? -2:
     # socket object was closed (EBADF, as asyncio gets), never the fd number
     # the transport remembers, which may by now be another file's.
     cdef int fd
-    if _aio_csocket_type is not None and isinstance(sock, _aio_csocket_type):
+    if (_aio_csocket_type is not None and (type(sock) is _aio_socket_cls
+                                           or isinstance(sock, _aio_csocket_type))):
         fd = FASTIO_SOCK_FD(sock)
         if fd != -2:
             return fd
@@ -191,7 +196,7 @@ def aio_read_ready__data_received(self):
 cdef object _aio_read_ready__data_received(object self):
     cdef Py_ssize_t size
     cdef long long n
-    cdef int err
+    cdef int err, fd
     cdef bint fast = type(self) is _aio_transport_cls
     if _tget(self, fast, _TOFF_CONN_LOST, "_conn_lost"):
         return
@@ -203,9 +208,16 @@ cdef object _aio_read_ready__data_received(object self):
         # recv(): asyncio's own code.
         return _aio_py_read_data_received(self)
     size = max_size
-    n = fastio_recv(_aio_sock_fd(sock), _aio_rbuf, size)
+    # An asyncio StreamReader behind the protocol takes the bytes straight
+    # into its buffer (src/aio_streams.pxi): no bytes object in between.
+    fd = _aio_sock_fd(sock)
+    protocol = _tget(self, fast, _TOFF_PROTOCOL, "_protocol")
+    reader = _aio_stream_reader(protocol)
+    n = fastio_recv(fd, _aio_rbuf, size)
+    err = fastio_last_error() if n < 0 else 0
+    if n <= 0 and reader is not None:
+        _aio_stream_reader_unused()
     if n < 0:
-        err = fastio_last_error()
         if fastio_would_block(err):
             return
         self._fatal_error(_aio_oserror(err), 'Fatal read error on socket transport')
@@ -213,9 +225,11 @@ cdef object _aio_read_ready__data_received(object self):
     if n == 0:
         self._read_ready__on_eof()
         return
-    data = PyBytes_FromStringAndSize(_aio_rbuf, n)
     try:
-        _tget(self, fast, _TOFF_PROTOCOL, "_protocol").data_received(data)
+        if reader is not None:
+            _aio_feed_data(reader, None, _aio_rbuf, n)
+        else:
+            _aio_data_received(protocol, PyBytes_FromStringAndSize(_aio_rbuf, n))
     except (SystemExit, KeyboardInterrupt):
         raise
     except BaseException as exc:
@@ -312,19 +326,26 @@ def aio_write(self, data):
     buffer = _tget(self, fast, _TOFF_BUFFER, "_buffer")
     if not buffer:
         # Try to send now.
-        try:
-            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            # What socket.send() raises for a buffer it cannot read.
-            self._fatal_error(exc, 'Fatal write error on socket transport')
-            return
-        total = view.len
-        n = fastio_send(_aio_sock_fd(sock), <const char *>view.buf, total)
-        if n < 0:
-            err = fastio_last_error()
-        PyBuffer_Release(&view)
+        if PyBytes_CheckExact(data):
+            # (its bytes are the buffer send() would take)
+            total = PyBytes_GET_SIZE(data)
+            n = fastio_send(_aio_sock_fd(sock), PyBytes_AS_STRING(data), total)
+            if n < 0:
+                err = fastio_last_error()
+        else:
+            try:
+                PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                # What socket.send() raises for a buffer it cannot read.
+                self._fatal_error(exc, 'Fatal write error on socket transport')
+                return
+            total = view.len
+            n = fastio_send(_aio_sock_fd(sock), <const char *>view.buf, total)
+            if n < 0:
+                err = fastio_last_error()
+            PyBuffer_Release(&view)
         if n < 0:
             if not fastio_would_block(err):
                 self._fatal_error(_aio_oserror(err), 'Fatal write error on socket transport')
@@ -347,4 +368,4 @@ def aio_write(self, data):
 
 def aio_is_closing(self):
     """Same contract as asyncio's socket transport is_closing()."""
-    return self._closing
+    return _tget(self, type(self) is _aio_transport_cls, _TOFF_CLOSING, "_closing")
