@@ -78,8 +78,12 @@ def test_feed_data_after_feed_eof_is_a_fatal_protocol_error(aio_loop):
         errors = []
         aio_loop.set_exception_handler(lambda loop, context: errors.append(context))
         done = asyncio.Event()
+        kept = []
 
         async def handler(reader, writer):
+            # Held past the handler: 3.13's StreamWriter closes its transport
+            # when collected, and the server must still be reading.
+            kept.append(writer)
             reader.feed_eof()
             assert await reader.read() == b""
             done.set()
