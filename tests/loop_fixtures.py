@@ -12,6 +12,9 @@ of a test talks to `adapter.loop` directly.
 """
 
 import asyncio
+import os
+import signal
+import time
 
 import pytest
 
@@ -22,6 +25,24 @@ from fastio.loop import Loop, Protocol
 
 LOOP_KINDS = ["fastio-c", "fastio-io_uring", "fastio-py", "asyncio"]
 FASTIO_KINDS = ["fastio-c", "fastio-io_uring", "fastio-py"]
+
+
+def child_exit_code(pid, timeout=120.0):
+    """Return the exit code of forked child `pid`; kill it and fail if it hangs.
+
+    A child forked from a threaded test process can deadlock; the suite must
+    fail then, not hang.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("forked child %d still running after %.0f s" % (pid, timeout))
+        time.sleep(0.01)
 
 
 def uring_unavailable():

@@ -25,7 +25,7 @@ import pytest
 
 import fastio
 from eventloop_fixtures import close_loop, run
-from loop_fixtures import uring_unavailable
+from loop_fixtures import child_exit_code, uring_unavailable
 
 UNAVAILABLE = uring_unavailable()
 
@@ -641,8 +641,7 @@ def _in_child(body):
             code = 0 if body() else 2
         finally:
             os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
+    return child_exit_code(pid)
 
 
 @pytest.mark.parametrize("child", ["close", "run"])

@@ -32,7 +32,7 @@ from echo_support import connect, recv_until_eof, round_trip, unread_bytes
 from fastio import _pollers
 from fastio._impl import compiled
 from fastio.loop import Loop, Protocol
-from loop_fixtures import uring_unavailable
+from loop_fixtures import child_exit_code, uring_unavailable
 
 # test_echo's in-process server tests, by name: each runs here on a Loop on io_uring.
 from test_echo import (  # noqa: F401
@@ -509,8 +509,7 @@ def test_a_forked_child_that_closes_the_loop_leaves_the_parents_ring_alone():
                 loop.close()
             finally:
                 os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
+        assert child_exit_code(pid) == 0
         for i in range(20):
             peer.sendall(b"%03d" % i)
             _run_until(loop, lambda: bytes(proto.data).endswith(b"%03d" % i))
@@ -656,8 +655,7 @@ def test_a_forked_childs_readiness_poller_is_dead_and_leaves_the_parents_polls_a
                 code = 0 if refused == 2 else 2
             finally:
                 os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
+        assert child_exit_code(pid) == 0
         b.send(b"x")
         assert poller.poll(20) == [(a.fileno(), select.POLLIN)]
     finally:
