@@ -421,6 +421,17 @@ def recv_until_eof(sock, timeout=30.0):
         chunks.append(chunk)
 
 
+def echo_once(port, payload):
+    """Send `payload` to the echo server on `port`, half-close, return all it sends back."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR)
+        got = bytearray()
+        while chunk := sock.recv(65536):
+            got += chunk
+    return bytes(got)
+
+
 def round_trip(sock, payload, timeout=30.0):
     """Send `payload`, return what comes back in the same number of bytes."""
     sock.sendall(payload)

@@ -14,6 +14,7 @@ of a test talks to `adapter.loop` directly.
 import asyncio
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -43,6 +44,34 @@ def child_exit_code(pid, timeout=120.0):
             os.waitpid(pid, 0)
             pytest.fail("forked child %d still running after %.0f s" % (pid, timeout))
         time.sleep(0.01)
+
+
+def write_from_another_thread(loop, transport, peer, size):
+    """Start a thread that writes `size` bytes on `transport` once the loop
+    waits, reads them from `peer` (blocking), and only then wakes the loop;
+    return (a future of the byte count read, the thread).
+
+    Nothing but the write itself can have sent the bytes before the future
+    is set: the loop is woken only after the peer has had them.
+    """
+    done = loop.create_future()
+
+    def other():
+        time.sleep(0.2)  # (let the loop block in its wait first)
+        transport.write(b"w" * size)
+        n = 0
+        try:
+            while n < size:
+                chunk = peer.recv(1 << 20)
+                if not chunk:
+                    break
+                n += len(chunk)
+        finally:
+            loop.call_soon_threadsafe(done.set_result, n)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    return done, thread
 
 
 def uring_unavailable():

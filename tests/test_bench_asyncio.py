@@ -7,11 +7,12 @@ for a server that echoes wrong bytes or a load generator it misread.
 
 import importlib.util
 import os
-import socket
 import sys
 import urllib.request
 
 import pytest
+
+from echo_support import echo_once
 
 # The benchmarks package sits beside tests/. Appended, not prepended: a run
 # from another directory (the sanitizer build's) keeps the fastio it imported.
@@ -25,23 +26,13 @@ LOOPS = [pytest.param(loop, marks=pytest.mark.skipif(
     for loop in _common.ASYNCIO_LOOPS]
 
 
-def _echo(port, payload):
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(payload)
-        sock.shutdown(socket.SHUT_WR)
-        got = bytearray()
-        while chunk := sock.recv(65536):
-            got += chunk
-    return bytes(got)
-
-
 @pytest.mark.parametrize("style", bench_asyncio.STYLES)
 @pytest.mark.parametrize("loop", LOOPS)
 def test_echo_peer_echoes_every_byte(loop, style):
     server = harness.RunningServer("%s-%s" % (loop, style), bench_asyncio.echo_server(loop, style))
     try:
         payload = os.urandom(300_000)  # several reads and a full socket buffer
-        assert _echo(server.port, payload) == payload
+        assert echo_once(server.port, payload) == payload
     finally:
         assert server.stop() in (0, -15)
 

@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+from echo_support import echo_once
+
 # The benchmarks package sits beside tests/. Appended, not prepended: a run
 # from another directory (the sanitizer build's) keeps the fastio it imported.
 sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -36,19 +38,9 @@ def c_uring_server(request):
     assert server.stop() == 0  # SIGTERM ends its loop
 
 
-def _echo(port, payload):
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(payload)
-        sock.shutdown(socket.SHUT_WR)
-        got = bytearray()
-        while chunk := sock.recv(65536):
-            got += chunk
-    return bytes(got)
-
-
 def test_c_uring_server_echoes_every_byte(c_uring_server):
     payload = os.urandom(3_000_000)  # many provided buffers, short sends, a full socket buffer
-    assert _echo(c_uring_server.port, payload) == payload
+    assert echo_once(c_uring_server.port, payload) == payload
 
 
 def test_c_uring_server_serves_connections_at_once(c_uring_server):
@@ -70,7 +62,7 @@ def test_c_uring_server_serves_connections_at_once(c_uring_server):
 @pytest.mark.parametrize("c_uring_server", [True], indirect=True)
 def test_c_uring_server_upper_replies_in_ascii_uppercase(c_uring_server):
     payload = bytes(range(256)) * 2000
-    assert _echo(c_uring_server.port, payload) == payload.upper()
+    assert echo_once(c_uring_server.port, payload) == payload.upper()
 
 
 def test_c_uring_server_stops_reading_a_client_that_never_reads(c_uring_server):

@@ -25,7 +25,7 @@ import pytest
 
 import fastio
 from eventloop_fixtures import close_loop, run
-from loop_fixtures import child_exit_code, uring_unavailable
+from loop_fixtures import child_exit_code, uring_unavailable, write_from_another_thread
 
 UNAVAILABLE = uring_unavailable()
 
@@ -789,25 +789,7 @@ def test_a_write_from_another_thread_goes_out_while_the_loop_waits(loop, size):
         transport, peer = await accepted(loop, proto)
         peer.setblocking(True)
         peer.settimeout(20)
-        done = loop.create_future()
-
-        def other():
-            time.sleep(0.2)  # (let the loop block in its wait first)
-            transport.write(b"w" * size)
-            n = 0
-            try:
-                while n < size:
-                    chunk = peer.recv(1 << 20)
-                    if not chunk:
-                        break
-                    n += len(chunk)
-            finally:
-                # Only now is the loop woken from here: by then the peer
-                # must have had every byte.
-                loop.call_soon_threadsafe(done.set_result, n)
-
-        thread = threading.Thread(target=other)
-        thread.start()
+        done, thread = write_from_another_thread(loop, transport, peer, size)
         assert await done == size
         thread.join()
         transport.close()

@@ -32,7 +32,7 @@ from echo_support import connect, recv_until_eof, round_trip, unread_bytes
 from fastio import _pollers
 from fastio._impl import compiled
 from fastio.loop import Loop, Protocol
-from loop_fixtures import child_exit_code, uring_unavailable
+from loop_fixtures import child_exit_code, uring_unavailable, write_from_another_thread
 
 # test_echo's in-process server tests, by name: each runs here on a Loop on io_uring.
 from test_echo import (  # noqa: F401
@@ -604,23 +604,7 @@ def test_a_write_from_another_thread_goes_out_while_the_loop_waits():
         transport, proto, peer = _server_and_peer(loop)
         peer.settimeout(20)
         size = 4 << 20
-        done = loop.create_future()
-
-        def other():
-            time.sleep(0.2)  # (let the loop block in its wait first)
-            transport.write(b"w" * size)
-            n = 0
-            try:
-                while n < size:
-                    chunk = peer.recv(1 << 20)
-                    if not chunk:
-                        break
-                    n += len(chunk)
-            finally:
-                loop.call_soon_threadsafe(done.set_result, n)
-
-        thread = threading.Thread(target=other)
-        thread.start()
+        done, thread = write_from_another_thread(loop, transport, peer, size)
         assert loop.run_until_complete(done) == size
         thread.join()
         transport.close()
