@@ -2,6 +2,7 @@
 # fastio._impl.core_c (UringPoller), fastio._impl.loop_c (completion transports) and
 # fastio._impl.echo_c (UringEcho).
 
+from libc.errno cimport EBADF
 from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 
@@ -75,3 +76,11 @@ cdef extern from "fastio_uring.h" nogil:
     void fastio_uring_drain(int fd)
     void fastio_uring_poke(int fd)
     int FASTIO_MSG_NOSIGNAL, FASTIO_SOCK_NONBLOCK, FASTIO_SOCK_CLOEXEC
+
+
+cdef inline int fastio_check_own_ring(const fastio_ring *ring) except -1:
+    """Raise EBADF if `ring` was inherited over fork() (the parent's ring)."""
+    if fastio_ring_inherited(ring):
+        raise OSError(EBADF, "this io_uring ring was inherited over fork(): it is the "
+                      "parent's, and unusable in the child")
+    return 0

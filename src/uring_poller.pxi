@@ -52,13 +52,6 @@ def _uring_fake_errno(int err):
     fastio_uring_set_fake_errno(err)
 
 
-cdef int _uring_check_own(fastio_ring *ring) except -1:
-    if fastio_ring_inherited(ring):
-        raise OSError(EBADF, "this io_uring ring was inherited over fork(): it is the "
-                      "parent's, and unusable in the child")
-    return 0
-
-
 cdef str _uring_refusal(int err):
     if err == ENOSYS:
         return "io_uring_setup: %s (kernel without io_uring, or a seccomp filter)" % _os.strerror(err)
@@ -153,7 +146,7 @@ cdef class UringPoller(Poller):
         cdef fastio_uring_sqe *sqe = fastio_ring_get_sqe(&self._hub.ring)
         cdef int err
         if sqe == NULL:
-            _uring_check_own(&self._hub.ring)
+            fastio_check_own_ring(&self._hub.ring)
             # SQ full: submit what is queued now, without waiting.
             err = fastio_ring_submit_wait(&self._hub.ring, fastio_ring_publish(&self._hub.ring), 0, -1)
             if err and err != EINTR and err != EAGAIN and err != EBUSY:
@@ -279,7 +272,7 @@ cdef class UringPoller(Poller):
         cdef long long fd
         cdef uint32_t gen
         cdef fdentry *e
-        _uring_check_own(ring)
+        fastio_check_own_ring(ring)
         self._rearm()
         self._reserve(self._count)
         if self._hub.has_buffers:

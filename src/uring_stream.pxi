@@ -176,9 +176,7 @@ cdef class UringDriver:
             raise RuntimeError("Event loop is closed")
         sqe = fastio_ring_get_sqe(ring)
         if sqe == NULL:
-            if fastio_ring_inherited(ring):
-                raise OSError(EBADF, "this io_uring ring was inherited over fork(): it is the "
-                              "parent's, and unusable in the child")
+            fastio_check_own_ring(ring)
             # SQ full: submit what is queued now, without waiting.
             err = fastio_ring_submit_wait(ring, fastio_ring_publish(ring), 0, -1)
             if err and err != EINTR and err != EAGAIN and err != EBUSY:
