@@ -179,9 +179,10 @@ cdef object _aio_run_direct(object self, bint fast, object selector, object poll
     of them schedules land behind, in the deque, for the next iteration --
     the same order. On io_uring with completion transports (`uring`, the
     loop's UringDriver) the completions are handled after the I/O
-    callbacks and before the timers: they are I/O events too. What is taken is decided when asyncio decides it: a
-    reader found cancelled right after the wait is removed then, and each
-    handle is checked for cancellation again when its turn comes.
+    callbacks and before the timers: they are I/O events too. What is
+    taken is decided when asyncio decides it: a reader found cancelled
+    right after the wait is removed then, and each handle is checked for
+    cancellation again when its turn comes.
     """
     global _aio_evbuf, _aio_evcap, _aio_evbusy
     cdef fastio_event *evs = NULL
