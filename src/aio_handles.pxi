@@ -14,7 +14,7 @@
 
 from cpython.contextvars cimport PyContext_CopyCurrent, PyContext_Enter, PyContext_Exit
 from cpython.object cimport PyTypeObject
-from cpython.ref cimport Py_INCREF, Py_XDECREF
+from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 
 cdef extern from "Python.h":
     ctypedef struct PyMemberDef:
@@ -87,6 +87,9 @@ cdef _aio_handles_setup(base_events, events, callback_error):
     _OFF_CONTEXT = _slot_offset(cls, "_context")
     _OFF_WHEN = _slot_offset(events.TimerHandle, "_when")
     _OFF_SCHEDULED = _slot_offset(events.TimerHandle, "_scheduled")
+    for i, off in enumerate(sorted((_OFF_CALLBACK, _OFF_ARGS, _OFF_CANCELLED, _OFF_LOOP,
+                                    _OFF_SOURCE_TB, _OFF_REPR, _OFF_CONTEXT))):
+        _aio_handle_slot_offs[i] = off
     _aio_Handle = cls
     _aio_TimerHandle = events.TimerHandle
     _aio_base_call_at = base_events.BaseEventLoop.call_at
@@ -118,12 +121,85 @@ cdef inline void _slot_set(object obj, Py_ssize_t off, object value) noexcept:
     Py_XDECREF(old)
 
 
+# Spent Handles kept for the next call_soon(): a request served by asyncio
+# code takes a few Handles (task steps and wake-ups), each one allocated,
+# GC-tracked, run and freed. A Handle whose run is over and which nothing
+# else references or weakly references cannot be told from a fresh one, so
+# the run loops hand it back here (_aio_handle_spent) and _aio_new_handle
+# refills it. Its slots are cleared when it comes back -- what it held is
+# released when asyncio would release it, as the run loop lets go of the
+# handle -- and it stays untracked by the GC while pooled, so
+# gc.get_objects() never shows an empty Handle.
+cdef extern from *:
+    """
+    #define FASTIO_HANDLE_POOL 256
+    static PyObject *fastio_handle_pool[FASTIO_HANDLE_POOL];
+    static Py_ssize_t fastio_handle_pooled = 0;
+
+    /* A pooled Handle (new reference, tracked again) or NULL, no error set. */
+    static PyObject *fastio_handle_pool_pop(void) {
+        PyObject *h;
+        if (fastio_handle_pooled == 0)
+            return NULL;
+        h = fastio_handle_pool[--fastio_handle_pooled];
+        PyObject_GC_Track(h);
+        return h;
+    }
+
+    /* True if `h` is referenced only `refs` times (its holders that are
+     * about to let go) and has no weak references. */
+    static CYTHON_INLINE int fastio_handle_unshared(PyObject *h, Py_ssize_t refs) {
+        Py_ssize_t off = Py_TYPE(h)->tp_weaklistoffset;
+        return Py_REFCNT(h) == refs && (off <= 0 || *(PyObject **)((char *)h + off) == NULL);
+    }
+
+    /* Clear the slots at `offs` (in declaration order, as its dealloc
+     * would) and keep `h`; the pool takes a new reference. */
+    static void fastio_handle_pool_push(PyObject *h, const Py_ssize_t *offs, int noffs) {
+        int i;
+        for (i = 0; i < noffs; i++) {
+            PyObject **p = (PyObject **)((char *)h + offs[i]);
+            Py_CLEAR(*p);
+        }
+        /* (Clearing ran arbitrary code: push only if it is still ours.) */
+        if (fastio_handle_pooled < FASTIO_HANDLE_POOL && fastio_handle_unshared(h, 1)) {
+            PyObject_GC_UnTrack(h);
+            Py_INCREF(h);
+            fastio_handle_pool[fastio_handle_pooled++] = h;
+        }
+    }
+    """
+    PyObject *fastio_handle_pool_pop()
+    bint fastio_handle_unshared(object h, Py_ssize_t refs)
+    void fastio_handle_pool_push(object h, const Py_ssize_t *offs, int noffs)
+    const int FASTIO_HANDLE_POOL
+    Py_ssize_t fastio_handle_pooled
+
+# asyncio Handle's object slots in declaration order (see _aio_handles_setup).
+cdef Py_ssize_t _aio_handle_slot_offs[7]
+
+
+cdef inline void _aio_handle_spent(object handle) noexcept:
+    """Pool `handle`, just run and popped from the ready queue, if it is a
+    plain Handle nothing else holds (the caller's reference is the one)."""
+    if (type(handle) is _aio_Handle and fastio_handle_pooled < FASTIO_HANDLE_POOL
+            and fastio_handle_unshared(handle, 1)):
+        fastio_handle_pool_push(handle, _aio_handle_slot_offs, 7)
+
+
 cdef object _aio_new_handle(object callback, tuple args, object loop, object context,
                             type cls):
     """Return cls(callback, args, loop, context) of a loop not in debug mode."""
+    cdef PyObject *pooled
+    cdef object handle
     if cls is None:
         raise RuntimeError("fastio._impl.loop_c.aio_setup() has not been called")
-    cdef object handle = PyType_GenericAlloc(<PyTypeObject *>cls, 0)
+    if cls is _aio_Handle and fastio_handle_pooled:
+        pooled = fastio_handle_pool_pop()
+        handle = <object>pooled
+        Py_DECREF(handle)  # (the pool's reference, now the local's)
+    else:
+        handle = PyType_GenericAlloc(<PyTypeObject *>cls, 0)
     if context is None:
         context = PyContext_CopyCurrent()
     _slot_set(handle, _OFF_CONTEXT, context)

@@ -137,6 +137,7 @@ def aio_run_once(self):
     for i in range(ntodo):
         handle = popleft()
         _aio_run_handle(handle)
+        _aio_handle_spent(handle)
     handle = None
 
 
@@ -279,6 +280,7 @@ cdef object _aio_run_direct(object self, bint fast, object selector, object poll
             handle = _aio_ready_popleft(ready)
             done += 1
             _aio_run_handle(handle)
+            _aio_handle_spent(handle)
         while j < nio:
             handle = <object>PyList_GET_ITEM(io, j)
             j += 1

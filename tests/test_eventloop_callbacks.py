@@ -418,3 +418,71 @@ def test_handle_reprs_and_error_messages_name_asyncio_methods(selector_loop):
     assert handled == [
         "Exception in callback BaseEventLoop.call_later(%s)"
         % ("'soon', <built-in function print>" if shows_args else "")]
+
+
+def test_a_run_handle_someone_keeps_is_never_reused(selector_loop):
+    # A Handle that ran stays what it was for whoever holds it, however many
+    # call_soon() follow (fastio reuses only the ones nobody holds).
+    loop = selector_loop
+    seen = []
+    kept = loop.call_soon(seen.append, "kept")
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    for i in range(600):
+        assert loop.call_soon(seen.append, i) is not kept
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert seen == ["kept"] + list(range(600))
+    assert kept._callback == seen.append and kept._args == ("kept",)
+    assert "kept" in repr(kept)
+
+
+def test_a_weakly_referenced_handle_is_never_reused(selector_loop):
+    import weakref
+
+    loop = selector_loop
+    ref = weakref.ref(loop.call_soon(print, "x"))
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    # The run loop let go of it: only the weak reference was left.
+    assert ref() is None
+    fresh = [loop.call_soon(len, ()) for _ in range(300)]
+    assert all(type(h) is asyncio.Handle and not h.cancelled() for h in fresh)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+
+
+def test_callback_and_args_are_released_once_the_handle_ran(selector_loop):
+    # As in asyncio, what a Handle holds dies as the iteration moves past it,
+    # not when the Handle object is next reused or freed.
+    import gc
+    import weakref
+
+    class Arg:
+        pass
+
+    loop = selector_loop
+    arg = Arg()
+    ref = weakref.ref(arg)
+    loop.call_soon(lambda a: None, arg)
+    del arg
+    gc.disable()
+    try:
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+        assert ref() is None
+    finally:
+        gc.enable()
+
+
+def test_no_empty_handle_is_visible_to_the_gc(selector_loop):
+    import gc
+
+    loop = selector_loop
+    for _ in range(300):
+        loop.call_soon(len, ())
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    handles = [o for o in gc.get_objects() if type(o) is asyncio.Handle]
+    # Every Handle the GC knows is a whole one (repr reads every slot).
+    assert all(repr(h) for h in handles)
