@@ -41,17 +41,50 @@ cdef Py_ssize_t _OFF_CALLBACK, _OFF_ARGS, _OFF_CANCELLED, _OFF_LOOP
 cdef Py_ssize_t _OFF_SOURCE_TB, _OFF_REPR, _OFF_CONTEXT, _OFF_WHEN, _OFF_SCHEDULED
 
 
-# The ready queue is asyncio's collections.deque: its own append/popleft
-# called as functions, without looking the method up on every call.
+# The ready queue is asyncio's collections.deque: its own C append/popleft
+# (the functions behind deque.append and deque.popleft, METH_O and
+# METH_NOARGS) called directly on an exact deque, with no method call.
 cdef type _aio_deque = collections.deque
-cdef object _aio_deque_append = collections.deque.append
-cdef object _aio_deque_popleft = collections.deque.popleft
+
+cdef extern from *:
+    """
+    typedef PyObject *(*fastio_cmeth)(PyObject *, PyObject *);
+    static fastio_cmeth fastio_deque_append = NULL;
+    static fastio_cmeth fastio_deque_popleft = NULL;
+
+    /* The C function behind method descriptor `descr` if its calling
+     * convention is exactly `flags`, else NULL. */
+    static fastio_cmeth fastio_cmeth_of(PyObject *descr, int flags) {
+        PyMethodDef *def;
+        if (!PyObject_TypeCheck(descr, &PyMethodDescr_Type))
+            return NULL;
+        def = ((PyMethodDescrObject *)descr)->d_method;
+        return (def->ml_flags & ~METH_COEXIST) == flags ? (fastio_cmeth)(void *)def->ml_meth : NULL;
+    }
+    static void fastio_deque_setup(PyObject *append, PyObject *popleft) {
+        fastio_deque_append = fastio_cmeth_of(append, METH_O);
+        fastio_deque_popleft = fastio_cmeth_of(popleft, METH_NOARGS);
+    }
+    static PyObject *fastio_deque_append_call(PyObject *dq, PyObject *item) {
+        return fastio_deque_append(dq, item);
+    }
+    static PyObject *fastio_deque_popleft_call(PyObject *dq) {
+        return fastio_deque_popleft(dq, NULL);
+    }
+    """
+    void fastio_deque_setup(object append, object popleft)
+    void *fastio_deque_append
+    void *fastio_deque_popleft
+    object fastio_deque_append_call(object dq, object item)
+    object fastio_deque_popleft_call(object dq)
+
+fastio_deque_setup(collections.deque.__dict__["append"], collections.deque.__dict__["popleft"])
 
 
 cdef inline int _aio_ready_append(object ready, object handle) except -1:
     """ready.append(handle)."""
-    if type(ready) is _aio_deque:
-        _aio_deque_append(ready, handle)
+    if type(ready) is _aio_deque and fastio_deque_append != NULL:
+        fastio_deque_append_call(ready, handle)
     else:
         ready.append(handle)
     return 0
@@ -59,8 +92,8 @@ cdef inline int _aio_ready_append(object ready, object handle) except -1:
 
 cdef inline object _aio_ready_popleft(object ready):
     """Return ready.popleft()."""
-    if type(ready) is _aio_deque:
-        return _aio_deque_popleft(ready)
+    if type(ready) is _aio_deque and fastio_deque_popleft != NULL:
+        return fastio_deque_popleft_call(ready)
     return ready.popleft()
 
 
