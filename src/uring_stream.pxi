@@ -42,7 +42,7 @@
 #   the CPU per request of the queued send: with COOP_TASKRUN the kernel
 #   flags pending completions on the thread, so each send(2) leaves through
 #   the task-work exit path and runs the receives one by one instead of in
-#   the wait's batch; even with DEFER_TASKRUN it costs 1.03-1.09x (a syscall
+#   the wait's batch; even with DEFER_TASKRUN it costs 1.03-1.12x (a syscall
 #   per reply against a share of one io_uring_enter, and smaller batches).
 #   Submitting the queued sends before the wait, once 64 or 256 KiB are
 #   queued, costs 1.06-1.08x at 16 KiB for the same reasons. What keeps 16
