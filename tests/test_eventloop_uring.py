@@ -586,6 +586,34 @@ def test_a_write_over_the_high_water_mark_goes_to_the_kernel_at_once(loop):
     assert intact
 
 
+def test_a_write_in_a_callback_leaves_with_the_next_wait(loop):
+    # Inside a run, a write under the high-water mark is queued as a send
+    # SQE even with nothing owed (see src/uring_stream.pxi: a send(2) per
+    # reply costs more than its share of the wait): owed until the loop's
+    # next io_uring_enter, then at the peer byte for byte.
+    async def main():
+        proto = Recorder(loop)
+        transport, peer = await accepted(loop, proto)
+        payload = os.urandom(4096)
+        transport.write(payload)
+        owed = transport.get_write_buffer_size()
+        early = b""
+        try:
+            early = peer.recv(1 << 16)
+        except BlockingIOError:
+            pass
+        got = early + await read_all(loop, peer, len(payload) - len(early))
+        left = transport.get_write_buffer_size()
+        transport.close()
+        await proto.lost
+        peer.close()
+        return owed, early, got == payload, left
+
+    owed, early, intact, left = run(loop, main())
+    assert owed == 4096 and early == b""
+    assert intact and left == 0
+
+
 def test_sendfile_is_native_and_refuses_writes_meanwhile(loop, tmp_path):
     data = os.urandom(3 << 20)
     path = tmp_path / "data"
