@@ -180,10 +180,12 @@ cdef extern from *:
     }
 
     /* True if `h` is referenced only `refs` times (its holders that are
-     * about to let go) and has no weak references. */
+     * about to let go) and has no weak references. (A negative weaklist
+     * offset, a managed one, is not read here: such a Handle is never
+     * pooled.) */
     static CYTHON_INLINE int fastio_handle_unshared(PyObject *h, Py_ssize_t refs) {
         Py_ssize_t off = Py_TYPE(h)->tp_weaklistoffset;
-        return Py_REFCNT(h) == refs && (off <= 0 || *(PyObject **)((char *)h + off) == NULL);
+        return Py_REFCNT(h) == refs && off >= 0 && (off == 0 || *(PyObject **)((char *)h + off) == NULL);
     }
 
     /* Clear the slots at `offs` (in declaration order, as its dealloc
