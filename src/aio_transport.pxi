@@ -241,8 +241,64 @@ def aio_read_ready__get_buffer(self):
     return _aio_read_ready__get_buffer(self)
 
 
+cdef extern from *:
+    """
+    /* The bytes of `o`, a memoryview recv_into() would write as one run of
+     * len(o) bytes (1-D, unsigned-byte-sized items, contiguous, writable,
+     * not released), and its length in *len; NULL for any other view.
+     * The view keeps its exporter from resizing or freeing that memory
+     * while it exists, and nothing runs Python code between this and the
+     * recv(2) into it. */
+    static CYTHON_INLINE char *fastio_mv_bytes(PyObject *o, Py_ssize_t *len) {
+        PyMemoryViewObject *mv = (PyMemoryViewObject *)o;
+        Py_buffer *v = &mv->view;
+        if ((mv->flags & _Py_MEMORYVIEW_RELEASED) || (mv->mbuf->flags & _Py_MANAGED_BUFFER_RELEASED)
+                || v->readonly || v->ndim != 1 || v->itemsize != 1 || v->suboffsets != NULL
+                || (v->strides != NULL && v->strides[0] != 1))
+            return NULL;
+        *len = v->len;
+        return (char *)v->buf;
+    }
+    """
+    char *fastio_mv_bytes(object o, Py_ssize_t *len)
+    PyObject *PyObject_CallMethodOneArg(object obj, object name, object arg)
+
+cdef object _aio_minus_one = -1
+
+
+cdef int _aio_reraise() except -1:
+    # Propagate the exception the caller found set (a NULL from the C API).
+    return -1
+
+
+cdef object _aio_call_failed(object self, str message):
+    # asyncio's `except` clauses around a protocol call, for the exception
+    # the call just left set: KeyboardInterrupt/SystemExit leave the loop,
+    # anything else is the transport's fatal error.
+    try:
+        _aio_reraise()
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        self._fatal_error(exc, message)
+
+
+cdef object _aio_empty_buffer(object self):
+    try:
+        raise RuntimeError('get_buffer() returned an empty buffer')
+    except BaseException as exc:
+        self._fatal_error(exc, 'Fatal error: protocol.get_buffer() call failed.')
+
+
 cdef object _aio_read_ready__get_buffer(object self):
-    cdef Py_buffer view
+    # asyncio's steps; the two protocol calls are made without a `try`
+    # block (Cython saves and restores the exception state on entering
+    # one) and their errors handled in _aio_call_failed. A bytearray or a
+    # plain memoryview is received into at its address: no len() and no
+    # buffer export and release around the recv(2).
+    cdef PyObject *r
+    cdef char *p = NULL
+    cdef Py_ssize_t size = 0
     cdef long long n
     cdef int err, fd
     cdef bint fast = type(self) is _aio_transport_cls
@@ -251,9 +307,34 @@ cdef object _aio_read_ready__get_buffer(object self):
     sock = _tget(self, fast, _TOFF_SOCK, "_sock")
     if not _aio_plain_sock(sock):
         return _aio_py_read_get_buffer(self)
-    protocol = _tget(self, fast, _TOFF_PROTOCOL, "_protocol")
+    r = PyObject_CallMethodOneArg(_tget(self, fast, _TOFF_PROTOCOL, "_protocol"), "get_buffer",
+                                  _aio_minus_one)
+    if r == NULL:
+        return _aio_call_failed(self, 'Fatal error: protocol.get_buffer() call failed.')
+    buf = <object>r
+    Py_DECREF(buf)
+    if type(buf) is bytearray:
+        p = PyByteArray_AS_STRING(buf)
+        size = PyByteArray_GET_SIZE(buf)
+    elif type(buf) is memoryview:
+        p = fastio_mv_bytes(buf, &size)
+    if p == NULL:
+        return _aio_recv_into_any(self, fast, sock, buf)
+    if size == 0:
+        return _aio_empty_buffer(self)
+    fd = _aio_sock_fd(sock)
+    n = fastio_recv(fd, p, size)
+    err = fastio_last_error() if n < 0 else 0
+    return _aio_buffer_received(self, fast, n, err)
+
+
+cdef object _aio_recv_into_any(object self, bint fast, object sock, object buf):
+    # Any other buffer: len() and a writable buffer export, as
+    # sock.recv_into() takes it.
+    cdef Py_buffer view
+    cdef long long n
+    cdef int err, fd
     try:
-        buf = protocol.get_buffer(-1)
         if not len(buf):
             raise RuntimeError('get_buffer() returned an empty buffer')
     except (SystemExit, KeyboardInterrupt):
@@ -278,6 +359,12 @@ cdef object _aio_read_ready__get_buffer(object self):
         err = fastio_last_error() if n < 0 else 0
     finally:
         PyBuffer_Release(&view)
+    return _aio_buffer_received(self, fast, n, err)
+
+
+cdef object _aio_buffer_received(object self, bint fast, long long n, int err):
+    # What follows recv_into() returning n (or failing with err).
+    cdef PyObject *r
     if n < 0:
         if fastio_would_block(err):
             return
@@ -286,12 +373,10 @@ cdef object _aio_read_ready__get_buffer(object self):
     if n == 0:
         self._read_ready__on_eof()
         return
-    try:
-        _tget(self, fast, _TOFF_PROTOCOL, "_protocol").buffer_updated(n)
-    except (SystemExit, KeyboardInterrupt):
-        raise
-    except BaseException as exc:
-        self._fatal_error(exc, 'Fatal error: protocol.buffer_updated() call failed.')
+    r = PyObject_CallMethodOneArg(_tget(self, fast, _TOFF_PROTOCOL, "_protocol"), "buffer_updated", n)
+    if r == NULL:
+        return _aio_call_failed(self, 'Fatal error: protocol.buffer_updated() call failed.')
+    Py_DECREF(<object>r)
 
 
 def aio_write(self, data):
