@@ -23,6 +23,7 @@ cdef extern from "Python.h":
         PyMemberDef *d_member
     object PyType_GenericAlloc(PyTypeObject *type, Py_ssize_t nitems)
     bint PyContext_CheckExact(object obj)
+    PyObject *Py_False
 
 cdef object _aio_Handle = None
 cdef object _aio_TimerHandle = None
@@ -203,7 +204,7 @@ cdef inline int _aio_run_handle(object handle) except -1:
     p = _slot(handle, _OFF_CANCELLED)
     if p == NULL:
         cancelled = handle._cancelled  # AttributeError, as asyncio's code raises
-    elif <object>p:
+    elif p != Py_False and <object>p:
         return 0
     p = _slot(handle, _OFF_CONTEXT)
     ctx = <object>p if p != NULL else handle._context

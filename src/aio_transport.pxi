@@ -14,6 +14,31 @@ from cpython.bytes cimport PyBytes_Check
 from cpython.bytearray cimport PyByteArray_Check
 from cpython.memoryview cimport PyMemoryView_Check
 from cpython.method cimport PyMethod_Check, PyMethod_GET_FUNCTION, PyMethod_GET_SELF
+from cpython.long cimport PyLong_AsLongLongAndOverflow
+from cpython.ref cimport Py_DECREF
+
+cdef extern from *:
+    """
+    /* The bytes of `o`, a memoryview recv_into() would write as one run of
+     * len(o) bytes (1-D, unsigned-byte-sized items, contiguous, writable,
+     * not released), and its length in *len; NULL for any other view.
+     * The view keeps its exporter from resizing or freeing that memory
+     * while it exists, and nothing runs Python code between this and the
+     * recv(2) into it. */
+    static CYTHON_INLINE char *fastio_mv_bytes(PyObject *o, Py_ssize_t *len) {
+        PyMemoryViewObject *mv = (PyMemoryViewObject *)o;
+        Py_buffer *v = &mv->view;
+        if ((mv->flags & _Py_MEMORYVIEW_RELEASED) || (mv->mbuf->flags & _Py_MANAGED_BUFFER_RELEASED)
+                || v->readonly || v->ndim != 1 || v->itemsize != 1 || v->suboffsets != NULL
+                || (v->strides != NULL && v->strides[0] != 1))
+            return NULL;
+        *len = v->len;
+        return (char *)v->buf;
+    }
+    """
+    char *fastio_mv_bytes(object o, Py_ssize_t *len)
+    PyObject *PyObject_CallMethodOneArg(object obj, object name, object arg)
+    PyObject *_aio_bytes_new "PyBytes_FromStringAndSize" (const char *p, Py_ssize_t n)
 
 cdef object _aio_py_read_data_received = None
 cdef object _aio_py_read_get_buffer = None
@@ -194,26 +219,31 @@ def aio_read_ready__data_received(self):
 
 
 cdef object _aio_read_ready__data_received(object self):
-    cdef Py_ssize_t size
+    # asyncio's steps. max_size is compared in C (no int object made for
+    # the bound), and a protocol other than asyncio's StreamReaderProtocol
+    # is called without a `try` block, its error handled in
+    # _aio_call_failed (as in _aio_read_ready__get_buffer).
+    cdef long long size = 0
     cdef long long n
-    cdef int err, fd
+    cdef int err, fd, overflow = 1
+    cdef PyObject *r
     cdef bint fast = type(self) is _aio_transport_cls
     if _tget(self, fast, _TOFF_CONN_LOST, "_conn_lost"):
         return
     max_size = _aio_max_size(self, fast)
     sock = _tget(self, fast, _TOFF_SOCK, "_sock")
-    if (type(max_size) is not int or not 0 < max_size <= _aio_rbuf_size
-            or not _aio_plain_sock(sock)):
+    if type(max_size) is int:
+        size = PyLong_AsLongLongAndOverflow(max_size, &overflow)
+    if overflow or not 0 < size <= _aio_rbuf_size or not _aio_plain_sock(sock):
         # A size the shared buffer does not cover, or a socket with its own
         # recv(): asyncio's own code.
         return _aio_py_read_data_received(self)
-    size = max_size
     # An asyncio StreamReader behind the protocol takes the bytes straight
     # into its buffer (src/aio_streams.pxi): no bytes object in between.
     fd = _aio_sock_fd(sock)
     protocol = _tget(self, fast, _TOFF_PROTOCOL, "_protocol")
     reader = _aio_stream_reader(protocol)
-    n = fastio_recv(fd, _aio_rbuf, size)
+    n = fastio_recv(fd, _aio_rbuf, <Py_ssize_t>size)
     err = fastio_last_error() if n < 0 else 0
     if n <= 0 and reader is not None:
         _aio_stream_reader_unused()
@@ -224,6 +254,16 @@ cdef object _aio_read_ready__data_received(object self):
         return
     if n == 0:
         self._read_ready__on_eof()
+        return
+    if reader is None and type(protocol) is not _aio_SRP:
+        r = _aio_bytes_new(_aio_rbuf, <Py_ssize_t>n)
+        if r != NULL:
+            data = <object>r
+            Py_DECREF(data)
+            r = PyObject_CallMethodOneArg(protocol, "data_received", data)
+        if r == NULL:
+            return _aio_call_failed(self, 'Fatal error: protocol.data_received() call failed.')
+        Py_DECREF(<object>r)
         return
     try:
         if reader is not None:
@@ -240,28 +280,6 @@ def aio_read_ready__get_buffer(self):
     """Receive straight into protocol.get_buffer(); report it with buffer_updated()."""
     return _aio_read_ready__get_buffer(self)
 
-
-cdef extern from *:
-    """
-    /* The bytes of `o`, a memoryview recv_into() would write as one run of
-     * len(o) bytes (1-D, unsigned-byte-sized items, contiguous, writable,
-     * not released), and its length in *len; NULL for any other view.
-     * The view keeps its exporter from resizing or freeing that memory
-     * while it exists, and nothing runs Python code between this and the
-     * recv(2) into it. */
-    static CYTHON_INLINE char *fastio_mv_bytes(PyObject *o, Py_ssize_t *len) {
-        PyMemoryViewObject *mv = (PyMemoryViewObject *)o;
-        Py_buffer *v = &mv->view;
-        if ((mv->flags & _Py_MEMORYVIEW_RELEASED) || (mv->mbuf->flags & _Py_MANAGED_BUFFER_RELEASED)
-                || v->readonly || v->ndim != 1 || v->itemsize != 1 || v->suboffsets != NULL
-                || (v->strides != NULL && v->strides[0] != 1))
-            return NULL;
-        *len = v->len;
-        return (char *)v->buf;
-    }
-    """
-    char *fastio_mv_bytes(object o, Py_ssize_t *len)
-    PyObject *PyObject_CallMethodOneArg(object obj, object name, object arg)
 
 cdef object _aio_minus_one = -1
 
