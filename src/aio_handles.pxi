@@ -218,7 +218,7 @@ cdef inline int _aio_run_handle(object handle) except -1:
             try:
                 # A socket transport's reader: its compiled method, no call
                 # through the bound method.
-                if (PyMethod_Check(callback) and not args
+                if (PyMethod_Check(callback) and PyTuple_GET_SIZE(args) == 0
                         and <object>PyMethod_GET_FUNCTION(callback) is _aio_read_ready_fn):
                     _aio_read_ready(<object>PyMethod_GET_SELF(callback))
                 else:
@@ -250,7 +250,7 @@ def aio_get_debug(self):
 
 def aio_time(self):
     """Same contract as asyncio's BaseEventLoop.time: the module's time.monotonic()."""
-    return _aio_base_events.time.monotonic()
+    return _aio_monotonic()
 
 
 def aio_create_task(self, coro, **kwargs):

@@ -418,3 +418,31 @@ def test_handle_reprs_and_error_messages_name_asyncio_methods(selector_loop):
     assert handled == [
         "Exception in callback BaseEventLoop.call_later(%s)"
         % ("'soon', <built-in function print>" if shows_args else "")]
+
+
+@pytest.mark.parametrize("patch", ["time.monotonic", "base_events.time"])
+def test_loop_clock_follows_a_patched_monotonic(selector_loop, monkeypatch, patch):
+    # asyncio's time() evaluates `time.monotonic()` in base_events on every
+    # call: patching the function or the module it is looked up in moves
+    # the clock, timers included.
+    import types
+    from asyncio import base_events
+    loop = selector_loop
+    now = [1000.0]
+    if patch == "time.monotonic":
+        monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    else:
+        monkeypatch.setattr(base_events, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    assert loop.time() == 1000.0
+    fired = []
+    loop.call_at(1000.5, fired.append, "due")
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert fired == []
+    now[0] = 1001.0
+    assert loop.time() == 1001.0
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert fired == ["due"]
+    monkeypatch.undo()
+    assert abs(loop.time() - time.monotonic()) < 60
