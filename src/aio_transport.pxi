@@ -141,19 +141,40 @@ cdef extern from *:
     object _tget "fastio_slot_get" (object obj, bint fast, Py_ssize_t off, object name)
 
 
+# The class and its version tag when its max_size was last looked up, and
+# that value: valid while the tag is (any change to the class or a base
+# gives it another).
+cdef type _aio_ms_type = None
+cdef unsigned int _aio_ms_tag = 0
+cdef object _aio_ms_value = None
+
+
 cdef inline object _aio_max_size(object self, bint fast):
     # self.max_size: a class attribute unless set on the instance.
+    global _aio_ms_type, _aio_ms_tag, _aio_ms_value
     cdef PyObject **dp
     cdef PyObject *p
     cdef type t
+    cdef unsigned int tag
     if fast:
         dp = _PyObject_GetDictPtr(self)
         if dp == NULL or dp[0] == NULL or PyDict_GetItemWithError(<object>dp[0], "max_size") == NULL:
             t = type(self)
+            tag = FASTIO_TYPE_TAG(t)
+            if t is _aio_ms_type and tag != 0 and tag == _aio_ms_tag:
+                return _aio_ms_value
             p = _PyType_Lookup(<PyTypeObject *>t, "max_size")
             if p != NULL and type(<object>p) is int:
+                _aio_ms_type, _aio_ms_tag, _aio_ms_value = t, FASTIO_TYPE_TAG(t), <object>p
                 return <object>p
     return self.max_size
+
+
+cdef inline bint _aio_conn_lost(object self, bint fast) except -1:
+    # bool(self._conn_lost): 0 (the small-int singleton) until the
+    # connection is lost.
+    v = _tget(self, fast, _TOFF_CONN_LOST, "_conn_lost")
+    return v is not _aio_zero and bool(v)
 
 
 cdef inline object _aio_oserror(int err):
@@ -228,7 +249,7 @@ cdef object _aio_read_ready__data_received(object self):
     cdef int err, fd, overflow = 1
     cdef PyObject *r
     cdef bint fast = type(self) is _aio_transport_cls
-    if _tget(self, fast, _TOFF_CONN_LOST, "_conn_lost"):
+    if _aio_conn_lost(self, fast):
         return
     max_size = _aio_max_size(self, fast)
     sock = _tget(self, fast, _TOFF_SOCK, "_sock")
@@ -282,6 +303,7 @@ def aio_read_ready__get_buffer(self):
 
 
 cdef object _aio_minus_one = -1
+cdef object _aio_zero = 0
 
 
 cdef int _aio_reraise() except -1:
@@ -320,7 +342,7 @@ cdef object _aio_read_ready__get_buffer(object self):
     cdef long long n
     cdef int err, fd
     cdef bint fast = type(self) is _aio_transport_cls
-    if _tget(self, fast, _TOFF_CONN_LOST, "_conn_lost"):
+    if _aio_conn_lost(self, fast):
         return
     sock = _tget(self, fast, _TOFF_SOCK, "_sock")
     if not _aio_plain_sock(sock):

@@ -788,6 +788,33 @@ def test_transport_max_size_bounds_each_read(selector_loop, max_size):
     assert max(sizes) <= max_size
 
 
+def test_transport_max_size_follows_the_class(selector_loop, monkeypatch):
+    # max_size changed on asyncio's transport base class after reads have
+    # been made: the next read takes the new size.
+    from asyncio import selector_events
+    aio_loop = selector_loop
+    sizes = []
+
+    class Sizes(Recorder):
+        def data_received(self, data):
+            sizes.append(len(data))
+            super().data_received(data)
+
+    async def main():
+        server, sp, cp = await tcp_pair(aio_loop, server_proto=Sizes(aio_loop))
+        cp.transport.write(b"abcdefgh" * 100)
+        await sp.expect(800)
+        monkeypatch.setattr(selector_events._SelectorTransport, "max_size", 5, raising=True)
+        del sizes[:]
+        cp.transport.write(b"abcdefgh" * 100)
+        got = await sp.expect(1600)
+        await finish(server, sp, cp)
+        return got
+
+    assert run(aio_loop, main()) == b"abcdefgh" * 200
+    assert sizes and max(sizes) <= 5
+
+
 def test_socket_closed_behind_transport_never_reaches_fd_reuser(selector_loop):
     # The application closes the socket it handed to the loop; its fd number
     # then names another socket. A write must not land there: asyncio's
