@@ -23,6 +23,7 @@ cdef extern from "Python.h":
         PyMemberDef *d_member
     object PyType_GenericAlloc(PyTypeObject *type, Py_ssize_t nitems)
     bint PyContext_CheckExact(object obj)
+    PyObject *Py_False
 
 cdef object _aio_Handle = None
 cdef object _aio_TimerHandle = None
@@ -314,7 +315,7 @@ cdef inline int _aio_run_handle(object handle) except -1:
     p = _slot(handle, _OFF_CANCELLED)
     if p == NULL:
         cancelled = handle._cancelled  # AttributeError, as asyncio's code raises
-    elif <object>p:
+    elif p != Py_False and <object>p:
         return 0
     p = _slot(handle, _OFF_CONTEXT)
     ctx = <object>p if p != NULL else handle._context
@@ -328,7 +329,7 @@ cdef inline int _aio_run_handle(object handle) except -1:
             try:
                 # A socket transport's reader: its compiled method, no call
                 # through the bound method.
-                if (PyMethod_Check(callback) and not args
+                if (PyMethod_Check(callback) and PyTuple_GET_SIZE(args) == 0
                         and <object>PyMethod_GET_FUNCTION(callback) is _aio_read_ready_fn):
                     _aio_read_ready(<object>PyMethod_GET_SELF(callback))
                 else:
@@ -360,7 +361,7 @@ def aio_get_debug(self):
 
 def aio_time(self):
     """Same contract as asyncio's BaseEventLoop.time: the module's time.monotonic()."""
-    return _aio_base_events.time.monotonic()
+    return _aio_monotonic()
 
 
 def aio_create_task(self, coro, **kwargs):

@@ -63,6 +63,7 @@ def aio_setup(base_events, selector_events, events, callback_error):
     _aio_SelectorKey = selectors.SelectorKey
     _aio_transport_setup(base_events, selector_events)
     _aio_handles_setup(base_events, events, callback_error)
+    _aio_time_setup(base_events)
     _aio_streams_setup()
 
 

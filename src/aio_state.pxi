@@ -67,8 +67,43 @@ cdef inline bint _aio_own_method(object obj, str name, object fn) except -1:
     return dp == NULL or dp[0] == NULL or PyDict_GetItemWithError(<object>dp[0], name) == NULL
 
 
+# asyncio.base_events, the time module, and their namespaces: see
+# _aio_monotonic().
+cdef object _aio_be_module = None
+cdef dict _aio_be_dict = None
+cdef object _aio_time_module = None
+cdef dict _aio_time_dict = None
+cdef type _aio_module_type = type(_os)
+
+
+cdef _aio_time_setup(base_events):
+    global _aio_be_module, _aio_be_dict, _aio_time_module, _aio_time_dict
+    _aio_be_module = base_events
+    _aio_be_dict = base_events.__dict__
+    _aio_time_module = base_events.time
+    _aio_time_dict = _aio_time_module.__dict__
+
+
+cdef object _aio_monotonic():
+    """Return base_events.time.monotonic(), as asyncio's time() evaluates it.
+
+    Both names are looked up on every call (a test may patch either); for
+    modules of the plain module type an attribute is the entry in the
+    module's namespace, read here without the attribute protocol.
+    """
+    cdef PyObject *p
+    if type(_aio_be_module) is _aio_module_type:
+        p = PyDict_GetItemWithError(_aio_be_dict, "time")
+        if (p == <PyObject *>_aio_time_module and p != NULL
+                and type(_aio_time_module) is _aio_module_type):
+            p = PyDict_GetItemWithError(_aio_time_dict, "monotonic")
+            if p != NULL:
+                return (<object>p)()
+    return _aio_base_events.time.monotonic()
+
+
 cdef inline object _aio_loop_time(object loop):
     """Return loop.time()."""
     if _aio_own_method(loop, "time", aio_time):
-        return _aio_base_events.time.monotonic()
+        return _aio_monotonic()
     return loop.time()

@@ -14,6 +14,31 @@ from cpython.bytes cimport PyBytes_Check
 from cpython.bytearray cimport PyByteArray_Check
 from cpython.memoryview cimport PyMemoryView_Check
 from cpython.method cimport PyMethod_Check, PyMethod_GET_FUNCTION, PyMethod_GET_SELF
+from cpython.long cimport PyLong_AsLongLongAndOverflow
+from cpython.ref cimport Py_DECREF
+
+cdef extern from *:
+    """
+    /* The bytes of `o`, a memoryview recv_into() would write as one run of
+     * len(o) bytes (1-D, unsigned-byte-sized items, contiguous, writable,
+     * not released), and its length in *len; NULL for any other view.
+     * The view keeps its exporter from resizing or freeing that memory
+     * while it exists, and nothing runs Python code between this and the
+     * recv(2) into it. */
+    static CYTHON_INLINE char *fastio_mv_bytes(PyObject *o, Py_ssize_t *len) {
+        PyMemoryViewObject *mv = (PyMemoryViewObject *)o;
+        Py_buffer *v = &mv->view;
+        if ((mv->flags & _Py_MEMORYVIEW_RELEASED) || (mv->mbuf->flags & _Py_MANAGED_BUFFER_RELEASED)
+                || v->readonly || v->ndim != 1 || v->itemsize != 1 || v->suboffsets != NULL
+                || (v->strides != NULL && v->strides[0] != 1))
+            return NULL;
+        *len = v->len;
+        return (char *)v->buf;
+    }
+    """
+    char *fastio_mv_bytes(object o, Py_ssize_t *len)
+    PyObject *PyObject_CallMethodOneArg(object obj, object name, object arg)
+    PyObject *_aio_bytes_new "PyBytes_FromStringAndSize" (const char *p, Py_ssize_t n)
 
 cdef object _aio_py_read_data_received = None
 cdef object _aio_py_read_get_buffer = None
@@ -116,19 +141,40 @@ cdef extern from *:
     object _tget "fastio_slot_get" (object obj, bint fast, Py_ssize_t off, object name)
 
 
+# The class and its version tag when its max_size was last looked up, and
+# that value: valid while the tag is (any change to the class or a base
+# gives it another).
+cdef type _aio_ms_type = None
+cdef unsigned int _aio_ms_tag = 0
+cdef object _aio_ms_value = None
+
+
 cdef inline object _aio_max_size(object self, bint fast):
     # self.max_size: a class attribute unless set on the instance.
+    global _aio_ms_type, _aio_ms_tag, _aio_ms_value
     cdef PyObject **dp
     cdef PyObject *p
     cdef type t
+    cdef unsigned int tag
     if fast:
         dp = _PyObject_GetDictPtr(self)
         if dp == NULL or dp[0] == NULL or PyDict_GetItemWithError(<object>dp[0], "max_size") == NULL:
             t = type(self)
+            tag = FASTIO_TYPE_TAG(t)
+            if t is _aio_ms_type and tag != 0 and tag == _aio_ms_tag:
+                return _aio_ms_value
             p = _PyType_Lookup(<PyTypeObject *>t, "max_size")
             if p != NULL and type(<object>p) is int:
+                _aio_ms_type, _aio_ms_tag, _aio_ms_value = t, FASTIO_TYPE_TAG(t), <object>p
                 return <object>p
     return self.max_size
+
+
+cdef inline bint _aio_conn_lost(object self, bint fast) except -1:
+    # bool(self._conn_lost): 0 (the small-int singleton) until the
+    # connection is lost.
+    v = _tget(self, fast, _TOFF_CONN_LOST, "_conn_lost")
+    return v is not _aio_zero and bool(v)
 
 
 cdef inline object _aio_oserror(int err):
@@ -194,26 +240,31 @@ def aio_read_ready__data_received(self):
 
 
 cdef object _aio_read_ready__data_received(object self):
-    cdef Py_ssize_t size
+    # asyncio's steps. max_size is compared in C (no int object made for
+    # the bound), and a protocol other than asyncio's StreamReaderProtocol
+    # is called without a `try` block, its error handled in
+    # _aio_call_failed (as in _aio_read_ready__get_buffer).
+    cdef long long size = 0
     cdef long long n
-    cdef int err, fd
+    cdef int err, fd, overflow = 1
+    cdef PyObject *r
     cdef bint fast = type(self) is _aio_transport_cls
-    if _tget(self, fast, _TOFF_CONN_LOST, "_conn_lost"):
+    if _aio_conn_lost(self, fast):
         return
     max_size = _aio_max_size(self, fast)
     sock = _tget(self, fast, _TOFF_SOCK, "_sock")
-    if (type(max_size) is not int or not 0 < max_size <= _aio_rbuf_size
-            or not _aio_plain_sock(sock)):
+    if type(max_size) is int:
+        size = PyLong_AsLongLongAndOverflow(max_size, &overflow)
+    if overflow or not 0 < size <= _aio_rbuf_size or not _aio_plain_sock(sock):
         # A size the shared buffer does not cover, or a socket with its own
         # recv(): asyncio's own code.
         return _aio_py_read_data_received(self)
-    size = max_size
     # An asyncio StreamReader behind the protocol takes the bytes straight
     # into its buffer (src/aio_streams.pxi): no bytes object in between.
     fd = _aio_sock_fd(sock)
     protocol = _tget(self, fast, _TOFF_PROTOCOL, "_protocol")
     reader = _aio_stream_reader(protocol)
-    n = fastio_recv(fd, _aio_rbuf, size)
+    n = fastio_recv(fd, _aio_rbuf, <Py_ssize_t>size)
     err = fastio_last_error() if n < 0 else 0
     if n <= 0 and reader is not None:
         _aio_stream_reader_unused()
@@ -224,6 +275,16 @@ cdef object _aio_read_ready__data_received(object self):
         return
     if n == 0:
         self._read_ready__on_eof()
+        return
+    if reader is None and type(protocol) is not _aio_SRP:
+        r = _aio_bytes_new(_aio_rbuf, <Py_ssize_t>n)
+        if r != NULL:
+            data = <object>r
+            Py_DECREF(data)
+            r = PyObject_CallMethodOneArg(protocol, "data_received", data)
+        if r == NULL:
+            return _aio_call_failed(self, 'Fatal error: protocol.data_received() call failed.')
+        Py_DECREF(<object>r)
         return
     try:
         if reader is not None:
@@ -241,19 +302,79 @@ def aio_read_ready__get_buffer(self):
     return _aio_read_ready__get_buffer(self)
 
 
+cdef object _aio_minus_one = -1
+cdef object _aio_zero = 0
+
+
+cdef int _aio_reraise() except -1:
+    # Propagate the exception the caller found set (a NULL from the C API).
+    return -1
+
+
+cdef object _aio_call_failed(object self, str message):
+    # asyncio's `except` clauses around a protocol call, for the exception
+    # the call just left set: KeyboardInterrupt/SystemExit leave the loop,
+    # anything else is the transport's fatal error.
+    try:
+        _aio_reraise()
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        self._fatal_error(exc, message)
+
+
+cdef object _aio_empty_buffer(object self):
+    try:
+        raise RuntimeError('get_buffer() returned an empty buffer')
+    except BaseException as exc:
+        self._fatal_error(exc, 'Fatal error: protocol.get_buffer() call failed.')
+
+
 cdef object _aio_read_ready__get_buffer(object self):
-    cdef Py_buffer view
+    # asyncio's steps; the two protocol calls are made without a `try`
+    # block (Cython saves and restores the exception state on entering
+    # one) and their errors handled in _aio_call_failed. A bytearray or a
+    # plain memoryview is received into at its address: no len() and no
+    # buffer export and release around the recv(2).
+    cdef PyObject *r
+    cdef char *p = NULL
+    cdef Py_ssize_t size = 0
     cdef long long n
     cdef int err, fd
     cdef bint fast = type(self) is _aio_transport_cls
-    if _tget(self, fast, _TOFF_CONN_LOST, "_conn_lost"):
+    if _aio_conn_lost(self, fast):
         return
     sock = _tget(self, fast, _TOFF_SOCK, "_sock")
     if not _aio_plain_sock(sock):
         return _aio_py_read_get_buffer(self)
-    protocol = _tget(self, fast, _TOFF_PROTOCOL, "_protocol")
+    r = PyObject_CallMethodOneArg(_tget(self, fast, _TOFF_PROTOCOL, "_protocol"), "get_buffer",
+                                  _aio_minus_one)
+    if r == NULL:
+        return _aio_call_failed(self, 'Fatal error: protocol.get_buffer() call failed.')
+    buf = <object>r
+    Py_DECREF(buf)
+    if type(buf) is bytearray:
+        p = PyByteArray_AS_STRING(buf)
+        size = PyByteArray_GET_SIZE(buf)
+    elif type(buf) is memoryview:
+        p = fastio_mv_bytes(buf, &size)
+    if p == NULL:
+        return _aio_recv_into_any(self, fast, sock, buf)
+    if size == 0:
+        return _aio_empty_buffer(self)
+    fd = _aio_sock_fd(sock)
+    n = fastio_recv(fd, p, size)
+    err = fastio_last_error() if n < 0 else 0
+    return _aio_buffer_received(self, fast, n, err)
+
+
+cdef object _aio_recv_into_any(object self, bint fast, object sock, object buf):
+    # Any other buffer: len() and a writable buffer export, as
+    # sock.recv_into() takes it.
+    cdef Py_buffer view
+    cdef long long n
+    cdef int err, fd
     try:
-        buf = protocol.get_buffer(-1)
         if not len(buf):
             raise RuntimeError('get_buffer() returned an empty buffer')
     except (SystemExit, KeyboardInterrupt):
@@ -278,6 +399,12 @@ cdef object _aio_read_ready__get_buffer(object self):
         err = fastio_last_error() if n < 0 else 0
     finally:
         PyBuffer_Release(&view)
+    return _aio_buffer_received(self, fast, n, err)
+
+
+cdef object _aio_buffer_received(object self, bint fast, long long n, int err):
+    # What follows recv_into() returning n (or failing with err).
+    cdef PyObject *r
     if n < 0:
         if fastio_would_block(err):
             return
@@ -286,12 +413,10 @@ cdef object _aio_read_ready__get_buffer(object self):
     if n == 0:
         self._read_ready__on_eof()
         return
-    try:
-        _tget(self, fast, _TOFF_PROTOCOL, "_protocol").buffer_updated(n)
-    except (SystemExit, KeyboardInterrupt):
-        raise
-    except BaseException as exc:
-        self._fatal_error(exc, 'Fatal error: protocol.buffer_updated() call failed.')
+    r = PyObject_CallMethodOneArg(_tget(self, fast, _TOFF_PROTOCOL, "_protocol"), "buffer_updated", n)
+    if r == NULL:
+        return _aio_call_failed(self, 'Fatal error: protocol.buffer_updated() call failed.')
+    Py_DECREF(<object>r)
 
 
 def aio_write(self, data):

@@ -486,3 +486,31 @@ def test_no_empty_handle_is_visible_to_the_gc(selector_loop):
     handles = [o for o in gc.get_objects() if type(o) is asyncio.Handle]
     # Every Handle the GC knows is a whole one (repr reads every slot).
     assert all(repr(h) for h in handles)
+
+
+@pytest.mark.parametrize("patch", ["time.monotonic", "base_events.time"])
+def test_loop_clock_follows_a_patched_monotonic(selector_loop, monkeypatch, patch):
+    # asyncio's time() evaluates `time.monotonic()` in base_events on every
+    # call: patching the function or the module it is looked up in moves
+    # the clock, timers included.
+    import types
+    from asyncio import base_events
+    loop = selector_loop
+    now = [1000.0]
+    if patch == "time.monotonic":
+        monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    else:
+        monkeypatch.setattr(base_events, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    assert loop.time() == 1000.0
+    fired = []
+    loop.call_at(1000.5, fired.append, "due")
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert fired == []
+    now[0] = 1001.0
+    assert loop.time() == 1001.0
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert fired == ["due"]
+    monkeypatch.undo()
+    assert abs(loop.time() - time.monotonic()) < 60

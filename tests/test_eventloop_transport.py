@@ -547,6 +547,149 @@ def test_buffered_protocol_unwritable_buffer_is_a_type_error(selector_loop, kind
     assert [c["message"] for c in handled] == ["Fatal read error on socket transport"]
 
 
+class _ShortBytearray(bytearray):
+    """A bytearray whose len() says it is empty."""
+
+    def __len__(self):
+        return 0
+
+
+def _released_view():
+    view = memoryview(bytearray(8))
+    view.release()
+    return view
+
+
+# What get_buffer() returns -> (the error asyncio reports, its message, the
+# transport's fatal-error message); None: the read succeeds. fastio.EventLoop
+# receives into a bytearray or a plain memoryview at its address; every other
+# buffer (and a view of the wrong shape, a released, read-only or empty one)
+# must meet asyncio's len() and recv_into() checks as in asyncio.
+GET_BUFFER_CASES = {
+    "bytearray": (lambda: bytearray(16), None),
+    "view": (lambda: memoryview(bytearray(16)), None),
+    "view-slice": (lambda: memoryview(bytearray(32))[8:24], None),
+    "view-of-ints": (lambda: memoryview(bytearray(16)).cast("I"), None),
+    "view-2d": (lambda: memoryview(bytearray(16)).cast("B", (4, 4)), None),
+    "empty-bytearray": (lambda: bytearray(), (
+        RuntimeError, "get_buffer() returned an empty buffer",
+        "Fatal error: protocol.get_buffer() call failed.")),
+    "empty-view": (lambda: memoryview(bytearray(8))[8:], (
+        RuntimeError, "get_buffer() returned an empty buffer",
+        "Fatal error: protocol.get_buffer() call failed.")),
+    "bytearray-subclass-empty-len": (lambda: _ShortBytearray(8), (
+        RuntimeError, "get_buffer() returned an empty buffer",
+        "Fatal error: protocol.get_buffer() call failed.")),
+    "released-view": (_released_view, (
+        ValueError, "operation forbidden on released memoryview object",
+        "Fatal error: protocol.get_buffer() call failed.")),
+    "readonly-view": (lambda: memoryview(b"abcdefgh"), (
+        TypeError, "recv_into() argument 1 must be read-write bytes-like object, not memoryview",
+        "Fatal read error on socket transport")),
+    "readonly-view-of-bytearray": (lambda: memoryview(bytearray(8)).toreadonly(), (
+        TypeError, "recv_into() argument 1 must be read-write bytes-like object, not memoryview",
+        "Fatal read error on socket transport")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GET_BUFFER_CASES))
+def test_buffered_protocol_buffer_kinds(selector_loop, case):
+    # (uvloop reports its own errors for the failing ones.)
+    aio_loop = selector_loop
+    make, error = GET_BUFFER_CASES[case]
+
+    class Kind(Buffered):
+        def get_buffer(self, sizehint):
+            self.buf = make()
+            return self.buf
+
+        def buffer_updated(self, nbytes):
+            self.received += memoryview(self.buf).cast("B")[:nbytes]
+            if len(self.received) >= 64:
+                self.eof.set_result(bytes(self.received))
+
+    async def main():
+        handled = []
+        aio_loop.set_exception_handler(lambda loop, ctx: handled.append(ctx))
+        a, b = socket.socketpair()
+        bp = Kind(aio_loop)
+        tr, _ = await aio_loop.connect_accepted_socket(lambda: bp, a)
+        payload = bytes(range(64))
+        b.sendall(payload)
+        if error is None:
+            got = await bp.eof
+            tr.close()
+            await bp.lost
+            b.close()
+            return got == payload, handled
+        exc = await bp.lost
+        b.close()
+        return exc, handled
+
+    result, handled = run(aio_loop, main())
+    if error is None:
+        assert result is True and handled == []
+        return
+    exc_type, text, message = error
+    assert type(result) is exc_type and str(result) == text
+    assert [c["message"] for c in handled] == [message]
+    assert handled[0]["exception"] is result
+
+
+@pytest.mark.parametrize("method", ["get_buffer", "buffer_updated"])
+@pytest.mark.parametrize("exc_type", [ValueError, KeyboardInterrupt])
+def test_buffered_protocol_call_errors(selector_loop, method, exc_type):
+    # An error from either protocol call is the transport's fatal error with
+    # asyncio's message and the exception as raised (traceback included);
+    # KeyboardInterrupt leaves run_until_complete() as in asyncio.
+    aio_loop = selector_loop
+
+    class Failing(Buffered):
+        raised = False
+
+        def get_buffer(self, sizehint):
+            if method == "get_buffer":
+                self.fail()
+            return self.view
+
+        def buffer_updated(self, nbytes):
+            self.fail()
+
+        def fail(self):
+            # Once: the loop is closed after a KeyboardInterrupt.
+            if not self.raised:
+                self.raised = True
+                raise exc_type("boom")
+
+    async def main():
+        handled = []
+        aio_loop.set_exception_handler(lambda loop, ctx: handled.append(ctx))
+        a, b = socket.socketpair()
+        bp = Failing(aio_loop)
+        tr, _ = await aio_loop.connect_accepted_socket(lambda: bp, a)
+        transports.append(tr)
+        b.sendall(b"data")
+        try:
+            if exc_type is KeyboardInterrupt:
+                await asyncio.sleep(10)
+                return None, handled
+            return await bp.lost, handled
+        finally:
+            b.close()
+
+    transports = []
+    if exc_type is KeyboardInterrupt:
+        with pytest.raises(KeyboardInterrupt, match="boom"):
+            run(aio_loop, main())
+        transports[0].abort()
+        return
+    exc, handled = run(aio_loop, main())
+    assert type(exc) is ValueError and str(exc) == "boom"
+    assert exc.__traceback__ is not None
+    assert [c["message"] for c in handled] == [
+        "Fatal error: protocol.%s() call failed." % method]
+
+
 def test_set_protocol_switches_to_buffered(aio_loop):
     async def main():
         server, sp, cp = await tcp_pair(aio_loop)
@@ -643,6 +786,33 @@ def test_transport_max_size_bounds_each_read(selector_loop, max_size):
 
     assert run(aio_loop, main()) == b"abcdefgh" * 1000
     assert max(sizes) <= max_size
+
+
+def test_transport_max_size_follows_the_class(selector_loop, monkeypatch):
+    # max_size changed on asyncio's transport base class after reads have
+    # been made: the next read takes the new size.
+    from asyncio import selector_events
+    aio_loop = selector_loop
+    sizes = []
+
+    class Sizes(Recorder):
+        def data_received(self, data):
+            sizes.append(len(data))
+            super().data_received(data)
+
+    async def main():
+        server, sp, cp = await tcp_pair(aio_loop, server_proto=Sizes(aio_loop))
+        cp.transport.write(b"abcdefgh" * 100)
+        await sp.expect(800)
+        monkeypatch.setattr(selector_events._SelectorTransport, "max_size", 5, raising=True)
+        del sizes[:]
+        cp.transport.write(b"abcdefgh" * 100)
+        got = await sp.expect(1600)
+        await finish(server, sp, cp)
+        return got
+
+    assert run(aio_loop, main()) == b"abcdefgh" * 200
+    assert sizes and max(sizes) <= 5
 
 
 def test_socket_closed_behind_transport_never_reaches_fd_reuser(selector_loop):
