@@ -17,6 +17,19 @@
 # that pauses reading, or closes, in the middle stops the handover: the
 # rest is held (paused) or dropped (closing), as asyncio would have left it
 # in the socket or dropped it.
+#
+# Discussion: asyncio runs a transport's reader and writer callbacks as
+# Handles, each in the context copied when the handle was made: the reader
+# when reading starts or resumes (copied from the caller of
+# resume_reading(), or from the transport's creation), the writer when a
+# write() leaves bytes owed with none owed before. So data_received(),
+# eof_received() and read errors see the context variables set where the
+# connection was made (a server's: where it started serving), and what
+# they set stays in that copy for the next read. Completions are reaped
+# outside any Handle: the stream keeps the same two copies and enters the
+# one a completion belongs to around its upcalls.
+
+from cpython.contextvars cimport PyContext_CopyCurrent, PyContext_Enter, PyContext_Exit
 
 cdef extern from *:
     """
@@ -42,6 +55,10 @@ cdef class AioUringStream(UringStream):
     cdef bint _r_closing
     cdef bint _r_eof
     cdef bint _r_waiter
+    # The contexts asyncio's reader and writer Handles would run in (see
+    # the Discussion above); None until reading starts / a write is owed.
+    cdef object _rctx
+    cdef object _wctx
 
     # --- upcalls
 
@@ -175,13 +192,17 @@ cdef class AioUringStream(UringStream):
         return 0
 
     cdef int _up_held(self) except -1:
-        self._loop.call_soon(self._deliver_held)
+        # (asyncio's reader Handle, made by resume_reading(), reads it)
+        self._loop.call_soon(self._deliver_held, context=self._rctx)
         return 0
 
     cdef int _complete(self, int kind, int res, uint32_t flags) except -1:
-        # What asyncio runs as a reader/writer callback is a Handle: an
-        # exception out of it goes to the loop's exception handler, and
-        # the loop goes on.
+        # What asyncio runs as a reader/writer callback is a Handle: it
+        # runs in that Handle's context, and an exception out of it goes to
+        # the loop's exception handler, and the loop goes on.
+        ctx = self._rctx if kind == FASTIO_UD_RECV else self._wctx
+        if ctx is not None:
+            PyContext_Enter(ctx)
         try:
             UringStream._complete(self, kind, res, flags)
         except (SystemExit, KeyboardInterrupt):
@@ -192,6 +213,9 @@ cdef class AioUringStream(UringStream):
                 'exception': exc,
                 'transport': self._t,
             })
+        finally:
+            if ctx is not None:
+                PyContext_Exit(ctx)
         return 0
 
     # --- what the transport (fastio._aio_uring) calls
@@ -201,8 +225,13 @@ cdef class AioUringStream(UringStream):
         self._buffered = buffered
 
     def resume(self):
-        """Reading is resumed: arm the recv (after handing over what was held)."""
+        """Reading starts or resumes: arm the recv (after handing over what was held).
+
+        What it reads is handed over in a copy of the caller's context, as
+        asyncio's reader Handle made by this call would run.
+        """
         self._r_paused = False
+        self._rctx = PyContext_CopyCurrent()
         self.start_reading()
 
     def pause(self):
@@ -253,7 +282,7 @@ def aio_uring_write(self, data):
     """
     cdef Py_buffer view
     cdef AioUringStream s
-    cdef Py_ssize_t high
+    cdef Py_ssize_t high, owed
     if not (PyBytes_Check(data) or PyByteArray_Check(data) or PyMemoryView_Check(data)):
         raise TypeError(f'data argument must be a bytes-like object, '
                         f'not {type(data).__name__!r}')
@@ -271,21 +300,24 @@ def aio_uring_write(self, data):
         self._conn_lost = conn_lost + 1
         return
     high = self._high_water
+    owed = s.owed()
     if PyBytes_CheckExact(data):
         s.write_bytes(<bytes>data, PyBytes_GET_SIZE(data) > high)
-        if s.owed() > high:
-            self._maybe_pause_protocol()
-        return
-    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
-    try:
-        # A write over the high-water mark with nothing owed goes to the
-        # kernel at once, as far as it takes it, as asyncio's write() does:
-        # queued whole, it would pause the protocol where asyncio does not
-        # (and protocols swapped in later, as start_tls() does, would get a
-        # resume_writing() they never had the pause of).
-        s.write(<const char *>view.buf, view.len, view.len > high)
-    finally:
-        PyBuffer_Release(&view)
+    else:
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            # A write over the high-water mark with nothing owed goes to the
+            # kernel at once, as far as it takes it, as asyncio's write()
+            # does: queued whole, it would pause the protocol where asyncio
+            # does not (and protocols swapped in later, as start_tls() does,
+            # would get a resume_writing() they never had the pause of).
+            s.write(<const char *>view.buf, view.len, view.len > high)
+        finally:
+            PyBuffer_Release(&view)
+    if not owed and s.owed():
+        # Owed from now on: where asyncio would add its writer Handle,
+        # whose context the send completions run in.
+        s._wctx = PyContext_CopyCurrent()
     if s.owed() > high:
         self._maybe_pause_protocol()
 

@@ -6,6 +6,7 @@ exceptions, flow-control calls.
 """
 
 import asyncio
+import contextvars
 import os
 import socket
 import sys
@@ -209,6 +210,82 @@ def test_pause_and_resume_reading(aio_loop):
     held, got, reading_after_close = run(aio_loop, main())
     assert held == b"" and got == b"held"
     assert reading_after_close is False
+
+
+WHERE = contextvars.ContextVar("WHERE", default="unset")
+
+
+class ContextRecorder(Recorder):
+    """Record the WHERE each read and flow-control callback sees, and set it in data_received()."""
+
+    def __init__(self, loop):
+        super().__init__(loop, keep_open=True)
+        self.seen = []
+
+    def data_received(self, data):
+        self.seen.append(("data", WHERE.get()))
+        WHERE.set("set in data_received")
+        super().data_received(data)
+
+    def eof_received(self):
+        self.seen.append(("eof", WHERE.get()))
+        return super().eof_received()
+
+    def resume_writing(self):
+        self.seen.append(("resume", WHERE.get()))
+        super().resume_writing()
+
+
+def test_protocol_callbacks_run_in_the_contexts_asyncio_copies(selector_loop):
+    # asyncio runs a transport's reader and writer callbacks as Handles in
+    # contexts copied when they were made: reads in the context the
+    # connection was made in (the server's, where it started serving) or
+    # the caller's of resume_reading(), resume_writing() in the context of
+    # the write() that left bytes owed. What data_received() sets stays in
+    # the reader's copy and never reaches the code that runs the loop.
+    async def main():
+        WHERE.set("serving")
+        server, sp, cp = await tcp_pair(selector_loop, server_proto=ContextRecorder(selector_loop),
+                                        client_proto=ContextRecorder(selector_loop))
+        WHERE.set("client")
+        cp.transport.write(b"a")
+        await sp.expect(1)
+        cp.transport.write(b"b")
+        await sp.expect(2)
+        sp.transport.pause_reading()
+        cp.transport.write(b"c")
+        await asyncio.sleep(0.05)
+        WHERE.set("resumer")
+        sp.transport.resume_reading()
+        await sp.expect(3)
+        cp.transport.write_eof()
+        await sp.eof
+        # The server writes (from here, "writer") more than its high-water
+        # mark to a client that does not read: resume_writing() comes once
+        # the client reads again.
+        WHERE.set("writer")
+        sp.transport.set_write_buffer_limits(high=64 * 1024)
+        cp.transport.pause_reading()
+        while not sp.flow:
+            sp.transport.write(b"x" * 256 * 1024)
+            await asyncio.sleep(0)
+        WHERE.set("after")
+        cp.transport.resume_reading()
+        while "resume" not in sp.flow:
+            await asyncio.sleep(0.01)
+        await finish(server, sp, cp)
+        return sp.seen, WHERE.get()
+
+    outer = WHERE.set("loop")
+    try:
+        seen, in_task = run(selector_loop, main())
+        after_run = WHERE.get()
+    finally:
+        WHERE.reset(outer)
+    assert seen == [("data", "serving"), ("data", "set in data_received"), ("data", "resumer"),
+                    ("eof", "set in data_received"), ("resume", "writer")]
+    assert in_task == "after"
+    assert after_run == "loop"
 
 
 def test_write_eof_and_can_write_eof(aio_loop, family):
