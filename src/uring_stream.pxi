@@ -339,7 +339,8 @@ cdef class UringStream:
     cdef char *_cbuf
     cdef Py_ssize_t _ccap, _plen
     cdef bytearray _held     # received while reading was paused
-    cdef bint _held_eof
+    cdef bint _held_eof      # ... and then the EOF
+    cdef int _held_err       # ... or then this error (errno)
 
     def __dealloc__(self):
         # Nothing is in flight by now: the driver's slot held this stream
@@ -412,7 +413,7 @@ cdef class UringStream:
         cdef fastio_uring_sqe *sqe
         if self._recv != UR_OFF:
             return 0  # armed, or being cancelled: _on_recv re-arms then
-        if PyByteArray_GET_SIZE(self._held) or self._held_eof:
+        if PyByteArray_GET_SIZE(self._held) or self._held_eof or self._held_err:
             # Input kept while paused goes first, in order.
             self._up_held()
             return 0
@@ -480,22 +481,31 @@ cdef class UringStream:
         if self._released or self._dead():
             self._drv._release(self)
             return 0
-        if res == 0:
-            if self._holding() or PyByteArray_GET_SIZE(self._held):
-                self._held_eof = True
-            else:
+        if res == 0 or (res < 0 and res != -ENOBUFS and res != -ECANCELED):
+            if PyByteArray_GET_SIZE(self._held) or (res == 0 and self._holding()):
+                # The EOF or error comes after the bytes held before it.
+                if res == 0:
+                    self._held_eof = True
+                else:
+                    self._held_err = -res
+                if not self._holding():
+                    # Reading resumed while this recv was being cancelled
+                    # (start_reading() left the held bytes to us).
+                    self._up_held()
+            elif res == 0:
                 self._up_eof()
-        elif res < 0 and res != -ENOBUFS and res != -ECANCELED:
-            self._up_error(-res, False)
-        elif not self._holding() and not self._held_eof:
+            else:
+                self._up_error(-res, False)
+        elif not self._holding() and not self._held_eof and not self._held_err:
             self.start_reading()
         return 0
 
     def _deliver_held(self):
-        # After start_reading(): what came in while paused, then the EOF if
-        # it came too, then reading goes on.
+        # After start_reading(): what came in while paused, then the EOF or
+        # the error that ended the recv if one did, else reading goes on.
         cdef bytearray held
         cdef Py_ssize_t n, took
+        cdef int err
         if self._dead() or self._holding():
             return
         n = PyByteArray_GET_SIZE(self._held)
@@ -510,6 +520,10 @@ cdef class UringStream:
         if self._held_eof:
             self._held_eof = False
             self._up_eof()
+            return
+        if self._held_err:
+            err, self._held_err = self._held_err, 0
+            self._up_error(err, False)
             return
         self.start_reading()
 

@@ -192,6 +192,37 @@ def test_pause_and_resume_many_times_keeps_every_byte_in_order(loop):
     assert flips > 2
 
 
+@pytest.mark.parametrize("family", ["unix", "tcp"])
+def test_a_stream_reader_pausing_and_resuming_gets_every_byte_and_the_eof(loop, family):
+    # StreamReader pauses reading above twice its limit and resumes from the
+    # reading task, often while the cancelled recv is still in flight: the
+    # bytes held meanwhile and the EOF that ends that recv must both come.
+    payload = os.urandom(4 << 20)
+
+    async def main():
+        for _ in range(5):
+            if family == "unix":
+                a, b = socket.socketpair()
+            else:
+                listener = socket.create_server(("127.0.0.1", 0))
+                a = socket.create_connection(listener.getsockname())
+                b, _ = listener.accept()
+                listener.close()
+            _, w1 = await asyncio.open_connection(sock=a)
+            w1.write(payload)
+            w1.close()
+            r2, w2 = await asyncio.open_connection(sock=b)
+            got = await asyncio.wait_for(r2.read(), 60)
+            w2.close()
+            await w1.wait_closed()
+            await w2.wait_closed()
+            if got != payload:
+                return len(got)
+        return len(payload)
+
+    assert run(loop, main()) == len(payload)
+
+
 class SmallBuffers(asyncio.BufferedProtocol):
     """A BufferedProtocol whose get_buffer() is 7 bytes; pauses reading at `pause_at`."""
 
