@@ -504,6 +504,19 @@ static inline unsigned fastio_ring_publish(fastio_ring *r) {
     return r->sq_local_tail - __atomic_load_n(&r->sq_submitted, __ATOMIC_RELAXED);
 }
 
+/* The position of the SQE fastio_ring_get_sqe returned last. */
+static inline unsigned fastio_ring_last_sqe_pos(const fastio_ring *r) {
+    return r->sq_local_tail - 1;
+}
+
+/* Whether the SQE at position `pos` is still unseen by the kernel, so its
+ * fields may still change. Only on a thread that holds the lock
+ * serialising SQE writers (the GIL) and is not inside its own wait. */
+static inline int fastio_ring_sqe_unsubmitted(const fastio_ring *r, unsigned pos) {
+    unsigned done = __atomic_load_n(&r->sq_submitted, __ATOMIC_RELAXED);
+    return (unsigned)(pos - done) < (unsigned)(r->sq_local_tail - done);
+}
+
 /* Submit `to_submit` published SQEs; with `wait`, also wait for one
  * completion or until `timeout_ns` (< 0: no limit) passes. Return 0 or an
  * errno (EINTR, ETIME and EAGAIN/EBUSY are for the caller to treat as
@@ -661,6 +674,8 @@ static inline int fastio_ring_enter(fastio_ring *r, int wait, long long t) {
     return ENOSYS;
 }
 static inline unsigned fastio_ring_publish(fastio_ring *r) { (void)r; return 0; }
+static inline unsigned fastio_ring_last_sqe_pos(const fastio_ring *r) { (void)r; return 0; }
+static inline int fastio_ring_sqe_unsubmitted(const fastio_ring *r, unsigned p) { (void)r; (void)p; return 0; }
 static inline int fastio_ring_submit_wait(fastio_ring *r, unsigned n, int wait, long long t) {
     (void)r; (void)n; (void)wait; (void)t;
     return ENOSYS;

@@ -65,6 +65,8 @@ cdef extern from "fastio_uring.h" nogil:
     int fastio_ring_enter(fastio_ring *r, int wait, long long timeout_ns)
     bint fastio_fd_is_open(int fd)
     unsigned fastio_ring_publish(fastio_ring *r)
+    unsigned fastio_ring_last_sqe_pos(const fastio_ring *r)
+    bint fastio_ring_sqe_unsubmitted(const fastio_ring *r, unsigned pos)
     int fastio_ring_submit_wait(fastio_ring *r, unsigned to_submit, int wait, long long timeout_ns)
     fastio_uring_cqe *fastio_ring_peek(fastio_ring *r, unsigned *head)
     unsigned fastio_ring_cq_head(fastio_ring *r)

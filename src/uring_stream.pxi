@@ -24,6 +24,9 @@
 #   SQE per stream is in flight, from the other buffer, left untouched until
 #   its CQE (the kernel may read it any time before). A short send is
 #   resubmitted from where it stopped; what was written meanwhile goes next.
+#   A write while the send in flight is still in the SQ (unseen by the
+#   kernel, on the loop's thread) joins that send instead: both leave
+#   together, as a readiness transport would already have sent both.
 #   The owed bytes (collected + in flight) drive the face's
 #   get_write_buffer_size() and flow control. The buffers come from the
 #   driver's pool and go back to it once the stream owes nothing.
@@ -338,6 +341,9 @@ cdef class UringStream:
     cdef Py_ssize_t _fcap, _soff, _slen
     cdef char *_cbuf
     cdef Py_ssize_t _ccap, _plen
+    # The send SQE in flight and its position in the SQ (see write()).
+    cdef fastio_uring_sqe *_send_sqe
+    cdef unsigned _send_pos
     cdef bytearray _held     # received while reading was paused
     cdef bint _held_eof      # ... and then the EOF
     cdef int _held_err       # ... or then this error (errno)
@@ -569,6 +575,23 @@ cdef class UringStream:
                 return 0
             p += sent
             n -= sent
+        if (self._send_busy and not self._plen and owner != 0 and not foreign
+                and self._slen - self._soff + n <= (1 << 30)
+                and fastio_ring_sqe_unsubmitted(&self._drv._hub.ring, self._send_pos)):
+            # The send in flight is still in the SQ, unseen by the kernel:
+            # these bytes join it. They leave together, as a readiness
+            # transport's write() would have sent both by now; a later
+            # abort() then drops nothing that such a transport had sent.
+            if self._fcap - self._slen < n:
+                grown = self._drv._take(max(self._slen + n, 2 * self._fcap), &cap)
+                memcpy(grown, self._fbuf, self._slen)
+                self._drv._give(self._fbuf, self._fcap)
+                self._fbuf, self._fcap = grown, cap
+            memcpy(self._fbuf + self._slen, p, n)
+            self._slen += n
+            self._send_sqe.addr = <uint64_t><size_t>(self._fbuf + self._soff)
+            self._send_sqe.len = <uint32_t>(self._slen - self._soff)
+            return 0
         if self._ccap - self._plen < n:
             # (geometric growth: many small writes stay linear)
             grown = self._drv._take(max(self._plen + n, 2 * self._ccap), &cap)
@@ -615,6 +638,8 @@ cdef class UringStream:
         sqe.len = <uint32_t>min(self._slen - self._soff, 1 << 30)
         sqe.op_flags = FASTIO_MSG_NOSIGNAL
         sqe.user_data = _uring_ud(FASTIO_UD_SEND, self._slot)
+        self._send_sqe = sqe
+        self._send_pos = fastio_ring_last_sqe_pos(&self._drv._hub.ring)
         self._send_busy = True
         self._inflight += 1
         return 0

@@ -645,6 +645,25 @@ def test_a_write_in_a_callback_leaves_with_the_next_wait(loop):
     assert intact and left == 0
 
 
+def test_writes_queued_in_one_turn_leave_together_so_abort_keeps_them(loop):
+    # A readiness transport's write() hands its bytes to the kernel at once,
+    # so write(); write(); abort() delivers both. Here the second write
+    # joins the first's send while that is still in the SQ: it is not left
+    # behind for abort() to drop.
+    async def main():
+        proto = Recorder(loop)
+        transport, peer = await accepted(loop, proto)
+        transport.write(b"goodbye ")
+        transport.write(b"and thanks")
+        transport.abort()
+        await proto.lost
+        got = await read_all(loop, peer, len(b"goodbye and thanks"))
+        peer.close()
+        return got
+
+    assert run(loop, main()) == b"goodbye and thanks"
+
+
 def test_sendfile_is_native_and_refuses_writes_meanwhile(loop, tmp_path):
     data = os.urandom(3 << 20)
     path = tmp_path / "data"

@@ -156,8 +156,9 @@ def test_peer_that_never_reads_pauses_writer_with_bounded_buffer(any_loop):
     pauses = client.events.count("pause")
     nap()
     if any_loop.kind == "fastio-io_uring":
-        # (the kernel may still take a late send: another resume and pause)
-        assert client.paused and high < tr.get_write_buffer_size() <= high + len(Producer.chunk)
+        # (the kernel may still take a late send: another resume and pause,
+        # or a short send taking the buffer under high-water, above low)
+        assert client.paused and low < tr.get_write_buffer_size() <= high + len(Producer.chunk)
     else:
         assert client.events.count("pause") == pauses and client.paused
         assert tr.get_write_buffer_size() == buffered
