@@ -842,19 +842,27 @@ def test_transport_over_socketpair_with_connect_accepted_socket(aio_loop):
     assert run(aio_loop, main()) == b"ping"
 
 
+class SizeRecorder(Recorder):
+    """A Recorder that also keeps the size of every data_received()."""
+
+    def __init__(self, loop):
+        super().__init__(loop)
+        self.sizes = []
+
+    def data_received(self, data):
+        self.sizes.append(len(data))
+        super().data_received(data)
+
+
 @pytest.mark.parametrize("max_size", [3, 1 << 20])
 def test_transport_max_size_bounds_each_read(selector_loop, max_size):
     # asyncio's per-transport read size (uvloop has none).
     aio_loop = selector_loop
-    sizes = []
-
-    class Sizes(Recorder):
-        def data_received(self, data):
-            sizes.append(len(data))
-            super().data_received(data)
+    proto = SizeRecorder(aio_loop)
+    sizes = proto.sizes
 
     async def main():
-        server, sp, cp = await tcp_pair(aio_loop, server_proto=Sizes(aio_loop))
+        server, sp, cp = await tcp_pair(aio_loop, server_proto=proto)
         sp.transport.max_size = max_size
         cp.transport.write(b"abcdefgh" * 1000)
         got = await sp.expect(8000)
@@ -870,15 +878,11 @@ def test_transport_max_size_follows_the_class(selector_loop, monkeypatch):
     # been made: the next read takes the new size.
     from asyncio import selector_events
     aio_loop = selector_loop
-    sizes = []
-
-    class Sizes(Recorder):
-        def data_received(self, data):
-            sizes.append(len(data))
-            super().data_received(data)
+    proto = SizeRecorder(aio_loop)
+    sizes = proto.sizes
 
     async def main():
-        server, sp, cp = await tcp_pair(aio_loop, server_proto=Sizes(aio_loop))
+        server, sp, cp = await tcp_pair(aio_loop, server_proto=proto)
         cp.transport.write(b"abcdefgh" * 100)
         await sp.expect(800)
         monkeypatch.setattr(selector_events._SelectorTransport, "max_size", 5, raising=True)
