@@ -166,6 +166,23 @@ cdef class UringDriver:
             raise MemoryError()
         return p
 
+    cdef char *_append(self, char *buf, Py_ssize_t *cap, Py_ssize_t length,
+                       const char *p, Py_ssize_t n) except NULL:
+        """Copy `n` bytes at `p` after the `length` bytes held in `buf` (a
+        buffer from _take(), or NULL, of `cap[0]` bytes); return the buffer
+        they are in: a bigger one from _take() if they did not fit."""
+        cdef char *grown
+        cdef Py_ssize_t old = cap[0]
+        if old - length < n:
+            # (geometric growth: many small writes stay linear)
+            grown = self._take(max(length + n, 2 * old), cap)
+            if length:
+                memcpy(grown, buf, length)
+            self._give(buf, old)
+            buf = grown
+        memcpy(buf + length, p, n)
+        return buf
+
     cdef void _give(self, char *p, Py_ssize_t cap) noexcept:
         """Take back a buffer from _take() (nothing in flight from it)."""
         cdef int k = _uring_class(cap)
@@ -551,8 +568,6 @@ cdef class UringStream:
         """
         cdef long long sent
         cdef int err
-        cdef char *grown
-        cdef Py_ssize_t cap
         cdef unsigned long owner = self._drv._owner
         # Transports are not thread-safe, but a write from another thread
         # while the loop waits must not sit in the SQ until something wakes
@@ -582,24 +597,12 @@ cdef class UringStream:
             # these bytes join it. They leave together, as a readiness
             # transport's write() would have sent both by now; a later
             # abort() then drops nothing that such a transport had sent.
-            if self._fcap - self._slen < n:
-                grown = self._drv._take(max(self._slen + n, 2 * self._fcap), &cap)
-                memcpy(grown, self._fbuf, self._slen)
-                self._drv._give(self._fbuf, self._fcap)
-                self._fbuf, self._fcap = grown, cap
-            memcpy(self._fbuf + self._slen, p, n)
+            self._fbuf = self._drv._append(self._fbuf, &self._fcap, self._slen, p, n)
             self._slen += n
             self._send_sqe.addr = <uint64_t><size_t>(self._fbuf + self._soff)
             self._send_sqe.len = <uint32_t>(self._slen - self._soff)
             return 0
-        if self._ccap - self._plen < n:
-            # (geometric growth: many small writes stay linear)
-            grown = self._drv._take(max(self._plen + n, 2 * self._ccap), &cap)
-            if self._plen:
-                memcpy(grown, self._cbuf, self._plen)
-            self._drv._give(self._cbuf, self._ccap)
-            self._cbuf, self._ccap = grown, cap
-        memcpy(self._cbuf + self._plen, p, n)
+        self._cbuf = self._drv._append(self._cbuf, &self._ccap, self._plen, p, n)
         self._plen += n
         if not self._send_busy:
             self._send_next()
