@@ -222,6 +222,10 @@ class Broker:
         self.stop()
         self.cleanup_files()
 
+    def wipe_data(self):
+        """Delete the node's database (the node must be stopped); keep its config."""
+        shutil.rmtree(os.path.join(self.dir, "mnesia"), ignore_errors=True)
+
     def cleanup_files(self):
         """Delete the node's data dir (the node must be stopped)."""
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -9,8 +9,11 @@ rabbitmqctl started through the package's scripts read), which is what
 lets them and the CLI talk to each other.
 
 `start()` launches the three VMs in parallel, waits for them, then joins
-the second and third to the first (stop_app, join_cluster, start_app, in
-parallel): about 15 s here. Nodes are stopped by pid (SIGTERM, then
+the second and third to the first, one after the other (stop_app,
+join_cluster, start_app): about 20 s here. Joins run one at a time because
+two nodes joining at once can crash Mnesia on one of them (`start_app`
+then fails with ``{mnesia_app, start, ...}``); a join that fails anyway
+is retried on a wiped node. Nodes are stopped by pid (SIGTERM, then
 SIGKILL), so only this cluster's VMs are touched.
 
 Run ``python tests/cluster.py`` (``make cluster``) for a cluster to try
@@ -76,18 +79,33 @@ class Cluster:
                 node.launch()
             _parallel(lambda n: n.wait_started(timeout), self.nodes)
             first = self.nodes[0]
-            _parallel(lambda n: self._join(n, first), self.nodes[1:])
+            for node in self.nodes[1:]:
+                self._join(node, first, timeout)
             self.wait_clustered(timeout)
         except BaseException:
             self.stop()
             raise
 
     @staticmethod
-    def _join(node, first):
-        node.ctl("stop_app")
-        node.ctl("join_cluster", first.node)
-        node.ctl("start_app")
-        node.wait_started()
+    def _join(node, first, timeout=120, attempts=3):
+        """Join `node` to `first`'s cluster; retry on a wiped node if it fails."""
+        for attempt in range(attempts):
+            try:
+                node.ctl("stop_app")
+                node.ctl("join_cluster", first.node)
+                node.ctl("start_app")
+                node.wait_started(timeout)
+                return
+            except BrokerUnavailable:
+                if attempt == attempts - 1:
+                    raise
+            # A half-made join leaves Mnesia state on both sides: start the
+            # node again from nothing, and make the first node forget it.
+            node.kill(signal.SIGKILL)
+            node.wipe_data()
+            first.ctl("forget_cluster_node", node.node, check=False)
+            node.launch()
+            node.wait_started(timeout)
 
     def wait_clustered(self, timeout=120):
         """Wait until a node reports every node of the cluster running."""
