@@ -40,6 +40,18 @@ cdef extern from *:
     PyObject *PyObject_CallMethodOneArg(object obj, object name, object arg)
     PyObject *_aio_bytes_new "PyBytes_FromStringAndSize" (const char *p, Py_ssize_t n)
 
+cdef extern from *:
+    """
+    /* Make `b`, a bytes object nothing else has seen yet (made by
+     * PyBytes_FromStringAndSize(NULL, m), m >= n), n bytes long. Its memory
+     * stays m bytes until it is freed. */
+    static CYTHON_INLINE void fastio_bytes_truncate(PyObject *b, Py_ssize_t n) {
+        Py_SET_SIZE(b, n);
+        PyBytes_AS_STRING(b)[n] = '\\0';
+    }
+    """
+    void fastio_bytes_truncate(object b, Py_ssize_t n)
+
 cdef object _aio_py_read_data_received = None
 cdef object _aio_py_read_get_buffer = None
 cdef object _aio_py_write = None
@@ -60,7 +72,7 @@ cdef Py_ssize_t _aio_rbuf_size = 256 * 1024
 # read per event in slots: read at their offsets, no attribute lookup.
 cdef type _aio_transport_cls = None
 cdef Py_ssize_t _TOFF_SOCK, _TOFF_PROTOCOL, _TOFF_CONN_LOST, _TOFF_BUFFER
-cdef Py_ssize_t _TOFF_EOF, _TOFF_EMPTY_WAITER, _TOFF_READ_CB, _TOFF_CLOSING
+cdef Py_ssize_t _TOFF_EOF, _TOFF_EMPTY_WAITER, _TOFF_READ_CB, _TOFF_CLOSING, _TOFF_RECV_HINT
 cdef type _aio_csocket_type = None
 
 cdef extern from *:
@@ -109,7 +121,7 @@ cdef _aio_transport_setup(base_events, selector_events):
 def aio_transport_class(type cls):
     """Make `cls` (fastio.EventLoop's socket transport) the class whose slots are read directly."""
     global _aio_transport_cls, _TOFF_SOCK, _TOFF_PROTOCOL, _TOFF_CONN_LOST, _TOFF_BUFFER
-    global _TOFF_EOF, _TOFF_EMPTY_WAITER, _TOFF_READ_CB, _TOFF_CLOSING
+    global _TOFF_EOF, _TOFF_EMPTY_WAITER, _TOFF_READ_CB, _TOFF_CLOSING, _TOFF_RECV_HINT
     _TOFF_SOCK = _slot_offset(cls, "_sock")
     _TOFF_PROTOCOL = _slot_offset(cls, "_protocol")
     _TOFF_CONN_LOST = _slot_offset(cls, "_conn_lost")
@@ -118,6 +130,7 @@ def aio_transport_class(type cls):
     _TOFF_EMPTY_WAITER = _slot_offset(cls, "_empty_waiter")
     _TOFF_READ_CB = _slot_offset(cls, "_read_ready_cb")
     _TOFF_CLOSING = _slot_offset(cls, "_closing")
+    _TOFF_RECV_HINT = _slot_offset(cls, "_recv_hint")
     _aio_transport_cls = cls
 
 
@@ -239,6 +252,60 @@ def aio_read_ready__data_received(self):
     return _aio_read_ready__data_received(self)
 
 
+# Large reads go straight into the bytes object handed to data_received():
+# no copy out of the shared buffer. The transport's `_recv_hint` slot holds
+# the capacity of its next read in KiB (a small int, no object made): the
+# last read's length rounded up to the next 4 KiB, once reads reach 4 KiB;
+# unset or 0 for smaller reads, which the shared buffer serves. A read that
+# fills that capacity goes on with a second recv into the shared buffer, up
+# to max_size in all, as asyncio's one recv(max_size) would read. (One
+# readv(2) into both buffers would do it in one syscall, but costs more than
+# recv(2) here: the kernel copies into a single buffer faster.)
+cdef Py_ssize_t _AIO_DIRECT_MIN = 4096
+
+
+cdef inline Py_ssize_t _aio_recv_cap(object self, Py_ssize_t size):
+    cdef PyObject *h = (<PyObject **>(<char *><PyObject *>self + _TOFF_RECV_HINT))[0]
+    cdef Py_ssize_t cap
+    if h == NULL or type(<object>h) is not int:
+        return 0
+    cap = <Py_ssize_t><object>h
+    if cap <= 0:
+        return 0
+    cap <<= 10
+    return cap if cap < size else size
+
+
+cdef inline int _aio_note_recv(object self, Py_ssize_t n) except -1:
+    cdef PyObject **slot = <PyObject **>(<char *><PyObject *>self + _TOFF_RECV_HINT)
+    cdef PyObject *old = slot[0]
+    cdef Py_ssize_t k = (((n >> 12) + 1) << 2) if n >= _AIO_DIRECT_MIN else 0
+    if k > 256:
+        k = 256
+    cdef object v = k   # a cached small int: 0..256
+    if <PyObject *>v != old:
+        Py_INCREF(v)
+        slot[0] = <PyObject *>v
+        Py_XDECREF(old)
+    return 0
+
+
+cdef object _aio_received(object data, Py_ssize_t cap, Py_ssize_t n):
+    # The bytes of a read of n into `data` (cap bytes) and the shared buffer.
+    if n > cap:
+        whole = PyBytes_FromStringAndSize(NULL, n)
+        memcpy(PyBytes_AS_STRING(whole), PyBytes_AS_STRING(data), cap)
+        memcpy(PyBytes_AS_STRING(whole) + cap, _aio_rbuf, n - cap)
+        return whole
+    elif n * 2 < cap:
+        # Far shorter than its capacity: a copy of its length, so a protocol
+        # keeping it holds n bytes, not cap.
+        data = PyBytes_FromStringAndSize(PyBytes_AS_STRING(data), n)
+    else:
+        fastio_bytes_truncate(data, n)
+    return data
+
+
 cdef object _aio_read_ready__data_received(object self):
     # asyncio's steps. max_size is compared in C (no int object made for
     # the bound), and a protocol other than asyncio's StreamReaderProtocol
@@ -246,9 +313,12 @@ cdef object _aio_read_ready__data_received(object self):
     # _aio_call_failed (as in _aio_read_ready__get_buffer).
     cdef long long size = 0
     cdef long long n
-    cdef int err, fd, overflow = 1
+    cdef long long more
+    cdef Py_ssize_t cap = 0
+    cdef int err, fd, overflow = 1, later = 0
     cdef PyObject *r
     cdef bint fast = type(self) is _aio_transport_cls
+    cdef bint plain
     if _aio_conn_lost(self, fast):
         return
     max_size = _aio_max_size(self, fast)
@@ -264,7 +334,22 @@ cdef object _aio_read_ready__data_received(object self):
     fd = _aio_sock_fd(sock)
     protocol = _tget(self, fast, _TOFF_PROTOCOL, "_protocol")
     reader = _aio_stream_reader(protocol)
-    n = fastio_recv(fd, _aio_rbuf, <Py_ssize_t>size)
+    plain = reader is None and type(protocol) is not _aio_SRP
+    if plain and fast:
+        cap = _aio_recv_cap(self, <Py_ssize_t>size)
+    if cap:
+        data = PyBytes_FromStringAndSize(NULL, cap)
+        n = fastio_recv(fd, PyBytes_AS_STRING(data), cap)
+        if n == cap and cap < size:
+            more = fastio_recv(fd, _aio_rbuf, <Py_ssize_t>size - cap)
+            if more > 0:
+                n += more
+            elif more < 0:
+                later = fastio_last_error()
+                if fastio_would_block(later):
+                    later = 0
+    else:
+        n = fastio_recv(fd, _aio_rbuf, <Py_ssize_t>size)
     err = fastio_last_error() if n < 0 else 0
     if n <= 0 and reader is not None:
         _aio_stream_reader_unused()
@@ -276,15 +361,27 @@ cdef object _aio_read_ready__data_received(object self):
     if n == 0:
         self._read_ready__on_eof()
         return
-    if reader is None and type(protocol) is not _aio_SRP:
-        r = _aio_bytes_new(_aio_rbuf, <Py_ssize_t>n)
-        if r != NULL:
-            data = <object>r
-            Py_DECREF(data)
+    if plain:
+        if fast:
+            _aio_note_recv(self, <Py_ssize_t>n)
+        if cap:
+            data = _aio_received(data, cap, <Py_ssize_t>n)
             r = PyObject_CallMethodOneArg(protocol, "data_received", data)
+        else:
+            r = _aio_bytes_new(_aio_rbuf, <Py_ssize_t>n)
+            if r != NULL:
+                data = <object>r
+                Py_DECREF(data)
+                r = PyObject_CallMethodOneArg(protocol, "data_received", data)
         if r == NULL:
             return _aio_call_failed(self, 'Fatal error: protocol.data_received() call failed.')
         Py_DECREF(<object>r)
+        if later:
+            # The second recv's error, which recv(2) reported once and
+            # cleared: the failure asyncio's next read would report, unless
+            # the transport was closed in between.
+            if not _aio_conn_lost(self, fast) and not _tget(self, fast, _TOFF_CLOSING, "_closing"):
+                self._fatal_error(_aio_oserror(later), 'Fatal read error on socket transport')
         return
     try:
         if reader is not None:

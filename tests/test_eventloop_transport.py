@@ -873,6 +873,84 @@ def test_transport_max_size_bounds_each_read(selector_loop, max_size):
     assert max(sizes) <= max_size
 
 
+def pattern(n, seed=0):
+    """n bytes in which every position differs from its neighbours (a misplaced chunk shows)."""
+    return bytes((i * 7 + seed) & 0xFF for i in range(n))
+
+
+def test_each_read_takes_what_is_there_after_large_and_small_reads(request, selector_loop):
+    # Reads of a few KiB and more are received straight into the bytes
+    # object data_received() gets, sized from the transport's previous
+    # read; a burst larger than that is still one read of up to max_size,
+    # as asyncio's recv(max_size), and a short read after long ones is a
+    # bytes object of its own length. Sizes and bytes as on asyncio; on
+    # io_uring a read is at most one provided buffer (see the README).
+    aio_loop = selector_loop
+    proto = SizeRecorder(aio_loop)
+    chunks = []
+    proto_data_received = proto.data_received
+
+    def keep(data):
+        chunks.append(data)
+        proto_data_received(data)
+
+    proto.data_received = keep
+    sends = [20000, 100000, 16384, 16384, 5, 70000, 4096, 3000]
+
+    async def main():
+        a, b = socket.socketpair()
+        b.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        transport, _ = await aio_loop.connect_accepted_socket(lambda: proto, a)
+        total = 0
+        for i, n in enumerate(sends):
+            b.sendall(pattern(n, i))    # all queued before the loop reads
+            total += n
+            await proto.expect(total)
+        transport.close()
+        await proto.lost
+        b.close()
+
+    run(aio_loop, main())
+    if request.node.callspec.params["selector_loop"] == "fastio-io_uring":
+        assert b"".join(chunks) == b"".join(pattern(n, i) for i, n in enumerate(sends))
+        assert max(proto.sizes) <= 64 * 1024
+    else:
+        assert proto.sizes == sends
+        assert [bytes(c) for c in chunks] == [pattern(n, i) for i, n in enumerate(sends)]
+    for chunk in chunks:
+        assert type(chunk) is bytes and hash(chunk) == hash(bytes(bytearray(chunk)))
+
+
+def test_reset_right_after_a_read_filling_the_expected_size_is_reported(selector_loop):
+    # A reset queued behind bytes that exactly fill fastio's next read
+    # (20 KiB after a 20000-byte read): the read that goes on for more gets
+    # the reset. The bytes are delivered, then the transport fails with
+    # ConnectionResetError, as asyncio's next read reports it; the error is
+    # not lost (a later recv would only see an EOF).
+    aio_loop = selector_loop
+    proto = Recorder(aio_loop)
+
+    async def main():
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(1)
+        peer = socket.create_connection(lsock.getsockname())
+        conn, _ = lsock.accept()
+        lsock.close()
+        await aio_loop.connect_accepted_socket(lambda: proto, conn)
+        peer.sendall(pattern(20000))
+        await proto.expect(20000)
+        peer.sendall(pattern(20480, 1))
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        peer.close()    # RST, queued behind the bytes
+        return await proto.lost
+
+    exc = run(aio_loop, main())
+    assert isinstance(exc, ConnectionResetError)
+    assert bytes(proto.data) == pattern(20000) + pattern(20480, 1)
+    assert "eof" not in proto.events
+
+
 def test_transport_max_size_follows_the_class(selector_loop, monkeypatch):
     # max_size changed on asyncio's transport base class after reads have
     # been made: the next read takes the new size.
