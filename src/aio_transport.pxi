@@ -297,9 +297,9 @@ cdef object _aio_received(object data, Py_ssize_t cap, Py_ssize_t n):
         memcpy(PyBytes_AS_STRING(whole), PyBytes_AS_STRING(data), cap)
         memcpy(PyBytes_AS_STRING(whole) + cap, _aio_rbuf, n - cap)
         return whole
-    elif n * 2 < cap:
-        # Far shorter than its capacity: a copy of its length, so a protocol
-        # keeping it holds n bytes, not cap.
+    elif cap - n > 4096:
+        # Shorter than the capacity by more than the margin: a copy of its
+        # length, so a protocol keeping it never holds more than n + 4 KiB.
         data = PyBytes_FromStringAndSize(PyBytes_AS_STRING(data), n)
     else:
         fastio_bytes_truncate(data, n)
