@@ -256,7 +256,7 @@ def aio_read_ready__data_received(self):
 # no copy out of the shared buffer. The transport's `_recv_hint` slot holds
 # the capacity of its next read in KiB (a small int, no object made): the
 # last read's length rounded up to the next 4 KiB, once reads reach 4 KiB;
-# unset or 0 for smaller reads, which the shared buffer serves. A read that
+# unset for smaller reads, which the shared buffer serves. A read that
 # fills that capacity goes on with a second recv into the shared buffer, up
 # to max_size in all, as asyncio's one recv(max_size) would read. (One
 # readv(2) into both buffers would do it in one syscall, but costs more than
@@ -264,8 +264,12 @@ def aio_read_ready__data_received(self):
 cdef Py_ssize_t _AIO_DIRECT_MIN = 4096
 
 
+cdef inline PyObject **_aio_hint_slot(object self):
+    return <PyObject **>(<char *><PyObject *>self + _TOFF_RECV_HINT)
+
+
 cdef inline Py_ssize_t _aio_recv_cap(object self, Py_ssize_t size):
-    cdef PyObject *h = (<PyObject **>(<char *><PyObject *>self + _TOFF_RECV_HINT))[0]
+    cdef PyObject *h = _aio_hint_slot(self)[0]
     cdef Py_ssize_t cap
     if h == NULL or type(<object>h) is not int:
         return 0
@@ -277,12 +281,16 @@ cdef inline Py_ssize_t _aio_recv_cap(object self, Py_ssize_t size):
 
 
 cdef inline int _aio_note_recv(object self, Py_ssize_t n) except -1:
-    cdef PyObject **slot = <PyObject **>(<char *><PyObject *>self + _TOFF_RECV_HINT)
+    # Small reads leave the slot unset, so they cost a NULL test each.
+    cdef PyObject **slot = _aio_hint_slot(self)
     cdef PyObject *old = slot[0]
-    cdef Py_ssize_t k = (((n >> 12) + 1) << 2) if n >= _AIO_DIRECT_MIN else 0
-    if k > 256:
-        k = 256
-    cdef object v = k   # a cached small int: 0..256
+    cdef object v
+    if n < _AIO_DIRECT_MIN:
+        if old != NULL:
+            slot[0] = NULL
+            Py_XDECREF(old)
+        return 0
+    v = min((((n >> 12) + 1) << 2), 256)    # a cached small int: 8..256
     if <PyObject *>v != old:
         Py_INCREF(v)
         slot[0] = <PyObject *>v
