@@ -40,18 +40,6 @@ cdef extern from *:
     PyObject *PyObject_CallMethodOneArg(object obj, object name, object arg)
     PyObject *_aio_bytes_new "PyBytes_FromStringAndSize" (const char *p, Py_ssize_t n)
 
-cdef extern from *:
-    """
-    /* Make `b`, a bytes object nothing else has seen yet (made by
-     * PyBytes_FromStringAndSize(NULL, m), m >= n), n bytes long. Its memory
-     * stays m bytes until it is freed. */
-    static CYTHON_INLINE void fastio_bytes_truncate(PyObject *b, Py_ssize_t n) {
-        Py_SET_SIZE(b, n);
-        PyBytes_AS_STRING(b)[n] = '\\0';
-    }
-    """
-    void fastio_bytes_truncate(object b, Py_ssize_t n)
-
 cdef object _aio_py_read_data_received = None
 cdef object _aio_py_read_get_buffer = None
 cdef object _aio_py_write = None
@@ -252,18 +240,8 @@ def aio_read_ready__data_received(self):
     return _aio_read_ready__data_received(self)
 
 
-# Large reads go straight into the bytes object handed to data_received():
-# no copy out of the shared buffer. The transport's `_recv_hint` slot holds
-# the capacity of its next read in KiB (a small int, no object made): the
-# last read's length rounded up to the next 4 KiB, once reads reach 4 KiB;
-# unset for smaller reads, which the shared buffer serves. A read that
-# fills that capacity goes on with a second recv into the shared buffer, up
-# to max_size in all, as asyncio's one recv(max_size) would read. (One
-# readv(2) into both buffers would do it in one syscall, but costs more than
-# recv(2) here: the kernel copies into a single buffer faster.)
-cdef Py_ssize_t _AIO_DIRECT_MIN = 4096
-
-
+# The transport's `_recv_hint` slot holds _recv_cap_after()'s capacity for
+# its next read, in KiB (a small int, no object made); unset for small reads.
 cdef inline PyObject **_aio_hint_slot(object self):
     return <PyObject **>(<char *><PyObject *>self + _TOFF_RECV_HINT)
 
@@ -281,37 +259,22 @@ cdef inline Py_ssize_t _aio_recv_cap(object self, Py_ssize_t size):
 
 
 cdef inline int _aio_note_recv(object self, Py_ssize_t n) except -1:
-    # Small reads leave the slot unset, so they cost a NULL test each.
+    # Reads the shared buffer serves leave the slot unset: a NULL test each.
     cdef PyObject **slot = _aio_hint_slot(self)
     cdef PyObject *old = slot[0]
+    cdef Py_ssize_t cap = _recv_cap_after(n)
     cdef object v
-    if n < _AIO_DIRECT_MIN:
+    if cap == 0:
         if old != NULL:
             slot[0] = NULL
             Py_XDECREF(old)
         return 0
-    v = min((((n >> 12) + 1) << 2), 256)    # a cached small int: 8..256
+    v = cap >> 10   # a cached small int: 8..64
     if <PyObject *>v != old:
         Py_INCREF(v)
         slot[0] = <PyObject *>v
         Py_XDECREF(old)
     return 0
-
-
-cdef object _aio_received(object data, Py_ssize_t cap, Py_ssize_t n):
-    # The bytes of a read of n into `data` (cap bytes) and the shared buffer.
-    if n > cap:
-        whole = PyBytes_FromStringAndSize(NULL, n)
-        memcpy(PyBytes_AS_STRING(whole), PyBytes_AS_STRING(data), cap)
-        memcpy(PyBytes_AS_STRING(whole) + cap, _aio_rbuf, n - cap)
-        return whole
-    elif cap - n > 4096:
-        # Shorter than the capacity by more than the margin: a copy of its
-        # length, so a protocol keeping it never holds more than n + 4 KiB.
-        data = PyBytes_FromStringAndSize(PyBytes_AS_STRING(data), n)
-    else:
-        fastio_bytes_truncate(data, n)
-    return data
 
 
 cdef object _aio_read_ready__data_received(object self):
@@ -321,9 +284,8 @@ cdef object _aio_read_ready__data_received(object self):
     # _aio_call_failed (as in _aio_read_ready__get_buffer).
     cdef long long size = 0
     cdef long long n
-    cdef long long more
     cdef Py_ssize_t cap = 0
-    cdef int err, fd, overflow = 1, later = 0
+    cdef int err = 0, fd, overflow = 1, later = 0
     cdef PyObject *r
     cdef bint fast = type(self) is _aio_transport_cls
     cdef bint plain
@@ -346,19 +308,10 @@ cdef object _aio_read_ready__data_received(object self):
     if plain and fast:
         cap = _aio_recv_cap(self, <Py_ssize_t>size)
     if cap:
-        data = PyBytes_FromStringAndSize(NULL, cap)
-        n = fastio_recv(fd, PyBytes_AS_STRING(data), cap)
-        if n == cap and cap < size:
-            more = fastio_recv(fd, _aio_rbuf, <Py_ssize_t>size - cap)
-            if more > 0:
-                n += more
-            elif more < 0:
-                later = fastio_last_error()
-                if fastio_would_block(later):
-                    later = 0
+        data = _recv_sized(fd, _aio_rbuf, cap, <Py_ssize_t>size, &n, &err, &later)
     else:
         n = fastio_recv(fd, _aio_rbuf, <Py_ssize_t>size)
-    err = fastio_last_error() if n < 0 else 0
+        err = fastio_last_error() if n < 0 else 0
     if n <= 0 and reader is not None:
         _aio_stream_reader_unused()
     if n < 0:
@@ -373,7 +326,6 @@ cdef object _aio_read_ready__data_received(object self):
         if fast:
             _aio_note_recv(self, <Py_ssize_t>n)
         if cap:
-            data = _aio_received(data, cap, <Py_ssize_t>n)
             r = PyObject_CallMethodOneArg(protocol, "data_received", data)
         else:
             r = _aio_bytes_new(_aio_rbuf, <Py_ssize_t>n)
@@ -385,9 +337,9 @@ cdef object _aio_read_ready__data_received(object self):
             return _aio_call_failed(self, 'Fatal error: protocol.data_received() call failed.')
         Py_DECREF(<object>r)
         if later:
-            # The second recv's error, which recv(2) reported once and
-            # cleared: the failure asyncio's next read would report, unless
-            # the transport was closed in between.
+            # The second recv's error (see _recv_sized): the failure
+            # asyncio's next read would report, unless the transport was
+            # closed in between.
             if not _aio_conn_lost(self, fast) and not _tget(self, fast, _TOFF_CLOSING, "_closing"):
                 self._fatal_error(_aio_oserror(later), 'Fatal read error on socket transport')
         return

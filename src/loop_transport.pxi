@@ -7,6 +7,78 @@
 # and C methods.
 
 
+cdef extern from *:
+    """
+    /* Make `b`, a bytes object nothing else has seen yet (made by
+     * PyBytes_FromStringAndSize(NULL, m), m >= n), n bytes long. Its memory
+     * stays m bytes until it is freed. */
+    static CYTHON_INLINE void fastio_bytes_truncate(PyObject *b, Py_ssize_t n) {
+        Py_SET_SIZE(b, n);
+        PyBytes_AS_STRING(b)[n] = '\\0';
+    }
+    """
+    void fastio_bytes_truncate(object b, Py_ssize_t n)
+
+
+# Reads into the bytes object data_received() gets, for both transports
+# (TransportCore here, EventLoop's in aio_transport.pxi). A read of 4 KiB to
+# 64 KiB sizes the connection's next one: that length rounded up to the next
+# 4 KiB. (Larger blocks would come and go from malloc's top of heap, which
+# glibc trims and grows again: page faults, not a copy, per read.) That next read then goes straight into a bytes object of that
+# capacity, with no copy out of the loop's shared buffer; smaller reads use
+# the shared buffer and a copy. A read that fills the capacity goes on with
+# a second recv into the shared buffer, up to max_size in all, as one
+# recv(max_size) would read. (One readv(2) into both buffers would do it in
+# one syscall, but costs more than recv(2) here: the kernel copies into a
+# single buffer faster.)
+cdef Py_ssize_t _RECV_DIRECT_MIN = 4096
+
+
+cdef Py_ssize_t _RECV_DIRECT_MAX = 64 * 1024
+
+
+cdef inline Py_ssize_t _recv_cap_after(Py_ssize_t n):
+    # The capacity of the read after one of n bytes; 0: the shared buffer.
+    if n < _RECV_DIRECT_MIN or n >= _RECV_DIRECT_MAX:
+        return 0
+    return ((n >> 12) + 1) << 12
+
+
+cdef object _recv_sized(int fd, char *rbuf, Py_ssize_t cap, Py_ssize_t size,
+                        long long *n, int *err, int *later):
+    # Receive up to `size` (> cap) bytes: into a new bytes object of `cap`,
+    # and on into `rbuf` if that fills. Returns the bytes (*n > 0), or None
+    # with *n the recv's result (0 at EOF; -1 with the error in *err).
+    # *later is an error the second recv got: recv(2) reports one once and
+    # clears it, so the caller reports it after these bytes (0 if none).
+    cdef long long got, more
+    later[0] = 0
+    data = PyBytes_FromStringAndSize(NULL, cap)
+    got = fastio_recv(fd, PyBytes_AS_STRING(data), cap)
+    n[0] = got
+    if got <= 0:
+        err[0] = fastio_last_error() if got < 0 else 0
+        return None
+    if got == cap and cap < size:
+        more = fastio_recv(fd, rbuf, size - cap)
+        if more > 0:
+            whole = PyBytes_FromStringAndSize(NULL, cap + more)
+            memcpy(PyBytes_AS_STRING(whole), PyBytes_AS_STRING(data), cap)
+            memcpy(PyBytes_AS_STRING(whole) + cap, rbuf, more)
+            n[0] = cap + more
+            return whole
+        if more < 0:
+            later[0] = fastio_last_error()
+            if fastio_would_block(later[0]):
+                later[0] = 0
+    if cap - got > 4096:
+        # Shorter than the capacity by more than the margin: a copy of its
+        # length, so a protocol keeping it never holds more than n + 4 KiB.
+        return PyBytes_FromStringAndSize(PyBytes_AS_STRING(data), got)
+    fastio_bytes_truncate(data, got)
+    return data
+
+
 @cython.final
 cdef class _ReadHandle(Handle):
     # The transport's reader: dispatch calls it as a C method, no Python call.
@@ -53,6 +125,7 @@ cdef class TransportCore:
     # Only here.
     cdef int _cfd
     cdef Py_ssize_t _max_size
+    cdef Py_ssize_t _recv_cap   # the next read's capacity (_recv_sized); 0: the shared buffer
     cdef bint _protocol_paused
     cdef _ReadHandle _reader
     cdef _WriteHandle _writer
@@ -81,10 +154,17 @@ cdef class TransportCore:
     # --- event side
 
     cdef int _read_ready(self) except -1:
-        cdef long long n = fastio_recv(self._cfd, self._loop._rbuf, self._max_size)
-        cdef int err
+        cdef long long n
+        cdef int err = 0, later = 0
+        data = None
+        if self._recv_cap and self._c_data_received == NULL:
+            data = _recv_sized(self._cfd, self._loop._rbuf, self._recv_cap, self._max_size,
+                               &n, &err, &later)
+        else:
+            n = fastio_recv(self._cfd, self._loop._rbuf, self._max_size)
+            if n < 0:
+                err = fastio_last_error()
         if n < 0:
-            err = fastio_last_error()
             if not fastio_would_block(err):
                 self._fatal_error(OSError(err, _os.strerror(err)),
                                   "Fatal read error on socket transport")
@@ -95,12 +175,19 @@ cdef class TransportCore:
             except Exception as exc:
                 self._fatal_error(exc, "protocol.data_received() call failed.")
             return 0
-        data = PyBytes_FromStringAndSize(self._loop._rbuf, n)
-        if data:
+        if n:
+            self._recv_cap = min(_recv_cap_after(n), self._max_size)
+            if data is None:
+                data = PyBytes_FromStringAndSize(self._loop._rbuf, n)
             try:
                 self._protocol.data_received(data)
             except Exception as exc:
                 self._fatal_error(exc, "protocol.data_received() call failed.")
+                return 0
+            if later and not self._closing and not self._conn_lost:
+                # The second recv's error (see _recv_sized).
+                self._fatal_error(OSError(later, _os.strerror(later)),
+                                  "Fatal read error on socket transport")
             return 0
         self._loop._remove_io(self._fd, True)
         try:

@@ -332,3 +332,85 @@ def test_1000_concurrent_connections(any_loop):
         c.transport.close()
     server.close()
     any_loop.run_until(clients[-1].lost)
+
+
+class SizeCollector(Collector):
+    """A Collector that keeps every chunk and can wait for a running total."""
+
+    def __init__(self, loop):
+        super().__init__(loop)
+        self.chunks = []
+        self._want = None
+
+    def data_received(self, data):
+        self.chunks.append(data)
+        super().data_received(data)
+        if self._want is not None and len(self.data) >= self._want[0] and not self._want[1].done():
+            self._want[1].set_result(None)
+
+    def reach(self, total):
+        fut = self.loop.create_future()
+        self._want = (total, fut)
+        if len(self.data) >= total:
+            fut.set_result(None)
+        return fut
+
+
+def _pattern(n, seed=0):
+    return bytes((i * 7 + seed) & 0xFF for i in range(n))
+
+
+def _accepted_pair(any_loop, proto):
+    """Return a blocking peer socket connected to `proto` on a server of the loop."""
+    server = any_loop.create_server(lambda: proto)
+    peer = socket.create_connection(("127.0.0.1", _port(server)))
+    peer.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return server, peer
+
+
+def test_each_read_takes_what_is_there_after_large_and_small_reads(any_loop):
+    # Reads of 4 KiB to 64 KiB size the next one, which goes straight into
+    # the bytes object data_received() gets; a burst larger than that is
+    # still one read (up to max_size), as on asyncio, and every chunk is a
+    # proper bytes object of its length. On io_uring a read is at most one
+    # provided buffer: there only the bytes are compared.
+    loop = any_loop.loop
+    proto = SizeCollector(loop)
+    server, peer = _accepted_pair(any_loop, proto)
+    sends = [20000, 40000, 16384, 16384, 5, 50000, 4096, 3000]
+    total = 0
+    for i, n in enumerate(sends):
+        peer.sendall(_pattern(n, i))    # all queued before the loop reads
+        total += n
+        any_loop.run_until(proto.reach(total))
+    peer.close()
+    any_loop.run_until(proto.lost)
+    server.close()
+    want = [_pattern(n, i) for i, n in enumerate(sends)]
+    if any_loop.kind == "fastio-io_uring":
+        assert b"".join(proto.chunks) == b"".join(want)
+    else:
+        assert [len(c) for c in proto.chunks] == sends
+        assert proto.chunks == want
+    for chunk in proto.chunks:
+        assert type(chunk) is bytes and hash(chunk) == hash(bytes(bytearray(chunk)))
+
+
+def test_reset_right_after_a_read_filling_the_expected_size_is_reported(any_loop):
+    # A reset queued behind bytes that exactly fill fastio's next read
+    # (20 KiB after a 20000-byte read): the read that goes on for more gets
+    # the reset, which recv(2) reports once. The bytes are delivered, then
+    # connection_lost(ConnectionResetError), never an EOF.
+    loop = any_loop.loop
+    proto = SizeCollector(loop)
+    server, peer = _accepted_pair(any_loop, proto)
+    peer.sendall(_pattern(20000))
+    any_loop.run_until(proto.reach(20000))
+    peer.sendall(_pattern(20480, 1))
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    peer.close()    # RST, queued behind the bytes
+    exc = any_loop.run_until(proto.lost)
+    server.close()
+    assert isinstance(exc, ConnectionResetError)
+    assert bytes(proto.data) == _pattern(20000) + _pattern(20480, 1)
+    assert "eof" not in proto.events
