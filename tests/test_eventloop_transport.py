@@ -843,14 +843,16 @@ def test_transport_over_socketpair_with_connect_accepted_socket(aio_loop):
 
 
 class SizeRecorder(Recorder):
-    """A Recorder that also keeps the size of every data_received()."""
+    """A Recorder that also keeps every data_received() chunk and its size."""
 
     def __init__(self, loop):
         super().__init__(loop)
         self.sizes = []
+        self.chunks = []
 
     def data_received(self, data):
         self.sizes.append(len(data))
+        self.chunks.append(data)
         super().data_received(data)
 
 
@@ -887,14 +889,7 @@ def test_each_read_takes_what_is_there_after_large_and_small_reads(request, sele
     # io_uring a read is at most one provided buffer (see the README).
     aio_loop = selector_loop
     proto = SizeRecorder(aio_loop)
-    chunks = []
-    proto_data_received = proto.data_received
-
-    def keep(data):
-        chunks.append(data)
-        proto_data_received(data)
-
-    proto.data_received = keep
+    chunks = proto.chunks
     sends = [20000, 100000, 16384, 16384, 5, 70000, 4096, 3000]
 
     async def main():

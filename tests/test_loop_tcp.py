@@ -335,25 +335,21 @@ def test_1000_concurrent_connections(any_loop):
 
 
 class SizeCollector(Collector):
-    """A Collector that keeps every chunk and can wait for a running total."""
+    """A Collector that keeps every chunk, and waits for a new total each time."""
 
     def __init__(self, loop):
         super().__init__(loop)
         self.chunks = []
-        self._want = None
 
     def data_received(self, data):
         self.chunks.append(data)
         super().data_received(data)
-        if self._want is not None and len(self.data) >= self._want[0] and not self._want[1].done():
-            self._want[1].set_result(None)
 
     def reach(self, total):
-        fut = self.loop.create_future()
-        self._want = (total, fut)
-        if len(self.data) >= total:
-            fut.set_result(None)
-        return fut
+        """Return a future done once `total` bytes have arrived (call before they are sent)."""
+        self.expect = total
+        self.got_all = self.loop.create_future()
+        return self.got_all
 
 
 def _pattern(n, seed=0):
@@ -380,9 +376,10 @@ def test_each_read_takes_what_is_there_after_large_and_small_reads(any_loop):
     sends = [20000, 40000, 16384, 16384, 5, 50000, 4096, 3000]
     total = 0
     for i, n in enumerate(sends):
-        peer.sendall(_pattern(n, i))    # all queued before the loop reads
         total += n
-        any_loop.run_until(proto.reach(total))
+        reached = proto.reach(total)
+        peer.sendall(_pattern(n, i))    # all queued before the loop reads
+        any_loop.run_until(reached)
     peer.close()
     any_loop.run_until(proto.lost)
     server.close()
@@ -404,8 +401,9 @@ def test_reset_right_after_a_read_filling_the_expected_size_is_reported(any_loop
     loop = any_loop.loop
     proto = SizeCollector(loop)
     server, peer = _accepted_pair(any_loop, proto)
+    reached = proto.reach(20000)
     peer.sendall(_pattern(20000))
-    any_loop.run_until(proto.reach(20000))
+    any_loop.run_until(reached)
     peer.sendall(_pattern(20480, 1))
     peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     peer.close()    # RST, queued behind the bytes
