@@ -68,7 +68,7 @@ cdef double MAX_WAIT = 24 * 3600.0
 
 # One file per concept, in dependency order.
 include "loop_handles.pxi"     # Handle, TimerHandle
-include "loop_timers.pxi"      # the timer heap
+include "loop_timers.pxi"      # the timer heap (both faces)
 include "loop_fdtable.pxi"     # fd -> reader/writer/handler
 include "loop_core.pxi"        # LoopCore: queues, registration, one iteration
 include "loop_transport.pxi"   # the TCP transport's hot path
@@ -81,7 +81,6 @@ include "aio_state.pxi"        # EventLoop's slots, read at their offsets
 include "aio_transport.pxi"
 include "aio_streams.pxi"       # StreamReaderProtocol.data_received, compiled
 include "aio_handles.pxi"
-include "aio_heap.pxi"         # heapq's push/pop over asyncio's timer heap
 include "aio_loop.pxi"
 include "aio_sock.pxi"         # readers/writers; setup and helpers of the next
 include "aio_sock_coro.pxi"    # the sock_*() coroutines and the accept loop

@@ -286,7 +286,7 @@ cdef object _aio_new_timer(object loop, object when, object callback, tuple args
     _slot_set(timer, _OFF_SCHEDULED, False)
     scheduled = loop._scheduled
     if type(scheduled) is list:
-        _aio_heap_push(<list>scheduled, timer)
+        _heap_push(<list>scheduled, timer)
     else:
         _aio_heappush(scheduled, timer)
     _slot_set(timer, _OFF_SCHEDULED, True)

@@ -21,8 +21,6 @@ from cpython.long cimport PyLong_AsLongAndOverflow
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 
 cdef object _aio_base_run_once = None
-cdef object _aio_heappop = None
-cdef object _aio_heapify = None
 cdef object _aio_max_select_timeout = None
 cdef Py_ssize_t _aio_min_scheduled = 100
 cdef object _aio_min_cancelled_fraction = None
@@ -47,12 +45,9 @@ def aio_setup(base_events, selector_events, events, callback_error):
     :param callback_error: `callback_error(handle, exc)`, what asyncio's
         Handle._run does with an exception from the callback.
     """
-    global _aio_base_run_once, _aio_heappop, _aio_heapify, _aio_max_select_timeout
+    global _aio_base_run_once, _aio_max_select_timeout
     global _aio_min_scheduled, _aio_min_cancelled_fraction
-    import heapq
     _aio_base_run_once = base_events.BaseEventLoop._run_once
-    _aio_heappop = heapq.heappop
-    _aio_heapify = heapq.heapify
     _aio_max_select_timeout = base_events.MAXIMUM_SELECT_TIMEOUT
     _aio_min_scheduled = base_events._MIN_SCHEDULED_TIMER_HANDLES
     _aio_min_cancelled_fraction = base_events._MIN_CANCELLED_TIMER_HANDLES_FRACTION
@@ -69,7 +64,7 @@ def aio_setup(base_events, selector_events, events, callback_error):
 
 def aio_run_once(self):
     """Run one full iteration of the event loop; same steps as asyncio's."""
-    cdef list scheduled, new_scheduled
+    cdef list scheduled
     cdef Py_ssize_t sched_count, ntodo, i
     cdef object handle, timeout, ready, event_list, end_time, selector, poller
     cdef object uring = None
@@ -83,20 +78,13 @@ def aio_run_once(self):
     if (sched_count > _aio_min_scheduled and
             self._timer_cancelled_count / sched_count > _aio_min_cancelled_fraction):
         # Drop cancelled timers when they are too many, as asyncio does.
-        new_scheduled = []
-        for handle in scheduled:
-            if handle._cancelled:
-                handle._scheduled = False
-            else:
-                new_scheduled.append(handle)
-        _aio_heapify(new_scheduled)
-        self._scheduled = scheduled = new_scheduled
+        self._scheduled = scheduled = _heap_drop_cancelled(scheduled)
         self._timer_cancelled_count = 0
     else:
         # Cancelled timers at the head of the heap go now.
         while scheduled and (<object>PyList_GET_ITEM(scheduled, 0))._cancelled:
             self._timer_cancelled_count -= 1
-            handle = _aio_heap_pop(scheduled)
+            handle = _heap_pop(scheduled)
             handle._scheduled = False
 
     ready = _tget(self, fast, _LOFF_READY, "_ready")
@@ -128,7 +116,7 @@ def aio_run_once(self):
         handle = <object>PyList_GET_ITEM(scheduled, 0)
         if handle._when >= end_time:
             break
-        handle = _aio_heap_pop(scheduled)
+        handle = _heap_pop(scheduled)
         handle._scheduled = False
         ready.append(handle)
 
@@ -267,7 +255,7 @@ cdef object _aio_run_direct(object self, bint fast, object selector, object poll
         handle = <object>PyList_GET_ITEM(scheduled, 0)
         if handle._when >= end_time:
             break
-        handle = _aio_heap_pop(scheduled)
+        handle = _heap_pop(scheduled)
         handle._scheduled = False
         if due is None:
             due = [handle]

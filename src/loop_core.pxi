@@ -156,20 +156,11 @@ cdef class LoopCore:
     cdef int _timer_cancelled(self) except -1:
         # Cancelled timers stay in the heap until due; rebuild it when they
         # are the majority so a cancel-heavy load keeps it small.
-        cdef Py_ssize_t n = PyList_GET_SIZE(self._timers), i
-        cdef TimerHandle t
+        cdef Py_ssize_t n = PyList_GET_SIZE(self._timers)
         self._timer_cancelled_count += 1
         if n <= 64 or self._timer_cancelled_count * 2 <= n:
             return 0
-        live = []
-        for t in self._timers:
-            if t._cancelled:
-                t._scheduled = False
-            else:
-                live.append(t)
-        for i in reversed(range(PyList_GET_SIZE(live) // 2)):
-            _sift_up(live, i)
-        self._timers = live
+        self._timers = _heap_drop_cancelled(self._timers)
         self._timer_cancelled_count = 0
         return 0
 

@@ -57,6 +57,28 @@ def test_timers_fire_in_deadline_order_never_early(any_loop):
     assert all(at >= whens[i] for i, at in fired)
 
 
+@pytest.mark.parametrize("cancel", ["none", "most"])
+def test_equal_deadlines_fire_in_the_order_they_were_scheduled(fastio_loop, cancel):
+    # Loop's contract (asyncio leaves equal deadlines in heap order): ties
+    # break by scheduling order, also after cancelling most timers makes
+    # the loop rebuild its heap.
+    loop = fastio_loop.loop
+    rng = random.Random(11)
+    base = loop.time()
+    whens = [base + rng.randrange(5) * 0.002 for _ in range(300)]
+    fired = []
+    handles = [loop.call_at(when, fired.append, i) for i, when in enumerate(whens)]
+    kept = list(range(300))
+    if cancel == "most":
+        kept = kept[::3]
+        for i, h in enumerate(handles):
+            if i % 3:
+                h.cancel()
+    loop.call_later(0.05, loop.stop)
+    loop.run_forever()
+    assert fired == sorted(kept, key=lambda i: (whens[i], i))
+
+
 def test_call_at_never_fires_before_its_deadline(any_loop):
     loop = any_loop.loop
     seen = []
