@@ -151,7 +151,7 @@ def _make_class() -> Any:
                 self._stream.done()
 
         def get_write_buffer_size(self) -> int:
-            return self._stream.owed_bytes()
+            return self._stream.unsent_bytes()
 
         def writelines(self, list_of_data: Any) -> None:
             if self._eof:

@@ -248,6 +248,10 @@ cdef object _aio_run_direct(object self, bint fast, object selector, object poll
         else:
             PyMem_Free(evs)
     key = fileobj = reader = writer = None
+    if uring is not None:
+        # The sends the wait completed leave the write buffers now; their
+        # completions are handled below, after the I/O callbacks.
+        (<UringDriver>uring)._note_sent()
 
     # Timers due within the clock's resolution, taken as asyncio takes them.
     end_time = _aio_loop_time(self) + _tget(self, fast, _LOFF_CLOCK_RES, "_clock_resolution")
@@ -316,5 +320,7 @@ def aio_process_events(self, event_list):
     uring = getattr(self, "_uring", None)
     if uring is not None:
         # The io_uring completions, as I/O events: behind the I/O callbacks,
-        # ahead of the timers the iteration queues next.
+        # ahead of the timers the iteration queues next. The sends among
+        # them leave the write buffers now (see _aio_run_direct).
+        (<UringDriver?>uring)._note_sent()
         ready.append(_aio_Handle(uring._reap, (), self, None))

@@ -256,8 +256,14 @@ cdef class AioUringStream(UringStream):
         """Return the bytes written and not yet sent."""
         return self.owed()
 
+    def unsent_bytes(self):
+        """Return the write buffer's size: owed_bytes() less what the kernel
+        took in a send whose completion is not handled yet."""
+        return self.unsent()
+
     def drop(self):
-        """Drop what is owed, cancel the send in flight; return how much that was."""
+        """Drop what is owed, cancel the send in flight; return how much of
+        it the kernel had not taken."""
         return self.drop_output()
 
     def done(self):

@@ -313,6 +313,28 @@ cdef class UringDriver:
         """Hand this iteration's completions to their streams."""
         self._reap_c()
 
+    cdef int _note_sent(self) except -1:
+        """Tell each stream what its send completion, not handled yet,
+        says the kernel took, so its write buffer's size drops at once.
+
+        A face that handles the completions after other callbacks of the
+        iteration (asyncio's: after the handles ready before the wait)
+        calls it right after the wait: a write made before the wait has
+        then left the buffer, as a readiness transport's send(2) would have
+        emptied it, before any callback asks get_write_buffer_size().
+        """
+        cdef fastio_uring_hub *hub = self._hub
+        cdef size_t i
+        cdef fastio_uring_cqe *cqe
+        cdef object s
+        for i in range(hub.ndone):
+            cqe = &hub.done[i]
+            if <int>(cqe.user_data & 0xff) == FASTIO_UD_SEND and cqe.res > 0:
+                s = self._slots[<Py_ssize_t>(cqe.user_data >> 8)]
+                if s is not None:
+                    (<UringStream>s)._acked = cqe.res
+        return 0
+
     cdef int _reap_c(self) except -1:
         cdef fastio_uring_hub *hub = self._hub
         cdef size_t i = 0, n = hub.ndone
@@ -366,6 +388,9 @@ cdef class UringStream:
     # The send SQE in flight and its position in the SQ (see write()).
     cdef fastio_uring_sqe *_send_sqe
     cdef unsigned _send_pos
+    # What the send's completion, waiting in the driver, says the kernel
+    # took (UringDriver._note_sent), until _on_send handles it.
+    cdef Py_ssize_t _acked
     cdef bytearray _held     # received while reading was paused
     cdef bint _held_eof      # ... and then the EOF
     cdef int _held_err       # ... or then this error (errno)
@@ -561,6 +586,12 @@ cdef class UringStream:
         """Return the bytes written and not yet sent (in flight + collected)."""
         return self._slen - self._soff + self._plen
 
+    cdef Py_ssize_t unsent(self) except -1:
+        """Return owed() less what a completion not handled yet says the
+        kernel took: the write buffer's size as a readiness transport's
+        send(2) would have left it."""
+        return self._slen - self._soff + self._plen - self._acked
+
     cdef int write_bytes(self, bytes data, bint now=False) except -1:
         """write() the bytes of `data`."""
         return self.write(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), now)
@@ -655,6 +686,7 @@ cdef class UringStream:
     cdef int _on_send(self, int res) except -1:
         self._send_busy = False
         self._inflight -= 1
+        self._acked = 0
         if self._dropped:
             # The bytes in flight were counted as dropped.
             self._soff = self._slen = 0
@@ -671,8 +703,10 @@ cdef class UringStream:
 
     cdef Py_ssize_t drop_output(self) except -1:
         """Drop what is owed and cancel the send in flight; return how much
-        that was. Nothing is sent from then on."""
-        cdef Py_ssize_t owed = self.owed()
+        of it the kernel had not taken (unsent()). Nothing is sent from
+        then on."""
+        cdef Py_ssize_t owed = self.unsent()
+        self._acked = 0
         self._dropped = True
         self._plen = 0
         self._soff = self._slen

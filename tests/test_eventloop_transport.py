@@ -180,6 +180,44 @@ def test_write_buffer_limits_pause_and_resume_writing(aio_loop):
     assert flow == ["pause", "resume"]
 
 
+def test_written_bytes_leave_the_buffer_size_before_a_task_they_wake_runs(aio_loop):
+    # aiohttp's upload progress is output_size - get_write_buffer_size(),
+    # read by a task each write wakes. asyncio's send(2) in write() empties
+    # the buffer at once; io_uring's send leaves with the next wait, and the
+    # size must drop then, before the task it woke reads it.
+    async def main():
+        server, sp, cp = await tcp_pair(aio_loop)
+        tr = cp.transport
+        chunk = b"z" * 4096
+        written = asyncio.Event()
+        sampled = asyncio.Event()
+        seen = []
+
+        async def writer():
+            for _ in range(8):
+                tr.write(chunk)
+                written.set()
+                await sampled.wait()
+                sampled.clear()
+
+        async def sampler():
+            for _ in range(8):
+                await written.wait()
+                written.clear()
+                seen.append(tr.get_write_buffer_size())
+                sampled.set()
+
+        sampling = asyncio.ensure_future(sampler())
+        await asyncio.sleep(0)  # the sampler waits before the first write
+        await writer()
+        await sampling
+        await sp.expect(8 * len(chunk))
+        await finish(server, sp, cp)
+        return seen
+
+    assert run(aio_loop, main()) == [0] * 8
+
+
 def test_set_write_buffer_limits_rejects_bad_marks(aio_loop):
     async def main():
         server, sp, cp = await tcp_pair(aio_loop)
