@@ -314,7 +314,16 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 def run(main: Coroutine[Any, Any, _T], *, debug: Optional[bool] = None) -> _T:
     """Run coroutine `main` on a fresh `new_event_loop()`; same contract as `asyncio.run`."""
     if sys.version_info >= (3, 11):
+        if asyncio.events._get_running_loop() is not None:
+            # Fail before making a loop, as asyncio.run() does.
+            raise RuntimeError("fastio.run() cannot be called from a running event loop")
         with asyncio.Runner(debug=debug, loop_factory=new_event_loop) as runner:
+            # What asyncio.run()'s Runner does with the loop it makes: the
+            # policy's current loop while it runs (so the policy's
+            # get_event_loop() finds it and child watchers attach to it),
+            # unset when the Runner closes.
+            asyncio.set_event_loop(runner.get_loop())
+            runner._set_event_loop = True
             return runner.run(main)
     # 3.9/3.10: asyncio.run() with the policy's loop factory swapped in.
     # An instance attribute shadows the policy's method until deleted.

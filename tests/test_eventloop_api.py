@@ -57,6 +57,56 @@ def test_run_runs_on_event_loop_and_returns_result():
         fastio.run(fail())
 
 
+def _policy_loop():
+    return asyncio.get_event_loop_policy()._local._loop
+
+
+def test_run_makes_its_loop_the_current_one_as_asyncio_run_does():
+    # The policy's get_event_loop() finds the running loop (and child
+    # watchers attach to it) while main runs; it is unset afterwards.
+    async def current():
+        return asyncio.get_event_loop_policy().get_event_loop() is asyncio.get_running_loop()
+
+    seen = {}
+    for run in (asyncio.run, fastio.run):
+        inside = run(current())
+        seen[run] = (inside, _policy_loop())
+    assert seen[fastio.run] == seen[asyncio.run] == (True, None)
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="child watchers are deprecated on 3.12+")
+def test_run_attaches_a_child_watcher_as_asyncio_run_does():
+    async def child():
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+        return await asyncio.wait_for(proc.wait(), 30)
+
+    watcher = asyncio.SafeChildWatcher()
+    asyncio.set_child_watcher(watcher)
+    try:
+        assert fastio.run(child()) == 0
+    finally:
+        asyncio.set_child_watcher(None)
+        watcher.close()
+
+
+def test_run_from_a_running_loop_fails_before_making_a_loop(recwarn, monkeypatch):
+    made = []
+    new_event_loop = _aio.new_event_loop
+    monkeypatch.setattr(_aio, "new_event_loop", lambda: made.append(1) or new_event_loop())
+
+    async def nested():
+        coro = _which_loop()
+        try:
+            with pytest.raises(RuntimeError, match="cannot be called from a running event loop"):
+                fastio.run(coro)
+        finally:
+            coro.close()
+
+    asyncio.run(nested())
+    assert not made
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
 def test_run_debug_flag():
     async def debug():
         return asyncio.get_running_loop().get_debug()
