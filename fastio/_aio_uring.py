@@ -22,6 +22,7 @@ owed, write() still sends at once).
 
 import functools
 import socket
+import sys
 from asyncio import protocols, selector_events, sslproto
 from asyncio.log import logger
 from typing import Any, Optional
@@ -153,16 +154,36 @@ def _make_class() -> Any:
         def get_write_buffer_size(self) -> int:
             return self._stream.unsent_bytes()
 
-        def writelines(self, list_of_data: Any) -> None:
-            if self._eof:
-                raise RuntimeError('Cannot call writelines() after write_eof()')
-            if self._empty_waiter is not None:
-                raise RuntimeError('unable to writelines; sendfile is in progress')
-            # One write of the joined bytes; a non-bytes-like item is a
-            # TypeError that sends nothing.
-            data = b"".join([memoryview(chunk) for chunk in list_of_data])
-            if data:
-                self.write(data)
+        if sys.version_info >= (3, 12):
+            # (before 3.12, asyncio's WriteTransport.writelines: one write()
+            # of b"".join(list_of_data), with its own errors)
+            def writelines(self, list_of_data: Any) -> None:
+                if self._eof:
+                    raise RuntimeError('Cannot call writelines() after write_eof()')
+                if self._empty_waiter is not None:
+                    raise RuntimeError('unable to writelines; sendfile is in progress')
+                # One write of the joined bytes; a non-bytes-like item is a
+                # TypeError that sends nothing.
+                data = b"".join([memoryview(chunk) for chunk in list_of_data])
+                if data:
+                    self.write(data)
+
+        def __repr__(self) -> str:
+            # asyncio's, with the states it asks its selector for taken from
+            # the stream (this transport registers nothing there).
+            info = [self.__class__.__name__]
+            if self._sock is None:
+                info.append('closed')
+            elif self._closing:
+                info.append('closing')
+            info.append(f'fd={self._sock_fd}')
+            if self._loop is not None and not self._loop.is_closed():
+                reading = self._stream is not None and self._stream.reading()
+                info.append('read=polling' if reading else 'read=idle')
+                bufsize = self.get_write_buffer_size()
+                writing = self._stream is not None and self._stream.owed_bytes()
+                info.append(f'write=<{"polling" if writing else "idle"}, bufsize={bufsize}>')
+            return '<{}>'.format(' '.join(info))
 
         def write_eof(self) -> None:
             if self._closing or self._eof:

@@ -256,6 +256,11 @@ cdef class AioUringStream(UringStream):
         """Return the bytes written and not yet sent."""
         return self.owed()
 
+    def reading(self):
+        """Return whether reading was started and is neither paused nor
+        closed: where asyncio's transport has its reader registered."""
+        return self._rctx is not None and not self._r_paused and not self._r_closing
+
     def unsent_bytes(self):
         """Return the write buffer's size: owed_bytes() less what the kernel
         took in a send whose completion is not handled yet."""
@@ -310,7 +315,15 @@ def aio_uring_write(self, data):
     if PyBytes_CheckExact(data):
         s.write_bytes(<bytes>data, PyBytes_GET_SIZE(data) > high)
     else:
-        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            # What asyncio's socket.send() raises for a buffer it cannot
+            # read (a non-contiguous memoryview), and what it does then.
+            self._fatal_error(exc, 'Fatal write error on socket transport')
+            return
         try:
             # A write over the high-water mark with nothing owed goes to the
             # kernel at once, as far as it takes it, as asyncio's write()

@@ -416,6 +416,70 @@ def expect_stock_failure(request, aio_kind, affected, reason):
         request.node.add_marker(pytest.mark.xfail(strict=True, reason=reason))
 
 
+def test_writelines_errors_are_asyncios(selector_loop):
+    # Each version's own: WriteTransport.writelines (a write() of the
+    # joined bytes) before 3.12, the socket transport's own from 3.12.
+    async def main():
+        server, sp, cp = await tcp_pair(selector_loop)
+        errors = []
+        for chunks in ([b"a", "b"], [b"a", 1]):
+            with pytest.raises(TypeError) as info:
+                cp.transport.writelines(chunks)
+            errors.append(str(info.value))
+        cp.transport.write_eof()
+        with pytest.raises(RuntimeError) as info:
+            cp.transport.writelines([b"a"])
+        errors.append(str(info.value))
+        await finish(server, sp, cp)
+        return errors
+
+    if sys.version_info >= (3, 12):
+        expected = ["memoryview: a bytes-like object is required, not 'str'",
+                    "memoryview: a bytes-like object is required, not 'int'",
+                    "Cannot call writelines() after write_eof()"]
+    else:
+        expected = ["sequence item 1: expected a bytes-like object, str found",
+                    "sequence item 1: expected a bytes-like object, int found",
+                    "Cannot call write() after write_eof()"]
+    assert run(selector_loop, main()) == expected
+
+
+def test_write_of_an_unreadable_buffer_is_a_fatal_error(selector_loop):
+    # asyncio's write() hands a non-contiguous memoryview to send(), whose
+    # BufferError goes to _fatal_error: connection_lost(BufferError), not
+    # an exception out of write().
+    async def main():
+        server, sp, cp = await tcp_pair(selector_loop)
+        selector_loop.set_exception_handler(lambda loop, context: None)
+        cp.transport.write(memoryview(b"abcdef")[::2])
+        lost = await asyncio.wait_for(cp.lost, 10)
+        await finish(server, sp, cp)
+        return type(lost), bytes(sp.data)
+
+    assert run(selector_loop, main()) == (BufferError, b"")
+
+
+def test_transport_repr_shows_reading_and_writing_as_asyncio_does(selector_loop):
+    async def main():
+        server, sp, cp = await tcp_pair(selector_loop)
+        tr = sp.transport
+        await asyncio.sleep(0)
+        reprs = [repr(tr)]
+        tr.pause_reading()
+        reprs.append(repr(tr))
+        tr.resume_reading()
+        reprs.append(repr(tr))
+        tr.close()
+        reprs.append(repr(tr))
+        await finish(server, sp, cp)
+        return [r.split(" ", 1)[1] for r in reprs], tr._sock_fd
+
+    reprs, fd = run(selector_loop, main())
+    assert reprs[0] == reprs[2] == "fd=%d read=polling write=<idle, bufsize=0>>" % fd
+    assert reprs[1] == "fd=%d read=idle write=<idle, bufsize=0>>" % fd
+    assert reprs[3].startswith("closing ") and "read=idle" in reprs[3]
+
+
 def test_writelines_skips_empty_chunks(request, aio_loop, aio_kind):
     expect_stock_failure(
         request, aio_kind, sys.version_info >= (3, 12),
