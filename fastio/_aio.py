@@ -237,6 +237,17 @@ if _c is not None:
         _uring_transports = True
         _uring: Any = None  # its UringDriver, with completion transports
 
+        def __init_subclass__(cls, **kwargs: Any) -> None:
+            # The compiled call_soon()/call_at() do what asyncio's private
+            # helpers do without calling them. A subclass overriding one of
+            # those helpers (and not the public method) gets asyncio's public
+            # method, which calls it, as a subclass of asyncio's loop would.
+            super().__init_subclass__(**kwargs)
+            for public, helpers in _PRIVATE_HELPERS:
+                if getattr(cls, public) is getattr(EventLoop, public) and any(
+                        getattr(cls, name) is not getattr(EventLoop, name) for name in helpers):
+                    setattr(cls, public, getattr(base_events.BaseEventLoop, public))
+
         def run_forever(self) -> None:
             uring = self._uring
             if uring is None or self.is_running() or self.is_closed():
@@ -264,6 +275,12 @@ if _c is not None:
             return _aio_uring.make_ssl_transport(self, *args, **kwargs)
 
     _c.aio_loop_class(EventLoop)
+
+    # What asyncio's call_soon()/call_at() call on the loop.
+    _PRIVATE_HELPERS = (
+        ("call_soon", ("_call_soon", "_check_closed", "_check_callback", "_check_thread")),
+        ("call_at", ("_check_closed", "_check_callback", "_check_thread")),
+    )
 
     # Readers/writers, the sock_*() coroutines with their callbacks, and the
     # server's accept loop: compiled twins of asyncio's (src/aio_sock.pxi).

@@ -515,3 +515,32 @@ def test_loop_clock_follows_a_patched_monotonic(selector_loop, monkeypatch, patc
     assert fired == ["due"]
     monkeypatch.undo()
     assert abs(loop.time() - time.monotonic()) < 60
+
+
+def test_subclass_overrides_of_call_soon_and_call_at_helpers_are_called(selector_loop):
+    # asyncio's call_soon() calls _check_closed() and _call_soon(), its
+    # call_at() _check_closed(): a subclass overriding those sees each call.
+    calls = []
+
+    class Loop(type(selector_loop)):
+        def _call_soon(self, callback, args, context):
+            calls.append("_call_soon")
+            return super()._call_soon(callback, args, context)
+
+        def _check_closed(self):
+            calls.append("_check_closed")
+            return super()._check_closed()
+
+    loop = Loop()
+    try:
+        del calls[:]
+        loop.call_soon(len, ())
+        loop.call_at(loop.time(), len, ())
+        loop.call_later(0, len, ())
+        seen = list(calls)
+        loop.close()
+        with pytest.raises(RuntimeError, match="closed"):
+            loop.call_soon(len, ())
+    finally:
+        loop.close()
+    assert seen == ["_check_closed", "_call_soon", "_check_closed", "_check_closed"]
