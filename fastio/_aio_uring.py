@@ -16,8 +16,9 @@ code over the methods below.
 What differs from the readiness transport: data arrives in chunks of at
 most one provided buffer (64 KiB) rather than `max_size`; a write goes out
 with the loop's next io_uring_enter instead of a send(2) inside write()
-(outside a loop run, or for a write over the high-water mark with nothing
-owed, write() still sends at once).
+(outside a loop run, write() still sends at once; a write taking what is
+owed over the high-water mark, and close(), send what is still in the SQ at
+once, so flow control and writes after close() go as asyncio's).
 """
 
 import functools
@@ -131,6 +132,10 @@ def _make_class() -> Any:
                 return
             self._closing = True
             self._stream.close()
+            # What asyncio's write() would have sent already goes now, so
+            # the buffer is empty where asyncio's is: the connection is
+            # lost soon, and writes from now on are dropped, as there.
+            self._stream.flush()
             if not self._stream.owed_bytes():
                 self._conn_lost += 1
                 self._loop.call_soon(self._call_connection_lost, None)

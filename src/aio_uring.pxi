@@ -266,6 +266,10 @@ cdef class AioUringStream(UringStream):
         took in a send whose completion is not handled yet."""
         return self.unsent()
 
+    def flush(self):
+        """Send at once what the send still in the SQ would carry (flush_now())."""
+        self.flush_now()
+
     def drop(self):
         """Drop what is owed, cancel the send in flight; return how much of
         it the kernel had not taken."""
@@ -293,7 +297,8 @@ def aio_uring_write(self, data):
     """
     cdef Py_buffer view
     cdef AioUringStream s
-    cdef Py_ssize_t high, owed
+    cdef Py_ssize_t high, owed, n
+    cdef bint now
     if not (PyBytes_Check(data) or PyByteArray_Check(data) or PyMemoryView_Check(data)):
         raise TypeError(f'data argument must be a bytes-like object, '
                         f'not {type(data).__name__!r}')
@@ -313,7 +318,7 @@ def aio_uring_write(self, data):
     high = self._high_water
     owed = s.owed()
     if PyBytes_CheckExact(data):
-        s.write_bytes(<bytes>data, PyBytes_GET_SIZE(data) > high)
+        n = PyBytes_GET_SIZE(data)
     else:
         try:
             PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
@@ -324,14 +329,25 @@ def aio_uring_write(self, data):
             # read (a non-contiguous memoryview), and what it does then.
             self._fatal_error(exc, 'Fatal write error on socket transport')
             return
-        try:
-            # A write over the high-water mark with nothing owed goes to the
-            # kernel at once, as far as it takes it, as asyncio's write()
-            # does: queued whole, it would pause the protocol where asyncio
-            # does not (and protocols swapped in later, as start_tls() does,
-            # would get a resume_writing() they never had the pause of).
-            s.write(<const char *>view.buf, view.len, view.len > high)
-        finally:
+        n = -1
+    try:
+        # A write taking what is owed over the high-water mark goes to the
+        # kernel at once, as far as it takes it, after what is still in the
+        # SQ: asyncio's write() would have sent all of it, and pauses only
+        # for what the kernel did not take. (Queued, it would pause the
+        # protocol where asyncio does not, and protocols swapped in later,
+        # as start_tls() does, would get a resume_writing() they never had
+        # the pause of.)
+        now = owed + (view.len if n < 0 else n) > high
+        if now and owed:
+            s.flush_now()
+            owed = s.owed()
+        if n >= 0:
+            s.write_bytes(<bytes>data, now)
+        else:
+            s.write(<const char *>view.buf, view.len, now)
+    finally:
+        if n < 0:
             PyBuffer_Release(&view)
     if not owed and s.owed():
         # Owed from now on: where asyncio would add its writer Handle,

@@ -646,6 +646,42 @@ cdef class UringStream:
                 self._drv._submit_now()
         return 0
 
+    cdef int flush_now(self) except -1:
+        """Send at once (send(2)), as far as the kernel takes them, the
+        bytes of a send still in the SQ: what a readiness transport's
+        write() would already have sent. The face calls it where asyncio's
+        outcome depends on its buffer being empty (close(), a write over the
+        high-water mark); the rest goes in a new send, as after a short one."""
+        cdef fastio_uring_sqe *sqe
+        cdef long long sent
+        cdef int err
+        if not (self._send_busy and not self._plen and self._drv._owner != 0
+                and self._drv._owner == PyThread_get_thread_ident()
+                and fastio_ring_sqe_unsubmitted(&self._drv._hub.ring, self._send_pos)):
+            return 0
+        if self._fd_gone(True):
+            return 0
+        # The kernel never sees that send: it becomes a no-op.
+        sqe = self._send_sqe
+        sqe.opcode = FASTIO_OP_NOP
+        sqe.flags = 0
+        sqe.fd = -1
+        sqe.addr = 0
+        sqe.len = 0
+        sqe.op_flags = 0
+        sqe.user_data = FASTIO_UD_IGNORE
+        self._send_busy = False
+        self._inflight -= 1
+        sent = fastio_send(self._fd, self._fbuf + self._soff, self._slen - self._soff)
+        if sent < 0:
+            err = fastio_last_error()
+            if not fastio_would_block(err):
+                self._up_error(err, True)  # (as _on_send reports a failed send)
+                return 0
+            sent = 0
+        self._soff += sent
+        return self._send_next()
+
     cdef int _send_next(self) except -1:
         """Put the collected bytes in flight (or the rest of a short send)."""
         cdef char *b

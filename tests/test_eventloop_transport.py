@@ -218,6 +218,44 @@ def test_written_bytes_leave_the_buffer_size_before_a_task_they_wake_runs(aio_lo
     assert run(aio_loop, main()) == [0] * 8
 
 
+def test_writes_within_the_high_water_mark_never_pause_an_idle_connection(selector_loop):
+    # asyncio's write() sends at once: two writes that together pass the
+    # mark pause nothing when the kernel takes them (io_uring queues the
+    # first one; the second sends both).
+    async def main():
+        server, sp, cp = await tcp_pair(selector_loop)
+        tr = cp.transport
+        tr.set_write_buffer_limits(high=10)
+        tr.write(b"12345678")
+        tr.write(bytearray(b"abcdefgh"))
+        tr.write(b"ABCDEFGH")
+        tr.write(memoryview(b"-ijklmnop-")[1:-1])
+        got = await sp.expect(32)
+        await finish(server, sp, cp)
+        return cp.flow, got
+
+    assert run(selector_loop, main()) == ([], b"12345678abcdefghABCDEFGHijklmnop")
+
+
+def test_writes_after_close_are_dropped_once_the_buffer_is_empty(selector_loop):
+    # asyncio's close() with an empty buffer counts the connection as lost
+    # at once: a later write() is dropped. What was written before close()
+    # in the same callback was sent by then, on io_uring too.
+    async def main():
+        server, sp, cp = await tcp_pair(selector_loop)
+        tr = cp.transport
+        tr.write(b"bye")
+        tr.close()
+        size = tr.get_write_buffer_size()
+        tr.write(b"MORE")
+        got = await asyncio.wait_for(sp.eof, 10)
+        await cp.lost
+        await finish(server, sp)
+        return size, got
+
+    assert run(selector_loop, main()) == (0, b"bye")
+
+
 def test_set_write_buffer_limits_rejects_bad_marks(aio_loop):
     async def main():
         server, sp, cp = await tcp_pair(aio_loop)
