@@ -22,6 +22,7 @@ from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 
 cdef object _aio_base_run_once = None
 cdef object _aio_max_select_timeout = None
+cdef object _aio_format_handle = None
 cdef Py_ssize_t _aio_min_scheduled = 100
 cdef object _aio_min_cancelled_fraction = None
 # fastio._impl.core_c.SelectorCore.select and the stdlib's SelectorKey: an
@@ -45,9 +46,10 @@ def aio_setup(base_events, selector_events, events, callback_error):
     :param callback_error: `callback_error(handle, exc)`, what asyncio's
         Handle._run does with an exception from the callback.
     """
-    global _aio_base_run_once, _aio_max_select_timeout
+    global _aio_base_run_once, _aio_max_select_timeout, _aio_format_handle
     global _aio_min_scheduled, _aio_min_cancelled_fraction
     _aio_base_run_once = base_events.BaseEventLoop._run_once
+    _aio_format_handle = base_events._format_handle
     _aio_max_select_timeout = base_events.MAXIMUM_SELECT_TIMEOUT
     _aio_min_scheduled = base_events._MIN_SCHEDULED_TIMER_HANDLES
     _aio_min_cancelled_fraction = base_events._MIN_CANCELLED_TIMER_HANDLES_FRACTION
@@ -125,9 +127,33 @@ def aio_run_once(self):
     popleft = ready.popleft
     for i in range(ntodo):
         handle = popleft()
-        _aio_run_handle(handle)
+        _aio_run_ready(self, fast, handle)
         _aio_handle_spent(handle)
     handle = None
+
+
+cdef inline int _aio_run_ready(object self, bint fast, object handle) except -1:
+    # asyncio reads its debug flag per handle: set_debug(True) in a callback
+    # applies from the next handle of the same iteration.
+    if _tget(self, fast, _LOFF_DEBUG, "_debug"):
+        if not _aio_cancelled(handle):
+            _aio_run_debug(self, handle)
+        return 0
+    return _aio_run_handle(handle)
+
+
+cdef int _aio_run_debug(object self, object handle) except -1:
+    # The debug branch of asyncio's _run_once.
+    try:
+        self._current_handle = handle
+        t0 = self.time()
+        handle._run()
+        dt = self.time() - t0
+        if dt >= self.slow_callback_duration:
+            _aio_logger.warning('Executing %s took %.3f seconds', _aio_format_handle(handle), dt)
+    finally:
+        self._current_handle = None
+    return 0
 
 
 cdef object _aio_core_poller(object loop, object selector):
@@ -272,18 +298,18 @@ cdef object _aio_run_direct(object self, bint fast, object selector, object poll
         while done < n0:
             handle = _aio_ready_popleft(ready)
             done += 1
-            _aio_run_handle(handle)
+            _aio_run_ready(self, fast, handle)
             _aio_handle_spent(handle)
         while j < nio:
             handle = <object>PyList_GET_ITEM(io, j)
             j += 1
-            _aio_run_handle(handle)
+            _aio_run_ready(self, fast, handle)
         if uring is not None:
             (<UringDriver>uring)._reap_c()
         while k < ndue:
             handle = <object>PyList_GET_ITEM(due, k)
             k += 1
-            _aio_run_handle(handle)
+            _aio_run_ready(self, fast, handle)
     except BaseException:
         # KeyboardInterrupt/SystemExit leave run_forever(): what this
         # iteration has not run stays at the head of the queue, in order,

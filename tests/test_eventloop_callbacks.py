@@ -544,3 +544,25 @@ def test_subclass_overrides_of_call_soon_and_call_at_helpers_are_called(selector
     finally:
         loop.close()
     assert seen == ["_check_closed", "_call_soon", "_check_closed", "_check_closed"]
+
+
+def test_debug_turned_on_in_a_callback_applies_to_the_next_handle(selector_loop, caplog):
+    # asyncio reads its debug flag per handle of the iteration.
+    seen = []
+
+    def turn_on():
+        selector_loop.set_debug(True)
+        selector_loop.slow_callback_duration = 0.0
+
+    def after():
+        seen.append(selector_loop._current_handle is not None)
+
+    selector_loop.call_soon(turn_on)
+    selector_loop.call_soon(after)
+    selector_loop.call_soon(selector_loop.stop)
+    with caplog.at_level(logging.WARNING, logger="asyncio"):
+        selector_loop.run_forever()
+    selector_loop.set_debug(False)
+    assert seen == [True]
+    assert any("Executing <Handle" in r.getMessage() and "after()" in r.getMessage()
+               for r in caplog.records)
