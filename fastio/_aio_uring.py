@@ -136,7 +136,7 @@ def _make_class() -> Any:
             # the buffer is empty where asyncio's is: the connection is
             # lost soon, and writes from now on are dropped, as there.
             self._stream.flush()
-            if not self._stream.owed_bytes():
+            if not self._conn_lost and not self._stream.owed_bytes():
                 self._conn_lost += 1
                 self._loop.call_soon(self._call_connection_lost, None)
 

@@ -654,7 +654,6 @@ cdef class UringStream:
         high-water mark); the rest goes in a new send, as after a short one."""
         cdef fastio_uring_sqe *sqe
         cdef long long sent
-        cdef int err
         if not (self._send_busy and not self._plen and self._drv._owner != 0
                 and self._drv._owner == PyThread_get_thread_ident()
                 and fastio_ring_sqe_unsubmitted(&self._drv._hub.ring, self._send_pos)):
@@ -674,10 +673,9 @@ cdef class UringStream:
         self._inflight -= 1
         sent = fastio_send(self._fd, self._fbuf + self._soff, self._slen - self._soff)
         if sent < 0:
-            err = fastio_last_error()
-            if not fastio_would_block(err):
-                self._up_error(err, True)  # (as _on_send reports a failed send)
-                return 0
+            # An error goes the way it would have: the send is queued again
+            # and fails in its turn, after the completions before it (a
+            # reset the recv already took is reported first, as such).
             sent = 0
         self._soff += sent
         return self._send_next()

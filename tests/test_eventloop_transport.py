@@ -9,8 +9,10 @@ import asyncio
 import contextvars
 import os
 import socket
+import struct
 import sys
 import tempfile
+import time
 from asyncio import selector_events
 
 import pytest
@@ -254,6 +256,35 @@ def test_writes_after_close_are_dropped_once_the_buffer_is_empty(selector_loop):
         return size, got
 
     assert run(selector_loop, main()) == (0, b"bye")
+
+
+def test_write_then_close_after_an_unseen_reset_loses_the_connection_once(selector_loop):
+    # The peer's RST arrives while a callback runs; that callback writes and
+    # closes. The connection is lost once, with a connection error, and no
+    # callback fails (io_uring's close() sends what is queued at once).
+    errors = []
+    selector_loop.set_exception_handler(lambda loop, context: errors.append(context))
+
+    async def main():
+        server, sp, cp = await tcp_pair(selector_loop)
+        sock = cp.transport.get_extra_info("socket")
+        calls = []
+        sp.connection_lost = lambda exc: calls.append(exc)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        cp.transport.abort()  # closes with an RST (linger 0)
+        await cp.lost
+        time.sleep(0.1)  # the RST is in; the loop has not run since
+        sp.transport.write(b"x")
+        sp.transport.close()
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+        server.close()
+        await server.wait_closed()
+        return calls
+
+    calls = run(selector_loop, main())
+    assert len(calls) == 1 and isinstance(calls[0], ConnectionError), calls
+    assert errors == []
 
 
 def test_set_write_buffer_limits_rejects_bad_marks(aio_loop):
