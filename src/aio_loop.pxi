@@ -175,9 +175,9 @@ cdef object _aio_core_poller(object loop, object selector):
 
 
 cdef inline bint _aio_cancelled(object handle) except -1:
-    # handle._cancelled, read from the slot of asyncio's own Handle.
+    # handle._cancelled, read from the slot of asyncio's own Handle or TimerHandle.
     cdef PyObject *p
-    if type(handle) is _aio_Handle:
+    if type(handle) is _aio_Handle or type(handle) is _aio_TimerHandle:
         p = _slot(handle, _OFF_CANCELLED)
         if p != NULL:
             return bool(<object>p)

@@ -476,6 +476,20 @@ cdef object _aio_buffer_received(object self, bint fast, long long n, int err):
     Py_DECREF(<object>r)
 
 
+cdef bint _aio_write_view(object self, object data, Py_buffer *view) except -1:
+    # Get the buffer of a write()'s `data`; for one it cannot read (a
+    # non-contiguous memoryview) do what asyncio does with the error its
+    # socket.send() raises -- the transport's fatal error -- and say False.
+    try:
+        PyObject_GetBuffer(data, view, PyBUF_SIMPLE)
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        self._fatal_error(exc, 'Fatal write error on socket transport')
+        return False
+    return True
+
+
 def aio_write(self, data):
     """Send `data` now if nothing is buffered; buffer what the kernel leaves.
 
@@ -515,13 +529,7 @@ def aio_write(self, data):
             if n < 0:
                 err = fastio_last_error()
         else:
-            try:
-                PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                # What socket.send() raises for a buffer it cannot read.
-                self._fatal_error(exc, 'Fatal write error on socket transport')
+            if not _aio_write_view(self, data, &view):
                 return
             total = view.len
             n = fastio_send(_aio_sock_fd(sock), <const char *>view.buf, total)

@@ -320,14 +320,7 @@ def aio_uring_write(self, data):
     if PyBytes_CheckExact(data):
         n = PyBytes_GET_SIZE(data)
     else:
-        try:
-            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            # What asyncio's socket.send() raises for a buffer it cannot
-            # read (a non-contiguous memoryview), and what it does then.
-            self._fatal_error(exc, 'Fatal write error on socket transport')
+        if not _aio_write_view(self, data, &view):
             return
         n = -1
     try:

@@ -112,21 +112,12 @@ cdef list _heap_drop_cancelled(list heap):
     """Return a new heap of heap's live timers; the cancelled ones are
     marked unscheduled. Each face calls it by its own rule of when."""
     cdef list live = []
-    cdef PyObject *flag
     for timer in heap:
         if type(timer) is TimerHandle:
             if (<TimerHandle>timer)._cancelled:
                 (<TimerHandle>timer)._scheduled = False
                 continue
-        elif type(timer) is _aio_TimerHandle:
-            flag = _slot(timer, _OFF_CANCELLED)
-            if flag == <PyObject *>True:
-                _slot_set(timer, _OFF_SCHEDULED, False)
-                continue
-            if flag != <PyObject *>False and timer._cancelled:
-                timer._scheduled = False
-                continue
-        elif timer._cancelled:
+        elif _aio_cancelled(timer):
             timer._scheduled = False
             continue
         PyList_Append(live, timer)

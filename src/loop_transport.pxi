@@ -24,16 +24,15 @@ cdef extern from *:
 # (TransportCore here, EventLoop's in aio_transport.pxi). A read of 4 KiB to
 # 64 KiB sizes the connection's next one: that length rounded up to the next
 # 4 KiB. (Larger blocks would come and go from malloc's top of heap, which
-# glibc trims and grows again: page faults, not a copy, per read.) That next read then goes straight into a bytes object of that
-# capacity, with no copy out of the loop's shared buffer; smaller reads use
-# the shared buffer and a copy. A read that fills the capacity goes on with
+# glibc trims and grows again: page faults, not a copy, per read.) That next
+# read then goes straight into a bytes object of that capacity, with no copy
+# out of the loop's shared buffer; smaller reads use the shared buffer and a
+# copy. A read that fills the capacity goes on with
 # a second recv into the shared buffer, up to max_size in all, as one
 # recv(max_size) would read. (One readv(2) into both buffers would do it in
 # one syscall, but costs more than recv(2) here: the kernel copies into a
 # single buffer faster.)
 cdef Py_ssize_t _RECV_DIRECT_MIN = 4096
-
-
 cdef Py_ssize_t _RECV_DIRECT_MAX = 64 * 1024
 
 

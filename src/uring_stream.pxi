@@ -590,7 +590,7 @@ cdef class UringStream:
         """Return owed() less what a completion not handled yet says the
         kernel took: the write buffer's size as a readiness transport's
         send(2) would have left it."""
-        return self._slen - self._soff + self._plen - self._acked
+        return self.owed() - self._acked
 
     cdef int write_bytes(self, bytes data, bint now=False) except -1:
         """write() the bytes of `data`."""
