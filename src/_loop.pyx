@@ -29,12 +29,15 @@ from cpython.object cimport PyObject
 from cpython.pycapsule cimport PyCapsule_GetContext, PyCapsule_GetPointer, PyCapsule_IsValid, PyCapsule_New
 from libc.string cimport memcpy
 
-from fastio_platform cimport (fastio_last_error, fastio_monotonic_ns, fastio_recv,
+from fastio_platform cimport (fastio_last_error, fastio_monotonic_ns, fastio_recv, fastio_dict_tag,
+                              fastio_heap_prefetch, fastio_prefetch_object,
+                              fastio_prefetch_slot,
                               fastio_send, fastio_would_block, fastio_event)
 from fastio_capi cimport *
 from fastio_fdtable cimport *
 
 import os as _os
+import time as _time
 
 import collections
 import socket

@@ -164,9 +164,10 @@ cdef object _aio_core_poller(object loop, object selector):
     is this module's: then reading the poller's events through the C API and
     doing what _process_events does with them is what asyncio would do.
     """
-    if not _aio_own_method(selector, "select", _aio_core_select):
+    if not _aio_own_method(selector, "select", _aio_core_select, &_aio_absent_select):
         return None
-    if not _aio_own_method(loop, "_process_events", aio_process_events):
+    if not _aio_own_method(loop, "_process_events", aio_process_events,
+                           &_aio_absent_process_events):
         return None
     if selector._map is None:
         return None
@@ -279,8 +280,11 @@ cdef object _aio_run_direct(object self, bint fast, object selector, object poll
         # completions are handled below, after the I/O callbacks.
         (<UringDriver>uring)._note_sent()
 
-    # Timers due within the clock's resolution, taken as asyncio takes them.
-    end_time = _aio_loop_time(self) + _tget(self, fast, _LOFF_CLOCK_RES, "_clock_resolution")
+    # Timers due within the clock's resolution, taken as asyncio takes them;
+    # asyncio reads the clock even with no timer, which only shows when
+    # time() is not the plain one.
+    if scheduled or not _aio_plain_time(self):
+        end_time = _aio_loop_time(self) + _tget(self, fast, _LOFF_CLOCK_RES, "_clock_resolution")
     while scheduled:
         handle = <object>PyList_GET_ITEM(scheduled, 0)
         if handle._when >= end_time:
@@ -307,6 +311,13 @@ cdef object _aio_run_direct(object self, bint fast, object selector, object poll
         if uring is not None:
             (<UringDriver>uring)._reap_c()
         while k < ndue:
+            # Many timers due at once were taken from all over the heap:
+            # ask for the ones a few turns ahead while this one runs, and
+            # for the context of the one whose turn is nearer.
+            if k + 4 < ndue:
+                fastio_prefetch_object(PyList_GET_ITEM(due, k + 4))
+            if k + 2 < ndue and type(<object>PyList_GET_ITEM(due, k + 2)) is _aio_TimerHandle:
+                fastio_prefetch_slot(PyList_GET_ITEM(due, k + 2), _OFF_CONTEXT)
             handle = <object>PyList_GET_ITEM(due, k)
             k += 1
             _aio_run_ready(self, fast, handle)

@@ -57,14 +57,38 @@ cdef bint _aio_fast_loop_type(type t) except -1:
     return r
 
 
-cdef inline bint _aio_own_method(object obj, str name, object fn) except -1:
+# A dict last found without a name, with its version tag then: while the
+# same dict has the same tag, the name is still absent and is not looked up
+# again (see fastio_dict_tag; a tag of 0 says nothing). `dict` is only
+# compared, never dereferenced.
+cdef struct _aio_absent:
+    PyObject *dict
+    unsigned long long tag
+
+# The checks every iteration makes: the loop's `_process_events` and `time`,
+# the selector's `select`, not replaced on the instance.
+cdef _aio_absent _aio_absent_process_events, _aio_absent_time, _aio_absent_select
+
+
+cdef inline bint _aio_own_method(object obj, str name, object fn, _aio_absent *seen) except -1:
     # True if obj.<name> is `fn`, from the class, not replaced on the instance.
     cdef PyObject **dp
     cdef type t = type(obj)
     if _PyType_Lookup(<PyTypeObject *>t, name) != <PyObject *>fn:
         return False
     dp = _PyObject_GetDictPtr(obj)
-    return dp == NULL or dp[0] == NULL or PyDict_GetItemWithError(<object>dp[0], name) == NULL
+    return dp == NULL or dp[0] == NULL or _aio_dict_lacks(dp[0], name, seen, 1)
+
+
+cdef inline bint _aio_dict_lacks(PyObject *d, str name, _aio_absent *seen, int instance) except -1:
+    cdef unsigned long long tag = fastio_dict_tag(<object>d, instance)
+    if tag != 0 and seen.dict == d and seen.tag == tag:
+        return True
+    if PyDict_GetItemWithError(<object>d, name) != NULL:
+        return False
+    seen.dict = d
+    seen.tag = tag
+    return True
 
 
 # asyncio.base_events, the time module, and their namespaces: see
@@ -84,26 +108,53 @@ cdef _aio_time_setup(base_events):
     _aio_time_dict = _aio_time_module.__dict__
 
 
-cdef object _aio_monotonic():
-    """Return base_events.time.monotonic(), as asyncio's time() evaluates it.
+# What base_events.time.monotonic resolved to, and the two namespaces'
+# tags then (see _aio_monotonic_fn).
+cdef object _aio_mono_fn = None
+cdef unsigned long long _aio_mono_be_tag = 0, _aio_mono_time_tag = 0
+cdef object _aio_real_monotonic = _time.monotonic
 
-    Both names are looked up on every call (a test may patch either); for
+
+cdef inline object _aio_monotonic_fn():
+    """Return base_events.time.monotonic, as asyncio's time() evaluates it.
+
+    Both names are resolved on every call (a test may patch either); for
     modules of the plain module type an attribute is the entry in the
-    module's namespace, read here without the attribute protocol.
+    module's namespace, read without the attribute protocol, and while
+    neither namespace has changed (same version tags) the last answer holds.
     """
+    global _aio_mono_fn, _aio_mono_be_tag, _aio_mono_time_tag
     cdef PyObject *p
-    if type(_aio_be_module) is _aio_module_type:
+    cdef unsigned long long be_tag, time_tag
+    if type(_aio_be_module) is _aio_module_type and type(_aio_time_module) is _aio_module_type:
+        be_tag = fastio_dict_tag(_aio_be_dict, 0)
+        time_tag = fastio_dict_tag(_aio_time_dict, 0)
+        if be_tag != 0 and be_tag == _aio_mono_be_tag and time_tag == _aio_mono_time_tag:
+            return _aio_mono_fn
         p = PyDict_GetItemWithError(_aio_be_dict, "time")
-        if (p == <PyObject *>_aio_time_module and p != NULL
-                and type(_aio_time_module) is _aio_module_type):
+        if p == <PyObject *>_aio_time_module and p != NULL:
             p = PyDict_GetItemWithError(_aio_time_dict, "monotonic")
             if p != NULL:
-                return (<object>p)()
-    return _aio_base_events.time.monotonic()
+                _aio_mono_fn = <object>p
+                _aio_mono_be_tag, _aio_mono_time_tag = be_tag, time_tag
+                return _aio_mono_fn
+    return _aio_base_events.time.monotonic
+
+
+cdef inline object _aio_monotonic():
+    """Return base_events.time.monotonic(), as asyncio's time() evaluates it."""
+    return _aio_monotonic_fn()()
 
 
 cdef inline object _aio_loop_time(object loop):
     """Return loop.time()."""
-    if _aio_own_method(loop, "time", aio_time):
+    if _aio_own_method(loop, "time", aio_time, &_aio_absent_time):
         return _aio_monotonic()
     return loop.time()
+
+
+cdef inline bint _aio_plain_time(object loop) except -1:
+    """True if loop.time() is asyncio's over the real time.monotonic: a call
+    with no effect but its result, which can be left out when unused."""
+    return (_aio_own_method(loop, "time", aio_time, &_aio_absent_time)
+            and _aio_monotonic_fn() is _aio_real_monotonic)

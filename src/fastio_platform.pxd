@@ -1,6 +1,7 @@
 # Declarations of src/fastio_platform.h: the per-platform syscall wrappers.
 
 from libc.stdint cimport int64_t, uint32_t
+from cpython.object cimport PyObject
 
 
 cdef extern from "fastio_platform.h" nogil:
@@ -62,3 +63,8 @@ cdef extern from "fastio_pyhelpers.h":
     object fastio_key_new(object cls, object fileobj, object fd, object events, object data)
     void fastio_list_fill(object list, Py_ssize_t i, object item)
     void fastio_list_truncate(object list, Py_ssize_t k)
+    unsigned long long fastio_dict_tag(object dict, int instance)
+    void fastio_prefetch_object(PyObject *obj)
+    void fastio_prefetch_slot(PyObject *obj, Py_ssize_t off)
+    void fastio_heap_prefetch(PyObject **items, Py_ssize_t pos, Py_ssize_t end,
+                              Py_ssize_t when_off, object timer_type)

@@ -517,6 +517,92 @@ def test_loop_clock_follows_a_patched_monotonic(selector_loop, monkeypatch, patc
     assert abs(loop.time() - time.monotonic()) < 60
 
 
+def _spin(loop, n=3):
+    # A few iterations: whatever the loop learns about its own methods and
+    # its clock from one iteration to the next, it has learnt by now.
+    for _ in range(n):
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+
+
+def test_clock_patched_after_iterations_moves_the_clock_at_once(selector_loop, monkeypatch):
+    # From a callback, between two handles of one iteration: the next
+    # iteration reads the patched clock, with and without a timer.
+    loop = selector_loop
+    _spin(loop)
+    now = [5000.0]
+    reads = []
+
+    def fake():
+        reads.append(now[0])
+        return now[0]
+
+    def patch():
+        monkeypatch.setattr(time, "monotonic", fake)
+
+    loop.call_soon(patch)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    del reads[:]
+    _spin(loop)
+    # asyncio reads its clock once an iteration even with no timer.
+    assert len(reads) >= 3
+    fired = []
+    loop.call_at(5000.5, fired.append, "due")
+    _spin(loop)
+    assert fired == []
+    now[0] = 5001.0
+    _spin(loop)
+    assert fired == ["due"]
+    monkeypatch.undo()
+    _spin(loop)
+    assert abs(loop.time() - time.monotonic()) < 60
+
+
+def test_time_and_process_events_replaced_after_iterations_are_used(selector_loop):
+    loop = selector_loop
+    _spin(loop)
+    fired, calls = [], []
+    now = loop.time()
+    loop.call_at(now + 3600, fired.append, "timer")
+    _spin(loop)
+    loop.time = lambda: now + 7200
+    _spin(loop, 1)
+    assert fired == ["timer"]
+    del loop.time
+    process_events = loop._process_events
+
+    def spy(event_list):
+        calls.append(len(event_list))
+        return process_events(event_list)
+
+    loop._process_events = spy
+    _spin(loop)
+    assert len(calls) == 3
+    del loop._process_events
+    _spin(loop)
+    assert len(calls) == 3
+
+
+def test_selector_select_replaced_after_iterations_is_used(selector_loop):
+    loop = selector_loop
+    _spin(loop)
+    selector = loop._selector
+    select = selector.select
+    calls = []
+
+    def spy(timeout=None):
+        calls.append(timeout)
+        return select(timeout)
+
+    selector.select = spy
+    _spin(loop)
+    assert calls == [0, 0, 0]
+    del selector.select
+    _spin(loop)
+    assert calls == [0, 0, 0]
+
+
 def test_subclass_overrides_of_call_soon_and_call_at_helpers_are_called(selector_loop):
     # asyncio's call_soon() calls _check_closed() and _call_soon(), its
     # call_at() _check_closed(): a subclass overriding those sees each call.
