@@ -1,10 +1,11 @@
 """Swap fastio's selector classes into the stdlib, and back.
 
 The stdlib reads `selectors.DefaultSelector` when asyncio creates a loop, but
-three modules bind a selector class at import time and never look again:
-`subprocess._PopenSelector`, `socketserver._ServerSelector` and
-`multiprocessing.connection._WaitSelector`. install() rebinds those too, to the
-fastio class of the same kind; uninstall() puts back exactly what was there.
+four modules bind a selector class at import time and never look again:
+`subprocess._PopenSelector`, `socketserver._ServerSelector`,
+`multiprocessing.connection._WaitSelector` and (until 3.12)
+`telnetlib._TelnetSelector`. install() rebinds those too, to the fastio class
+of the same kind; uninstall() puts back exactly what was there.
 
 install() must not make interpreter start slower, so it imports none of
 these modules (nor fastio's selectors): it rebinds the ones already imported,
@@ -31,6 +32,7 @@ _CAPTURED = {
     "subprocess": "_PopenSelector",
     "socketserver": "_ServerSelector",
     "multiprocessing.connection": "_WaitSelector",
+    "telnetlib": "_TelnetSelector",  # until 3.12 (removed in 3.13)
 }
 _HOOKED = ("selectors",) + tuple(_CAPTURED)
 

@@ -82,6 +82,7 @@ cdef class PollPoller(Poller):
         cdef fastio_pollfd *work
         cdef void *p
         cdef uint32_t start = self._regseq
+        cdef bint renewed = False
         self._reserve(self._count)
         if nfds > self._workcap:
             p = PyMem_Realloc(self._work, nfds * sizeof(fastio_pollfd))
@@ -110,14 +111,17 @@ cdef class PollPoller(Poller):
             maxevents = n
         i = 0
         while k < maxevents and i < nfds:
-            if (work[i].revents and work[i].fd >= 0
-                    and self._registered_since(work[i].fd, start)):
-                self._buf[k].fd = work[i].fd
-                self._buf[k].events = <uint16_t>work[i].revents
-                k += 1
+            if work[i].revents and work[i].fd >= 0:
+                if self._registered_since(work[i].fd, start):
+                    self._buf[k].fd = work[i].fd
+                    self._buf[k].events = <uint16_t>work[i].revents
+                    k += 1
+                elif self._registered_now(work[i].fd):
+                    renewed = True
             i += 1
-        if k == 0:
-            # Every report was dropped: the wait goes on (Poller._wait).
+        if k == 0 and renewed:
+            # Every report was dropped, some of an fd registered again
+            # during the wait: the wait goes on (Poller._wait).
             self._err = 0
             return -1
         return k

@@ -23,10 +23,13 @@
 # and registers it again must not see it reported readable with nothing to
 # read): epoll re-arms under a new generation (src/epoll.pxi); poll and
 # select number every registration (`gen`, from `_regseq`) and drop reports
-# of fds registered after the wait began. Two concurrent waits on one poller raise
-# RuntimeError, as select.poll does. close() from another thread does not
-# free anything a wait is using; the blocked wait returns normally when it
-# wakes and every later call raises ValueError.
+# of fds registered after the wait began: the wait goes on if one of them
+# is registered again, and returns none otherwise, as the stdlib's wait
+# returns no key for them. Two concurrent waits on one poller raise
+# RuntimeError, as select.poll does; a child forked while a thread waited
+# may wait at once (see _forks). close() from another thread does not free
+# anything a wait is using; the blocked wait returns normally when it wakes
+# and every later call raises ValueError.
 
 cdef struct fdentry:
     uint32_t mask
@@ -72,6 +75,21 @@ cdef uint32_t mask_from_object(object obj) except? 0xFFFFFFFF:
     return <uint32_t>v
 
 
+# Forks made by os.fork() in this process's line, counted in each child:
+# a poller whose `_busy` dates from an earlier count was left busy by a
+# thread of the parent.
+cdef unsigned long _forks = 0
+
+
+def _after_fork_in_child():
+    global _forks
+    _forks += 1
+
+
+if hasattr(_os, "register_at_fork"):
+    _os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 cdef class Poller:
     """Base of the readiness pollers: one fd table, one wait loop.
 
@@ -87,6 +105,7 @@ cdef class Poller:
     cdef fastio_event *_buf
     cdef Py_ssize_t _bufcap
     cdef bint _busy
+    cdef unsigned long _busy_forks  # _forks when _busy was set
     cdef bint _kernel_table
     cdef bint _any_fd
     cdef int _err
@@ -156,6 +175,11 @@ cdef class Poller:
         else:
             self._far_gen[fd] = self._regseq
         return 0
+
+    cdef inline bint _registered_now(self, long long fd):
+        cdef uint32_t mask
+        cdef int slot
+        return self._lookup(fd, &mask, &slot)
 
     cdef inline bint _registered_since(self, long long fd, uint32_t start):
         """Tell whether `fd` is registered now under a registration that
@@ -318,9 +342,12 @@ cdef class Poller:
         cdef Py_ssize_t n
         cdef int64_t deadline = 0
         self._check_open()
-        if self._busy:
+        if self._busy and self._busy_forks == _forks:
             raise RuntimeError("concurrent poll() invocation")
+        # A fork while another thread waited left `_busy` set in the child,
+        # where that thread does not exist: a wait in the child goes ahead.
         self._busy = True
+        self._busy_forks = _forks
         try:
             if timeout_ns > 0:
                 deadline = fastio_monotonic_ns() + timeout_ns

@@ -75,7 +75,7 @@ cdef class SelectPoller(Poller):
         cdef uint32_t start = self._regseq
         # Bits at or above nfds are select()'s input, never a report.
         cdef int nfds = self._maxfd + 1
-        cdef int got
+        cdef bint renewed = False
         if self._far:
             for fd_obj in self._far:
                 if fd_obj > 2147483647:
@@ -100,7 +100,6 @@ cdef class SelectPoller(Poller):
         if n < 0:
             self._err = err
             return -1
-        got = n
         fd = 0
         while n > 0 and fd < nfds:
             ev = 0
@@ -113,15 +112,19 @@ cdef class SelectPoller(Poller):
             if FASTIO_WINSOCK and FD_ISSET(fd, &x):
                 ev |= POLLOUT
                 n -= 1
-            if ev and self._registered_since(fd, start):
-                self._buf[k].fd = fd
-                self._buf[k].events = ev
-                k += 1
-                if k == maxevents:
-                    break
+            if ev:
+                if self._registered_since(fd, start):
+                    self._buf[k].fd = fd
+                    self._buf[k].events = ev
+                    k += 1
+                    if k == maxevents:
+                        break
+                elif self._registered_now(fd):
+                    renewed = True
             fd += 1
-        if k == 0 and got > 0:
-            # Every report was dropped: the wait goes on (Poller._wait).
+        if k == 0 and renewed:
+            # Every report was dropped, some of an fd registered again
+            # during the wait: the wait goes on (Poller._wait).
             self._err = 0
             return -1
         return k

@@ -12,6 +12,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import fastio
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastio.__file__)))
@@ -130,3 +132,23 @@ print(json.dumps([loader, same, after_reload, code, subprocess._PopenSelector.__
 """)
     # The module's loader is the real one (SourceFileLoader), not the hook's.
     assert result == ["_frozen_importlib_external", True, "fastio.selectors", 0, "selectors"]
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 13), reason="telnetlib is gone in 3.13")
+@pytest.mark.parametrize("first", ["install", "import"])
+def test_telnetlib_selector_is_rebound_and_restored(first):
+    # telnetlib binds its selector class at import, as subprocess does.
+    steps = ["import fastio; fastio.install()", "import telnetlib"]
+    if first == "import":
+        steps.reverse()
+    installed, restored = _run("""
+import json, warnings
+warnings.simplefilter("ignore", DeprecationWarning)
+%s
+%s
+installed = telnetlib._TelnetSelector.__module__
+fastio.uninstall()
+print(json.dumps([installed, telnetlib._TelnetSelector.__module__]))
+""" % tuple(steps))
+    assert (installed, restored) == ("fastio.selectors", "selectors")
+

@@ -155,3 +155,83 @@ def test_report_made_while_unregistered_is_not_returned(name, futex_nr):
         sel.close()
         for s in (a, peer, wake_r, wake_w):
             s.close()
+
+
+# The stdlib's three, as references for the next tests.
+WITH_STDLIB = dict(CLASSES, **{"stdlib-poll": STDLIB_CLASSES["poll"],
+                               "stdlib-select": STDLIB_CLASSES["select"]})
+
+
+def _start_waiting(sel, timeout, futex_nr):
+    """Start a thread in sel.select(timeout); return it and its results once it waits."""
+    results = []
+    t = threading.Thread(target=lambda: results.append(sel.select(timeout)), daemon=True)
+    t.start()
+    deadline = time.monotonic() + 30
+    while blocked_syscall(t.native_id) == futex_nr:
+        assert time.monotonic() < deadline, "the selecting thread never waited"
+    return t, results
+
+
+def _selector_or_skip(name):
+    cls = WITH_STDLIB[name]
+    if cls is None:
+        pytest.skip("%s is not available on this platform" % name)
+    if not os.path.exists("/proc/self/task/%d/syscall" % threading.get_native_id()):
+        pytest.skip("/proc/<pid>/task/<tid>/syscall is not available")
+    return cls()
+
+
+@pytest.mark.parametrize("name", list(WITH_STDLIB))
+def test_child_forked_while_another_thread_waits_can_select(name, futex_nr):
+    # The waiting thread does not exist in the child: nothing there is busy.
+    sel = _selector_or_skip(name)
+    a, peer = socket.socketpair()
+    sel.register(a, selectors.EVENT_READ)
+    t, results = _start_waiting(sel, 60, futex_nr)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                peer.send(b"x")
+                code = 0 if [key.fileobj for key, _ in sel.select(30)] == [a] else 2
+            except RuntimeError:
+                code = 3
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        peer.send(b"y")
+        t.join(60)
+        sel.close()
+        a.close()
+        peer.close()
+    assert not t.is_alive()
+    # select.poll keeps its "poll() running" flag in the child: the stdlib's
+    # PollSelector raises there, and so does the pure-Python twin over it.
+    expected = 3 if name in ("stdlib-poll", "python-poll") else 0
+    assert os.WEXITSTATUS(status) == expected
+
+
+@pytest.mark.parametrize("name", list(WITH_STDLIB))
+def test_fd_unregistered_during_a_wait_that_becomes_ready(name, futex_nr):
+    # poll(2) and select(2) wait on the fds registered when the wait began:
+    # the stdlib's PollSelector and SelectSelector wake and return no key.
+    # epoll forgets the fd at unregister(): the wait runs its course.
+    sel = _selector_or_skip(name)
+    epoll = name.endswith("epoll")
+    a, peer = socket.socketpair()
+    sel.register(a, selectors.EVENT_READ)
+    t, results = _start_waiting(sel, 0.5 if epoll else 60, futex_nr)
+    try:
+        sel.unregister(a)
+        peer.send(b"x")
+        t.join(30)
+        assert not t.is_alive(), "the wait did not return when its only fd was reported"
+        assert results == [[]]
+    finally:
+        sel.close()
+        a.close()
+        peer.close()
+        t.join(60)
