@@ -51,7 +51,16 @@ def make_poller(selector: SelectorArg = None) -> PollerLike:
         if core_c is not None and isinstance(inner, core_c.Poller):
             return inner
         return SelectorPoller(selector)
+    missing = [name for name in _POLLER_METHODS if not callable(getattr(selector, name, None))]
+    if missing:
+        raise TypeError(
+            "selector must be None, a poller, or a selector class or instance, not %r (no %s); "
+            "to choose a backend by name, pass backend=" % (type(selector).__name__, ", ".join(missing)))
     return selector
+
+
+# What the loop calls on a poller it is given.
+_POLLER_METHODS = ("register", "modify", "unregister", "poll", "close")
 
 
 #: The backends a Loop or EventLoop can be asked for by name.

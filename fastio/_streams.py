@@ -177,6 +177,13 @@ class Server:
         return "<Server sockets=%r>" % (self.sockets,)
 
 
+def _check_port(port: Any, call: str) -> None:
+    # getaddrinfo() takes a port number modulo 65536 (70000 is 4464);
+    # bind() and connect() refuse it, as asyncio's loop does through them.
+    if isinstance(port, int) and not 0 <= port <= 65535:
+        raise OverflowError("%s(): port must be 0-65535." % call)
+
+
 def start_server(loop: "LoopLike", protocol_factory: Callable[[], Protocol],
                  host: Union[None, str, Iterable[str]], port: Optional[int], backlog: int,
                  reuse_port: bool, sock: Optional[socket.socket]) -> Server:
@@ -188,6 +195,7 @@ def start_server(loop: "LoopLike", protocol_factory: Callable[[], Protocol],
         return Server(loop, [sock], protocol_factory, backlog)
     if reuse_port and not hasattr(socket, "SO_REUSEPORT"):
         raise ValueError("reuse_port not supported by socket module")
+    _check_port(port, "bind")
     hosts = [host] if host is None or isinstance(host, str) else list(host)
     infos: List[Tuple[Any, ...]] = []
     for h in hosts:
@@ -216,6 +224,7 @@ def start_server(loop: "LoopLike", protocol_factory: Callable[[], Protocol],
 def open_connection(loop: "LoopLike", protocol_factory: Callable[[], Protocol], host: Optional[str],
                     port: Union[int, str, None]) -> "asyncio.Future[Any]":
     """Connect without blocking on the connect; see Loop.create_connection."""
+    _check_port(port, "connect")
     fut: "asyncio.Future[Any]" = loop.create_future()
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     _try_connect(loop, fut, protocol_factory, infos, None)

@@ -40,6 +40,16 @@ cdef Py_ssize_t _aio_evcap = 0
 cdef bint _aio_evbusy = False
 
 
+def _aio_after_fork_in_child():
+    # The thread that held the buffer, if any, is not in the child.
+    global _aio_evbusy
+    _aio_evbusy = False
+
+
+if hasattr(_os, "register_at_fork"):
+    _os.register_at_fork(after_in_child=_aio_after_fork_in_child)
+
+
 def aio_setup(base_events, selector_events, events, callback_error):
     """Bind asyncio's modules; called once by fastio._aio.
 

@@ -267,3 +267,20 @@ def test_client_connection_made_that_raises_is_logged_and_connected(any_loop):
         assert any_loop.run_until(proto.lost) is None
     finally:
         listener.close()
+
+
+@pytest.mark.parametrize("port", [65536, 70000, -1])
+def test_port_out_of_range_is_refused_not_wrapped(any_loop, port):
+    # getaddrinfo() would take 70000 as 4464; bind() and connect() refuse
+    # it with OverflowError, and so does asyncio's loop.
+    with pytest.raises(OverflowError):
+        any_loop.create_server(Protocol, "127.0.0.1", port)
+    with pytest.raises(OverflowError):
+        any_loop.connect(Protocol, "127.0.0.1", port)
+
+
+@pytest.mark.parametrize("selector", ["epoll", 42, object()])
+def test_a_selector_that_is_not_one_is_a_clear_type_error(selector):
+    from fastio.loop import Loop
+    with pytest.raises(TypeError, match="backend="):
+        Loop(selector)
