@@ -13,7 +13,9 @@ Differences from asyncio: a callback runs in the `contextvars.Context`
 passed as ``context=``, but without one it runs in the loop's current
 context (asyncio copies the caller's context on every call_soon, a good
 part of its per-callback cost); I/O callbacks run as soon as their event is
-seen rather than through the ready queue.
+seen rather than through the ready queue. Under pika's start(), an exception
+from a callback propagates from start(), as from pika's IOLoop; under
+run_forever() it is logged, as asyncio does.
 
 The per-event dispatch, the ready queue, the timer heap and the transports
 are the loop pair's (fastio._impl: compiled loop_c, else the twin loop_py).
@@ -100,6 +102,9 @@ class _LoopAPI(_LoopBase):
         self._closed = False
         self._thread_id: Optional[int] = None
         self._exception_handler: Optional[ExceptionHandler] = None
+        # start() (pika's entry point) raises what a callback raised.
+        self._raise_callback_errors = False
+        self._callback_error: Optional[BaseException] = None
         self._signal_handlers: Dict[int, Tuple[Callable[..., object], Tuple[Any, ...]]] = {}
         self._signal_socks: Optional[Tuple[socket.socket, socket.socket]] = None
         self._old_wakeup_fd = -1
@@ -196,8 +201,26 @@ class _LoopAPI(_LoopBase):
     # ------------------------------------------------------ pika's ioloop
 
     def start(self) -> None:
-        """pika: run until stop()."""
-        self.run_forever()
+        """pika: run until stop().
+
+        As with pika's IOLoop, an exception from a callback or an fd handler
+        ends start() and propagates from it (run_forever() logs it and runs
+        on, as asyncio does), unless an exception handler is set: the loop
+        stops after the iteration in which the callback raised, and start()
+        may be called again.
+        """
+        self._callback_error = None
+        self._raise_callback_errors = True
+        try:
+            self.run_forever()
+        finally:
+            self._raise_callback_errors = False
+            exc, self._callback_error = self._callback_error, None
+        if exc is not None:
+            try:
+                raise exc
+            finally:
+                exc = None
 
     def add_callback(self, callback: Callable[[], object]) -> None:
         """pika: call `callback()` on the loop; thread-safe."""
@@ -235,6 +258,13 @@ class _LoopAPI(_LoopBase):
     def call_exception_handler(self, context: Dict[str, Any]) -> None:
         """Report `context` to the exception handler; never raises."""
         handler = self._exception_handler
+        if (handler is None and self._raise_callback_errors
+                and ("handle" in context or "handler" in context)):
+            # Under start(): a callback's error is start()'s (see there).
+            if self._callback_error is None:
+                self._callback_error = context.get("exception")
+                self.stop()
+                return
         try:
             if handler is None:
                 self.default_exception_handler(context)

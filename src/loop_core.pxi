@@ -425,6 +425,7 @@ cdef class LoopCore:
             self.call_exception_handler({
                 "message": "Exception in fd handler %r" % (handler,),
                 "exception": exc,
+                "handler": handler,
             })
         return 0
 

@@ -167,3 +167,52 @@ def test_handler_exception_goes_to_exception_handler(services):
     assert [type(c["exception"]) for c in contexts] == [ValueError]
     a.close()
     b.close()
+
+
+@pytest.fixture(params=["pika", "fastio-c", "fastio-io_uring", "fastio-py"])
+def ioloop(request):
+    """pika's own IOLoop (the reference) and fastio's Loop on each core."""
+    from loop_fixtures import LoopAdapter
+
+    if request.param == "pika":
+        from pika.adapters.select_connection import IOLoop
+        loop = IOLoop()
+    else:
+        loop = LoopAdapter(request.param).loop
+    yield loop
+    loop.close()
+
+
+@pytest.mark.parametrize("source", ["call_later", "add_callback", "fd handler"])
+def test_callback_exception_propagates_from_start_which_can_run_again(ioloop, source):
+    # pika's IOLoop lets a callback's exception out of start(): a program
+    # written for it stops with the traceback instead of running on.
+    loop = ioloop
+    calls = []
+    a, b = socket.socketpair()
+
+    def boom(*args):
+        calls.append(source)
+        raise ValueError("boom")
+
+    if source == "call_later":
+        loop.call_later(0, boom)
+    elif source == "add_callback":
+        loop.add_callback_threadsafe(boom)
+    else:
+        b.send(b"x")  # stays readable
+        loop.add_handler(a.fileno(), boom, loop.READ)
+    guard = loop.call_later(60, loop.stop)  # a loop that swallowed it
+    try:
+        with pytest.raises(ValueError, match="boom"):
+            loop.start()
+        assert calls == [source]
+        if source == "fd handler":
+            loop.remove_handler(a.fileno())
+        loop.call_later(0, loop.stop)
+        loop.start()
+        assert calls == [source]
+    finally:
+        loop.remove_timeout(guard)
+        a.close()
+        b.close()

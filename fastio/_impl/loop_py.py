@@ -443,6 +443,7 @@ class LoopCore:
             self.call_exception_handler({
                 "message": "Exception in fd handler %r" % (handler,),
                 "exception": exc,
+                "handler": handler,
             })
 
     def _run_forever_core(self) -> None:
