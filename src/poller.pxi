@@ -354,6 +354,13 @@ cdef class Poller:
             while True:
                 n = self._wait_once(timeout_ns, maxevents)
                 if n >= 0:
+                    # A signal that came while the wait ran (to another
+                    # thread, so without EINTR here) has its Python handler
+                    # run now, as the stdlib's select() runs it on return,
+                    # before the events are handed out; if the handler
+                    # raises, the events are dropped with the select().
+                    if PyErr_CheckSignals() < 0:
+                        return -1
                     return n
                 if self._err == 0:
                     # Only dropped events: returning [] early would look like

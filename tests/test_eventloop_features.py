@@ -392,6 +392,49 @@ def test_add_and_remove_signal_handler(aio_loop, aio_kind):
     assert got == ["usr1"]
 
 
+class _Alarm(Exception):
+    pass
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("wakeup", [False, True], ids=["no-wakeup-fd", "wakeup-fd"])
+def test_signal_handler_raising_for_another_threads_signal_leaves_run(selector_loop, wakeup):
+    # A signal the kernel gives another thread does not interrupt the
+    # loop's wait; its Python handler runs when the wait returns, in
+    # select() on asyncio, and what it raises leaves run_until_complete()
+    # -- never inside a callback, whose work it would cut short.
+    import threading
+    import time
+
+    loop = selector_loop
+    contexts = []
+    loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+
+    def raise_alarm(signum, frame):
+        raise _Alarm()
+
+    def signal_a_thread():
+        time.sleep(0.1)
+        signal.pthread_kill(threading.get_ident(), signal.SIGALRM)
+
+    old = signal.signal(signal.SIGALRM, raise_alarm)
+    if wakeup:
+        # Makes the loop set its self-pipe as the wakeup fd.
+        loop.add_signal_handler(signal.SIGUSR1, lambda: None)
+    try:
+        loop.call_later(30, loop.stop)  # a swallowed alarm would hang the sleep
+        t = threading.Thread(target=signal_a_thread)
+        t.start()
+        with pytest.raises(_Alarm):
+            loop.run_until_complete(asyncio.sleep(0.5))
+        t.join()
+    finally:
+        if wakeup:
+            loop.remove_signal_handler(signal.SIGUSR1)
+        signal.signal(signal.SIGALRM, old)
+    assert contexts == []
+
+
 # --------------------------------------------------- executors and names
 
 
