@@ -144,8 +144,13 @@ def test_callback_runs_in_given_context_and_changes_stay_there(aio_loop):
         # machine may reach first.
         aio_loop.call_soon(aio_loop.stop)
 
-    aio_loop.call_soon(var.set, "inside", context=ctx)
-    aio_loop.call_later(0.001, timer, context=ctx)
+    def inside():
+        var.set("inside")
+        # Scheduled from here: uvloop runs a due timer before the ready
+        # queue, so one scheduled beside this callback may run first.
+        aio_loop.call_later(0.001, timer, context=ctx)
+
+    aio_loop.call_soon(inside, context=ctx)
     aio_loop.run_forever()
     assert ctx[var] == "timer"
     assert var.get() == "unset"
