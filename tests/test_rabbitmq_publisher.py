@@ -410,3 +410,39 @@ def test_publisher_on_the_pure_python_twin(amqp_url, queue, monkeypatch):
         assert type(pub._outbox) is amqp_py.Outbox
     assert all(f.result(0) is None for f in futures)
     assert sorted(int(b) for b in drain(amqp_url, queue)) == list(range(2000))
+
+
+def test_publisher_inherited_by_a_forked_child_fails_fast_and_leaves_the_parent_alone(
+        amqp_url, admin, queue):
+    import os
+
+    from loop_fixtures import child_exit_code
+
+    with Publisher(amqp_url, close_timeout=5) as pub:
+        pub.publish("", queue, b"before").result(30)
+        in_flight = pub.publish("", queue, b"at the fork")
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                # The connection and its loop thread are the parent's.
+                try:
+                    pub.publish("", queue, b"from the child")
+                    code = 2
+                except PublisherClosed:
+                    try:
+                        pub.flush(30)
+                        code = 3
+                    except PublisherClosed:
+                        t0 = time.monotonic()
+                        pub.close(30)
+                        # The copy of a future pending at the fork is settled.
+                        code = 0 if in_flight.done() and time.monotonic() - t0 < 10 else 4
+            finally:
+                os._exit(code)
+        assert child_exit_code(pid) == 0
+        in_flight.result(30)
+        futures = [pub.publish("", queue, b"after %d" % i) for i in range(10)]
+        pub.flush(30)
+        assert all(f.done() and f.exception() is None for f in futures)
+    assert message_count(admin, queue) == 12

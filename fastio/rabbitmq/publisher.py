@@ -52,9 +52,11 @@ Design (why it is fast and what it guarantees):
 
 import collections
 import concurrent.futures
+import os
 import random
 import threading
 import time
+import weakref
 from types import TracebackType
 from typing import (TYPE_CHECKING, Any, Callable, Deque, Dict, Mapping, Optional,
                     Sequence, Tuple, Type, Union)
@@ -250,7 +252,9 @@ class Publisher(RetryEngine):
         self._closed: "concurrent.futures.Future[None]" = concurrent.futures.Future()
         self._thread: Optional[threading.Thread] = None
         self._owns_loop = loop is None
+        self._forked = False
         if self._owns_loop:
+            _running_publishers.add(self)
             self._thread = threading.Thread(target=self._loop.run_forever,
                                             name="fastio-publisher", daemon=True)
             self._thread.start()
@@ -355,6 +359,13 @@ class Publisher(RetryEngine):
         :raises CloseTimeoutError: messages were still unconfirmed when the
             time ran out; their futures failed with `PublisherClosed`.
         """
+        if self._forked:
+            # A copy a fork() left in this process: its connection, loop and
+            # thread are the parent's. Nothing is sent; the copies of the
+            # unconfirmed messages' futures fail here (the parent's resolve).
+            if not self._closed.done():
+                self._finish_close()
+            return
         if timeout is None:
             timeout = self._close_timeout
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -656,6 +667,7 @@ class Publisher(RetryEngine):
         thread, self._thread = self._thread, None
         if not self._owns_loop or thread is None:
             return      # not ours, or another close() (maybe the one we interrupted) does it
+        _running_publishers.discard(self)
         self._loop.stop()
         thread.join(30)
         if thread.is_alive():
@@ -669,6 +681,33 @@ class Publisher(RetryEngine):
             self._finish_close()
         else:
             self._fail_queued(self._outbox.closed_error)
+
+
+    def _after_fork_in_child(self):
+        # Only assignments: another thread of the parent may have held any
+        # lock at the fork, and that thread is not here to release it.
+        self._forked = True
+        self._closing = True
+        self._fatal = self._outbox.closed_error = PublisherClosed(
+            "this Publisher belongs to the process that forked this one (pid %d); "
+            "make a new Publisher here" % os.getppid())
+        self._cond = threading.Condition(threading.RLock())
+        self._thread = None
+
+
+# Publishers running their own loop thread: after a fork() the child's
+# copies have no thread and share the parent's connection (see close()).
+_running_publishers: "weakref.WeakSet[Publisher]" = weakref.WeakSet()
+
+
+def _orphan_publishers_in_child():
+    for publisher in list(_running_publishers):
+        publisher._after_fork_in_child()
+    _running_publishers.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_orphan_publishers_in_child)
 
 
 def _new_loop():
