@@ -67,4 +67,4 @@ cdef extern from "fastio_pyhelpers.h":
     void fastio_prefetch_object(PyObject *obj)
     void fastio_prefetch_slot(PyObject *obj, Py_ssize_t off)
     void fastio_heap_prefetch(PyObject **items, Py_ssize_t pos, Py_ssize_t end,
-                              Py_ssize_t when_off, object timer_type)
+                              Py_ssize_t when_off, PyObject *timer_type)

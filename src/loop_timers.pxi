@@ -65,7 +65,7 @@ cdef int _sift_up(list heap, Py_ssize_t pos) except -1:
         childpos = 2 * pos + 1
         if childpos + 1 < endpos:
             arr = (<PyListObject *>heap).ob_item
-            fastio_heap_prefetch(arr, pos, endpos, _OFF_WHEN, _aio_TimerHandle)
+            fastio_heap_prefetch(arr, pos, endpos, _OFF_WHEN, <PyObject *>_aio_TimerHandle)
             cmp = _heap_lt(arr[childpos], arr[childpos + 1])
             childpos += (cmp ^ 1)
             if endpos != PyList_GET_SIZE(heap):

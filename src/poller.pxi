@@ -363,8 +363,9 @@ cdef class Poller:
                         return -1
                     return n
                 if self._err == 0:
-                    # Only dropped events: returning [] early would look like
-                    # a timeout to the caller, or make select(None) return.
+                    # Only dropped reports the stdlib's wait would not have
+                    # woken for either (epoll: entries left by unregister();
+                    # poll, select: fds registered again meanwhile): wait on.
                     if timeout_ns == 0 or self.closed:
                         return 0
                 elif self._err != EINTR:

@@ -100,30 +100,42 @@ def futex_nr():
         t.join()
 
 
-@pytest.mark.parametrize("name", list(CLASSES))
-def test_report_made_while_unregistered_is_not_returned(name, futex_nr):
-    cls = CLASSES[name]
+# With the stdlib's three as references.
+WITH_STDLIB = dict(CLASSES, **{"stdlib-poll": STDLIB_CLASSES["poll"],
+                               "stdlib-select": STDLIB_CLASSES["select"]})
+
+
+def _start_waiting(sel, timeout, futex_nr):
+    """Start a thread in sel.select(timeout); return it and its results once it waits."""
+    results = []
+    t = threading.Thread(target=lambda: results.append(sel.select(timeout)), daemon=True)
+    t.start()
+    deadline = time.monotonic() + 30
+    while blocked_syscall(t.native_id) == futex_nr:
+        assert time.monotonic() < deadline, "the selecting thread never waited"
+    return t, results
+
+
+def _selector_or_skip(name):
+    cls = WITH_STDLIB[name]
     if cls is None:
         pytest.skip("%s is not available on this platform" % name)
     if not os.path.exists("/proc/self/task/%d/syscall" % threading.get_native_id()):
         pytest.skip("/proc/<pid>/task/<tid>/syscall is not available")
-    sel = cls()
+    return cls()
+
+
+@pytest.mark.parametrize("name", list(CLASSES))
+def test_report_made_while_unregistered_is_not_returned(name, futex_nr):
+    sel = _selector_or_skip(name)
     a, peer = socket.socketpair()
     wake_r, wake_w = socket.socketpair()
     sel.register(a, selectors.EVENT_READ)
     sel.register(wake_r, selectors.EVENT_READ)
-    results = []
-    t = threading.Thread(target=lambda: results.append(sel.select(60)), daemon=True)
     old_interval = sys.getswitchinterval()
+    # 1. A blocks in its wait (not in the futex of a lock or the GIL).
+    t, results = _start_waiting(sel, 60, futex_nr)
     try:
-        t.start()
-        # 1. A blocks in its wait (not in the futex of a lock or the GIL).
-        deadline = time.monotonic() + 30
-        while True:
-            nr = blocked_syscall(t.native_id)
-            if nr != futex_nr:
-                break
-            assert time.monotonic() < deadline, "the selecting thread never waited"
         # From here B keeps the GIL until A's batch must be filtered.
         sys.setswitchinterval(1000)
         sel.unregister(a)
@@ -155,31 +167,6 @@ def test_report_made_while_unregistered_is_not_returned(name, futex_nr):
         sel.close()
         for s in (a, peer, wake_r, wake_w):
             s.close()
-
-
-# The stdlib's three, as references for the next tests.
-WITH_STDLIB = dict(CLASSES, **{"stdlib-poll": STDLIB_CLASSES["poll"],
-                               "stdlib-select": STDLIB_CLASSES["select"]})
-
-
-def _start_waiting(sel, timeout, futex_nr):
-    """Start a thread in sel.select(timeout); return it and its results once it waits."""
-    results = []
-    t = threading.Thread(target=lambda: results.append(sel.select(timeout)), daemon=True)
-    t.start()
-    deadline = time.monotonic() + 30
-    while blocked_syscall(t.native_id) == futex_nr:
-        assert time.monotonic() < deadline, "the selecting thread never waited"
-    return t, results
-
-
-def _selector_or_skip(name):
-    cls = WITH_STDLIB[name]
-    if cls is None:
-        pytest.skip("%s is not available on this platform" % name)
-    if not os.path.exists("/proc/self/task/%d/syscall" % threading.get_native_id()):
-        pytest.skip("/proc/<pid>/task/<tid>/syscall is not available")
-    return cls()
 
 
 @pytest.mark.parametrize("name", list(WITH_STDLIB))

@@ -682,7 +682,6 @@ class Publisher(RetryEngine):
         else:
             self._fail_queued(self._outbox.closed_error)
 
-
     def _after_fork_in_child(self):
         # Only assignments: another thread of the parent may have held any
         # lock at the fork, and that thread is not here to release it.
