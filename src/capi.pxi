@@ -9,13 +9,14 @@ cdef Py_ssize_t capi_wait_into(object poller, double timeout, fastio_event **eve
     cdef int64_t ns
     cdef Py_ssize_t n
     cdef void *grown
+    cdef fastio_event *ready
     if not timeout >= 0:  # negative or NaN: no deadline
         ns = -1
     elif timeout == 0:
         ns = 0
     else:
         ns = seconds_to_ns(timeout, p._timeout_unit())
-    n = p._wait(ns, -1)
+    n = p._wait(ns, -1, &ready)
     try:
         if n > cap[0]:
             grown = PyMem_Realloc(events[0], n * sizeof(fastio_event))
@@ -24,9 +25,9 @@ cdef Py_ssize_t capi_wait_into(object poller, double timeout, fastio_event **eve
             events[0] = <fastio_event *>grown
             cap[0] = n
         if n:
-            memcpy(events[0], p._buf, n * sizeof(fastio_event))
+            memcpy(events[0], ready, n * sizeof(fastio_event))
     finally:
-        p._release()
+        p._release(ready)
     return n
 
 

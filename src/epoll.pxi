@@ -56,6 +56,11 @@
 # * Dropped reports must not end a wait early: the wait goes on with the
 #   time left (Poller._wait), and the buffer holds registered + deferred
 #   entries' reports, so none is ever starved by stale ones.
+# * Waits in several threads at once (Poller._wait): a report of a
+#   deferred entry may reach two of them; the first deletes the entry, the
+#   other drops its copy. No wait rebuilds while another waits on the
+#   kernel set (it would stay blocked on the old one): it returns instead,
+#   and a later wait that runs alone rebuilds.
 # * A generation repeats only after 2**31 ADDs; a stale entry would have to
 #   outlive all of them, on the same fd number, to be mistaken for a live one.
 
@@ -75,6 +80,7 @@ cdef class EpollPoller(Poller):
     def __cinit__(self, *args, **kwargs):
         self._epfd = -1
         self._kernel_table = True
+        self._shared_waits = True
         self.flag_mask = EPOLLET | EPOLLONESHOT | EPOLLEXCLUSIVE | EPOLLRDHUP | EPOLLPRI
         if not FASTIO_HAVE_EPOLL:
             raise OSError(ENOSYS, "epoll is not available on this platform")
@@ -161,44 +167,48 @@ cdef class EpollPoller(Poller):
         self._entries[fd].gen = <uint32_t>slot
         self._deferred += 1
 
-    cdef Py_ssize_t _wait_once(self, int64_t timeout_ns, Py_ssize_t maxevents) except -2:
+    cdef Py_ssize_t _wait_once(self, fastio_event **buf, Py_ssize_t *bufcap,
+                               int64_t timeout_ns, Py_ssize_t maxevents) except -2:
         cdef int n, err = 0
         cdef int ms = ns_to_ms(timeout_ns)
         # Deferred entries may report too: room for them, so none starves.
         cdef Py_ssize_t cap = self._count + self._deferred
         cdef Py_ssize_t kept
         cdef int epfd = self._epfd
+        cdef fastio_event *events
+        cdef bint ended = False
         if 0 < maxevents < cap:
             cap = maxevents
-        self._reserve(cap)
+        grow_events(buf, bufcap, cap)
+        events = buf[0]
         if cap < 1:
             cap = 1
         if ms == 0:
             # Nothing to wait for: keep the GIL, save two context switches.
-            n = fastio_epoll_wait(epfd, self._buf, <int>cap, 0)
+            n = fastio_epoll_wait(epfd, events, <int>cap, 0)
             if n < 0:
                 err = fastio_last_error()
         else:
             with nogil:
-                n = fastio_epoll_wait(epfd, self._buf, <int>cap, ms)
+                n = fastio_epoll_wait(epfd, events, <int>cap, ms)
                 if n < 0:
                     err = fastio_last_error()
         self._err = err
         if n <= 0:
             return n
-        kept = self._filter(n)
-        if kept == 0:
+        kept = self._filter(events, n, &ended)
+        if kept == 0 and not ended:
             self._err = 0
             return -1
         return kept
 
-    cdef Py_ssize_t _filter(self, Py_ssize_t n) except -1:
+    cdef Py_ssize_t _filter(self, fastio_event *buf, Py_ssize_t n, bint *ended) except -1:
         """Keep, in place, the reports of the registrations the table holds.
 
         Deferred entries that report are deleted now; reports no epoll_ctl
-        can stop (see the top of this file) make the kernel set be rebuilt.
+        can stop (see the top of this file) make the kernel set be rebuilt,
+        or, while other threads wait on it, set `ended[0]`.
         """
-        cdef fastio_event *buf = self._buf
         cdef fdentry *entries = self._entries
         cdef Py_ssize_t cap = self._cap
         cdef Py_ssize_t i, k = 0
@@ -224,12 +234,25 @@ cdef class EpollPoller(Poller):
                     entries[fd].slot = -1
                     self._deferred -= 1
                     continue
+                if slot == -1 and entries[fd].gen == gen:
+                    # From an entry deleted since (one wait cannot hold
+                    # such a report: another wait took one too, and
+                    # deleted the entry or rebuilt without it).
+                    continue
             elif self._lookup(fd, &mask, &slot) and <uint32_t>slot == gen:
                 if k != i:
                     buf[k] = buf[i]
                 k += 1
                 continue
             elif settled:
+                continue
+            if self._waits > 1:
+                # Other threads wait on this kernel set: a rebuild would
+                # leave them waiting on the old one. The report is dropped
+                # and this wait ends with what it kept (the stdlib's
+                # returns no key for such a report either); a wait that
+                # runs alone rebuilds.
+                ended[0] = True
                 continue
             # After a rebuild the kernel holds only what the table holds, so
             # the rest of this buffer needs no more syscalls.

@@ -75,7 +75,8 @@ cdef class PollPoller(Poller):
         self._holes = 0
         return 0
 
-    cdef Py_ssize_t _wait_once(self, int64_t timeout_ns, Py_ssize_t maxevents) except -2:
+    cdef Py_ssize_t _wait_once(self, fastio_event **buf, Py_ssize_t *bufcap,
+                               int64_t timeout_ns, Py_ssize_t maxevents) except -2:
         cdef int n, err = 0
         cdef int ms = ns_to_ms(timeout_ns)
         cdef Py_ssize_t nfds = self._nfds, i, k = 0
@@ -83,7 +84,7 @@ cdef class PollPoller(Poller):
         cdef void *p
         cdef uint32_t start = self._regseq
         cdef bint renewed = False
-        self._reserve(self._count)
+        grow_events(buf, bufcap, self._count)
         if nfds > self._workcap:
             p = PyMem_Realloc(self._work, nfds * sizeof(fastio_pollfd))
             if p == NULL:
@@ -113,8 +114,8 @@ cdef class PollPoller(Poller):
         while k < maxevents and i < nfds:
             if work[i].revents and work[i].fd >= 0:
                 if self._registered_since(work[i].fd, start):
-                    self._buf[k].fd = work[i].fd
-                    self._buf[k].events = <uint16_t>work[i].revents
+                    buf[0][k].fd = work[i].fd
+                    buf[0][k].events = <uint16_t>work[i].revents
                     k += 1
                 elif self._registered_now(work[i].fd):
                     renewed = True

@@ -25,7 +25,10 @@
 # select number every registration (`gen`, from `_regseq`) and drop reports
 # of fds registered after the wait began: the wait goes on if one of them
 # is registered again, and returns none otherwise, as the stdlib's wait
-# returns no key for them. Two concurrent waits on one poller raise
+# returns no key for them. Waits may run in several threads at once on
+# epoll and select, as on select.epoll and select.select: the first wait
+# fills `_buf`, the others a buffer of their own that their caller frees
+# through `_release()`. A second wait on poll (or io_uring) raises
 # RuntimeError, as select.poll does; a child forked while a thread waited
 # may wait at once (see _forks). close() from another thread does not free
 # anything a wait is using; the blocked wait returns normally when it wakes
@@ -90,6 +93,25 @@ if hasattr(_os, "register_at_fork"):
     _os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+cdef int grow_events(fastio_event **buf, Py_ssize_t *cap, Py_ssize_t n) except -1:
+    """Make `buf` hold at least `n` events (and as many raw epoll events)."""
+    cdef size_t item = sizeof(fastio_event)
+    cdef void *p
+    if n < 1:
+        n = 1
+    if n <= cap[0]:
+        return 0
+    if FASTIO_EPOLL_EVENT_SIZE > item:
+        item = FASTIO_EPOLL_EVENT_SIZE
+    n = n + n // 4
+    p = PyMem_Realloc(buf[0], n * item)
+    if p == NULL:
+        raise MemoryError()
+    buf[0] = <fastio_event *>p
+    cap[0] = n
+    return 0
+
+
 cdef class Poller:
     """Base of the readiness pollers: one fd table, one wait loop.
 
@@ -104,8 +126,11 @@ cdef class Poller:
     cdef Py_ssize_t _count
     cdef fastio_event *_buf
     cdef Py_ssize_t _bufcap
-    cdef bint _busy
+    cdef bint _busy  # a wait is using `_buf`
     cdef unsigned long _busy_forks  # _forks when _busy was set
+    cdef bint _shared_waits  # other threads may wait while _busy
+    cdef Py_ssize_t _waits  # waits in progress, in all threads
+    cdef unsigned long _waits_forks  # _forks when _waits was counted
     cdef bint _kernel_table
     cdef bint _any_fd
     cdef int _err
@@ -212,8 +237,10 @@ cdef class Poller:
     cdef int _sys_del(self, long long fd, int slot, uint32_t mask) except -1:
         return 0
 
-    cdef Py_ssize_t _wait_once(self, int64_t timeout_ns, Py_ssize_t maxevents) except -2:
-        """Wait once into `_buf`; return the count, or -1 with `_err` set.
+    cdef Py_ssize_t _wait_once(self, fastio_event **buf, Py_ssize_t *cap,
+                               int64_t timeout_ns, Py_ssize_t maxevents) except -2:
+        """Wait once into `buf[0]` (grown with grow_events); return the
+        count, or -1 with `_err` set.
 
         `_err` == 0 with -1 means "woken only by events the backend dropped
         (epoll: stale kernel entries)": the wait goes on with the time left.
@@ -319,71 +346,78 @@ cdef class Poller:
         self._lookup(fd, &mask, &slot)
         return mask
 
-    cdef int _reserve(self, Py_ssize_t n) except -1:
-        """Make `_buf` hold at least `n` events (and as many raw epoll events)."""
-        cdef size_t item = sizeof(fastio_event)
-        cdef void *buf
-        if n < 1:
-            n = 1
-        if n <= self._bufcap:
-            return 0
-        if FASTIO_EPOLL_EVENT_SIZE > item:
-            item = FASTIO_EPOLL_EVENT_SIZE
-        n = n + n // 4
-        buf = PyMem_Realloc(self._buf, n * item)
-        if buf == NULL:
-            raise MemoryError()
-        self._buf = <fastio_event *>buf
-        self._bufcap = n
-        return 0
-
-    cdef Py_ssize_t _wait(self, int64_t timeout_ns, Py_ssize_t maxevents) except -1:
-        """Wait for events into `_buf`; the caller must `_release()` after reading."""
+    cdef Py_ssize_t _wait(self, int64_t timeout_ns, Py_ssize_t maxevents,
+                          fastio_event **events) except -1:
+        """Wait for events into `events[0]`; the caller must pass it to
+        `_release()` after reading."""
         cdef Py_ssize_t n
         cdef int64_t deadline = 0
+        cdef fastio_event *own = NULL
+        cdef Py_ssize_t owncap = 0
+        cdef fastio_event **buf = &self._buf
+        cdef Py_ssize_t *cap = &self._bufcap
         self._check_open()
+        if self._waits_forks != _forks:
+            # The waits counted were the parent's threads'.
+            self._waits = 0
+            self._waits_forks = _forks
         if self._busy and self._busy_forks == _forks:
-            raise RuntimeError("concurrent poll() invocation")
-        # A fork while another thread waited left `_busy` set in the child,
-        # where that thread does not exist: a wait in the child goes ahead.
-        self._busy = True
-        self._busy_forks = _forks
+            if not self._shared_waits:
+                raise RuntimeError("concurrent poll() invocation")
+            buf = &own
+            cap = &owncap
+        else:
+            # A fork while another thread waited left `_busy` set in the
+            # child, where that thread does not exist: a wait in the child
+            # goes ahead.
+            self._busy = True
+            self._busy_forks = _forks
+        self._waits += 1
         try:
             if timeout_ns > 0:
                 deadline = fastio_monotonic_ns() + timeout_ns
             while True:
-                n = self._wait_once(timeout_ns, maxevents)
+                n = self._wait_once(buf, cap, timeout_ns, maxevents)
                 if n >= 0:
                     # A signal that came while the wait ran (to another
                     # thread, so without EINTR here) has its Python handler
                     # run now, as the stdlib's select() runs it on return,
                     # before the events are handed out; if the handler
                     # raises, the events are dropped with the select().
-                    if PyErr_CheckSignals() < 0:
-                        return -1
+                    PyErr_CheckSignals()
+                    events[0] = buf[0]
                     return n
                 if self._err == 0:
                     # Only dropped reports the stdlib's wait would not have
                     # woken for either (epoll: entries left by unregister();
                     # poll, select: fds registered again meanwhile): wait on.
                     if timeout_ns == 0 or self.closed:
+                        events[0] = buf[0]
                         return 0
                 elif self._err != EINTR:
                     _raise_errno(self._err)
-                elif PyErr_CheckSignals() < 0:
-                    return -1
-                elif self.closed:
-                    return 0
+                else:
+                    PyErr_CheckSignals()  # raises what a handler raised
+                    if self.closed:
+                        events[0] = buf[0]
+                        return 0
                 if timeout_ns > 0:
                     timeout_ns = deadline - fastio_monotonic_ns()
                     if timeout_ns < 0:
+                        events[0] = buf[0]
                         return 0
         except BaseException:
-            self._busy = False
+            self._release(buf[0])
             raise
 
-    cdef inline void _release(self) noexcept:
-        self._busy = False
+    cdef inline void _release(self, fastio_event *events) noexcept:
+        """End the wait that returned `events`."""
+        if self._waits_forks == _forks:
+            self._waits -= 1
+        if events == self._buf:
+            self._busy = False
+        else:
+            PyMem_Free(events)
 
     # --------------------------------------------------------- Python API
 
@@ -421,16 +455,17 @@ cdef class Poller:
         """
         cdef int64_t ns
         cdef Py_ssize_t n, i
+        cdef fastio_event *events
         if timeout is not None and timeout < 0:
             timeout = None
         ns = timeout_to_ns(timeout, self._timeout_unit())
-        n = self._wait(ns, maxevents)
+        n = self._wait(ns, maxevents, &events)
         try:
             result = PyList_New(0)
             for i in range(n):
-                result.append((self._buf[i].fd, self._buf[i].events))
+                result.append((events[i].fd, events[i].events))
         finally:
-            self._release()
+            self._release(events)
         return result
 
     cdef int64_t _timeout_unit(self):

@@ -23,6 +23,7 @@ cdef class SelectPoller(Poller):
         self.flag_mask = 0
         self._any_fd = True
         self._track_regs = True
+        self._shared_waits = True
         if not FASTIO_WINSOCK:
             self._direct_limit = FD_SETSIZE
 
@@ -66,7 +67,8 @@ cdef class SelectPoller(Poller):
         self._clear(fd)
         return 0
 
-    cdef Py_ssize_t _wait_once(self, int64_t timeout_ns, Py_ssize_t maxevents) except -2:
+    cdef Py_ssize_t _wait_once(self, fastio_event **buf, Py_ssize_t *bufcap,
+                               int64_t timeout_ns, Py_ssize_t maxevents) except -2:
         cdef fd_set r, w, x
         cdef int n, fd, err = 0
         cdef uint32_t ev
@@ -81,7 +83,7 @@ cdef class SelectPoller(Poller):
                 if fd_obj > 2147483647:
                     raise OverflowError("Python int too large to convert to C int")
             raise ValueError("filedescriptor out of range in select()")
-        self._reserve(self._count)
+        grow_events(buf, bufcap, self._count)
         r = self._rset
         w = self._wset
         if FASTIO_WINSOCK:
@@ -114,8 +116,8 @@ cdef class SelectPoller(Poller):
                 n -= 1
             if ev:
                 if self._registered_since(fd, start):
-                    self._buf[k].fd = fd
-                    self._buf[k].events = ev
+                    buf[0][k].fd = fd
+                    buf[0][k].events = ev
                     k += 1
                     if k == maxevents:
                         break

@@ -266,11 +266,10 @@ cdef class SelectorCore:
         cdef list ready
         if poller is None:
             return self._select_python(ns)
-        n = poller._wait(ns, -1)
+        n = poller._wait(ns, -1, &buf)
         try:
             # Filled in place and cut to size: no append, no over-allocation.
             ready = PyList_New(n)
-            buf = poller._buf
             try:
                 for i in range(n):
                     fd = buf[i].fd
@@ -299,7 +298,7 @@ cdef class SelectorCore:
             finally:
                 fastio_list_truncate(ready, k)
         finally:
-            poller._release()
+            poller._release(buf)
         return ready
 
     cdef int _remember_result(self, int fd, int sev, tuple t) except -1:
@@ -355,13 +354,12 @@ cdef class SelectorCore:
         cdef int slot, events
         if poller is None:
             return [(key.fd, events) for key, events in self._select_python(ns)]
-        n = poller._wait(ns, -1)
+        n = poller._wait(ns, -1, &buf)
         # After close(), poll/select registrations linger (as the stdlib's
         # do); only fds registered since then have keys to report.
         closed = self._map is None
         try:
             ready = []
-            buf = poller._buf
             for i in range(n):
                 if not poller._lookup(buf[i].fd, &mask, &slot):
                     continue
@@ -374,7 +372,7 @@ cdef class SelectorCore:
                 events = selector_events(buf[i].events) & selector_events_registered(mask)
                 ready.append((buf[i].fd, events))
         finally:
-            poller._release()
+            poller._release(buf)
         return ready
 
     # ------------------------------------------------------------ the map

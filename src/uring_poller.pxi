@@ -262,7 +262,8 @@ cdef class UringPoller(Poller):
         self._nfired += 1
         return 0
 
-    cdef Py_ssize_t _wait_once(self, int64_t timeout_ns, Py_ssize_t maxevents) except -2:
+    cdef Py_ssize_t _wait_once(self, fastio_event **buf, Py_ssize_t *bufcap,
+                               int64_t timeout_ns, Py_ssize_t maxevents) except -2:
         cdef unsigned to_submit, head
         cdef int err
         cdef fastio_ring *ring = &self._hub.ring
@@ -274,7 +275,7 @@ cdef class UringPoller(Poller):
         cdef fdentry *e
         fastio_check_own_ring(ring)
         self._rearm()
-        self._reserve(self._count)
+        grow_events(buf, bufcap, self._count)
         if self._hub.has_buffers:
             fastio_ring_recycle_flush(ring)
         to_submit = fastio_ring_publish(ring)
@@ -312,16 +313,16 @@ cdef class UringPoller(Poller):
                     if e.slot >= 0 and e.gen and <uint32_t>e.slot == gen:
                         e.gen = 0
                         self._note_fired(<int>fd)
-                        if k >= self._bufcap:
-                            self._reserve(k + 1)
-                        self._buf[k].fd = <int>fd
+                        if k >= bufcap[0]:
+                            grow_events(buf, bufcap, k + 1)
+                        buf[0][k].fd = <int>fd
                         if cqe.res < 0:
                             # A bad fd: reported, not re-armed (it would spin).
-                            self._buf[k].events = POLLERR | POLLNVAL
+                            buf[0][k].events = POLLERR | POLLNVAL
                             e.gen = 2
                         else:
-                            self._buf[k].events = <uint32_t>cqe.res
-                        self._buf[k].gen = 0
+                            buf[0][k].events = <uint32_t>cqe.res
+                        buf[0][k].gen = 0
                         k += 1
             elif <int>(ud & 0xff) != FASTIO_UD_IGNORE:
                 if fastio_hub_push(&self._hub, cqe):

@@ -571,6 +571,30 @@ def test_waker_wake_from_thread_wakes_blocked_poll(poller_cls, waker):
         p.close()
 
 
+def test_poll_from_another_thread_while_one_waits(poller_cls, waker):
+    # As select.epoll and select.select allow; select.poll raises.
+    p = poller_cls()
+    ready = []
+    t = threading.Thread(target=lambda: ready.append(p.poll(30.0)))
+    try:
+        p.register(waker.fileno(), _core.POLLIN)
+        t.start()
+        time.sleep(0.1)  # into its wait (if not, the poll below runs alone)
+        if poller_cls is _core.PollPoller and t.is_alive():
+            with pytest.raises(RuntimeError, match="concurrent poll"):
+                p.poll(0)
+        elif poller_cls is not _core.PollPoller:
+            assert p.poll(0) == []
+        waker.wake()
+        t.join(30)
+        assert ready == [[(waker.fileno(), _core.POLLIN)]]
+        assert p.poll(0) == [(waker.fileno(), _core.POLLIN)]
+    finally:
+        waker.wake()
+        t.join(30)
+        p.close()
+
+
 def test_waker_drain_returns_true_then_false(waker):
     waker.wake()
     assert waker.drain() is True

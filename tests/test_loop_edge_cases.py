@@ -39,6 +39,13 @@ def test_nan_time_is_refused_and_the_loop_keeps_its_timers(fastio_loop, method):
     assert fired == ["timer"]
 
 
+@pytest.mark.parametrize("value", [None, "1", b"1"])
+@pytest.mark.parametrize("method", ["call_later", "call_at"])
+def test_time_that_is_not_a_number_is_refused_alike_by_both_cores(fastio_loop, method, value):
+    with pytest.raises(TypeError, match="^must be real number, not %s$" % type(value).__name__):
+        getattr(fastio_loop.loop, method)(value, print)
+
+
 @pytest.mark.parametrize("value", [math.inf, 1e300])
 def test_far_timer_never_fires_and_does_not_block_others(any_loop, value):
     loop = any_loop.loop

@@ -19,6 +19,7 @@ taken when it began.
 
 import ctypes
 import os
+import select
 import selectors
 import socket
 import sys
@@ -223,3 +224,165 @@ def test_fd_unregistered_during_a_wait_that_becomes_ready(name, futex_nr):
         a.close()
         peer.close()
         t.join(60)
+
+
+def _waits_one_at_a_time(sel):
+    # select.poll refuses a second poll() while one runs: the stdlib's
+    # PollSelector, the pure-Python twin over it, and fastio's PollSelector.
+    return isinstance(sel, (STDLIB_CLASSES["poll"], fastio_selectors.PollSelector)) or (
+        getattr(py_selectors, "PollSelector", None) is not None
+        and isinstance(sel, py_selectors.PollSelector))
+
+
+@pytest.mark.parametrize("name", list(WITH_STDLIB))
+def test_two_threads_wait_on_one_selector_at_once(name, futex_nr):
+    # The stdlib's EpollSelector and SelectSelector let any number of
+    # threads wait on one selector; each wait returns what became ready.
+    sel = _selector_or_skip(name)
+    a, peer = socket.socketpair()
+    key = sel.register(a, selectors.EVENT_READ)
+    first, first_results = _start_waiting(sel, 60, futex_nr)
+    second = None
+    try:
+        if _waits_one_at_a_time(sel):
+            with pytest.raises(RuntimeError, match="concurrent poll"):
+                sel.select(0)
+            return
+        # A wait in this thread meanwhile returns at once with nothing.
+        assert sel.select(0) == []
+        second, second_results = _start_waiting(sel, 60, futex_nr)
+        peer.send(b"x")
+        first.join(30)
+        second.join(30)
+        assert not first.is_alive() and not second.is_alive()
+        assert first_results == [[(key, selectors.EVENT_READ)]]
+        assert second_results == [[(key, selectors.EVENT_READ)]]
+        # The selector goes on as usual after overlapping waits.
+        assert sel.select(0) == [(key, selectors.EVENT_READ)]
+        a.recv(1)
+        assert sel.select(0) == []
+    finally:
+        peer.send(b"y")
+        for t in (first, second):
+            if t is not None:
+                t.join(60)
+        sel.close()
+        a.close()
+        peer.close()
+
+
+@pytest.mark.parametrize("name", [n for n in WITH_STDLIB if not n.endswith("-poll")])
+def test_waits_that_start_and_end_while_another_waits(name, futex_nr):
+    # The first wait to start is not the last to end: the waits that come
+    # and go meanwhile, and the ones after it, each get their own result.
+    sel = _selector_or_skip(name)
+    a, peer = socket.socketpair()
+    b, b_peer = socket.socketpair()
+    key_a = sel.register(a, selectors.EVENT_READ)
+    key_b = sel.register(b, selectors.EVENT_READ)
+    long_wait, long_results = _start_waiting(sel, 60, futex_nr)
+    try:
+        assert sel.select(0) == []
+        assert sel.select(0.05) == []
+        b_peer.send(b"x")
+        assert sel.select(30) == [(key_b, selectors.EVENT_READ)]
+        b.recv(1)
+        peer.send(b"x")
+        long_wait.join(30)
+        assert not long_wait.is_alive()
+        assert long_results[0] in ([(key_a, selectors.EVENT_READ)],
+                                   [(key_b, selectors.EVENT_READ)])
+        assert sel.select(0) == [(key_a, selectors.EVENT_READ)]
+        a.recv(1)
+        assert sel.select(0) == []
+    finally:
+        peer.send(b"y")
+        long_wait.join(60)
+        sel.close()
+        for s in (a, peer, b, b_peer):
+            s.close()
+
+
+@pytest.mark.parametrize("name", [n for n in WITH_STDLIB if n.endswith("epoll")])
+def test_fd_unregistered_while_two_threads_wait_then_ready(name, futex_nr):
+    # fastio leaves an unregistered fd's kernel entry for later (see
+    # src/epoll.pxi): its report can reach both waits. Neither returns it,
+    # and neither ends early; the stdlib deletes the entry at unregister().
+    sel = _selector_or_skip(name)
+    a, peer = socket.socketpair()
+    w, w_peer = socket.socketpair()
+    sel.register(a, selectors.EVENT_READ)
+    key_w = sel.register(w, selectors.EVENT_READ)
+    first, first_results = _start_waiting(sel, 60, futex_nr)
+    second, second_results = _start_waiting(sel, 60, futex_nr)
+    try:
+        sel.unregister(a)
+        peer.send(b"x")
+        time.sleep(0.5)
+        assert first_results == [] and second_results == []
+        w_peer.send(b"w")
+        first.join(30)
+        second.join(30)
+        assert first_results == [[(key_w, selectors.EVENT_READ)]]
+        assert second_results == [[(key_w, selectors.EVENT_READ)]]
+    finally:
+        w_peer.send(b"w")
+        first.join(60)
+        second.join(60)
+        sel.close()
+        for s in (a, peer, w, w_peer):
+            s.close()
+
+
+@pytest.mark.parametrize("edge", [False, True], ids=["level", "edge"])
+@pytest.mark.parametrize("name", [n for n in WITH_STDLIB if n.endswith("epoll")])
+def test_stale_kernel_entry_reported_while_two_threads_wait(name, edge, futex_nr):
+    # An fd unregistered, then closed while a dup of it lives: its kernel
+    # entry can no longer be deleted (see src/epoll.pxi), and its report
+    # makes fastio rebuild the kernel set, never while another thread waits
+    # on the old one (an edge-triggered report wakes one wait only: the
+    # other would stay on the old set). Every wait sees an fd registered
+    # after the report.
+    sel = _selector_or_skip(name)
+    a, peer = socket.socketpair()
+    dup = a.dup()
+    sel.register(a, selectors.EVENT_READ)
+    if edge:
+        sel._selector.modify(a.fileno(), select.EPOLLIN | select.EPOLLET)
+    first, first_results = _start_waiting(sel, 60, futex_nr)
+    second, second_results = _start_waiting(sel, 60, futex_nr)
+    late, late_peer = socket.socketpair()
+    try:
+        sel.unregister(a)
+        a.close()
+        peer.send(b"x")
+        time.sleep(0.5)
+        key_late = sel.register(late, selectors.EVENT_READ)
+        late_peer.send(b"y")
+        first.join(30)
+        second.join(30)
+        assert not first.is_alive() and not second.is_alive(), "a wait missed a new registration"
+        for results in (first_results, second_results):
+            assert results in ([[]], [[(key_late, selectors.EVENT_READ)]])
+        assert sel.select(0) == [(key_late, selectors.EVENT_READ)]
+        late.recv(1)
+        assert sel.select(0) == []
+    finally:
+        late_peer.send(b"z")
+        first.join(60)
+        second.join(60)
+        sel.close()
+        for s in (peer, dup, late, late_peer):
+            s.close()
+
+
+@pytest.mark.parametrize("name", ["fastio-epoll", "fastio-select", "stdlib-epoll", "stdlib-select"])
+def test_threads_select_at_once_while_registrations_churn(name):
+    # Overlapping waits under register/modify/unregister/close churn: no
+    # error, no key that was never registered, no event outside its mask.
+    from stress.stress import select_from_threads
+
+    cls = WITH_STDLIB[name]
+    if cls is None:
+        pytest.skip("%s is not available on this platform" % name)
+    assert select_from_threads(cls, rounds=200) == []

@@ -55,8 +55,9 @@ def _check_callback(callback, method):
 
 def _check_time(value, name):
     """Return `value` as a float; NaN is refused (no timer could ever be due)."""
-    if isinstance(value, (str, bytes, bytearray)):
-        # float() would parse them; the compiled core refuses them.
+    if not (hasattr(type(value), "__float__") or hasattr(type(value), "__index__")):
+        # float() would parse strings; the compiled core refuses them, and
+        # None, as PyFloat_AsDouble does.
         raise TypeError("must be real number, not %s" % type(value).__name__)
     t = float(value)
     if t != t:

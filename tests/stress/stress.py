@@ -3,7 +3,7 @@
     python tests/stress/stress.py [--scale 1.0]
 
 Selector churn on every backend (register/modify/unregister/select, closed
-fds, the batch call), the Waker from threads, the Loop serving 1,000 echo
+fds, the batch call, waits in several threads at once), the Waker from threads, the Loop serving 1,000 echo
 connections, and, when FASTIO_AMQP_URL names a broker, the RabbitMQ
 Publisher with confirms. Exits non-zero if any echoed byte is wrong or any
 message is not confirmed. It is a
@@ -57,6 +57,72 @@ def churn_selectors(rounds):
             a.close()
             b.close()
         sel.close()
+
+
+def select_from_threads(cls, rounds, threads=3):
+    """Threads wait in one selector's select() at once while this thread
+    registers, modifies, unregisters, sends and drains; on epoll it also
+    closes fds while a dup of each lives (stale kernel entries). Returns
+    what went wrong."""
+    sel = cls()
+    stop = threading.Event()
+    socks = set()  # every socket ever made: select() reports no other
+    errors = []
+    # select(2) fails with EBADF if an fd is closed as a wait starts (the
+    # stdlib's too): only the epoll selectors see fds closed meanwhile.
+    close_now = cls.__name__ == "EpollSelector"
+    to_close = []
+
+    def wait():
+        try:
+            while not stop.is_set():
+                for key, events in sel.select(0.005):
+                    if key.fileobj not in socks or events & ~key.events or not events:
+                        errors.append((key, events))
+        except Exception as exc:  # reported, not swallowed
+            errors.append(exc)
+
+    waiters = [threading.Thread(target=wait) for _ in range(threads)]
+    for t in waiters:
+        t.start()
+    pairs = [socket.socketpair() for _ in range(16)]
+    socks.update(a for a, _ in pairs)
+    try:
+        for r in range(rounds):
+            for i, (a, b) in enumerate(pairs):
+                sel.register(a, selectors.EVENT_READ | selectors.EVENT_WRITE * (i % 2), r)
+                b.send(b"x")
+            for i, (a, b) in enumerate(pairs):
+                if i % 3 == 0:
+                    sel.modify(a, selectors.EVENT_READ, -r)
+                sel.unregister(a)
+                a.recv(16)
+            a, b = pairs[r % len(pairs)]
+            dup = a.dup()
+            sel.register(a, selectors.EVENT_READ)
+            sel.unregister(a)
+            pairs[r % len(pairs)] = socket.socketpair()
+            socks.add(pairs[r % len(pairs)][0])
+            if close_now:
+                a.close()
+                b.send(b"y")
+                a = None
+            to_close.extend(s for s in (a, b, dup) if s is not None)
+            if close_now:
+                for s in to_close:
+                    s.close()
+                to_close.clear()
+    finally:
+        stop.set()
+        for t in waiters:
+            t.join()
+        sel.close()
+        for s in to_close:
+            s.close()
+        for a, b in pairs:
+            a.close()
+            b.close()
+    return errors
 
 
 def churn_waker(threads=4, wakes=20000):
@@ -141,6 +207,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     rounds = max(1, int(20 * args.scale))
     churn_selectors(rounds)
+    for cls in (selectors.EpollSelector, selectors.SelectSelector):
+        errors = select_from_threads(cls, rounds * 10)
+        if errors:
+            print("stress: %s from threads: %r" % (cls.__name__, errors[:5]), file=sys.stderr)
+            return 1
     churn_waker()
     errors = loop_echo(connections=1000, rounds=max(1, int(3 * args.scale)))
     if errors:
