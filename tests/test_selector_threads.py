@@ -21,6 +21,7 @@ import ctypes
 import os
 import select
 import selectors
+import signal
 import socket
 import sys
 import threading
@@ -386,3 +387,39 @@ def test_threads_select_at_once_while_registrations_churn(name):
     if cls is None:
         pytest.skip("%s is not available on this platform" % name)
     assert select_from_threads(cls, rounds=200) == []
+
+
+@pytest.mark.parametrize("name", list(WITH_STDLIB))
+def test_select_from_a_signal_handler_during_select(name):
+    # A wait inside a wait, in one thread: epoll and select allow it.
+    sel = _selector_or_skip(name)
+    a, peer = socket.socketpair()
+    key = sel.register(a, selectors.EVENT_READ)
+    inner = []
+
+    def select_now():
+        try:
+            inner.append(sel.select(0))
+        except RuntimeError as exc:
+            inner.append(exc)
+
+    def handler(signum, frame):
+        select_now()
+        peer.send(b"x")
+        select_now()
+
+    old = signal.signal(signal.SIGALRM, handler)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        outer = sel.select(30)
+        assert outer == [(key, selectors.EVENT_READ)]
+        if _waits_one_at_a_time(sel):
+            assert [type(exc) for exc in inner] == [RuntimeError, RuntimeError]
+        else:
+            assert inner == [[], [(key, selectors.EVENT_READ)]]
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        sel.close()
+        a.close()
+        peer.close()
