@@ -285,6 +285,9 @@ cdef class EpollPoller(Poller):
         fastio_close_fd(newfd)
         return 0
 
+    cdef str _noun(self):
+        return "epoll object"  # as select.epoll says
+
     def fileno(self):
         """Return the epoll file descriptor."""
         self._check_open()

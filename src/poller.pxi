@@ -222,8 +222,12 @@ cdef class Poller:
 
     cdef inline int _check_open(self) except -1:
         if self.closed:
-            raise ValueError("I/O operation on closed poller")
+            raise ValueError("I/O operation on closed " + self._noun())
         return 0
+
+    cdef str _noun(self):
+        """What the closed-poller error calls this poller."""
+        return "poller"
 
     # ------------------------------------------------------ backend hooks
 

@@ -256,6 +256,16 @@ def test_close_twice_leaves_selector_closed(selector_cls, socketpair):
         sel.get_key(rd)
 
 
+def test_epoll_selector_after_close_raises_as_select_epoll(epoll_cls, socketpair):
+    # select.epoll's ValueError and its words: code matches on them.
+    sel = epoll_cls()
+    rd, wr = socketpair()
+    sel.close()
+    for call in (lambda: sel.select(0), lambda: sel.register(rd, R), sel.fileno):
+        with pytest.raises(ValueError, match="^I/O operation on closed epoll object$"):
+            call()
+
+
 def test_context_manager_returns_self_and_closes(selector_cls, socketpair):
     rd, wr = socketpair()
     sel = selector_cls()
