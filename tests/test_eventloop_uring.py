@@ -722,6 +722,7 @@ def _in_child(body):
     return child_exit_code(pid)
 
 
+@pytest.mark.forks
 @pytest.mark.parametrize("child", ["close", "run"])
 def test_a_forked_child_never_touches_the_parents_ring(loop, child):
     # The ring's queues and buffers are shared mmaps: after fork() a child

@@ -488,6 +488,7 @@ def test_refused_bad_backend_names_and_both_arguments_are_value_errors():
         fastio.EventLoop(backend="kqueue")
 
 
+@pytest.mark.forks
 def test_a_forked_child_that_closes_the_loop_leaves_the_parents_ring_alone():
     # Loop's face of the fork guard (see test_eventloop_uring): the child's
     # close() cancels nothing of the parent's, and its run is refused.
@@ -653,6 +654,7 @@ def test_a_write_from_another_thread_goes_out_while_the_loop_waits():
         loop.close()
 
 
+@pytest.mark.forks
 def test_a_forked_childs_readiness_poller_is_dead_and_leaves_the_parents_polls_armed():
     # The bare poller (fastio.selectors' UringSelector): in the child a wait
     # or a registration is refused, unregister() and close() submit nothing,

@@ -412,6 +412,7 @@ def test_publisher_on_the_pure_python_twin(amqp_url, queue, monkeypatch):
     assert sorted(int(b) for b in drain(amqp_url, queue)) == list(range(2000))
 
 
+@pytest.mark.forks
 def test_publisher_inherited_by_a_forked_child_fails_fast_and_leaves_the_parent_alone(
         amqp_url, admin, queue):
     import os

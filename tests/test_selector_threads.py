@@ -171,6 +171,7 @@ def test_report_made_while_unregistered_is_not_returned(name, futex_nr):
             s.close()
 
 
+@pytest.mark.forks
 @pytest.mark.parametrize("name", list(WITH_STDLIB))
 def test_child_forked_while_another_thread_waits_can_select(name, futex_nr):
     # The waiting thread does not exist in the child: nothing there is busy.
