@@ -56,11 +56,15 @@
 # * Dropped reports must not end a wait early: the wait goes on with the
 #   time left (Poller._wait), and the buffer holds registered + deferred
 #   entries' reports, so none is ever starved by stale ones.
-# * Waits in several threads at once (Poller._wait): a report of a
-#   deferred entry may reach two of them; the first deletes the entry, the
-#   other drops its copy. No wait rebuilds while another waits on the
-#   kernel set (it would stay blocked on the old one): it returns instead,
-#   and a later wait that runs alone rebuilds.
+# * Waits in several threads at once (Poller._wait): a report of an entry
+#   may reach two of them. The first deletes a deferred one; the other
+#   drops its copy (the table keeps the deleted entry's generation in `gen`
+#   until the next ADD of a deferred fd). A rebuild leaves the waits of
+#   other threads blocked on the old set (their epoll_wait holds its file):
+#   before the new set takes the fd number, a signalled eventfd joins the
+#   old one, so they wake, drop its report (generation 0, never an entry's)
+#   and wait again on the new set. It stays open, and in the sets it joined
+#   (they go with their last waiter), until the poller is freed.
 # * A generation repeats only after 2**31 ADDs; a stale entry would have to
 #   outlive all of them, on the same fd number, to be mistaken for a live one.
 
@@ -68,6 +72,7 @@
 cdef enum:
     FASTIO_EPOLL_DEFERRED = -2
     FASTIO_EPOLL_GEN_MASK = 0x7FFFFFFF
+    FASTIO_EPOLL_WAKE_GEN = 0  # the wake-up entry of a replaced set (see _rebuild)
 
 
 cdef class EpollPoller(Poller):
@@ -76,9 +81,11 @@ cdef class EpollPoller(Poller):
     cdef int _epfd
     cdef uint32_t _gen
     cdef Py_ssize_t _deferred
+    cdef int _wake_fd  # signalled; joins each set _rebuild() replaces (-1: none yet)
 
     def __cinit__(self, *args, **kwargs):
         self._epfd = -1
+        self._wake_fd = -1
         self._kernel_table = True
         self._shared_waits = True
         self.flag_mask = EPOLLET | EPOLLONESHOT | EPOLLEXCLUSIVE | EPOLLRDHUP | EPOLLPRI
@@ -92,6 +99,9 @@ cdef class EpollPoller(Poller):
         if self._epfd >= 0:
             fastio_close_fd(self._epfd)
             self._epfd = -1
+        if self._wake_fd >= 0:
+            fastio_close_fd(self._wake_fd)
+            self._wake_fd = -1
 
     cdef int _ctl(self, int op, long long fd, uint32_t mask, uint32_t gen) except -1:
         if fastio_epoll_ctl(self._epfd, op, <int>fd, mask, gen) < 0:
@@ -130,12 +140,15 @@ cdef class EpollPoller(Poller):
         gen = self._next_gen()
         self._ctl(EPOLL_CTL_ADD, fd, mask, gen)
         if e != NULL:
-            # The old entry is gone or harmless: a report from it carries
-            # an older generation and triggers a rebuild.
             self._deferred -= 1
-        if fd < self._cap:
-            # No older generation of this registration to forgive.
+        if fd < self._cap and (e != NULL or self._entries[fd].slot != -1):
+            # An older entry may live on (a deferred one MOD could not
+            # re-arm; a registration whose fd was closed): a report from it
+            # carries an older generation and triggers a rebuild.
             self._entries[fd].gen = gen
+        # After a deleted entry (-1), `gen` keeps that entry's generation:
+        # it is gone from the set, and a report of it that another thread
+        # still holds is dropped without a rebuild.
         return <int>gen
 
     cdef inline uint32_t _next_gen(self) noexcept:
@@ -176,7 +189,6 @@ cdef class EpollPoller(Poller):
         cdef Py_ssize_t kept
         cdef int epfd = self._epfd
         cdef fastio_event *events
-        cdef bint ended = False
         if 0 < maxevents < cap:
             cap = maxevents
         grow_events(buf, bufcap, cap)
@@ -196,18 +208,17 @@ cdef class EpollPoller(Poller):
         self._err = err
         if n <= 0:
             return n
-        kept = self._filter(events, n, &ended)
-        if kept == 0 and not ended:
+        kept = self._filter(events, n)
+        if kept == 0:
             self._err = 0
             return -1
         return kept
 
-    cdef Py_ssize_t _filter(self, fastio_event *buf, Py_ssize_t n, bint *ended) except -1:
+    cdef Py_ssize_t _filter(self, fastio_event *buf, Py_ssize_t n) except -1:
         """Keep, in place, the reports of the registrations the table holds.
 
         Deferred entries that report are deleted now; reports no epoll_ctl
-        can stop (see the top of this file) make the kernel set be rebuilt,
-        or, while other threads wait on it, set `ended[0]`.
+        can stop (see the top of this file) make the kernel set be rebuilt.
         """
         cdef fdentry *entries = self._entries
         cdef Py_ssize_t cap = self._cap
@@ -218,6 +229,10 @@ cdef class EpollPoller(Poller):
         for i in range(n):
             fd = buf[i].fd
             gen = buf[i].gen
+            if gen == FASTIO_EPOLL_WAKE_GEN:
+                # A set replaced by _rebuild() woke this wait: it waits
+                # again, on the new set.
+                continue
             if fd < cap:
                 slot = entries[fd].slot
                 if slot >= 0 and <uint32_t>slot == gen:
@@ -246,14 +261,6 @@ cdef class EpollPoller(Poller):
                 continue
             elif settled:
                 continue
-            if self._waits > 1:
-                # Other threads wait on this kernel set: a rebuild would
-                # leave them waiting on the old one. The report is dropped
-                # and this wait ends with what it kept (the stdlib's
-                # returns no key for such a report either); a wait that
-                # runs alone rebuilds.
-                ended[0] = True
-                continue
             # After a rebuild the kernel holds only what the table holds, so
             # the rest of this buffer needs no more syscalls.
             self._rebuild()
@@ -264,6 +271,7 @@ cdef class EpollPoller(Poller):
         """Replace the kernel set by a new one holding exactly the table."""
         cdef int newfd = fastio_epoll_create()
         cdef int err
+        cdef int pair[2]
         cdef Py_ssize_t fd
         cdef fdentry *e
         if newfd < 0:
@@ -278,6 +286,14 @@ cdef class EpollPoller(Poller):
         for fd, item in self._far.items():
             fastio_epoll_ctl(newfd, EPOLL_CTL_ADD, <int>fd, <uint32_t>item[0], <uint32_t>item[1])
         self._deferred = 0
+        # Waits of other threads blocked on the old set: wake them (see the
+        # top of this file). Best effort: without an eventfd they wake at
+        # the old set's next report.
+        if self._wake_fd < 0 and fastio_waker_open(pair) == 0:
+            self._wake_fd = pair[0]
+            fastio_waker_write(self._wake_fd)
+        if self._wake_fd >= 0:
+            fastio_epoll_ctl(self._epfd, EPOLL_CTL_ADD, self._wake_fd, EPOLLIN, FASTIO_EPOLL_WAKE_GEN)
         if fastio_dup_onto(newfd, self._epfd) < 0:
             err = fastio_last_error()
             fastio_close_fd(newfd)

@@ -26,11 +26,11 @@
 # of fds registered after the wait began: the wait goes on if one of them
 # is registered again, and returns none otherwise, as the stdlib's wait
 # returns no key for them. Waits may run in several threads at once on
-# epoll and select, as on select.epoll and select.select: the first wait
-# fills `_buf`, the others a buffer of their own that their caller frees
-# through `_release()`. A second wait on poll (or io_uring) raises
-# RuntimeError, as select.poll does; a child forked while a thread waited
-# may wait at once (see _forks). close() from another thread does not free
+# epoll and select, as on select.epoll and select.select (and nest, in a
+# signal handler): the first wait fills `_buf`, the others a buffer of
+# their own that their caller frees through `_release()`. A second wait on
+# poll (or io_uring) raises RuntimeError, as select.poll does; a child
+# forked while another thread waited may wait at once (see _forks). close() from another thread does not free
 # anything a wait is using; the blocked wait returns normally when it wakes
 # and every later call raises ValueError.
 
@@ -128,9 +128,8 @@ cdef class Poller:
     cdef Py_ssize_t _bufcap
     cdef bint _busy  # a wait is using `_buf`
     cdef unsigned long _busy_forks  # _forks when _busy was set
-    cdef bint _shared_waits  # other threads may wait while _busy
-    cdef Py_ssize_t _waits  # waits in progress, in all threads
-    cdef unsigned long _waits_forks  # _forks when _waits was counted
+    cdef unsigned long _busy_thread  # the thread that set it
+    cdef bint _shared_waits  # other waits may run while _busy
     cdef bint _kernel_table
     cdef bint _any_fd
     cdef int _err
@@ -360,12 +359,12 @@ cdef class Poller:
         cdef Py_ssize_t owncap = 0
         cdef fastio_event **buf = &self._buf
         cdef Py_ssize_t *cap = &self._bufcap
+        cdef unsigned long thread = PyThread_get_thread_ident()
         self._check_open()
-        if self._waits_forks != _forks:
-            # The waits counted were the parent's threads'.
-            self._waits = 0
-            self._waits_forks = _forks
-        if self._busy and self._busy_forks == _forks:
+        if self._busy and (self._busy_forks == _forks or self._busy_thread == thread):
+            # Another wait fills `_buf`: another thread's, or an outer one
+            # of this thread's (a select() in a signal handler; after a
+            # fork there, the child still has that frame).
             if not self._shared_waits:
                 raise RuntimeError("concurrent poll() invocation")
             buf = &own
@@ -373,10 +372,10 @@ cdef class Poller:
         else:
             # A fork while another thread waited left `_busy` set in the
             # child, where that thread does not exist: a wait in the child
-            # goes ahead.
+            # takes `_buf`.
             self._busy = True
             self._busy_forks = _forks
-        self._waits += 1
+            self._busy_thread = thread
         try:
             if timeout_ns > 0:
                 deadline = fastio_monotonic_ns() + timeout_ns
@@ -416,8 +415,6 @@ cdef class Poller:
 
     cdef inline void _release(self, fastio_event *events) noexcept:
         """End the wait that returned `events`."""
-        if self._waits_forks == _forks:
-            self._waits -= 1
         if events == self._buf:
             self._busy = False
         else:

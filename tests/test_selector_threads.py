@@ -32,6 +32,7 @@ import pytest
 import fastio._impl.core_py as py_selectors
 import fastio.selectors as fastio_selectors
 from conftest import STDLIB_CLASSES
+from loop_fixtures import child_exit_code
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="watches threads through /proc (Linux)")
@@ -336,25 +337,45 @@ def test_fd_unregistered_while_two_threads_wait_then_ready(name, futex_nr):
             s.close()
 
 
+def _select_until_events(sel, empty):
+    """Call sel.select() until it returns events; count the empty returns."""
+    results = []
+
+    def run():
+        while True:
+            ready = sel.select(60)
+            if ready:
+                results.append(ready)
+                return
+            empty.append(1)
+
+    return threading.Thread(target=run, daemon=True), results
+
+
 @pytest.mark.parametrize("edge", [False, True], ids=["level", "edge"])
 @pytest.mark.parametrize("name", [n for n in WITH_STDLIB if n.endswith("epoll")])
 def test_stale_kernel_entry_reported_while_two_threads_wait(name, edge, futex_nr):
     # An fd unregistered, then closed while a dup of it lives: its kernel
     # entry can no longer be deleted (see src/epoll.pxi), and its report
-    # makes fastio rebuild the kernel set, never while another thread waits
-    # on the old one (an edge-triggered report wakes one wait only: the
-    # other would stay on the old set). Every wait sees an fd registered
-    # after the report.
+    # makes fastio rebuild the kernel set while two threads select() in a
+    # loop. Neither returns early or spins on the stale report, and both
+    # then see an fd registered after it (a wait left blocked on the old set
+    # would not: an edge-triggered report wakes one wait only).
     sel = _selector_or_skip(name)
     a, peer = socket.socketpair()
     dup = a.dup()
     sel.register(a, selectors.EVENT_READ)
     if edge:
         sel._selector.modify(a.fileno(), select.EPOLLIN | select.EPOLLET)
-    first, first_results = _start_waiting(sel, 60, futex_nr)
-    second, second_results = _start_waiting(sel, 60, futex_nr)
+    empty = []
+    first, first_results = _select_until_events(sel, empty)
+    second, second_results = _select_until_events(sel, empty)
     late, late_peer = socket.socketpair()
     try:
+        for t in (first, second):
+            t.start()
+            while blocked_syscall(t.native_id) == futex_nr:
+                pass
         sel.unregister(a)
         a.close()
         peer.send(b"x")
@@ -364,8 +385,8 @@ def test_stale_kernel_entry_reported_while_two_threads_wait(name, edge, futex_nr
         first.join(30)
         second.join(30)
         assert not first.is_alive() and not second.is_alive(), "a wait missed a new registration"
-        for results in (first_results, second_results):
-            assert results in ([[]], [[(key_late, selectors.EVENT_READ)]])
+        assert empty == [], "select() returned with nothing %d times" % len(empty)
+        assert first_results == second_results == [[(key_late, selectors.EVENT_READ)]]
         assert sel.select(0) == [(key_late, selectors.EVENT_READ)]
         late.recv(1)
         assert sel.select(0) == []
@@ -376,6 +397,53 @@ def test_stale_kernel_entry_reported_while_two_threads_wait(name, edge, futex_nr
         sel.close()
         for s in (peer, dup, late, late_peer):
             s.close()
+
+
+@pytest.mark.forks
+@pytest.mark.parametrize("name", list(WITH_STDLIB))
+def test_fork_in_a_signal_handler_during_select_then_select_in_the_child(name):
+    # The child has the outer select() frame of the thread that forked: a
+    # select() there nests in it (and may grow the poller's tables), and the
+    # outer one then returns as usual.
+    sel = _selector_or_skip(name)
+    a, peer = socket.socketpair()
+    key = sel.register(a, selectors.EVENT_READ)
+    more = []
+    status = []
+
+    def handler(signum, frame):
+        pid = os.fork()
+        if pid:
+            status.append(pid)
+            return
+        try:
+            more.extend(socket.socketpair() for _ in range(40))
+            for x, _ in more:
+                sel.register(x, selectors.EVENT_READ)
+            nested = sel.select(0)
+        except RuntimeError:
+            nested = "RuntimeError"
+        except BaseException:
+            os._exit(4)
+        if nested != ("RuntimeError" if _waits_one_at_a_time(sel) else []):
+            os._exit(5)
+        peer.send(b"x")
+
+    old = signal.signal(signal.SIGALRM, handler)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        outer = sel.select(30)
+        if not status:  # the child: the outer select() returned in it too
+            os._exit(0 if outer == [(key, selectors.EVENT_READ)] else 6)
+        # The parent's, woken by the child's send (the socket is shared).
+        assert outer == [(key, selectors.EVENT_READ)]
+        assert child_exit_code(status[0]) == 0
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        sel.close()
+        a.close()
+        peer.close()
 
 
 @pytest.mark.parametrize("name", ["fastio-epoll", "fastio-select", "stdlib-epoll", "stdlib-select"])
