@@ -64,7 +64,7 @@
 #   before the new set takes the fd number, a signalled eventfd joins the
 #   old one, so they wake, drop its report (generation 0, never an entry's)
 #   and wait again on the new set. It stays open, and in the sets it joined
-#   (they go with their last waiter), until the poller is freed.
+#   (they go with their last waiter), until the poller is closed.
 # * A generation repeats only after 2**31 ADDs; a stale entry would have to
 #   outlive all of them, on the same fd number, to be mistaken for a live one.
 
@@ -315,3 +315,6 @@ cdef class EpollPoller(Poller):
             self.closed = True
             fastio_close_fd(self._epfd)
             self._epfd = -1
+            if self._wake_fd >= 0:
+                fastio_close_fd(self._wake_fd)
+                self._wake_fd = -1
