@@ -64,7 +64,10 @@
 #   before the new set takes the fd number, a signalled eventfd joins the
 #   old one, so they wake, drop its report (generation 0, never an entry's)
 #   and wait again on the new set. It stays open, and in the sets it joined
-#   (they go with their last waiter), until the poller is closed.
+#   (they go with their last waiter), until the poller is closed. A set
+#   shared with a forked child lives on in the child, with the eventfd in
+#   it: a wait that meets its report in a set no rebuild of its own
+#   replaced rebuilds too, onto a set without it.
 # * A generation repeats only after 2**31 ADDs; a stale entry would have to
 #   outlive all of them, on the same fd number, to be mistaken for a live one.
 
@@ -82,6 +85,7 @@ cdef class EpollPoller(Poller):
     cdef uint32_t _gen
     cdef Py_ssize_t _deferred
     cdef int _wake_fd  # signalled; joins each set _rebuild() replaces (-1: none yet)
+    cdef unsigned long _rebuilds
 
     def __cinit__(self, *args, **kwargs):
         self._epfd = -1
@@ -189,6 +193,7 @@ cdef class EpollPoller(Poller):
         cdef Py_ssize_t kept
         cdef int epfd = self._epfd
         cdef fastio_event *events
+        cdef unsigned long rebuilds = self._rebuilds
         if 0 < maxevents < cap:
             cap = maxevents
         grow_events(buf, bufcap, cap)
@@ -208,17 +213,19 @@ cdef class EpollPoller(Poller):
         self._err = err
         if n <= 0:
             return n
-        kept = self._filter(events, n)
+        kept = self._filter(events, n, rebuilds)
         if kept == 0:
             self._err = 0
             return -1
         return kept
 
-    cdef Py_ssize_t _filter(self, fastio_event *buf, Py_ssize_t n) except -1:
+    cdef Py_ssize_t _filter(self, fastio_event *buf, Py_ssize_t n,
+                            unsigned long rebuilds) except -1:
         """Keep, in place, the reports of the registrations the table holds.
 
         Deferred entries that report are deleted now; reports no epoll_ctl
         can stop (see the top of this file) make the kernel set be rebuilt.
+        `rebuilds` is `_rebuilds` when the wait began.
         """
         cdef fdentry *entries = self._entries
         cdef Py_ssize_t cap = self._cap
@@ -229,11 +236,14 @@ cdef class EpollPoller(Poller):
         for i in range(n):
             fd = buf[i].fd
             gen = buf[i].gen
-            if gen == FASTIO_EPOLL_WAKE_GEN:
+            if gen == FASTIO_EPOLL_WAKE_GEN and (settled or rebuilds != self._rebuilds):
                 # A set replaced by _rebuild() woke this wait: it waits
-                # again, on the new set.
+                # again, on the new set. (Met in a set no rebuild replaced
+                # since the wait began, it is a set another process still
+                # shares with this one after a fork, and the rebuild below
+                # leaves it.)
                 continue
-            if fd < cap:
+            if fd < cap and gen != FASTIO_EPOLL_WAKE_GEN:
                 slot = entries[fd].slot
                 if slot >= 0 and <uint32_t>slot == gen:
                     if k != i:
@@ -272,6 +282,7 @@ cdef class EpollPoller(Poller):
         cdef int newfd = fastio_epoll_create()
         cdef int err
         cdef int pair[2]
+        cdef bint wake = False
         cdef Py_ssize_t fd
         cdef fdentry *e
         if newfd < 0:
@@ -281,24 +292,33 @@ cdef class EpollPoller(Poller):
             if e.slot >= 0:
                 # Failure (a closed fd): stays registered, as in the stdlib.
                 fastio_epoll_ctl(newfd, EPOLL_CTL_ADD, <int>fd, e.mask, <uint32_t>e.slot)
-            elif e.slot == FASTIO_EPOLL_DEFERRED:
-                e.slot = -1
         for fd, item in self._far.items():
             fastio_epoll_ctl(newfd, EPOLL_CTL_ADD, <int>fd, <uint32_t>item[0], <uint32_t>item[1])
-        self._deferred = 0
         # Waits of other threads blocked on the old set: wake them (see the
         # top of this file). Best effort: without an eventfd they wake at
-        # the old set's next report.
+        # the old set's next report. The eventfd stays readable (level-
+        # triggered, never drained): each wait that takes its report
+        # passes the wake-up on to the next.
         if self._wake_fd < 0 and fastio_waker_open(pair) == 0:
             self._wake_fd = pair[0]
             fastio_waker_write(self._wake_fd)
         if self._wake_fd >= 0:
-            fastio_epoll_ctl(self._epfd, EPOLL_CTL_ADD, self._wake_fd, EPOLLIN, FASTIO_EPOLL_WAKE_GEN)
+            wake = fastio_epoll_ctl(self._epfd, EPOLL_CTL_ADD, self._wake_fd, EPOLLIN,
+                                    FASTIO_EPOLL_WAKE_GEN) == 0
         if fastio_dup_onto(newfd, self._epfd) < 0:
             err = fastio_last_error()
             fastio_close_fd(newfd)
+            if wake:
+                # The set stays: an always-ready member would wake every wait.
+                fastio_epoll_ctl(self._epfd, EPOLL_CTL_DEL, self._wake_fd, 0, 0)
             _raise_errno(err)
         fastio_close_fd(newfd)
+        # The deferred entries went with the old set.
+        for fd in range(self._cap):
+            if self._entries[fd].slot == FASTIO_EPOLL_DEFERRED:
+                self._entries[fd].slot = -1
+        self._deferred = 0
+        self._rebuilds += 1
         return 0
 
     cdef str _noun(self):

@@ -494,3 +494,48 @@ def test_select_from_a_signal_handler_during_select(name):
         sel.close()
         a.close()
         peer.close()
+
+
+@pytest.mark.forks
+@pytest.mark.parametrize("name", [n for n in WITH_STDLIB if n.endswith("epoll")])
+def test_rebuild_in_the_parent_leaves_a_forked_childs_waits_quiet(name):
+    # After fork() parent and child share one kernel epoll set. The parent
+    # unregisters and closes a socket the child inherited (its kernel entry
+    # lives on with the child's fd): fastio rebuilds the parent's set, and
+    # the wake-up it leaves in the old one must not make the child's waits
+    # spin there.
+    sel = _selector_or_skip(name)
+    a, peer = socket.socketpair()
+    key = sel.register(a, selectors.EVENT_READ)
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.read(go_r, 1)
+            # The stdlib's unregister() in the parent deleted the shared
+            # entry: no report here. fastio's child still has one.
+            first = sel.select(0.3)
+            if first:
+                a.recv(16)
+            wall, cpu = time.monotonic(), time.process_time()
+            later = [sel.select(0.3) for _ in range(3)]
+            wall, cpu = time.monotonic() - wall, time.process_time() - cpu
+            if first not in ([], [(key, selectors.EVENT_READ)]) or later != [[], [], []]:
+                code = 2
+            else:
+                code = 0 if cpu < 0.1 * wall else 3
+        finally:
+            os._exit(code)
+    try:
+        sel.unregister(a)
+        a.close()
+        peer.send(b"x")
+        assert sel.select(0.2) == []
+        os.write(go_w, b"g")
+        assert child_exit_code(pid) == 0
+    finally:
+        sel.close()
+        peer.close()
+        for fd in (go_r, go_w):
+            os.close(fd)
