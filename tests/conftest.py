@@ -20,6 +20,7 @@ can call `fastio.install()`, so "stdlib" always means the stdlib's own class.
 
 import os
 import selectors
+import signal
 import socket
 
 try:
@@ -243,3 +244,19 @@ def open_fd_count():
         return len(os.listdir("/proc/self/fd"))
     except OSError:
         return 64
+
+
+@pytest.fixture
+def sigalrm():
+    """Install a SIGALRM handler; ``sigalrm(handler, delay)`` arms a timer."""
+    if not hasattr(signal, "setitimer"):
+        pytest.skip("needs signal.setitimer")
+    original = signal.getsignal(signal.SIGALRM)
+
+    def arm(handler, delay):
+        signal.signal(signal.SIGALRM, handler)
+        signal.setitimer(signal.ITIMER_REAL, delay)
+
+    yield arm
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, original)

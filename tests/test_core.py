@@ -59,20 +59,6 @@ def poller(poller_cls):
     p.close()
 
 
-@pytest.fixture
-def sigalrm():
-    """``sigalrm(handler, delay)`` installs a SIGALRM handler and arms a timer."""
-    original = signal.getsignal(signal.SIGALRM)
-
-    def arm(handler, delay):
-        signal.signal(signal.SIGALRM, handler)
-        signal.setitimer(signal.ITIMER_REAL, delay)
-
-    yield arm
-    signal.setitimer(signal.ITIMER_REAL, 0)
-    signal.signal(signal.SIGALRM, original)
-
-
 class Interrupted(Exception):
     pass
 

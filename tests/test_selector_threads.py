@@ -21,7 +21,6 @@ import ctypes
 import os
 import select
 import selectors
-import signal
 import socket
 import sys
 import threading
@@ -403,7 +402,7 @@ def test_stale_kernel_entry_reported_while_two_threads_wait(name, edge, futex_nr
 
 @pytest.mark.forks
 @pytest.mark.parametrize("name", list(WITH_STDLIB))
-def test_fork_in_a_signal_handler_during_select_then_select_in_the_child(name):
+def test_fork_in_a_signal_handler_during_select_then_select_in_the_child(name, sigalrm):
     # The child has the outer select() frame of the thread that forked: a
     # select() there nests in it (and may grow the poller's tables), and the
     # outer one then returns as usual.
@@ -431,9 +430,8 @@ def test_fork_in_a_signal_handler_during_select_then_select_in_the_child(name):
             os._exit(5)
         peer.send(b"x")
 
-    old = signal.signal(signal.SIGALRM, handler)
+    sigalrm(handler, 0.05)
     try:
-        signal.setitimer(signal.ITIMER_REAL, 0.05)
         outer = sel.select(30)
         if not status:  # the child: the outer select() returned in it too
             os._exit(0 if outer == [(key, selectors.EVENT_READ)] else 6)
@@ -441,8 +439,6 @@ def test_fork_in_a_signal_handler_during_select_then_select_in_the_child(name):
         assert outer == [(key, selectors.EVENT_READ)]
         assert child_exit_code(status[0]) == 0
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
         sel.close()
         a.close()
         peer.close()
@@ -461,7 +457,7 @@ def test_threads_select_at_once_while_registrations_churn(name):
 
 
 @pytest.mark.parametrize("name", list(WITH_STDLIB))
-def test_select_from_a_signal_handler_during_select(name):
+def test_select_from_a_signal_handler_during_select(name, sigalrm):
     # A wait inside a wait, in one thread: epoll and select allow it.
     sel = _selector_or_skip(name)
     a, peer = socket.socketpair()
@@ -479,9 +475,8 @@ def test_select_from_a_signal_handler_during_select(name):
         peer.send(b"x")
         select_now()
 
-    old = signal.signal(signal.SIGALRM, handler)
+    sigalrm(handler, 0.05)
     try:
-        signal.setitimer(signal.ITIMER_REAL, 0.05)
         outer = sel.select(30)
         assert outer == [(key, selectors.EVENT_READ)]
         if _waits_one_at_a_time(sel):
@@ -489,8 +484,6 @@ def test_select_from_a_signal_handler_during_select(name):
         else:
             assert inner == [[], [(key, selectors.EVENT_READ)]]
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
         sel.close()
         a.close()
         peer.close()

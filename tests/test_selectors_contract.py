@@ -413,22 +413,6 @@ class Interrupted(Exception):
     pass
 
 
-@pytest.fixture
-def sigalrm():
-    """Install a SIGALRM handler; ``sigalrm(handler, delay)`` arms a timer."""
-    if not hasattr(signal, "setitimer"):
-        pytest.skip("needs signal.setitimer")
-    original = signal.getsignal(signal.SIGALRM)
-
-    def arm(handler, delay):
-        signal.signal(signal.SIGALRM, handler)
-        signal.setitimer(signal.ITIMER_REAL, delay)
-
-    yield arm
-    signal.setitimer(signal.ITIMER_REAL, 0)
-    signal.signal(signal.SIGALRM, original)
-
-
 def test_select_raising_signal_handler_interrupts_promptly(selector, socketpair, sigalrm):
     rd, wr = socketpair()
     selector.register(rd, R)
