@@ -43,6 +43,7 @@
 
 #if defined(__linux__)
 #  include <sys/mman.h>
+#  include <sys/resource.h>
 #  include <sys/syscall.h>
 #  include <fcntl.h>
 #  include <pthread.h>
@@ -130,6 +131,20 @@ struct fastio_uring_buf_reg {
     uint64_t resv[3];
 };
 
+struct fastio_uring_rsrc_register {
+    uint32_t nr;
+    uint32_t flags;
+    uint64_t resv2;
+    uint64_t data;
+    uint64_t tags;
+};
+
+struct fastio_uring_files_update {
+    uint32_t offset;
+    uint32_t resv;
+    uint64_t fds;
+};
+
 struct fastio_kernel_timespec {
     int64_t tv_sec;
     long long tv_nsec;
@@ -182,7 +197,14 @@ typedef char fastio_uring_params_is_120_bytes[sizeof(struct fastio_uring_params)
 #define FASTIO_ENTER_GETEVENTS (1U << 0)
 #define FASTIO_ENTER_EXT_ARG (1U << 3)
 
+#define FASTIO_REGISTER_FILES_UPDATE 6
 #define FASTIO_REGISTER_PROBE 8
+#define FASTIO_REGISTER_FILES2 13
+#define FASTIO_RSRC_REGISTER_SPARSE (1U << 0)
+#define FASTIO_SQE_FIXED_FILE (1U << 0)
+/* The kernel's cap on registered files (IORING_MAX_FIXED_FILES is 1 << 20);
+ * fastio asks for at most this many slots: fds above run as plain fds. */
+#define FASTIO_MAX_FILES 65536
 #define FASTIO_REGISTER_PBUF_RING 22
 #define FASTIO_OP_SUPPORTED (1U << 0)
 
@@ -218,6 +240,8 @@ typedef struct fastio_ring {
     unsigned br_entries, br_size, br_tail;
     int br_inc;   /* buffers consumed incrementally (FASTIO_PBUF_RING_INC) */
     size_t br_map_len;
+    /* registered files: slots 0..files-1, slot i for fd i (0: none) */
+    unsigned files;
     /* the fork count of the module that made the ring, and its value then */
     const volatile unsigned *forks;
     unsigned forks_at_setup;
@@ -227,6 +251,11 @@ typedef struct fastio_ring {
 static int fastio_uring_fake_errno = 0;
 
 static inline void fastio_uring_set_fake_errno(int err) { fastio_uring_fake_errno = err; }
+
+/* A test hook: a nonzero errno makes the next file tables fail with it. */
+static int fastio_uring_fake_files_errno = 0;
+
+static inline void fastio_uring_set_fake_files_errno(int err) { fastio_uring_fake_files_errno = err; }
 
 #if FASTIO_HAVE_URING
 
@@ -479,6 +508,68 @@ static inline char *fastio_ring_buffer(fastio_ring *r, unsigned bid) {
     return r->br_mem + (size_t)bid * r->br_size;
 }
 
+/* Registered files. A sparse table with slot i for fd i lets an SQE name a
+ * socket by its fd number with FASTIO_SQE_FIXED_FILE: the kernel then takes
+ * the file from the table instead of looking the fd up and counting a
+ * reference per operation. The table holds its own reference, so a slot must
+ * be emptied before its fd is closed, or the socket outlives close(). For
+ * fds a ring's owner keeps to itself: a user's socket closed behind the
+ * ring's back would go on working through its slot.
+ *
+ * Set up a table of min(RLIMIT_NOFILE, FASTIO_MAX_FILES) empty slots (5.19+);
+ * return 0 or an errno, with r->files left 0: then ops use plain fds. */
+static inline int fastio_ring_setup_files(fastio_ring *r) {
+    struct fastio_uring_rsrc_register reg;
+    struct rlimit rl;
+    unsigned n = FASTIO_MAX_FILES;
+    r->files = 0;
+    if (fastio_uring_fake_files_errno)
+        return fastio_uring_fake_files_errno;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < n)
+        n = (unsigned)rl.rlim_cur;
+    if (n == 0)
+        return EMFILE;
+    memset(&reg, 0, sizeof(reg));
+    reg.nr = n;
+    reg.flags = FASTIO_RSRC_REGISTER_SPARSE;
+    if (fastio_sys_uring_register(r->fd, FASTIO_REGISTER_FILES2, &reg, sizeof(reg)) < 0)
+        return errno;
+    r->files = n;
+    return 0;
+}
+
+/* Put `fd` in its slot; return 1 if its ops may use FASTIO_SQE_FIXED_FILE,
+ * 0 if they use the plain fd (no table, fd beyond it, or the kernel said no). */
+static inline int fastio_ring_file_add(fastio_ring *r, int fd) {
+    struct fastio_uring_files_update up;
+    int32_t one = fd;
+    if (fd < 0 || (unsigned)fd >= r->files || fastio_ring_inherited(r))
+        return 0;
+    memset(&up, 0, sizeof(up));
+    up.offset = (uint32_t)fd;
+    up.fds = (uint64_t)(uintptr_t)&one;
+    return fastio_sys_uring_register(r->fd, FASTIO_REGISTER_FILES_UPDATE, &up, 1) == 1;
+}
+
+/* Empty `fd`'s slot, filled by fastio_ring_file_add; before close(fd). */
+static inline void fastio_ring_file_remove(fastio_ring *r, int fd) {
+    struct fastio_uring_files_update up;
+    int32_t none = -1;
+    if (fd < 0 || (unsigned)fd >= r->files || fastio_ring_inherited(r))
+        return;
+    memset(&up, 0, sizeof(up));
+    up.offset = (uint32_t)fd;
+    up.fds = (uint64_t)(uintptr_t)&none;
+    (void)fastio_sys_uring_register(r->fd, FASTIO_REGISTER_FILES_UPDATE, &up, 1);
+}
+
+/* Name `fd` in `sqe`: by its slot when `fixed`, else by number. */
+static inline void fastio_sqe_set_fd(struct fastio_uring_sqe *sqe, int fd, int fixed) {
+    sqe->fd = fd;
+    if (fixed)
+        sqe->flags |= FASTIO_SQE_FIXED_FILE;
+}
+
 /* Return a zeroed SQE to fill, or NULL when the SQ is full (submit first). */
 static inline struct fastio_uring_sqe *fastio_ring_get_sqe(fastio_ring *r) {
     unsigned head;
@@ -668,6 +759,12 @@ static inline int fastio_ring_setup_buffers_inc(fastio_ring *r, unsigned n, unsi
 static inline void fastio_ring_recycle(fastio_ring *r, unsigned bid) { (void)r; (void)bid; }
 static inline void fastio_ring_recycle_flush(fastio_ring *r) { (void)r; }
 static inline char *fastio_ring_buffer(fastio_ring *r, unsigned bid) { (void)r; (void)bid; return NULL; }
+static inline int fastio_ring_setup_files(fastio_ring *r) { r->files = 0; return ENOSYS; }
+static inline int fastio_ring_file_add(fastio_ring *r, int fd) { (void)r; (void)fd; return 0; }
+static inline void fastio_ring_file_remove(fastio_ring *r, int fd) { (void)r; (void)fd; }
+static inline void fastio_sqe_set_fd(struct fastio_uring_sqe *sqe, int fd, int fixed) {
+    (void)sqe; (void)fd; (void)fixed;
+}
 static inline struct fastio_uring_sqe *fastio_ring_get_sqe(fastio_ring *r) { (void)r; return NULL; }
 static inline int fastio_ring_enter(fastio_ring *r, int wait, long long t) {
     (void)r; (void)wait; (void)t;

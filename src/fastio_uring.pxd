@@ -41,6 +41,7 @@ cdef extern from "fastio_uring.h" nogil:
         unsigned br_size
         unsigned br_entries
         int br_inc
+        unsigned files
 
     ctypedef struct fastio_uring_hub:
         fastio_ring ring
@@ -51,6 +52,8 @@ cdef extern from "fastio_uring.h" nogil:
 
     int fastio_uring_fake_errno
     void fastio_uring_set_fake_errno(int err)
+    int fastio_uring_fake_files_errno
+    void fastio_uring_set_fake_files_errno(int err)
     int fastio_ring_init(fastio_ring *r, unsigned entries, int best_mode)
     void fastio_ring_close(fastio_ring *r)
     void fastio_ring_cancel_all(fastio_ring *r)
@@ -61,6 +64,10 @@ cdef extern from "fastio_uring.h" nogil:
     void fastio_ring_recycle(fastio_ring *r, unsigned bid)
     void fastio_ring_recycle_flush(fastio_ring *r)
     char *fastio_ring_buffer(fastio_ring *r, unsigned bid)
+    int fastio_ring_setup_files(fastio_ring *r)
+    bint fastio_ring_file_add(fastio_ring *r, int fd)
+    void fastio_ring_file_remove(fastio_ring *r, int fd)
+    void fastio_sqe_set_fd(fastio_uring_sqe *sqe, int fd, bint fixed)
     fastio_uring_sqe *fastio_ring_get_sqe(fastio_ring *r)
     int fastio_ring_enter(fastio_ring *r, int wait, long long timeout_ns)
     bint fastio_fd_is_open(int fd)

@@ -100,3 +100,9 @@ def uring_status():
 def _uring_fake_errno(int err):
     """Make io_uring_setup fail with `err` from now on (0: stop); a test hook."""
     fastio_uring_set_fake_errno(err)
+
+
+def _uring_fake_files_errno(int err):
+    """Make the registration of file tables fail with `err` from now on (0:
+    stop); a test hook."""
+    fastio_uring_set_fake_files_errno(err)

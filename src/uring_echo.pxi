@@ -25,6 +25,11 @@
 #   a per-slot generation as a second guard.
 # * Shutdown: stop accepting, flush what is owed, SHUT_WR, discard further
 #   input until the client's EOF; past `drain_timeout` the rest are aborted.
+# * Registered files (5.19+): an accepted socket goes into the ring's
+#   file table at the slot of its fd number and its recv and sends name it
+#   there, so the kernel takes no file reference per send; the slot is
+#   emptied before close(). Without a table (older kernel, refused, fd past
+#   it) ops use the plain fd.
 # * Accept failing with EMFILE/ENFILE/ENOBUFS/ENOMEM: counted, retried after
 #   a second (new clients wait in the backlog meanwhile).
 #
@@ -68,6 +73,7 @@ cdef struct uconn:
     bint aborted
     bint draining       # shutdown: discard input, SHUT_WR once flushed
     bint shut_wr
+    bint fixed          # its ops name the socket by its registered-file slot
     char *sbuf          # in flight: bytes [soff, slen) of sbuf, or of zbuf
     Py_ssize_t slen, soff, scap
     char *zbuf          # the provided buffer a reply is sent from, if any
@@ -124,6 +130,7 @@ cdef class UringEcho:
     cdef readonly Py_ssize_t nconns
     cdef readonly long long connections, bytes_in, bytes_out, accept_errors, enters
     cdef readonly long long recvs, sends, copies
+    cdef readonly long long fixed_connections
     cdef readonly str mode
 
     def __cinit__(self, *args, **kwargs):
@@ -172,6 +179,12 @@ cdef class UringEcho:
             free(self.conns)
 
     @property
+    def files(self):
+        """Slots in the ring's registered-file table (0: the connections' ops
+        use plain fds)."""
+        return self.ring.files
+
+    @property
     def open_bytes_in(self):
         """Bytes received on the connections still open."""
         cdef Py_ssize_t fd
@@ -193,6 +206,9 @@ cdef class UringEcho:
         reason = uring_open(&self.ring, self.entries, self.nbufs, self.bufsize, self.best_mode)
         if reason is not None:
             raise OSError(reason)
+        # The connections' sockets are this server's alone: their ops use
+        # registered files where the kernel has them (plain fds otherwise).
+        fastio_ring_setup_files(&self.ring)
         self.ring_open = True
         self.mode = _URING_MODES[self.ring.mode]
 
@@ -347,9 +363,9 @@ cdef class UringEcho:
     cdef int _arm_recv(self, int fd, uconn *c) except -1:
         cdef fastio_uring_sqe *sqe = self._sqe()
         sqe.opcode = FASTIO_OP_RECV
-        sqe.fd = fd
         sqe.ioprio = FASTIO_RECV_MULTISHOT
         sqe.flags = FASTIO_SQE_BUFFER_SELECT
+        fastio_sqe_set_fd(sqe, fd, c.fixed)
         sqe.buf_group = 0
         sqe.user_data = _ud(K_RECV, fd, c.gen)
         c.recv = R_ARMED
@@ -358,7 +374,7 @@ cdef class UringEcho:
     cdef int _send(self, int fd, uconn *c) except -1:
         cdef fastio_uring_sqe *sqe = self._sqe()
         sqe.opcode = FASTIO_OP_SEND
-        sqe.fd = fd
+        fastio_sqe_set_fd(sqe, fd, c.fixed)
         sqe.addr = <uint64_t><size_t>((c.zbuf if c.zbid >= 0 else c.sbuf) + c.soff)
         sqe.len = <uint32_t>min(c.slen - c.soff, 1 << 30)
         sqe.op_flags = FASTIO_MSG_NOSIGNAL
@@ -397,6 +413,9 @@ cdef class UringEcho:
         self.nconns += 1
         self.connections += 1
         fastio_uring_nodelay(res)
+        c.fixed = fastio_ring_file_add(&self.ring, res)
+        if c.fixed:
+            self.fixed_connections += 1
         if self.stopping:
             c.draining = True
         self._update(res, c)
@@ -551,6 +570,10 @@ cdef class UringEcho:
         return 0
 
     cdef int _close(self, int fd, uconn *c) except -1:
+        if c.fixed:
+            # The table's reference would keep the socket open past close().
+            fastio_ring_file_remove(&self.ring, fd)
+            c.fixed = False
         fastio_uring_close_fd(fd)
         c.live = False
         self.nconns -= 1

@@ -151,6 +151,101 @@ def test_every_setup_mode_echoes_byte_exact_and_flushes_on_shutdown(mode):
     assert not thread.is_alive()
 
 
+class _ThreadServer:
+    """A UringEchoServer serving from a thread, set up (its ring made) on entry."""
+
+    def __init__(self, **kwargs):
+        from fastio.echo.uring import UringEchoServer
+
+        self.server = UringEchoServer(port=0, **kwargs)
+        self.address = self.server.start()
+        import threading
+
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        assert echo_support.wait_until(lambda: self.server.mode is not None)
+
+    def __enter__(self):
+        return self.server
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.thread.join(10)
+        self.server.close()
+        assert not self.thread.is_alive()
+
+
+def _echo_then_eof(address, payload):
+    """One client: `payload` echoed, then its half-close answered with EOF."""
+    with connect(address) as sock:
+        reply = round_trip(sock, payload)
+        sock.shutdown(socket.SHUT_WR)
+        rest, saw_eof = echo_support.recv_until_eof(sock, timeout=10)
+    return reply, rest, saw_eof
+
+
+@pytest.mark.skipif(_echo_ext is None, reason="needs fastio's C extension")
+@pytest.mark.parametrize("table", ["registered", "refused"])
+def test_sockets_in_the_registered_file_table_still_close_for_the_client(table):
+    # Registered, a connection's ops name its socket by slot and the table
+    # holds a reference: its slot must be emptied before close(), or the
+    # socket outlives it and the client never sees EOF. Refused (an older
+    # kernel), the ops use plain fds. Slots are reused with their fd numbers.
+    _echo_ext._uring_fake_files_errno(errno.EINVAL if table == "refused" else 0)
+    try:
+        served = _ThreadServer()
+    finally:
+        _echo_ext._uring_fake_files_errno(0)
+    with served as server:
+        results = [_echo_then_eof(served.address, b"client %d" % i) for i in range(6)]
+        with connect(served.address) as a, connect(served.address) as b:
+            both = [round_trip(a, b"a" * 5000), round_trip(b, b"b" * 5000)]
+        engine = server.engine
+        assert echo_support.wait_until(lambda: engine.nconns == 0)
+    assert results == [(b"client %d" % i, b"", True) for i in range(6)]
+    assert both == [b"a" * 5000, b"b" * 5000]
+    if table == "registered":
+        assert engine.files > 0
+        assert engine.fixed_connections == engine.connections == 8
+    else:
+        assert engine.files == 0
+        assert engine.fixed_connections == 0
+        assert engine.connections == 8
+
+
+@pytest.mark.skipif(_echo_ext is None, reason="needs fastio's C extension")
+def test_a_socket_numbered_past_the_file_table_runs_on_its_plain_fd():
+    # The table is sized from RLIMIT_NOFILE at setup; the limit raised later,
+    # an accepted fd can be past it.
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 32, hard))
+    try:
+        served = _ThreadServer()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    filler = []
+    try:
+        with served as server:
+            files = server.engine.files
+            while not filler or filler[-1] < files:
+                filler.append(os.open(os.devnull, os.O_RDONLY))
+            # The accept armed under the low limit fails on a high fd (EMFILE)
+            # and is retried within a second under the raised one.
+            reply, rest, saw_eof = _echo_then_eof(served.address, b"past the table")
+            engine = server.engine
+            assert echo_support.wait_until(lambda: engine.nconns == 0)
+    finally:
+        for fd in filler:
+            os.close(fd)
+    assert 0 < files <= highest + 32
+    assert (reply, rest, saw_eof) == (b"past the table", b"", True)
+    assert engine.connections == 1
+    assert engine.fixed_connections == 0
+
+
 def _cpu_seconds(pid):
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()

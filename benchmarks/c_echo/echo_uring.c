@@ -6,7 +6,8 @@
  * C, on the same raw-syscall ring (src/fastio_uring.h, no liburing), so the
  * benchmark can tell what fastio adds from what io_uring itself costs:
  * SINGLE_ISSUER|DEFER_TASKRUN, multishot accept, one multishot recv per
- * connection into a ring of provided buffers (128 x 64 KiB), each reply sent
+ * connection into a ring of provided buffers (128 x 64 KiB), the sockets in
+ * the ring's registered-file table where the kernel has one, each reply sent
  * straight from the buffer it arrived in and that buffer handed back at the
  * send's completion, one io_uring_enter per loop turn that both submits and
  * waits. A chunk arriving while the connection's send is in flight is copied
@@ -40,6 +41,7 @@ struct fastio_uconn {
     int live, recv, busy;
     int eof;      /* the recv is over for good: EOF, or an error (then `failed`) */
     int failed;   /* drop what is owed and close */
+    int fixed;    /* ops name the socket by its registered-file slot */
     int bid;      /* the provided buffer the send in flight is from, or -1 */
     char *sptr;   /* the send in flight: sptr[soff:slen] */
     size_t slen, soff;
@@ -88,9 +90,9 @@ static void fastio_arm_recv(int fd, struct fastio_uconn *c)
 {
     struct fastio_uring_sqe *sqe = fastio_sqe();
     sqe->opcode = FASTIO_OP_RECV;
-    sqe->fd = fd;
     sqe->ioprio = FASTIO_RECV_MULTISHOT;
     sqe->flags = FASTIO_SQE_BUFFER_SELECT;
+    fastio_sqe_set_fd(sqe, fd, c->fixed);
     sqe->buf_group = 0;
     sqe->user_data = fastio_ud(FASTIO_K_RECV, fd, c->gen);
     c->recv = FASTIO_R_ARMED;
@@ -110,7 +112,7 @@ static void fastio_send(int fd, struct fastio_uconn *c)
 {
     struct fastio_uring_sqe *sqe = fastio_sqe();
     sqe->opcode = FASTIO_OP_SEND;
-    sqe->fd = fd;
+    fastio_sqe_set_fd(sqe, fd, c->fixed);
     sqe->addr = (uint64_t)(uintptr_t)(c->sptr + c->soff);
     sqe->len = (uint32_t)(c->slen - c->soff);
     sqe->op_flags = MSG_NOSIGNAL;
@@ -171,6 +173,9 @@ static void fastio_update(int fd, struct fastio_uconn *c)
     }
     if (c->eof) {
         if (!c->busy && !c->plen && c->recv == FASTIO_R_OFF) {
+            if (c->fixed)
+                fastio_ring_file_remove(&fastio_r, fd); /* else the table keeps the socket open */
+            c->fixed = 0;
             close(fd);
             c->live = 0;
         } else if (c->failed && c->recv == FASTIO_R_ARMED) {
@@ -210,6 +215,7 @@ static void fastio_on_accept(int listener, int res, unsigned flags)
     c->recv = FASTIO_R_OFF;
     c->bid = -1;
     c->slen = c->soff = c->plen = 0;
+    c->fixed = fastio_ring_file_add(&fastio_r, res);
     fastio_arm_recv(res, c);
 }
 
@@ -310,6 +316,8 @@ int main(int argc, char **argv)
         err = EINVAL; /* before 6.0: no multishot recv */
     if (!err)
         err = fastio_ring_setup_buffers(&fastio_r, FASTIO_NBUFS, FASTIO_BUFSIZE);
+    if (!err)
+        (void)fastio_ring_setup_files(&fastio_r); /* without: plain fds */
     if (err) {
         fprintf(stderr, "echo_uring: io_uring unavailable: %s\n", strerror(err));
         return 1;
