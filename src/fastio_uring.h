@@ -538,29 +538,28 @@ static inline int fastio_ring_setup_files(fastio_ring *r) {
     return 0;
 }
 
-/* Put `fd` in its slot; return 1 if its ops may use FASTIO_SQE_FIXED_FILE,
- * 0 if they use the plain fd (no table, fd beyond it, or the kernel said no). */
-static inline int fastio_ring_file_add(fastio_ring *r, int fd) {
+/* Set slot `fd` to `file` (`fd` itself, or -1 to empty it); return whether
+ * the kernel took it. No-op (0) without a table, past it, or in a forked
+ * child (the table is the parent's). */
+static inline int fastio_ring_file_slot(fastio_ring *r, int fd, int32_t file) {
     struct fastio_uring_files_update up;
-    int32_t one = fd;
     if (fd < 0 || (unsigned)fd >= r->files || fastio_ring_inherited(r))
         return 0;
     memset(&up, 0, sizeof(up));
     up.offset = (uint32_t)fd;
-    up.fds = (uint64_t)(uintptr_t)&one;
+    up.fds = (uint64_t)(uintptr_t)&file;
     return fastio_sys_uring_register(r->fd, FASTIO_REGISTER_FILES_UPDATE, &up, 1) == 1;
+}
+
+/* Put `fd` in its slot; return 1 if its ops may use FASTIO_SQE_FIXED_FILE,
+ * 0 if they use the plain fd (no table, fd beyond it, or the kernel said no). */
+static inline int fastio_ring_file_add(fastio_ring *r, int fd) {
+    return fastio_ring_file_slot(r, fd, fd);
 }
 
 /* Empty `fd`'s slot, filled by fastio_ring_file_add; before close(fd). */
 static inline void fastio_ring_file_remove(fastio_ring *r, int fd) {
-    struct fastio_uring_files_update up;
-    int32_t none = -1;
-    if (fd < 0 || (unsigned)fd >= r->files || fastio_ring_inherited(r))
-        return;
-    memset(&up, 0, sizeof(up));
-    up.offset = (uint32_t)fd;
-    up.fds = (uint64_t)(uintptr_t)&none;
-    (void)fastio_sys_uring_register(r->fd, FASTIO_REGISTER_FILES_UPDATE, &up, 1);
+    (void)fastio_ring_file_slot(r, fd, -1);
 }
 
 /* Name `fd` in `sqe`: by its slot when `fixed`, else by number. */

@@ -151,30 +151,6 @@ def test_every_setup_mode_echoes_byte_exact_and_flushes_on_shutdown(mode):
     assert not thread.is_alive()
 
 
-class _ThreadServer:
-    """A UringEchoServer serving from a thread, set up (its ring made) on entry."""
-
-    def __init__(self, **kwargs):
-        from fastio.echo.uring import UringEchoServer
-
-        self.server = UringEchoServer(port=0, **kwargs)
-        self.address = self.server.start()
-        import threading
-
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        assert echo_support.wait_until(lambda: self.server.mode is not None)
-
-    def __enter__(self):
-        return self.server
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.thread.join(10)
-        self.server.close()
-        assert not self.thread.is_alive()
-
-
 def _echo_then_eof(address, payload):
     """One client: `payload` echoed, then its half-close answered with EOF."""
     with connect(address) as sock:
@@ -193,15 +169,15 @@ def test_sockets_in_the_registered_file_table_still_close_for_the_client(table):
     # kernel), the ops use plain fds. Slots are reused with their fd numbers.
     _echo_ext._uring_fake_files_errno(errno.EINVAL if table == "refused" else 0)
     try:
-        served = _ThreadServer()
+        with echo_support.InProcessServer() as srv:
+            results = [_echo_then_eof(srv.address, b"client %d" % i) for i in range(6)]
+            with connect(srv.address) as a, connect(srv.address) as b:
+                both = [round_trip(a, b"a" * 5000), round_trip(b, b"b" * 5000)]
+            engine = srv.server.engine
+            assert echo_support.wait_until(lambda: engine.nconns == 0)
     finally:
         _echo_ext._uring_fake_files_errno(0)
-    with served as server:
-        results = [_echo_then_eof(served.address, b"client %d" % i) for i in range(6)]
-        with connect(served.address) as a, connect(served.address) as b:
-            both = [round_trip(a, b"a" * 5000), round_trip(b, b"b" * 5000)]
-        engine = server.engine
-        assert echo_support.wait_until(lambda: engine.nconns == 0)
+    assert srv.errors == []
     assert results == [(b"client %d" % i, b"", True) for i in range(6)]
     assert both == [b"a" * 5000, b"b" * 5000]
     if table == "registered":
@@ -221,25 +197,26 @@ def test_a_socket_numbered_past_the_file_table_runs_on_its_plain_fd():
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+    filler = []
     resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 32, hard))
     try:
-        served = _ThreadServer()
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    filler = []
-    try:
-        with served as server:
-            files = server.engine.files
+        with echo_support.InProcessServer() as srv:
+            # serve_forever makes the ring, and its table, in the server's thread.
+            assert echo_support.wait_until(lambda: srv.server.mode is not None)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            engine = srv.server.engine
+            files = engine.files
             while not filler or filler[-1] < files:
                 filler.append(os.open(os.devnull, os.O_RDONLY))
             # The accept armed under the low limit fails on a high fd (EMFILE)
             # and is retried within a second under the raised one.
-            reply, rest, saw_eof = _echo_then_eof(served.address, b"past the table")
-            engine = server.engine
+            reply, rest, saw_eof = _echo_then_eof(srv.address, b"past the table")
             assert echo_support.wait_until(lambda: engine.nconns == 0)
     finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         for fd in filler:
             os.close(fd)
+    assert srv.errors == []
     assert 0 < files <= highest + 32
     assert (reply, rest, saw_eof) == (b"past the table", b"", True)
     assert engine.connections == 1
