@@ -24,6 +24,7 @@ once, so flow control and writes after close() go as asyncio's).
 import functools
 import socket
 import sys
+import types
 from asyncio import protocols, selector_events, sslproto
 from asyncio.log import logger
 from typing import Any, Optional
@@ -159,6 +160,13 @@ def _make_class() -> Any:
         def get_write_buffer_size(self) -> int:
             return self._stream.unsent_bytes()
 
+        def _io_completion(self) -> None:
+            # In debug mode the loop runs each io_uring completion as a
+            # Handle of this method of its transport (src/aio_loop.pxi), so
+            # a slow protocol callback is reported under the transport, as
+            # asyncio reports a readiness transport's _read_ready().
+            self._stream.reap_next()
+
         if sys.version_info >= (3, 12):
             # (before 3.12, asyncio's WriteTransport.writelines: one write()
             # of b"".join(list_of_data), with its own errors)
@@ -169,7 +177,18 @@ def _make_class() -> Any:
                     raise RuntimeError('unable to writelines; sendfile is in progress')
                 # One write of the joined bytes; a non-bytes-like item is a
                 # TypeError that sends nothing.
-                data = b"".join([memoryview(chunk) for chunk in list_of_data])
+                views = [memoryview(chunk) for chunk in list_of_data]
+                if not self._conn_lost:
+                    for view in views:
+                        if not view.c_contiguous:
+                            # asyncio's sendmsg() of the buffer refuses it: the
+                            # connection is lost with that error.
+                            try:
+                                raise BufferError("memoryview: underlying buffer is not C-contiguous")
+                            except BufferError as exc:
+                                self._fatal_error(exc, 'Fatal write error on socket transport')
+                            return
+                data = b"".join(views)
                 if data:
                     self.write(data)
 
@@ -211,6 +230,11 @@ def _make_class() -> Any:
             self._empty_waiter = None
             self._stream.waiter(False)
 
+    # Named as a module-level class (Handle reprs, logs, pickling errors).
+    UringSocketTransport.__qualname__ = "UringSocketTransport"
+    for value in vars(UringSocketTransport).values():
+        if isinstance(value, types.FunctionType):
+            value.__qualname__ = "UringSocketTransport." + value.__name__
     return UringSocketTransport
 
 

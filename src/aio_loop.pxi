@@ -350,6 +350,8 @@ def aio_process_events(self, event_list):
     cdef object key, mask, reader, writer, fileobj
     cdef object ready = self._ready
     cdef long m
+    cdef size_t i
+    cdef object stream, callback
     for key, mask in event_list:
         fileobj = key.fileobj
         reader, writer = key.data
@@ -370,4 +372,19 @@ def aio_process_events(self, event_list):
         # ahead of the timers the iteration queues next. The sends among
         # them leave the write buffers now (see _aio_run_direct).
         (<UringDriver?>uring)._note_sent()
-        ready.append(_aio_Handle(uring._reap, (), self, None))
+        if not self._debug:
+            ready.append(_aio_new_handle(uring._reap, (), self, None, _aio_Handle))
+            return
+        # Debug mode: a Handle per completion, whose callback is its
+        # transport's `_io_completion`, so asyncio's slow-callback warning
+        # names the transport's method, as it names a readiness transport's
+        # _read_ready() or _write_ready(), and times each on its own. (Made
+        # without the source traceback asyncio's Handle() takes in debug
+        # mode: it would only show this function, at a stack walk each.)
+        for i in range((<UringDriver>uring)._hub.ndone):
+            stream = (<UringDriver>uring)._stream_of(i)
+            if type(stream) is AioUringStream and (<AioUringStream>stream)._t is not None:
+                callback = (<AioUringStream>stream)._t._io_completion
+            else:
+                callback = uring._reap_next
+            ready.append(_aio_new_handle(callback, (), self, None, _aio_Handle))

@@ -444,11 +444,7 @@ cdef object _aio_recv_into_any(object self, bint fast, object sock, object buf):
     except (SystemExit, KeyboardInterrupt):
         raise
     except BaseException:
-        # What socket.recv_into() raises for a buffer it cannot write
-        # (read-only, not contiguous, no buffer at all).
-        exc = TypeError(f'recv_into() argument 1 must be read-write bytes-like '
-                        f'object, not {type(buf).__name__}')
-        self._fatal_error(exc, 'Fatal read error on socket transport')
+        self._fatal_error(_aio_unwritable(buf), 'Fatal read error on socket transport')
         return
     try:
         fd = _aio_sock_fd(sock)
@@ -457,6 +453,17 @@ cdef object _aio_recv_into_any(object self, bint fast, object sock, object buf):
     finally:
         PyBuffer_Release(&view)
     return _aio_buffer_received(self, fast, n, err)
+
+
+cdef object _aio_unwritable(object buf):
+    """Return what socket.recv_into() raises for a buffer it cannot write
+    (read-only, not contiguous, no buffer at all): raised, so that it has a
+    traceback, as there."""
+    try:
+        raise TypeError(f'recv_into() argument 1 must be read-write bytes-like '
+                        f'object, not {type(buf).__name__}')
+    except TypeError as exc:
+        return exc
 
 
 cdef object _aio_buffer_received(object self, bint fast, long long n, int err):

@@ -117,10 +117,7 @@ cdef class AioUringStream(UringStream):
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException:
-                # What socket.recv_into() raises for a buffer it cannot write.
-                exc = TypeError(f'recv_into() argument 1 must be read-write bytes-like '
-                                f'object, not {type(b).__name__}')
-                t._fatal_error(exc, 'Fatal read error on socket transport')
+                t._fatal_error(_aio_unwritable(b), 'Fatal read error on socket transport')
                 return n
             k = min(view.len, n - took)
             memcpy(view.buf, buf + took, k)

@@ -70,7 +70,7 @@ cdef extern from "fastio_uring.h" nogil:
     void fastio_sqe_set_fd(fastio_uring_sqe *sqe, int fd, bint fixed)
     fastio_uring_sqe *fastio_ring_get_sqe(fastio_ring *r)
     int fastio_ring_enter(fastio_ring *r, int wait, long long timeout_ns)
-    bint fastio_fd_is_open(int fd)
+    int fastio_fd_poll_error(int fd)
     unsigned fastio_ring_publish(fastio_ring *r)
     unsigned fastio_ring_last_sqe_pos(const fastio_ring *r)
     bint fastio_ring_sqe_unsubmitted(const fastio_ring *r, unsigned pos)

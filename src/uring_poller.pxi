@@ -12,6 +12,11 @@
 # - A poll in flight holds a reference to the file: closing an fd without
 #   unregistering it leaves the socket open until the poll fires. Loop and
 #   the selectors unregister before closing, as they must for epoll anyway.
+# - io_uring polls any file; on one without poll support (a regular file)
+#   the poll completes at once, for ever. register() refuses those with
+#   EPERM, as epoll_ctl does (fastio_fd_poll_error), so a reader on a
+#   regular file fails as on the epoll selectors and asyncio's loop rather
+#   than spinning.
 # - A poll's CQE can still arrive after a modify() or unregister(): every
 #   arming gets a new generation, carried in user_data, and CQEs of an old
 #   one are dropped (the fd table holds the live generation as the slot).
@@ -186,10 +191,13 @@ cdef class UringPoller(Poller):
         return <int>self._next
 
     cdef int _sys_add(self, long long fd, uint32_t mask) except -1:
-        cdef int slot
-        if fd >= self._direct_limit or not fastio_fd_is_open(<int>fd):
-            # The kernel would only say so in the poll's CQE, later.
-            _raise_errno(EBADF)
+        cdef int slot, err
+        # The kernel would only say so in the poll's CQE, later; and a file
+        # without poll support (a regular file) it would report ready for
+        # ever: refused as epoll refuses it.
+        err = EBADF if fd >= self._direct_limit else fastio_fd_poll_error(<int>fd)
+        if err:
+            _raise_errno(err)
         slot = self._new_slot()
         self._store(fd, mask, slot)  # makes the table entry _arm marks
         self._arm(fd, mask, <uint32_t>slot)

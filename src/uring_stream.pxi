@@ -311,7 +311,18 @@ cdef class UringDriver:
 
     def _reap(self):
         """Hand this iteration's completions to their streams."""
-        self._reap_c()
+        self._reap_c(-1)
+
+    def _reap_next(self):
+        """Hand the next completion of this iteration to its stream (a loop
+        in debug mode runs each completion as a Handle of its own)."""
+        self._reap_c(1)
+
+    cdef object _stream_of(self, size_t i):
+        """Return the stream of the i-th completion of this iteration, or None."""
+        if i >= self._hub.ndone:
+            return None
+        return self._slots[<Py_ssize_t>(self._hub.done[i].user_data >> 8)]
 
     cdef int _note_sent(self) except -1:
         """Tell each stream what its send completion, not handled yet,
@@ -335,13 +346,16 @@ cdef class UringDriver:
                     (<UringStream>s)._acked = cqe.res
         return 0
 
-    cdef int _reap_c(self) except -1:
+    cdef int _reap_c(self, Py_ssize_t most=-1) except -1:
+        """Hand the first `most` completions (-1: all) to their streams."""
         cdef fastio_uring_hub *hub = self._hub
         cdef size_t i = 0, n = hub.ndone
         cdef fastio_uring_cqe cqe
         cdef object s
         if n == 0:
             return 0
+        if 0 <= most < <Py_ssize_t>n:
+            n = <size_t>most
         try:
             while i < n:
                 cqe = hub.done[i]
@@ -353,9 +367,9 @@ cdef class UringDriver:
             # A KeyboardInterrupt out of a protocol leaves the rest for the
             # next iteration, as the ready queue does.
             if hub.ring.fd >= 0:
-                if i < n:
-                    memmove(hub.done, hub.done + i, (n - i) * sizeof(fastio_uring_cqe))
-                hub.ndone = n - i
+                if i < hub.ndone:
+                    memmove(hub.done, hub.done + i, (hub.ndone - i) * sizeof(fastio_uring_cqe))
+                hub.ndone -= i
                 fastio_ring_recycle_flush(&hub.ring)
         return 0
 
@@ -552,6 +566,10 @@ cdef class UringStream:
         elif not self._holding() and not self._held_eof and not self._held_err:
             self.start_reading()
         return 0
+
+    def reap_next(self):
+        """Hand the loop's next completion, one of this stream's, to it."""
+        self._drv._reap_c(1)
 
     def _deliver_held(self):
         # After start_reading(): what came in while paused, then the EOF or

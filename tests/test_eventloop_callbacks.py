@@ -252,6 +252,25 @@ def test_add_reader_and_writer(aio_loop, socketpair):
     assert not aio_loop.remove_writer(a)
 
 
+def test_a_reader_on_a_regular_file_is_refused(aio_loop, tmp_path):
+    # As asyncio's loop on epoll refuses it. On io_uring, where a poll of a
+    # regular file completes at once for ever, taking it would run the
+    # callback in every iteration: a spinning loop.
+    seen = []
+    with open(tmp_path / "data", "wb+") as f:
+        f.write(b"x" * 100)
+        f.seek(0)
+        with pytest.raises(PermissionError):
+            aio_loop.add_reader(f, seen.append, "read")
+        with pytest.raises(PermissionError):
+            aio_loop.add_writer(f.fileno(), seen.append, "write")
+        aio_loop.call_later(0.05, aio_loop.stop)
+        aio_loop.run_forever()
+        assert seen == []
+        assert not aio_loop.remove_reader(f)
+        assert not aio_loop.remove_writer(f)
+
+
 def test_add_reader_replaces_callback(aio_loop, socketpair):
     a, b = socketpair()
     seen = []

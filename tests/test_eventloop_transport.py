@@ -528,6 +528,28 @@ def test_write_of_an_unreadable_buffer_is_a_fatal_error(selector_loop):
     assert run(selector_loop, main()) == (BufferError, b"")
 
 
+def test_writelines_of_an_unreadable_buffer_is_each_versions_error(selector_loop):
+    # From 3.12 asyncio buffers the memoryviews and its sendmsg() fails:
+    # connection_lost(BufferError). Before, WriteTransport.writelines joins
+    # them: a TypeError out of the call. Either way nothing is sent.
+    async def main():
+        server, sp, cp = await tcp_pair(selector_loop)
+        selector_loop.set_exception_handler(lambda loop, context: None)
+        chunks = [b"ab", memoryview(b"abcdef")[::2]]
+        if sys.version_info < (3, 12):
+            with pytest.raises(TypeError):
+                cp.transport.writelines(chunks)
+            cp.transport.close()
+        else:
+            cp.transport.writelines(chunks)
+        lost = await asyncio.wait_for(cp.lost, 10)
+        await finish(server, sp, cp)
+        return type(lost), bytes(sp.data)
+
+    expected = BufferError if sys.version_info >= (3, 12) else type(None)
+    assert run(selector_loop, main()) == (expected, b"")
+
+
 def test_transport_repr_shows_reading_and_writing_as_asyncio_does(selector_loop):
     async def main():
         server, sp, cp = await tcp_pair(selector_loop)
@@ -792,6 +814,7 @@ def test_buffered_protocol_unwritable_buffer_is_a_type_error(selector_loop, kind
     assert type(exc) is TypeError
     assert str(exc) == ("recv_into() argument 1 must be read-write bytes-like object, not "
                         + type(bad).__name__)
+    assert exc.__traceback__ is not None  # raised, as recv_into() raises it
     assert [c["message"] for c in handled] == ["Fatal read error on socket transport"]
 
 
@@ -880,6 +903,7 @@ def test_buffered_protocol_buffer_kinds(selector_loop, case):
         return
     exc_type, text, message = error
     assert type(result) is exc_type and str(result) == text
+    assert result.__traceback__ is not None
     assert [c["message"] for c in handled] == [message]
     assert handled[0]["exception"] is result
 

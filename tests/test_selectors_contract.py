@@ -481,6 +481,63 @@ def test_epoll_register_regular_file_raises_eperm_and_drops_key(epoll_cls):
         sel.close()
 
 
+def _files_epoll_judges(stack, tmp_path):
+    """Yield (name, fd) of files epoll refuses (EPERM) and of files it takes."""
+    import pty
+
+    yield "regular file", stack.enter_context(open(tmp_path / "f", "wb")).fileno()
+    dfd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    stack.callback(os.close, dfd)
+    yield "directory", dfd
+    yield "/dev/null", stack.enter_context(open(os.devnull, "rb")).fileno()
+    a, b = socket.socketpair()
+    stack.enter_context(a)
+    stack.enter_context(b)
+    yield "socket", a.fileno()
+    r, w = os.pipe()
+    stack.callback(os.close, r)
+    stack.callback(os.close, w)
+    yield "pipe", r
+    master, slave = pty.openpty()
+    stack.callback(os.close, master)
+    stack.callback(os.close, slave)
+    yield "pty", master
+    if hasattr(os, "eventfd"):
+        efd = os.eventfd(0)
+        stack.callback(os.close, efd)
+        yield "eventfd", efd
+
+
+def test_uring_selector_refuses_the_files_epoll_refuses(tmp_path):
+    # io_uring polls any file; on one without poll support the poll
+    # completes at once, for ever, so a reader on a regular file would run
+    # in every iteration. UringSelector refuses what epoll refuses, with
+    # epoll's error, and keeps no key.
+    import contextlib
+
+    uring_cls = selector_class("fastio-c", "io_uring")
+    with contextlib.ExitStack() as stack:
+        reference = stack.enter_context(contextlib.closing(selectors.EpollSelector()))
+        sel = stack.enter_context(contextlib.closing(uring_cls()))
+        outcomes = {}
+        for name, fd in _files_epoll_judges(stack, tmp_path):
+            got = []
+            for s in (reference, sel):
+                try:
+                    s.register(fd, R)
+                except OSError as exc:
+                    got.append(errno.errorcode[exc.errno])
+                    assert s.get_map().get(fd) is None
+                else:
+                    got.append("ok")
+                    s.unregister(fd)
+            assert got[0] == got[1], name
+            outcomes[name] = got[1]
+            assert sel.select(0) == []
+        assert outcomes["regular file"] == outcomes["directory"] == outcomes["/dev/null"] == "EPERM"
+        assert outcomes["socket"] == outcomes["pipe"] == outcomes["pty"] == "ok"
+
+
 def test_epoll_fileno_is_the_epoll_fd(epoll_cls):
     sel = epoll_cls()
     try:
