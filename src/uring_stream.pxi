@@ -349,7 +349,7 @@ cdef class UringDriver:
     cdef int _reap_c(self, Py_ssize_t most=-1) except -1:
         """Hand the first `most` completions (-1: all) to their streams."""
         cdef fastio_uring_hub *hub = self._hub
-        cdef size_t i = 0, n = hub.ndone
+        cdef size_t i = 0, total = hub.ndone, n = hub.ndone
         cdef fastio_uring_cqe cqe
         cdef object s
         if n == 0:
@@ -367,9 +367,9 @@ cdef class UringDriver:
             # A KeyboardInterrupt out of a protocol leaves the rest for the
             # next iteration, as the ready queue does.
             if hub.ring.fd >= 0:
-                if i < hub.ndone:
-                    memmove(hub.done, hub.done + i, (hub.ndone - i) * sizeof(fastio_uring_cqe))
-                hub.ndone -= i
+                if i < total:
+                    memmove(hub.done, hub.done + i, (total - i) * sizeof(fastio_uring_cqe))
+                hub.ndone = total - i
                 fastio_ring_recycle_flush(&hub.ring)
         return 0
 
