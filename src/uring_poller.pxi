@@ -17,6 +17,15 @@
 #   EPERM, as epoll_ctl does (fastio_fd_poll_error), so a reader on a
 #   regular file fails as on the epoll selectors and asyncio's loop rather
 #   than spinning.
+# - The kernel adds POLLRDHUP (and the error bits) to every io_uring poll.
+#   A socket waiting only to write whose peer has shut down its side would
+#   complete each one-shot poll at once, for ever: a 100% CPU spin where
+#   epoll and poll(2) wait. A completion carrying none of the bits asked for
+#   is not reported; the fd is then armed with a multishot poll, which posts
+#   on the socket's wake-ups only (its first check posts the RDHUP again,
+#   dropped the same way). When that poll reports what was asked for, it is
+#   removed and the fd goes back to one-shot polls under a new generation,
+#   so the level-triggered report repeats while the fd stays ready.
 # - A poll's CQE can still arrive after a modify() or unregister(): every
 #   arming gets a new generation, carried in user_data, and CQEs of an old
 #   one are dropped (the fd table holds the live generation as the slot).
@@ -43,6 +52,13 @@ cdef extern from "<errno.h>":
     int ETIME, EAGAIN, EBUSY, EINVAL
 
 cdef uint32_t URING_GEN_MASK = 0xffffff
+cdef uint32_t POLL_ADD_MULTI = 1   # IORING_POLL_ADD_MULTI, in sqe.len (5.13)
+# fdentry.gen on this poller: what is in flight for the fd.
+cdef enum:
+    URING_IDLE = 0     # nothing (fired, to re-arm at the next wait; or unarmed)
+    URING_ONESHOT = 1  # a one-shot poll
+    URING_BADFD = 2    # its poll failed: reported, not re-armed
+    URING_MULTI = 3    # a multishot poll, waiting for a wake-up (see above)
 
 _URING_POLLER_MODES = {"defer_taskrun": 3, "coop_taskrun": 2, "plain": 1}
 
@@ -91,6 +107,7 @@ cdef class UringPoller(Poller):
     cdef readonly str mode
     cdef readonly unsigned nbufs, bufsize
     cdef readonly bint incremental  # the buffers are consumed incrementally
+    cdef bint _no_multi  # the kernel refused a multishot poll
 
     def __cinit__(self, *args, **kwargs):
         self._hub.ring.fd = -1
@@ -161,13 +178,14 @@ cdef class UringPoller(Poller):
                 raise OSError(EBUSY, "io_uring submission queue stays full")
         return sqe
 
-    cdef int _arm(self, long long fd, uint32_t mask, uint32_t gen) except -1:
+    cdef int _arm(self, long long fd, uint32_t mask, uint32_t gen, bint multi=False) except -1:
         cdef fastio_uring_sqe *sqe = self._sqe()
         sqe.opcode = FASTIO_OP_POLL_ADD
         sqe.fd = <int>fd
         sqe.op_flags = mask
+        sqe.len = POLL_ADD_MULTI if multi else 0
         sqe.user_data = _poll_ud(fd, gen)
-        self._entries[fd].gen = 1  # armed
+        self._entries[fd].gen = URING_MULTI if multi else URING_ONESHOT
         return 0
 
     cdef int _disarm(self, long long fd, int slot) except -1:
@@ -279,7 +297,7 @@ cdef class UringPoller(Poller):
         cdef Py_ssize_t k = 0, seen = 0
         cdef uint64_t ud
         cdef long long fd
-        cdef uint32_t gen
+        cdef uint32_t gen, events
         cdef fdentry *e
         fastio_check_own_ring(ring)
         self._rearm()
@@ -319,17 +337,40 @@ cdef class UringPoller(Poller):
                 if fd < self._cap:
                     e = &self._entries[fd]
                     if e.slot >= 0 and e.gen and <uint32_t>e.slot == gen:
-                        e.gen = 0
+                        if cqe.res >= 0:
+                            events = <uint32_t>cqe.res & (e.mask | POLLERR | POLLHUP | POLLNVAL)
+                        elif e.gen == URING_MULTI and cqe.res == -EINVAL:
+                            # A kernel without multishot polls (before 5.13):
+                            # one-shot polls as before.
+                            self._no_multi = True
+                            events = 0
+                        else:
+                            events = POLLERR | POLLNVAL
+                        if events == 0:
+                            # Only what was not asked for (POLLRDHUP): not a
+                            # report; wait for a wake-up (see the top).
+                            if e.gen == URING_ONESHOT or not cqe.flags & FASTIO_CQE_F_MORE:
+                                if self._no_multi:
+                                    e.gen = URING_IDLE
+                                    self._note_fired(<int>fd)
+                                else:
+                                    self._arm(fd, e.mask, <uint32_t>e.slot, True)
+                            continue
+                        if e.gen == URING_MULTI and cqe.flags & FASTIO_CQE_F_MORE:
+                            # Remove the multishot poll; one-shot polls take
+                            # over under a new generation, so none of its
+                            # CQEs still to come passes for theirs.
+                            self._disarm(fd, e.slot)
+                            e.slot = self._new_slot()
+                        e.gen = URING_IDLE
                         self._note_fired(<int>fd)
                         if k >= bufcap[0]:
                             grow_events(buf, bufcap, k + 1)
                         buf[0][k].fd = <int>fd
                         if cqe.res < 0:
                             # A bad fd: reported, not re-armed (it would spin).
-                            buf[0][k].events = POLLERR | POLLNVAL
-                            e.gen = 2
-                        else:
-                            buf[0][k].events = <uint32_t>cqe.res
+                            e.gen = URING_BADFD
+                        buf[0][k].events = events
                         buf[0][k].gen = 0
                         k += 1
             elif <int>(ud & 0xff) != FASTIO_UD_IGNORE:

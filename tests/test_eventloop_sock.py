@@ -11,6 +11,7 @@ import ssl
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -223,6 +224,32 @@ def test_sock_sendall_partial_progress_and_order(aio_loop):
         return result, bytes(got) == payload, tail
 
     assert run(aio_loop, main()) == (None, True, b"tail")
+
+
+def test_sock_sendall_to_a_half_closed_peer_waits_without_spinning(aio_loop):
+    # The peer shut down its side and reads nothing: the pending
+    # sock_sendall() waits for room, costing no CPU (io_uring's polls
+    # report POLLRDHUP on such a socket, which is not room to write), and
+    # finishes once the peer reads.
+    async def main():
+        a, b = _pair()
+        sent = _fill(a)
+        b.shutdown(socket.SHUT_WR)
+        send = asyncio.ensure_future(aio_loop.sock_sendall(a, b"z" * 100000))
+        await _spin()
+        cpu = time.thread_time()
+        await asyncio.sleep(0.5)
+        cpu = time.thread_time() - cpu
+        assert not send.done()
+        got = 0
+        while got < sent + 100000:
+            got += len(await aio_loop.sock_recv(b, 1 << 20))
+        await send
+        a.close()
+        b.close()
+        return cpu
+
+    assert run(aio_loop, main()) < 0.1
 
 
 def test_sock_sendall_of_non_bytes_is_a_type_error(aio_loop):

@@ -174,3 +174,40 @@ def test_fds_above_the_dispatch_table_size_are_dispatched(loop):
         os.close(fd)
         a.close()
         b.close()
+
+
+def test_a_writer_on_a_half_closed_peer_that_reads_nothing_is_not_called(loop):
+    # POLLRDHUP is not room to write: io_uring's polls report it on such a
+    # socket, and the writer must still wait as on epoll.
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    try:
+        while True:
+            a.send(b"x" * 65536)
+    except BlockingIOError:
+        pass
+    b.shutdown(socket.SHUT_WR)
+    calls = []
+    loop.add_writer(a.fileno(), lambda: calls.append(1))
+    loop.call_later(0.3, loop.stop)
+    loop.run_forever()
+    assert calls == []
+    # The peer reads: the writer runs, on every turn while there is room.
+    b.setblocking(False)
+    try:
+        while b.recv(1 << 20):
+            pass
+    except BlockingIOError:
+        pass
+
+    def stop_after_three():
+        calls.append(1)
+        if len(calls) == 3:
+            loop.stop()
+    loop.add_writer(a.fileno(), stop_after_three)
+    loop.call_later(10, loop.stop)
+    loop.run_forever()
+    assert len(calls) == 3
+    loop.remove_writer(a.fileno())
+    a.close()
+    b.close()

@@ -406,6 +406,70 @@ def test_select_short_timeout_never_returns_early(selector, socketpair):
         assert time.monotonic() - t0 >= timeout
 
 
+def _unwritable_to_a_half_closed_peer(socketpair):
+    # `mine` cannot write (its send buffer is full) and its peer has shut
+    # down its side without reading: POLLRDHUP is set, POLLOUT is not.
+    mine, peer = socketpair()
+    mine.setblocking(False)
+    try:
+        while True:
+            mine.send(b"x" * 65536)
+    except BlockingIOError:
+        pass
+    peer.shutdown(socket.SHUT_WR)
+    return mine, peer
+
+
+def _drain(peer):
+    peer.setblocking(False)
+    try:
+        while peer.recv(1 << 20):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def test_a_writer_waits_while_its_half_closed_peer_reads_nothing(selector, socketpair):
+    # io_uring adds POLLRDHUP to every poll: a one-shot poll re-armed on
+    # such a socket completes at once, for ever. Every selector waits.
+    mine, peer = _unwritable_to_a_half_closed_peer(socketpair)
+    selector.register(mine, W, "w")
+    for _ in range(3):
+        t0 = time.monotonic()
+        assert selector.select(0.2) == []
+        assert time.monotonic() - t0 >= 0.2
+    # Once the peer reads, the socket is writable: reported, and again at
+    # the next select while it stays writable (level-triggered).
+    _drain(peer)
+    for _ in range(3):
+        assert [(key.data, ev) for key, ev in selector.select(5)] == [("w", W)]
+    # Back to full: the wait is quiet again.
+    try:
+        while True:
+            mine.send(b"x" * 65536)
+    except BlockingIOError:
+        pass
+    assert selector.select(0.2) == []
+    # Asking to read too reports the end of the peer's stream at once.
+    selector.modify(mine, R | W, "rw")
+    assert [(key.data, ev) for key, ev in selector.select(5)] == [("rw", R)]
+    selector.modify(mine, W, "w")
+    assert selector.select(0.2) == []
+
+
+def test_a_quiet_half_closed_writer_unregistered_and_closed_closes_its_socket(selector, socketpair):
+    # Whatever poll waits on the socket must go with unregister(), so that
+    # close() closes it: the peer then reads our data and an end of stream.
+    mine, peer = _unwritable_to_a_half_closed_peer(socketpair)
+    selector.register(mine, W)
+    assert selector.select(0.1) == []
+    selector.unregister(mine)
+    mine.close()
+    peer.settimeout(10)
+    while peer.recv(1 << 20):
+        pass
+
+
 # --- 8. signals (PEP 475) ----------------------------------------------------
 
 
