@@ -25,8 +25,11 @@ from fastio_capi cimport *
 from fastio_fdtable cimport *
 
 import math as _math
+import operator as _operator
 import os as _os
 import selectors as _stdlib_selectors
+import sys as _sys
+import warnings as _warnings
 
 HAVE_EPOLL = bool(FASTIO_HAVE_EPOLL)
 HAVE_POLL = bool(FASTIO_HAVE_POLL)

@@ -50,10 +50,22 @@ cdef inline object _raise_errno(int err):
     raise OSError(err, _os.strerror(err))
 
 
+# 3.12+: select's epoll, poll and select() warn about a bool used as an fd
+# (PyObject_AsFileDescriptor); fastio's pollers and selectors do where they do.
+cdef bint BOOL_FD_WARNS = _sys.version_info >= (3, 12)
+
+
+cdef int warn_bool_fd() except -1:
+    _warnings.warn("bool is used as a file descriptor", RuntimeWarning, 1)
+    return 0
+
+
 cdef long long fd_from_object(object obj) except -1:
     """Return the fd of an int or of an object with fileno(); stdlib errors."""
     cdef int overflow = 0
     cdef long long fd
+    if type(obj) is bool and BOOL_FD_WARNS:
+        warn_bool_fd()
     if not isinstance(obj, int):
         meth = getattr(obj, "fileno", None)
         if meth is None:

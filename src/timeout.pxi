@@ -48,9 +48,25 @@ cdef int64_t seconds_to_ns(double t, int64_t unit_ns) except -2:
     """
     cdef int64_t limit = MAX_MS if unit_ns == NS_PER_MS else MAX_US
     cdef double units = ceil(t * (1e9 / <double>unit_ns))
-    if units > <double>limit:
+    # (the double compare first: casting a double past int64 is undefined;
+    # then the exact one, as MAX_US is not a double)
+    if units > <double>limit or <int64_t>units > limit:
         raise OverflowError("timeout is too large")
     return <int64_t>units * unit_ns
+
+
+cdef object select_timeout(object timeout):
+    """Check a timeout as the stdlib's SelectSelector and select.select()
+    do: max(timeout, 0), then a float or an int (what has __index__); any
+    other number is select.select()'s TypeError."""
+    timeout = max(timeout, 0)
+    if isinstance(timeout, float):
+        return timeout
+    try:
+        return _operator.index(timeout)
+    except TypeError:
+        pass
+    raise TypeError("timeout must be a float or None")
 
 
 cdef inline int ns_to_ms(int64_t ns) noexcept nogil:

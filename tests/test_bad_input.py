@@ -10,12 +10,15 @@ and the registrations left behind (a failed call must leave the same map).
 in a child process: a segfault there is a failed test, not a dead test run.
 """
 
+import decimal
+import fractions
 import os
 import selectors
 import signal
 import socket
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -140,10 +143,19 @@ TIMEOUTS = {
     "neg1": -1,
     "true": True,
     "tiny": 1e-300,
+    # Numbers that are neither float nor int: select.select() refuses them
+    # (after SelectSelector's max(timeout, 0)), epoll and poll take them.
+    "fraction": fractions.Fraction(1, 10),
+    "fraction_0": fractions.Fraction(0),
+    "decimal": decimal.Decimal("0.1"),
+    # Just past select(2)'s range: rounding the range to a double must not
+    # let it through (it wrapped to a negative, endless wait).
+    "past_select_range": 9223372036.854776,
 }
 # With nothing ready, only values the stdlib does not block on (select(2)
 # really waits 2**31 s; None and True wait too).
-TIMEOUTS_NOTHING_READY = ("nan", "inf", "neg_inf", "1e300", "2p63", "str", "0", "neg1", "tiny")
+TIMEOUTS_NOTHING_READY = ("nan", "inf", "neg_inf", "1e300", "2p63", "str", "0", "neg1", "tiny",
+                          "fraction", "fraction_0", "decimal", "past_select_range")
 
 
 def _select_fds(sel, timeout):
@@ -310,6 +322,7 @@ def test_bad_input_matches_stdlib(case_id, fastio_cls, stdlib_cls, world):
 
 CRASH_CHECK = r"""
 import sys
+import warnings
 sys.path.insert(0, sys.argv[1])
 import test_bad_input as t
 from conftest import FASTIO_CLASSES
@@ -339,3 +352,39 @@ def test_bad_input_never_crashes_the_interpreter():
     assert proc.returncode == 0, "child died (rc=%d): %s" % (proc.returncode, proc.stderr[-2000:])
     assert proc.stdout.split()[:1] == [b"survived"]
     assert int(proc.stdout.split()[1]) >= len(CASES)
+
+
+def _bool_fd_story(cls):
+    # What each step does with a bool for an fd: the warnings it gives (3.12+:
+    # "bool is used as a file descriptor") and what it raises, the warning
+    # included once warnings are errors; then what is left registered.
+    story = []
+    sel = cls()
+    try:
+        for warn in ("always", "error"):
+            for step in ("register", "select", "modify", "modify-data", "unregister"):
+                with warnings.catch_warnings(record=True) as seen:
+                    warnings.simplefilter(warn)
+                    try:
+                        if step == "register":
+                            sel.register(False, R)
+                        elif step == "select":
+                            sel.select(0)
+                        elif step == "modify":
+                            sel.modify(False, R | W)
+                        elif step == "modify-data":
+                            sel.modify(False, R | W, "data")
+                        else:
+                            sel.unregister(False)
+                        raised = None
+                    except (OSError, KeyError, RuntimeWarning) as exc:
+                        raised = type(exc).__name__
+                story.append((warn, step, [str(w.message) for w in seen], raised,
+                              sorted(sel.get_map())))
+    finally:
+        sel.close()
+    return story
+
+
+def test_a_bool_for_an_fd_warns_where_the_stdlib_does(fastio_cls, stdlib_cls):
+    assert _bool_fd_story(fastio_cls) == _bool_fd_story(stdlib_cls)
