@@ -1,6 +1,7 @@
 """Shared pieces of fastio's command lines."""
 
 import argparse
+import math
 from typing import Callable, Optional, TypeVar
 
 __all__ = ["bounded", "format_address"]
@@ -15,6 +16,10 @@ def bounded(kind: Callable[[str], _N], low: _N, high: Optional[_N] = None) -> Ca
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError("not a number: %r" % text) from None
+        if isinstance(value, float) and not math.isfinite(value):
+            # (NaN compares false with any bound; an endless duration or
+            # timeout is not what a bound from below asks for either)
+            raise argparse.ArgumentTypeError("not a finite number: %r" % text)
         if value < low or (high is not None and value > high):
             raise argparse.ArgumentTypeError(
                 "%s is out of range (%s..%s)" % (text, low, "" if high is None else high))

@@ -195,6 +195,16 @@ def test_progress_needs_bench():
     assert "--progress needs --bench" in result.stderr
 
 
+@pytest.mark.parametrize("option", ["--duration", "--warmup", "--timeout", "--progress"])
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_durations_and_timeouts_that_are_not_finite_are_refused(option, value):
+    # NaN passed the range check (it compares false with the bound): a bench
+    # ran for no time and printed made-up rates.
+    result = run_cli("client", "--port", "1", "--bench", option, value)
+    assert result.returncode == 2
+    assert "argument %s: not a finite number: '%s'" % (option, value) in result.stderr
+
+
 @pytest.mark.parametrize("as_json", [True, False], ids=["json", "text"])
 def test_ctrl_c_during_bench_prints_what_completed(echo_server, as_json):
     client = subprocess.Popen(
