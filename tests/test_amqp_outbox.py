@@ -81,6 +81,27 @@ def test_outbox_message_kept_for_retry_is_not_settled(amqp):
     assert not any(f.done() for f in futures)
 
 
+def test_outbox_keeps_its_own_copy_of_a_body_the_caller_reuses(amqp):
+    # What a basic.return is matched against, and what a smaller frame_max
+    # re-encodes, is the body as published: not a buffer the caller
+    # changes, or releases, once submit() returned.
+    box, _, _ = make_outbox(amqp)
+    buf, big = bytearray(b"payload"), bytearray(b"b" * 200000)
+    view = memoryview(bytearray(b"viewed"))
+    box.submit("", "q", buf, mandatory=True)
+    box.submit("", "q", big)
+    box.submit("", "q", view, mandatory=True)
+    buf[:] = b"reused!"
+    big[:10] = b"x" * 10
+    view.release()
+    bodies = [msg[2][2] for msg in box.queue]
+    assert bodies == [b"payload", b"b" * 200000, b"viewed"]
+    assert all(type(b) is bytes for b in bodies)
+    # (a str is kept as it is: immutable, and encoded when sent)
+    box.submit("", "q", "text", mandatory=True)
+    assert box.queue[-1][2][2] == "text"
+
+
 def test_outbox_counters_are_read_only(amqp):
     box, _, _ = make_outbox(amqp)
     box.submit("", "q", b"x")

@@ -165,6 +165,10 @@ class Outbox:
         frames = encode_publish(self.channel, frame_max, exchange, routing_key, body,
                                 props, mandatory)
         if mandatory or len(frames) > _MIN_FRAME_MAX:
+            # Kept to match a basic.return or to re-encode: a copy of a
+            # buffer the caller may reuse (or release) once this returns.
+            if type(body) is not bytes and type(body) is not str:
+                body = bytes(body)
             args = (exchange, routing_key, body, props, mandatory, frame_max)
         else:
             args = None
