@@ -75,6 +75,11 @@ cdef inline bytes _shortstr(object value):
     return raw
 
 
+cdef int _properties_too_large(Py_ssize_t nprops, Py_ssize_t frame_max) except -1:
+    raise ValueError("the message properties encode to %d bytes: more than a frame "
+                     "carries (frame_max %d)" % (nprops, frame_max))
+
+
 def encode_publish(unsigned int channel, Py_ssize_t frame_max, exchange,
                    routing_key, body, bytes properties=EMPTY_PROPERTIES,
                    bint mandatory=False):
@@ -89,8 +94,9 @@ def encode_publish(unsigned int channel, Py_ssize_t frame_max, exchange,
     :param properties: the encoded property flags and list, as
         ``b"".join(pika.BasicProperties(...).encode())``.
     :param mandatory: set the mandatory bit (unroutable -> basic.return).
-    :raises ValueError: a short string longer than 255 bytes, or a
-        frame_max too small to carry a body byte.
+    :raises ValueError: a short string longer than 255 bytes, a
+        frame_max too small to carry a body byte, or properties that do
+        not fit in one frame (the broker would close the connection).
     :raises TypeError: exchange/routing key/body of the wrong type.
     """
     cdef bytes ex = _shortstr(exchange)
@@ -113,6 +119,8 @@ def encode_publish(unsigned int channel, Py_ssize_t frame_max, exchange,
         nframes = (view.len + chunk - 1) // chunk
         method_size = 4 + 2 + 1 + nex + 1 + nrk + 1
         header_size = 2 + 2 + 8 + nprops
+        if frame_max and header_size > frame_max - FRAME_OVERHEAD:
+            _properties_too_large(nprops, frame_max)
         total = (method_size + header_size + 2 * FRAME_OVERHEAD
                  + nframes * FRAME_OVERHEAD + view.len)
         out = PyBytes_FromStringAndSize(NULL, total)
@@ -388,7 +396,9 @@ cdef class Outbox:
         if mandatory or len(frames) > MIN_FRAME_MAX:
             # Kept to match a basic.return or to re-encode: a copy of a
             # buffer the caller may reuse (or release) once this returns.
-            if type(body) is not bytes and type(body) is not str:
+            if isinstance(body, str):
+                body = PyUnicode_AsUTF8String(body)  # len() counts bytes
+            elif type(body) is not bytes:
                 body = bytes(body)
             args = (exchange, routing_key, body, props, mandatory, frame_max)
         else:
@@ -404,7 +414,14 @@ cdef class Outbox:
         # what settles the message when nothing will send it any more.
         if not self.wake_pending or self.closed_error is not None:
             self.wake_pending = True
-            self._wake()
+            try:
+                self._wake()
+            except BaseException:
+                # Interrupted (a signal handler's KeyboardInterrupt) maybe
+                # before the drain was scheduled: the next submit() (or
+                # flush()) wakes the loop again, rather than none ever.
+                self.wake_pending = False
+                raise
         return future
 
     def take(self, bint confirms):

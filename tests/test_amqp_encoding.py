@@ -102,6 +102,18 @@ def test_frame_max_too_small_is_refused(encode):
         encode(1, 8, "", "q", b"x")
 
 
+def test_properties_larger_than_a_frame_are_refused(encode):
+    # The broker closes the connection on such a header frame (501
+    # FRAME_ERROR): a publish() retried on every reconnect, holding up all
+    # the messages behind it. Refused when it is encoded instead.
+    props = b"".join(pika.BasicProperties(headers={"h": "v" * 200000}).encode())
+    with pytest.raises(ValueError, match="properties encode to %d bytes" % len(props)):
+        encode(1, 131072, "", "q", b"x", props)
+    assert encode(1, 0, "", "q", b"x", props)             # frame_max 0: no limit
+    fits = b"".join(pika.BasicProperties(headers={"h": "v" * 4000}).encode())
+    assert encode(1, 4096, "", "q", b"x", fits)
+
+
 any_properties = st.builds(
     pika.BasicProperties,
     content_type=st.none() | shortstr | st.binary(max_size=20),

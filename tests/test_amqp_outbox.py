@@ -97,9 +97,29 @@ def test_outbox_keeps_its_own_copy_of_a_body_the_caller_reuses(amqp):
     bodies = [msg[2][2] for msg in box.queue]
     assert bodies == [b"payload", b"b" * 200000, b"viewed"]
     assert all(type(b) is bytes for b in bodies)
-    # (a str is kept as it is: immutable, and encoded when sent)
-    box.submit("", "q", "text", mandatory=True)
-    assert box.queue[-1][2][2] == "text"
+    # A str is kept encoded: a re-encode for a smaller frame_max is decided
+    # on its length in bytes, not in characters.
+    box.submit("", "q", "\u00e9" * 3000)
+    assert box.queue[-1][2][2] == ("\u00e9" * 3000).encode("utf-8")
+
+
+def test_a_wake_interrupted_by_a_signal_is_made_again_by_the_next_submit(amqp):
+    # A KeyboardInterrupt raised in wake() (a signal handler runs as it is
+    # called) left wake_pending set with no drain scheduled: no later
+    # publish() woke the loop, and the window filled with unsent messages.
+    wakes = []
+
+    def wake():
+        wakes.append(1)
+        if len(wakes) == 1:
+            raise KeyboardInterrupt
+
+    box, _, _ = make_outbox(amqp, wake=wake)
+    with pytest.raises(KeyboardInterrupt):
+        box.submit("", "q", b"1")
+    assert len(box.queue) == 1 and not box.wake_pending
+    box.submit("", "q", b"2")
+    assert len(wakes) == 2 and box.wake_pending and len(box.queue) == 2
 
 
 def test_outbox_counters_are_read_only(amqp):

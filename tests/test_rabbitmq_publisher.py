@@ -149,6 +149,35 @@ def test_unroutable_mandatory_message_fails_others_succeed(amqp_url, admin, queu
         admin.exchange_delete(exchange)
 
 
+def test_a_returned_message_is_matched_whatever_its_names_and_body_buffer(amqp_url, admin, queue):
+    # A routing key that is not UTF-8 (pika hands it back as bytes) made the
+    # return handler raise, which dropped the connection on every retry; a
+    # bytearray body reused after publish() made the return match nothing,
+    # so the message passed for delivered.
+    with Publisher(amqp_url, max_attempts=1) as pub:
+        assert pub.publish("", queue, b"before").result(10) is None
+        connection = pub._connection
+        bad_key = pub.publish("amq.direct", b"\xff\xfe", b"x", mandatory=True)
+        buf = bytearray(b"payload")
+        reused = pub.publish("amq.direct", "nowhere", buf, mandatory=True)
+        buf[:] = b"reused!"
+        for future in (bad_key, reused):
+            with pytest.raises(UnroutableError) as info:
+                future.result(10)
+            assert info.value.reply_code == 312
+        assert pub.publish("", queue, b"after").result(10) is None
+        assert pub._connection is connection       # never dropped
+
+
+def test_properties_too_large_for_a_frame_are_refused_by_publish(amqp_url, queue):
+    # Sent, the broker would close the connection (FRAME_ERROR) on each
+    # attempt, holding up every message behind this one.
+    with Publisher(amqp_url) as pub:
+        with pytest.raises(ValueError, match="more than a frame carries"):
+            pub.publish("", queue, b"x", {"headers": {"h": "v" * 200000}})
+        assert pub.publish("", queue, b"after").result(10) is None
+
+
 def test_returned_message_is_retried_until_routable(amqp_url, admin, queue):
     # A classic queue whose node is down makes its messages unroutable for
     # a while: a return is retried, and the message arrives once routable.

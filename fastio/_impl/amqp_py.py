@@ -48,6 +48,9 @@ def encode_publish(channel, frame_max, exchange, routing_key, body,
         raise ValueError("frame_max %d leaves no room for a body" % frame_max)
     else:
         chunk = frame_max - _OVERHEAD
+    if frame_max and 12 + len(properties) > frame_max - _OVERHEAD:
+        raise ValueError("the message properties encode to %d bytes: more than a frame "
+                         "carries (frame_max %d)" % (len(properties), frame_max))
     method_args = ex + rk + (b"\x01" if mandatory else b"\x00")
     parts = [
         _METHOD_HEAD.pack(1, channel, 6 + len(method_args), 60, 40, 0),
@@ -167,7 +170,9 @@ class Outbox:
         if mandatory or len(frames) > _MIN_FRAME_MAX:
             # Kept to match a basic.return or to re-encode: a copy of a
             # buffer the caller may reuse (or release) once this returns.
-            if type(body) is not bytes and type(body) is not str:
+            if isinstance(body, str):
+                body = body.encode("utf-8")  # len() counts bytes
+            elif type(body) is not bytes:
                 body = bytes(body)
             args = (exchange, routing_key, body, props, mandatory, frame_max)
         else:
@@ -184,7 +189,14 @@ class Outbox:
         # what settles the message when nothing will send it any more.
         if not self.wake_pending or self.closed_error is not None:
             self.wake_pending = True
-            self._wake()
+            try:
+                self._wake()
+            except BaseException:
+                # Interrupted (a signal handler's KeyboardInterrupt) maybe
+                # before the drain was scheduled: the next submit() (or
+                # flush()) wakes the loop again, rather than none ever.
+                self.wake_pending = False
+                raise
         return future
 
     def take(self, confirms):

@@ -204,4 +204,6 @@ def _as_bytes(body):
 
 
 def _same(a, b):
-    return (a.decode("utf-8") if isinstance(a, bytes) else a) == b
+    # A name as published (str, or bytes: any bytes) against the one pika
+    # decoded from the basic.return (str, or bytes where not UTF-8).
+    return _as_bytes(a) == _as_bytes(b)
