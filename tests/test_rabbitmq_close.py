@@ -3,6 +3,7 @@ waiting for a retry included), safe in signal handlers and finally blocks;
 on the compiled and the pure-Python outbox."""
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -59,9 +60,30 @@ def test_close_returns_when_the_broker_goes_silent(broker, queue):
         assert time.monotonic() - t0 < 15
         assert info.value.unconfirmed == 1
         assert isinstance(fut.exception(0), PublisherClosed)
+        # Its socket is closed, not left open while the Publisher lives.
+        assert _sockets_connected_to(proxy.port) == []
         pub.close()                 # idempotent
     finally:
         proxy.close()
+
+
+def _sockets_connected_to(port):
+    """Return this process's fds of TCP sockets connected to 127.0.0.1:`port`."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if not os.readlink("/proc/self/fd/" + name).startswith("socket:"):
+                continue
+            sock = socket.socket(fileno=os.dup(int(name)))
+        except OSError:
+            continue
+        with sock:
+            try:
+                if sock.type == socket.SOCK_STREAM and sock.getpeername() == ("127.0.0.1", port):
+                    found.append(int(name))
+            except OSError:
+                pass
+    return found
 
 
 @pytest.mark.timeout(60)

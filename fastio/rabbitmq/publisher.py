@@ -387,6 +387,14 @@ class Publisher(RetryEngine):
                     self._closed.result(remaining)
                 except concurrent.futures.TimeoutError:
                     logger.warning("connection close did not finish within %ss", timeout)
+                    if not self._loop.is_closed():
+                        # The broker stopped answering: drop the socket now,
+                        # not when this Publisher is collected.
+                        self._loop.call_soon_threadsafe(self._drop_stream)
+                        try:
+                            self._closed.result(1.0)
+                        except concurrent.futures.TimeoutError:
+                            pass
                 self._shutdown_thread()
         # Confirms that came in after the flush gave up are not counted:
         # only messages whose futures close() failed are.
@@ -649,6 +657,11 @@ class Publisher(RetryEngine):
             conn.close()        # _on_close (or _on_open_error) finishes
         elif conn is None:
             self._finish_close()
+
+    def _drop_stream(self):
+        conn = self._connection
+        if conn is not None and not conn.is_closed:
+            conn._terminate_stream(ConnectionError("the broker did not answer the close"))
 
     def _finish_close(self):
         exc = self._fatal or PublisherClosed("Publisher closed before the broker confirmed")
