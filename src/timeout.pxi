@@ -66,6 +66,13 @@ cdef object select_timeout(object timeout):
         return _operator.index(timeout)
     except TypeError:
         pass
+    if _sys.version_info < (3, 10) and hasattr(type(timeout), "__int__"):
+        # 3.9's select.select() still takes what has __int__ (a Decimal).
+        _warnings.warn("an integer is required (got type %s).  Implicit conversion to "
+                       "integers using __int__ is deprecated, and may be removed in a "
+                       "future version of Python." % type(timeout).__name__,
+                       DeprecationWarning, 1)
+        return int(timeout)
     raise TypeError("timeout must be a float or None")
 
 

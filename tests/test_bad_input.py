@@ -148,14 +148,17 @@ TIMEOUTS = {
     "fraction": fractions.Fraction(1, 10),
     "fraction_0": fractions.Fraction(0),
     "decimal": decimal.Decimal("0.1"),
-    # Just past select(2)'s range: rounding the range to a double must not
-    # let it through (it wrapped to a negative, endless wait).
-    "past_select_range": 9223372036.854776,
 }
+if sys.version_info >= (3, 10):
+    # Just past select(2)'s range: rounding the range to a double must not
+    # let it through (it wrapped to a negative, endless wait). 3.9's select
+    # overflows there itself, to ValueError("timeout must be non-negative").
+    TIMEOUTS["past_select_range"] = 9223372036.854776
 # With nothing ready, only values the stdlib does not block on (select(2)
 # really waits 2**31 s; None and True wait too).
 TIMEOUTS_NOTHING_READY = ("nan", "inf", "neg_inf", "1e300", "2p63", "str", "0", "neg1", "tiny",
                           "fraction", "fraction_0", "decimal", "past_select_range")
+TIMEOUTS_NOTHING_READY = tuple(name for name in TIMEOUTS_NOTHING_READY if name in TIMEOUTS)
 
 
 def _select_fds(sel, timeout):

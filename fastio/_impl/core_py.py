@@ -140,7 +140,9 @@ class _Numbered:
         return key
 
     def select(self, timeout=None):
-        deadline = None if timeout is None or timeout <= 0 else time.monotonic() + timeout
+        # (the deadline is worked out once the stdlib took the timeout: a
+        # type it refuses fails there, with its error)
+        started, deadline = time.monotonic(), None
         while True:
             start = self._registrations
             ready = super().select(timeout)
@@ -151,6 +153,8 @@ class _Numbered:
                     if numbers.get(key.fd, 0) <= start]
             if kept or not ready or (timeout is not None and timeout <= 0):
                 return kept
+            if timeout is not None and deadline is None:
+                deadline = started + float(timeout)
             if deadline is not None:
                 timeout = deadline - time.monotonic()
                 if timeout <= 0:
