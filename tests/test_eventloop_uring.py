@@ -1000,3 +1000,33 @@ def test_signals_reach_a_loop_blocked_in_io_uring_enter(face):
     proc = subprocess.run([sys.executable, "-c", SIGINT_SCRIPT, face], env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == "done", proc.stderr
+
+
+def test_timers_run_no_earlier_than_on_epoll(loop):
+    # epoll_wait() takes whole ms (the selector rounds up) and ends up to
+    # 0.1% past its timeout (the kernel's timer slack); an io_uring wait
+    # took microseconds and ended on time, so a 1 s keep-alive timer ran
+    # about 1.5 ms earlier than on epoll, and a server's idle check (sanic's
+    # `now - last_data > timeout`) came out the other way.
+    sel = loop._selector
+    a, b = socket.socketpair()
+    try:
+        sel.register(a, 1)
+        for timeout, least in ((0.0001, 0.001), (0.0015, 0.002), (0.5, 0.5005)):
+            t0 = time.monotonic()
+            assert sel.select(timeout) == []
+            assert time.monotonic() - t0 >= least
+        sel.unregister(a)
+    finally:
+        a.close()
+        b.close()
+
+    async def chain():
+        started = time.monotonic()
+        for _ in range(2):
+            done = loop.create_future()
+            loop.call_later(1.0, done.set_result, None)
+            await done
+        return time.monotonic() - started
+
+    assert run(loop, chain()) >= 2.002
