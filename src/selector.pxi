@@ -78,7 +78,7 @@ cdef class SelectorCore:
     cdef object _sel
     cdef Poller _poller
     cdef int64_t _unit
-    cdef bint _select_timeouts  # select(2): select.select()'s timeout types
+    cdef bint _is_select  # select(2): select.select()'s checks (_select_call)
     cdef bint _reregisters
     cdef public dict _fd_to_key
     cdef public object _map
@@ -107,7 +107,7 @@ cdef class SelectorCore:
         self._sel = value
         self._poller = value if isinstance(value, Poller) else None
         self._unit = self._poller._timeout_unit() if self._poller is not None else NS_PER_MS
-        self._select_timeouts = isinstance(value, SelectPoller)
+        self._is_select = isinstance(value, SelectPoller)
 
     # ------------------------------------------------------------ lookup
 
@@ -163,8 +163,7 @@ cdef class SelectorCore:
         if <object>PyDict_SetDefault(fd_to_key, fd, key) is not key:
             raise KeyError("{!r} (FD {}) is already registered".format(fileobj, fd))
         try:
-            if self._bool_fd_warns(fd):
-                warn_bool_fd()
+            self._warn_bool_fd(fd)
             if self._poller is not None:
                 if self._map is None and not self._poller._kernel_table:
                     mask = self._poller._take_stale(fd, mask, self._reregisters)
@@ -185,8 +184,7 @@ cdef class SelectorCore:
         fd = <object>PyTuple_GET_ITEM(key, 1)
         self._forget_result(fd)
         try:
-            if self._bool_fd_warns(fd):
-                warn_bool_fd()
+            self._warn_bool_fd(fd)
             if self._poller is not None:
                 self._poller._del_obj(fd)
             else:
@@ -224,8 +222,7 @@ cdef class SelectorCore:
             else:
                 flag_bits = 0
             try:
-                if self._bool_fd_warns(fd):
-                    warn_bool_fd()
+                self._warn_bool_fd(fd)
                 if poller is not None:
                     poller._mod(fd_as_c(fd), mask | flag_bits)
                 else:
@@ -253,11 +250,23 @@ cdef class SelectorCore:
             self._forget_result(fd)
         return key
 
-    cdef inline bint _bool_fd_warns(self, object fd):
+    cdef inline int _warn_bool_fd(self, object fd) except -1:
         # Where the stdlib's select.epoll/poll calls warn (register, modify,
         # unregister); select.select() warns in select() instead.
-        return (type(fd) is bool and BOOL_FD_WARNS and self._poller is not None
-                and not self._select_timeouts)
+        if (type(fd) is bool and BOOL_FD_WARNS and self._poller is not None
+                and not self._is_select):
+            warn_bool_fd()
+        return 0
+
+    cdef inline object _select_call(self, object timeout):
+        # On select(2), what select.select() checks on each call: the
+        # timeout's type, and (3.12+) a bool registered as an fd.
+        if self._is_select:
+            if not (timeout is None or type(timeout) is float or type(timeout) is int):
+                timeout = select_timeout(timeout)
+            if BOOL_FD_WARNS and self._fd_to_key:
+                self._warn_selecting_bools()
+        return timeout
 
     cdef int _warn_selecting_bools(self) except -1:
         cdef PyObject *key
@@ -275,13 +284,7 @@ cdef class SelectorCore:
         The wait runs without the GIL; a timeout rounds up to whole ms
         (epoll, poll) or µs (select), so it never ends early.
         """
-        cdef int64_t ns
-        if self._select_timeouts:
-            if not (timeout is None or type(timeout) is float or type(timeout) is int):
-                timeout = select_timeout(timeout)
-            if BOOL_FD_WARNS and self._fd_to_key:
-                self._warn_selecting_bools()
-        ns = timeout_to_ns(timeout, self._unit)
+        cdef int64_t ns = timeout_to_ns(self._select_call(timeout), self._unit)
         cdef Poller poller = self._poller
         cdef Py_ssize_t n, i, k = 0
         cdef fastio_event *buf
@@ -374,13 +377,7 @@ cdef class SelectorCore:
         `events` are EVENT_READ / EVENT_WRITE bits masked by the fd's
         registered events; fds not registered are dropped.
         """
-        cdef int64_t ns
-        if self._select_timeouts:
-            if not (timeout is None or type(timeout) is float or type(timeout) is int):
-                timeout = select_timeout(timeout)
-            if BOOL_FD_WARNS and self._fd_to_key:
-                self._warn_selecting_bools()
-        ns = timeout_to_ns(timeout, self._unit)
+        cdef int64_t ns = timeout_to_ns(self._select_call(timeout), self._unit)
         cdef Poller poller = self._poller
         cdef Py_ssize_t n, i
         cdef fastio_event *buf
