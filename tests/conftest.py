@@ -246,6 +246,27 @@ def open_fd_count():
         return 64
 
 
+def fill_send_buffer(sock):
+    """Send into non-blocking `sock` until the kernel's buffers are full; return the byte count."""
+    total = 0
+    chunk = b"f" * 65536
+    while True:
+        try:
+            total += sock.send(chunk)
+        except BlockingIOError:
+            return total
+
+
+def drain_socket(sock):
+    """Make `sock` non-blocking and read what it holds, up to its end of stream."""
+    sock.setblocking(False)
+    try:
+        while sock.recv(1 << 20):
+            pass
+    except BlockingIOError:
+        pass
+
+
 @pytest.fixture
 def sigalrm():
     """Install a SIGALRM handler; ``sigalrm(handler, delay)`` arms a timer."""

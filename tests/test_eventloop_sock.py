@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from conftest import fill_send_buffer
 from eventloop_fixtures import aio_kind, aio_loop, run, selector_loop  # noqa: F401
 
 pytestmark = pytest.mark.timeout(120)
@@ -36,17 +37,6 @@ def _registered(loop, fd):
     """(reader, writer) handles asyncio's selector holds for `fd`, or None."""
     key = loop._selector.get_map().get(fd)
     return None if key is None else key.data
-
-
-def _fill(sock):
-    """Write into `sock` until the kernel buffers are full; return the byte count."""
-    total = 0
-    chunk = b"f" * 65536
-    while True:
-        try:
-            total += sock.send(chunk)
-        except BlockingIOError:
-            return total
 
 
 # ---------------------------------------------------------------- coroutines
@@ -233,7 +223,7 @@ def test_sock_sendall_to_a_half_closed_peer_waits_without_spinning(aio_loop):
     # finishes once the peer reads.
     async def main():
         a, b = _pair()
-        sent = _fill(a)
+        sent = fill_send_buffer(a)
         b.shutdown(socket.SHUT_WR)
         send = asyncio.ensure_future(aio_loop.sock_sendall(a, b"z" * 100000))
         await _spin()
@@ -268,7 +258,7 @@ def test_sock_sendall_of_non_bytes_is_a_type_error(aio_loop):
 def test_cancelled_sock_sendall_leaves_no_writer(aio_loop, aio_kind):
     async def main():
         a, b = _pair()
-        filled = _fill(a)
+        filled = fill_send_buffer(a)
         send = asyncio.ensure_future(aio_loop.sock_sendall(a, b"z" * (1 << 20)))
         await _spin()
         if aio_kind != "uvloop":
@@ -298,7 +288,7 @@ def test_cancelled_sock_sendall_leaves_no_writer(aio_loop, aio_kind):
 def test_sock_sendall_to_a_closed_peer_raises(aio_loop):
     async def main():
         a, b = _pair()
-        _fill(a)
+        fill_send_buffer(a)
         send = asyncio.ensure_future(aio_loop.sock_sendall(a, b"z" * (1 << 20)))
         await _spin()
         b.close()

@@ -9,6 +9,7 @@ import threading
 import pytest
 
 import implementations
+from conftest import drain_socket, fill_send_buffer
 from fastio import _pollers
 from fastio.loop import Protocol
 
@@ -181,11 +182,7 @@ def test_a_writer_on_a_half_closed_peer_that_reads_nothing_is_not_called(loop):
     # socket, and the writer must still wait as on epoll.
     a, b = socket.socketpair()
     a.setblocking(False)
-    try:
-        while True:
-            a.send(b"x" * 65536)
-    except BlockingIOError:
-        pass
+    fill_send_buffer(a)
     b.shutdown(socket.SHUT_WR)
     calls = []
     loop.add_writer(a.fileno(), lambda: calls.append(1))
@@ -193,12 +190,7 @@ def test_a_writer_on_a_half_closed_peer_that_reads_nothing_is_not_called(loop):
     loop.run_forever()
     assert calls == []
     # The peer reads: the writer runs, on every turn while there is room.
-    b.setblocking(False)
-    try:
-        while b.recv(1 << 20):
-            pass
-    except BlockingIOError:
-        pass
+    drain_socket(b)
 
     def stop_after_three():
         calls.append(1)

@@ -19,7 +19,7 @@ import weakref
 
 import pytest
 
-from conftest import open_fd_count, selector_class
+from conftest import drain_socket, fill_send_buffer, open_fd_count, selector_class
 
 R = selectors.EVENT_READ
 W = selectors.EVENT_WRITE
@@ -411,22 +411,9 @@ def _unwritable_to_a_half_closed_peer(socketpair):
     # down its side without reading: POLLRDHUP is set, POLLOUT is not.
     mine, peer = socketpair()
     mine.setblocking(False)
-    try:
-        while True:
-            mine.send(b"x" * 65536)
-    except BlockingIOError:
-        pass
+    fill_send_buffer(mine)
     peer.shutdown(socket.SHUT_WR)
     return mine, peer
-
-
-def _drain(peer):
-    peer.setblocking(False)
-    try:
-        while peer.recv(1 << 20):
-            pass
-    except BlockingIOError:
-        pass
 
 
 def test_a_writer_waits_while_its_half_closed_peer_reads_nothing(selector, socketpair):
@@ -440,15 +427,11 @@ def test_a_writer_waits_while_its_half_closed_peer_reads_nothing(selector, socke
         assert time.monotonic() - t0 >= 0.2
     # Once the peer reads, the socket is writable: reported, and again at
     # the next select while it stays writable (level-triggered).
-    _drain(peer)
+    drain_socket(peer)
     for _ in range(3):
         assert [(key.data, ev) for key, ev in selector.select(5)] == [("w", W)]
     # Back to full: the wait is quiet again.
-    try:
-        while True:
-            mine.send(b"x" * 65536)
-    except BlockingIOError:
-        pass
+    fill_send_buffer(mine)
     assert selector.select(0.2) == []
     # Asking to read too reports the end of the peer's stream at once.
     selector.modify(mine, R | W, "rw")
