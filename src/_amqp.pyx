@@ -425,7 +425,12 @@ cdef class Outbox:
         return future
 
     def take(self, bint confirms):
-        """Dequeue everything; return (bytes to write, futures sent unconfirmed)."""
+        """Dequeue everything; return (bytes to write, futures sent unconfirmed).
+
+        A message encoded for another frame_max is encoded again; one whose
+        header no longer fits a frame is not sent: its future fails with
+        the ValueError and it counts as done.
+        """
         cdef list frames = [], sent = []
         cdef tuple msg, args
         cdef object queue = self.queue
@@ -436,9 +441,18 @@ cdef class Outbox:
             msg = popleft()
             if msg[2] is not None:
                 args = msg[2]
-                if args[5] != frame_max and len(args[2]) > MIN_FRAME_MAX - 8:
-                    msg = (msg[0], encode_publish(self.channel, frame_max, *args[:5]),
-                           args[:5] + (frame_max,))
+                if args[5] != frame_max:
+                    # Encoded for another frame_max than this connection's:
+                    # split the body again; a header that no longer fits a
+                    # frame would make the broker close the connection each
+                    # time it is sent, so its message fails here instead.
+                    try:
+                        msg = (msg[0], encode_publish(self.channel, frame_max, *args[:5]),
+                               args[:5] + (frame_max,))
+                    except ValueError as exc:
+                        msg[0]._resolve(exc)
+                        self.n_done += 1
+                        continue
                 if args[4] and confirms:
                     self._returnable.append(tag + 1)
             frames.append(msg[1])

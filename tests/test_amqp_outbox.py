@@ -103,6 +103,32 @@ def test_outbox_keeps_its_own_copy_of_a_body_the_caller_reuses(amqp):
     assert box.queue[-1][2][2] == ("\u00e9" * 3000).encode("utf-8")
 
 
+def test_a_smaller_frame_max_re_encodes_or_fails_what_no_longer_fits(amqp):
+    # A reconnect may negotiate a smaller frame_max than the messages were
+    # encoded for. A body is split again; a header too large for the new
+    # frame would make the broker close the connection each time it is
+    # sent (FRAME_ERROR), stalling everything behind it: that message
+    # fails instead, with the reason, and counts as done.
+    box, returnable, _ = make_outbox(amqp)
+    big_header = {"headers": {"h": "x" * 5000}}
+    body = bytes(range(256)) * 40
+    futures = [box.submit("", "q", b"small", mandatory=True),
+               box.submit("", "q", b"big header", big_header, mandatory=True),
+               box.submit("", "q", body),
+               box.submit("", "q", b"plain")]
+    box.frame_max = 4096
+    data, sent = box.take(True)
+    assert sent == []
+    with pytest.raises(ValueError, match="more than a frame carries \\(frame_max 4096\\)"):
+        futures[1].result(0)
+    assert not any(f.done() for f in futures[:1] + futures[2:])
+    assert box.n_done == 1 and sorted(box.unconfirmed) == [1, 2, 3]
+    assert list(returnable) == [1]
+    assert data == b"".join((amqp.encode_publish(1, 4096, "", "q", b"small", mandatory=True),
+                             amqp.encode_publish(1, 4096, "", "q", body),
+                             amqp.encode_publish(1, 131072, "", "q", b"plain")))
+
+
 def test_a_wake_interrupted_by_a_signal_is_made_again_by_the_next_submit(amqp):
     # A KeyboardInterrupt raised in wake() (a signal handler runs as it is
     # called) left wake_pending set with no drain scheduled: no later

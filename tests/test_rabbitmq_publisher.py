@@ -410,6 +410,42 @@ def test_second_address_used_when_first_is_dead(amqp_url, broker, queue):
         assert pub.publish("", queue, b"x").result(10) is None
 
 
+def test_message_whose_header_outgrows_a_smaller_frame_max_fails_alone(amqp_url, queue):
+    # Messages published before the connection opens are encoded for the
+    # first address's frame_max (131072). The address that answers
+    # negotiates 4096: a body is split again, and a header that no longer
+    # fits fails its message. Sent as it was, the broker would close the
+    # connection (FRAME_ERROR) on every attempt, and nothing behind it
+    # would go out until retry_deadline.
+    dead = "amqp://guest:guest@127.0.0.1:%d/%%2F" % broker_mod.free_port()
+    loop = Loop()
+    outcome = {}
+
+    def start():
+        pub = Publisher([dead, amqp_url + "?frame_max=4096"], loop=loop, reconnect_delay=(0.05, 0.2))
+        big = pub.publish("", queue, b"big header", {"headers": {"h": "x" * 5000}}, mandatory=True)
+        others = [pub.publish("", queue, b"m", mandatory=True), pub.publish("", queue, bytes(20000))]
+
+        def check():
+            if big.done() and all(f.done() for f in others):
+                outcome["big"] = big.exception()
+                outcome["others"] = [f.exception() for f in others]
+                pub.close()
+                loop.stop()
+            else:
+                loop.call_later(0.01, check)
+        check()
+
+    loop.call_soon(start)
+    loop.call_later(30, loop.stop)
+    loop.run_forever()
+    loop.close()
+    assert isinstance(outcome["big"], ValueError)
+    assert "frame_max 4096" in str(outcome["big"])
+    assert outcome["others"] == [None, None]
+    assert drain(amqp_url, queue) == [b"m", bytes(20000)]
+
+
 def test_wrong_password_is_a_clear_error_not_a_hang(broker):
     url = "amqp://guest:wrong@127.0.0.1:%d/%%2F" % broker.port
     t0 = time.monotonic()

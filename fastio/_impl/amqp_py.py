@@ -208,9 +208,14 @@ class Outbox:
             msg = queue.popleft()
             args = msg[2]
             if args is not None:
-                if args[5] != frame_max and len(args[2]) > _MIN_FRAME_MAX - 8:
-                    msg = (msg[0], encode_publish(self.channel, frame_max, *args[:5]),
-                           args[:5] + (frame_max,))
+                if args[5] != frame_max:
+                    try:
+                        msg = (msg[0], encode_publish(self.channel, frame_max, *args[:5]),
+                               args[:5] + (frame_max,))
+                    except ValueError as exc:
+                        msg[0]._resolve(exc)
+                        self._n_done += 1
+                        continue
                 if args[4] and confirms:
                     self._returnable.append(tag + 1)
             frames.append(msg[1])

@@ -106,8 +106,9 @@ _RECHECK = 0.05
 # encoded frames are what goes on the wire (again, after a reconnect);
 # args = (exchange, routing_key, body, properties, mandatory, frame_max)
 # is kept only when needed: to match a basic.return (mandatory), or to
-# re-encode a body longer than the smallest frame_max should the broker
-# negotiate a smaller frame_max than assumed. Tuples: cheapest to build.
+# re-encode frames longer than the smallest frame_max should the broker
+# negotiate a smaller frame_max than assumed (a message whose header then
+# no longer fits a frame fails with ValueError). Tuples: cheapest to build.
 
 
 class _ConfirmingConnection(FastioConnection):
@@ -608,12 +609,14 @@ class Publisher(RetryEngine):
             return
         data, sent = box.take(self._confirms)
         # The coalesced write: one send() for everything that was queued.
-        self._transport.write(data)
+        if data:
+            self._transport.write(data)
         if sent:
             for future in sent:
                 future._resolve()
             box.settle(len(sent))
-            self._wake_waiters()
+        # (take() may also have failed messages that no longer fit a frame.)
+        self._wake_waiters()
 
     def _on_confirm(self, tag, multiple, nack):
         if not nack:
