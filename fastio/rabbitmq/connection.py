@@ -15,11 +15,13 @@ connection_lost), which is exactly what fastio's Transport drives. TLS
 sockets keep pika's own SSL transport, running on the same loop.
 """
 
+import sys
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
 
 import pika.connection
 from pika.adapters.base_connection import BaseConnection
 from pika.adapters.utils import nbio_interface
+from pika.adapters.utils.io_services_utils import check_callback_arg
 from pika.adapters.utils.selector_ioloop_adapter import SelectorIOServicesAdapter
 
 from fastio import _streams
@@ -37,40 +39,38 @@ IOLoopOrServices = Union[Loop, nbio_interface.AbstractIOServices]
 logger = get_logger("fastio.rabbitmq")
 
 
-class _ProtocolShim:
-    """Give pika's stream protocol the flow-control callbacks fastio calls.
+class _NoProtocol:
+    """What a transport whose linkup failed reports to: nothing."""
 
-    pika never pauses: its connection buffers in the transport and the
-    application watches `_get_write_buffer_size()`. So pause_writing /
-    resume_writing are accepted and ignored.
-    """
-
-    __slots__ = ("_proto", "connection_made", "data_received", "eof_received",
-                 "connection_lost")
-
-    def __init__(self, proto):
-        self._proto = proto
-        self.connection_made = proto.connection_made
-        self.data_received = proto.data_received
-        self.eof_received = proto.eof_received
-        self.connection_lost = proto.connection_lost
-
-    def pause_writing(self):
+    def connection_lost(self, exc):
         pass
 
-    def resume_writing(self):
-        pass
+
+#: pika's protocols have no pause_writing(): its connection buffers in the
+#: transport and the application watches `_get_write_buffer_size()`. So a
+#: pika stream's transport never pauses its protocol.
+_NEVER_PAUSE = sys.maxsize
 
 
 class _StreamLinkup(nbio_interface.AbstractIOReference):
     """Wrap a connected socket in a fastio Transport, on the next loop turn.
 
-    Same contract as pika's `_AsyncStreamConnector`: start() never calls
-    back from the caller's frame, cancel() before completion closes the
-    socket (this object owns it) and suppresses `on_done`.
+    Same contract as pika's `_AsyncStreamConnector`: bad arguments and an
+    unconnected socket raise ValueError at once; start() never calls back
+    from the caller's frame; cancel() before completion closes the socket
+    (this object owns it) and suppresses `on_done`; if the protocol factory,
+    the transport or `connection_made()` raises, `on_done` gets the
+    exception and the socket is closed, with no connection_lost().
     """
 
     def __init__(self, loop, protocol_factory, sock, on_done):
+        check_callback_arg(protocol_factory, "protocol_factory")
+        check_callback_arg(on_done, "on_done")
+        try:
+            sock.getpeername()
+        except Exception as error:
+            raise ValueError("Expected connected socket, but getpeername() failed: "
+                             "error={!r}; {}; ".format(error, sock)) from None
         self._loop = loop
         self._factory = protocol_factory
         self._sock = sock
@@ -91,16 +91,32 @@ class _StreamLinkup(nbio_interface.AbstractIOReference):
 
     def _linkup(self):
         sock, self._sock = self._sock, None
+        transport = None
         try:
             protocol = self._factory()
-            transport = self._loop.transport_class(
-                self._loop, sock, _ProtocolShim(protocol), _streams._extra(sock))
-            transport._start()
+            cls = self._loop.transport_class
+            if not issubclass(cls, nbio_interface.AbstractStreamTransport):
+                # It has pika's transport methods (abort, get_protocol,
+                # write, get_write_buffer_size).
+                nbio_interface.AbstractStreamTransport.register(cls)
+            transport = cls(self._loop, sock, protocol, _streams._extra(sock))
+            transport.set_write_buffer_limits(_NEVER_PAUSE, 0)
+            # Called here, not by the transport's _start(), which would log
+            # an exception and serve the connection all the same (asyncio's
+            # contract): pika's is to fail the linkup.
+            protocol.connection_made(transport)
         except Exception as exc:
             logger.exception("stream linkup failed on %r", sock)
-            sock.close()
-            self._on_done(exc)
+            if transport is not None:
+                transport._set_protocol(_NoProtocol())
+                transport.abort()
+            try:
+                self._on_done(exc)
+            finally:
+                sock.close()
             return
+        if not transport.is_closing() and not transport._reading_paused:
+            transport._set_reading(True)
         self._on_done((transport, protocol))
 
 
@@ -114,7 +130,8 @@ class FastioIOServices(SelectorIOServicesAdapter):
     def create_streaming_connection(self, protocol_factory, sock, on_done,
                                     ssl_context=None, server_hostname=None):
         """Same contract as pika's; plaintext sockets get a fastio Transport."""
-        if ssl_context is not None or not hasattr(self._loop, "transport_class"):
+        if (ssl_context is not None or server_hostname is not None
+                or not hasattr(self._loop, "transport_class")):
             return super().create_streaming_connection(
                 protocol_factory, sock, on_done, ssl_context, server_hostname)
         return _StreamLinkup(self._loop, protocol_factory, sock, on_done).start()
