@@ -195,7 +195,7 @@ if _c is not None:
         # compiled twins of asyncio's, the rest is inherited unchanged. What
         # those read per event lives in slots, which they read directly.
         __slots__ = ("_sock", "_protocol", "_conn_lost", "_buffer", "_eof", "_empty_waiter",
-                     "_read_ready_cb", "_closing", "_recv_hint")
+                     "_read_ready_cb", "_closing", "_recv_hint", "_read_error")
 
         _read_ready = _as_method(_c.aio_read_ready, _AsyncioSocketTransport, "_read_ready")
         _read_ready__data_received = _as_method(

@@ -61,6 +61,7 @@ cdef Py_ssize_t _aio_rbuf_size = 256 * 1024
 cdef type _aio_transport_cls = None
 cdef Py_ssize_t _TOFF_SOCK, _TOFF_PROTOCOL, _TOFF_CONN_LOST, _TOFF_BUFFER
 cdef Py_ssize_t _TOFF_EOF, _TOFF_EMPTY_WAITER, _TOFF_READ_CB, _TOFF_CLOSING, _TOFF_RECV_HINT
+cdef Py_ssize_t _TOFF_READ_ERROR
 cdef type _aio_csocket_type = None
 
 cdef extern from *:
@@ -110,6 +111,7 @@ def aio_transport_class(type cls):
     """Make `cls` (fastio.EventLoop's socket transport) the class whose slots are read directly."""
     global _aio_transport_cls, _TOFF_SOCK, _TOFF_PROTOCOL, _TOFF_CONN_LOST, _TOFF_BUFFER
     global _TOFF_EOF, _TOFF_EMPTY_WAITER, _TOFF_READ_CB, _TOFF_CLOSING, _TOFF_RECV_HINT
+    global _TOFF_READ_ERROR
     _TOFF_SOCK = _slot_offset(cls, "_sock")
     _TOFF_PROTOCOL = _slot_offset(cls, "_protocol")
     _TOFF_CONN_LOST = _slot_offset(cls, "_conn_lost")
@@ -119,6 +121,7 @@ def aio_transport_class(type cls):
     _TOFF_READ_CB = _slot_offset(cls, "_read_ready_cb")
     _TOFF_CLOSING = _slot_offset(cls, "_closing")
     _TOFF_RECV_HINT = _slot_offset(cls, "_recv_hint")
+    _TOFF_READ_ERROR = _slot_offset(cls, "_read_error")
     _aio_transport_cls = cls
 
 
@@ -222,7 +225,20 @@ def aio_read_ready(self):
 cdef int _aio_read_ready(object self) except -1:
     # `_read_ready_cb` is one of the two methods below bound to this
     # transport unless someone set it otherwise: then call those directly.
-    cb = _tget(self, type(self) is _aio_transport_cls, _TOFF_READ_CB, "_read_ready_cb")
+    cdef bint fast = type(self) is _aio_transport_cls
+    cdef PyObject **kept
+    if fast:
+        kept = <PyObject **>(<char *><PyObject *>self + _TOFF_READ_ERROR)
+        if kept[0] != NULL:
+            # What the read before pause_reading() got after its bytes (see
+            # _aio_read_ready__data_received), reported as asyncio's read
+            # after resume_reading() would.
+            exc = <object>kept[0]
+            kept[0] = NULL
+            Py_DECREF(exc)
+            self._fatal_error(exc, 'Fatal read error on socket transport')
+            return 0
+    cb = _tget(self, fast, _TOFF_READ_CB, "_read_ready_cb")
     if PyMethod_Check(cb) and PyMethod_GET_SELF(cb) == <PyObject *>self:
         func = <object>PyMethod_GET_FUNCTION(cb)
         if func is _aio_read_data_fn:
@@ -275,6 +291,13 @@ cdef inline int _aio_note_recv(object self, Py_ssize_t n) except -1:
         slot[0] = <PyObject *>v
         Py_XDECREF(old)
     return 0
+
+
+cdef inline void _aio_keep_read_error(object self, object exc) noexcept:
+    cdef PyObject **kept = <PyObject **>(<char *><PyObject *>self + _TOFF_READ_ERROR)
+    Py_INCREF(exc)
+    Py_XDECREF(kept[0])
+    kept[0] = <PyObject *>exc
 
 
 cdef object _aio_read_ready__data_received(object self):
@@ -339,9 +362,14 @@ cdef object _aio_read_ready__data_received(object self):
         if later:
             # The second recv's error (see _recv_sized): the failure
             # asyncio's next read would report, unless the transport was
-            # closed in between.
+            # closed in between; if data_received() paused reading, on the
+            # first read after it resumes (only `fast` transports get here).
             if not _aio_conn_lost(self, fast) and not _tget(self, fast, _TOFF_CLOSING, "_closing"):
-                self._fatal_error(_aio_oserror(later), 'Fatal read error on socket transport')
+                exc = _aio_oserror(later)
+                if self.is_reading():
+                    self._fatal_error(exc, 'Fatal read error on socket transport')
+                else:
+                    _aio_keep_read_error(self, exc)
         return
     try:
         if reader is not None:

@@ -125,6 +125,7 @@ cdef class TransportCore:
     cdef int _cfd
     cdef Py_ssize_t _max_size
     cdef Py_ssize_t _recv_cap   # the next read's capacity (_recv_sized); 0: the shared buffer
+    cdef int _read_err          # _recv_sized's later error, kept while reading is paused
     cdef bint _protocol_paused
     cdef _ReadHandle _reader
     cdef _WriteHandle _writer
@@ -156,6 +157,12 @@ cdef class TransportCore:
         cdef long long n
         cdef int err = 0, later = 0
         data = None
+        if self._read_err:
+            # What the read before pause_reading() got after its bytes.
+            err, self._read_err = self._read_err, 0
+            self._fatal_error(OSError(err, _os.strerror(err)),
+                              "Fatal read error on socket transport")
+            return 0
         if self._recv_cap and self._c_data_received == NULL:
             data = _recv_sized(self._cfd, self._loop._rbuf, self._recv_cap, self._max_size,
                                &n, &err, &later)
@@ -184,9 +191,15 @@ cdef class TransportCore:
                 self._fatal_error(exc, "protocol.data_received() call failed.")
                 return 0
             if later and not self._closing and not self._conn_lost:
-                # The second recv's error (see _recv_sized).
-                self._fatal_error(OSError(later, _os.strerror(later)),
-                                  "Fatal read error on socket transport")
+                # The second recv's error (see _recv_sized): reported now,
+                # or, if data_received() paused reading, on the first read
+                # after it resumes (a transport reading once would not have
+                # seen it before).
+                if self._reading_paused:
+                    self._read_err = later
+                else:
+                    self._fatal_error(OSError(later, _os.strerror(later)),
+                                      "Fatal read error on socket transport")
             return 0
         self._loop._remove_io(self._fd, True)
         try:

@@ -549,8 +549,10 @@ cdef class UringStream:
             self._drv._release(self)
             return 0
         if res == 0 or (res < 0 and res != -ENOBUFS and res != -ECANCELED):
-            if PyByteArray_GET_SIZE(self._held) or (res == 0 and self._holding()):
-                # The EOF or error comes after the bytes held before it.
+            if PyByteArray_GET_SIZE(self._held) or self._holding():
+                # The EOF or error comes after the bytes held before it, or,
+                # reading paused, once it resumes: asyncio's transport does
+                # not read (so sees neither) while paused.
                 if res == 0:
                     self._held_eof = True
                 else:

@@ -22,6 +22,7 @@ cdef class Waker:
 
     def __cinit__(self):
         cdef int fds[2]
+        fds[0] = fds[1] = -1  # set by fastio_waker_open (gcc cannot tell)
         self._rfd = self._wfd = -1
         if not FASTIO_WINSOCK:
             if fastio_waker_open(fds) < 0:

@@ -319,6 +319,45 @@ def test_pause_and_resume_reading(aio_loop):
     assert reading_after_close is False
 
 
+@pytest.mark.parametrize("first", [100, 5000], ids=["small-read", "hinted-read"])
+def test_a_reset_while_data_received_paused_reading_is_reported_after_resume(aio_loop, first):
+    # asyncio does not read a paused transport, so it sees the peer's RST
+    # only once reading resumes. A read that takes the bytes before the RST
+    # (after a 5000-byte one fastio's readiness transport reads the next
+    # burst into an 8 KiB object, then reads on) must keep the error it got
+    # until then too, and so must io_uring's receive.
+    class PausingRecorder(Recorder):
+        def data_received(self, data):
+            super().data_received(data)
+            if len(self.data) > first:
+                self.transport.pause_reading()
+
+    async def main():
+        sp = PausingRecorder(aio_loop)
+        server = await aio_loop.create_server(lambda: sp, "127.0.0.1", 0)
+        peer = socket.create_connection(server.sockets[0].getsockname())
+        await sp.made
+        peer.sendall(b"a" * first)
+        await sp.expect(first)
+        # The burst and the RST, both in before the server's next read.
+        peer.sendall(b"b" * 8192)
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        peer.close()
+        await sp.expect(first + 8192)
+        assert not sp.transport.is_reading()
+        await asyncio.sleep(0.3)
+        lost_while_paused = sp.lost.done()
+        sp.transport.resume_reading()
+        exc = await sp.lost
+        server.close()
+        await server.wait_closed()
+        return lost_while_paused, exc
+
+    lost_while_paused, exc = run(aio_loop, main())
+    assert lost_while_paused is False
+    assert isinstance(exc, ConnectionResetError), exc
+
+
 WHERE = contextvars.ContextVar("WHERE", default="unset")
 
 

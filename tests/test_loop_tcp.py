@@ -233,6 +233,42 @@ def test_reset_by_peer_ends_in_connection_lost_with_error(any_loop):
     listener.close()
 
 
+@pytest.mark.parametrize("first", [100, 5000], ids=["small-read", "hinted-read"])
+def test_a_reset_while_data_received_paused_reading_is_reported_after_resume(any_loop, first):
+    # As asyncio, which does not read a paused transport: the RST that
+    # follows the bytes of the read that paused is reported once reading
+    # resumes (after a 5000-byte read the compiled transport reads the next
+    # burst into an 8 KiB object and reads on, which gets the error).
+    loop = any_loop.loop
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    class Pausing(Collector):
+        def data_received(self, data):
+            super().data_received(data)
+            if len(self.data) > first:
+                self.transport.pause_reading()
+                self.paused.set_result(None)
+
+    client = Pausing(loop, expect=first)
+    client.paused = loop.create_future()
+    any_loop.connect(lambda: client, "127.0.0.1", listener.getsockname()[1])
+    listener.settimeout(5)
+    peer, _ = listener.accept()
+    peer.sendall(b"a" * first)
+    any_loop.run_until(client.got_all)
+    peer.sendall(b"b" * 8192)  # the burst and the RST, in before the next read
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    peer.close()
+    any_loop.run_until(client.paused)
+    nap = loop.create_future()
+    loop.call_later(0.3, nap.set_result, None)
+    any_loop.run_until(nap)
+    assert not client.lost.done() and len(client.data) == first + 8192
+    client.transport.resume_reading()
+    assert isinstance(any_loop.run_until(client.lost), ConnectionResetError)
+    listener.close()
+
+
 def test_abort_drops_buffer_and_reports_connection_lost(any_loop):
     loop = any_loop.loop
 
