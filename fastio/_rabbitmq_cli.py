@@ -16,7 +16,9 @@ Every failure is one line on stderr and a non-zero exit status; URLs
 are shown without their password.
 """
 
+import argparse
 import logging
+import os
 import signal
 import sys
 
@@ -43,6 +45,17 @@ def _need_pika(command):
     return True
 
 
+def _name(value):
+    """An exchange, queue or routing key: an AMQP short string (argparse type)."""
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError("not valid UTF-8: %r" % value) from None
+    if size > 255:
+        raise argparse.ArgumentTypeError("%d bytes, more than AMQP's 255" % size)
+    return value
+
+
 def _common(parser):
     parser.add_argument("--url", default=DEFAULT_URL,
                         help="AMQP URL, amqp:// or amqps:// (default: %s)"
@@ -59,10 +72,11 @@ def add_publish(sub):
                     "Q when it does not exist (the default is --queue hello). "
                     "Messages are mandatory: one that reaches no queue is an error.")
     _common(parser)
-    parser.add_argument("--exchange", default="", help="exchange (default: the default exchange)")
+    parser.add_argument("--exchange", type=_name, default="",
+                        help="exchange (default: the default exchange)")
     route = parser.add_mutually_exclusive_group()
-    route.add_argument("--routing-key", help="routing key, used as given")
-    route.add_argument("--queue", help="queue to route to, created when absent")
+    route.add_argument("--routing-key", type=_name, help="routing key, used as given")
+    route.add_argument("--queue", type=_name, help="queue to route to, created when absent")
     parser.add_argument("--declare", action="store_true",
                         help="create the routing key's queue when absent (implied by --queue)")
     parser.add_argument("messages", nargs="*", metavar="MESSAGE", default=["Hello World!"],
@@ -80,7 +94,8 @@ def add_consume(sub):
                     "exist, except the tutorial's queue 'hello', which is created when "
                     "absent; --declare creates any queue.")
     _common(parser)
-    parser.add_argument("--queue", default=TUTORIAL_QUEUE, help="queue (default: %(default)s)")
+    parser.add_argument("--queue", type=_name, default=TUTORIAL_QUEUE,
+                        help="queue (default: %(default)s)")
     parser.add_argument("--declare", action="store_true", help="create the queue when absent")
     parser.add_argument("--count", type=bounded(int, 0), default=0,
                         help="exit after taking this many messages; 0 runs until "
@@ -232,11 +247,35 @@ def _ensure_queue_only(params, queue):
         raise _Failed(error)
 
 
+def _noisy_publisher():
+    from fastio.rabbitmq import Publisher
+
+    class NoisyPublisher(Publisher):
+        """Says when the broker blocks and unblocks publishing.
+
+        The library only logs it, and the command silences the library's
+        logs; without this a blocked broker (low on memory or disk) would
+        be a silent wait.
+        """
+
+        def _on_blocked(self, connection, frame):
+            print("fastio publish: the broker blocked publishing (%s); waiting for it "
+                  "(Ctrl-C stops)" % frame.method.reason, file=sys.stderr, flush=True)
+            super()._on_blocked(connection, frame)
+
+        def _on_unblocked(self, connection, frame):
+            print("fastio publish: the broker unblocked publishing", file=sys.stderr, flush=True)
+            super()._on_unblocked(connection, frame)
+
+    return NoisyPublisher
+
+
 def run_publish(args):
     if not _need_pika("publish"):
         return 2
     _quiet_logs()
-    from fastio.rabbitmq import ConnectError, PublishError, Publisher
+    from fastio.rabbitmq import ConnectError, PublishError
+    publisher_cls = _noisy_publisher()
 
     params = _parse_url("publish", args.url, args.timeout)
     if params is None:
@@ -251,10 +290,12 @@ def run_publish(args):
             _ensure_queue_only(params, routing_key)
         # max_attempts=1: a one-shot command reports the broker's nack or
         # return at once instead of retrying it for the library's deadline.
-        with Publisher(params, connect_timeout=args.timeout,
-                       close_timeout=args.timeout, max_attempts=1) as pub:
+        with publisher_cls(params, connect_timeout=args.timeout,
+                           close_timeout=args.timeout, max_attempts=1) as pub:
             for message in args.messages:
-                pub.publish(args.exchange, routing_key, message, mandatory=True).result()
+                # The bytes as typed, whatever the locale made of them.
+                body = os.fsencode(message)
+                pub.publish(args.exchange, routing_key, body, mandatory=True).result()
                 print(" [x] Sent %r" % message, flush=True)
     except (_Failed, ConnectError) as exc:
         print("fastio publish: %s" % exc, file=sys.stderr)

@@ -29,6 +29,30 @@ def test_bad_address_is_a_value_error(cls, bad, phrase):
     assert "\n" not in str(info.value)
 
 
+NAN = float("nan")
+
+
+@pytest.mark.parametrize("option, value", [
+    ("connect_timeout", NAN), ("connect_timeout", -1), ("connect_timeout", float("inf")),
+    ("close_timeout", NAN), ("close_timeout", -5), ("close_timeout", "3"),
+    ("reconnect_delay", (NAN, 1)), ("reconnect_delay", (-1, -1)), ("reconnect_delay", (2, 1)),
+    ("max_in_flight", NAN), ("max_in_flight", 0),
+    ("max_attempts", NAN), ("retry_deadline", NAN), ("retry_delay", (NAN, 1)),
+])
+@pytest.mark.parametrize("cls", [Publisher, AsyncPublisher])
+def test_an_option_out_of_range_is_a_value_error_before_connecting(cls, option, value):
+    # A NaN timeout waited for ever, a negative one not at all; the broker
+    # address is never tried.
+    with pytest.raises(ValueError, match=option):
+        cls("amqp://guest:guest@127.0.0.1:1/%2F", **{option: value})
+
+
+@pytest.mark.parametrize("value", [NAN, -1, float("inf")])
+def test_publish_timeout_out_of_range_is_a_value_error(value):
+    with pytest.raises(ValueError, match="publish_timeout"):
+        Publisher("amqp://guest:guest@127.0.0.1:1/%2F", publish_timeout=value)
+
+
 def test_mask_url():
     assert mask_url("amqp://u:secret@h:5672/%2F") == "amqp://u:***@h:5672/%2F"
     assert mask_url("amqps://u@h/v") == "amqps://u@h/v"

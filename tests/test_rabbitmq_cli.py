@@ -1,6 +1,7 @@
 """``python -m fastio publish`` / ``consume`` against the session broker."""
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -223,3 +224,63 @@ def test_publish_unroutable_message_is_reported(amqp_url):
     proc = fastio("publish", "--url", amqp_url, "--routing-key",
                   "fastio-nowhere-" + uuid.uuid4().hex[:8], "lost")
     _assert_one_line_failure(proc, 1, "unroutable")
+
+
+@pytest.mark.parametrize("command, option, value, phrase", [
+    ("publish", "--routing-key", b"bad\xff", "not valid UTF-8"),
+    ("publish", "--exchange", b"\xfe", "not valid UTF-8"),
+    ("publish", "--queue", b"q" * 256, "more than AMQP's 255"),
+    ("consume", "--queue", b"\xff", "not valid UTF-8"),
+])
+def test_a_name_amqp_cannot_carry_is_a_usage_error(command, option, value, phrase):
+    # It was a traceback (UnicodeEncodeError) or a lost connection.
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.run([sys.executable, "-m", "fastio", command, option, value],
+                          env=env, capture_output=True, timeout=30)
+    assert proc.returncode == 2
+    err = proc.stderr.decode("utf-8", "replace")
+    assert phrase in err and "Traceback" not in err
+
+
+def test_a_body_is_published_as_the_bytes_typed(amqp_url, admin):
+    # Not valid UTF-8: argv decodes it with surrogates, publish sends the bytes back.
+    queue = "fastio-cli-" + uuid.uuid4().hex[:8]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.run([sys.executable, "-m", "fastio", "publish", "--url", amqp_url,
+                           "--queue", queue, b"\xff\xfe raw", "plain"],
+                          env=env, capture_output=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    try:
+        assert admin.basic_get(queue, auto_ack=True)[2] == b"\xff\xfe raw"
+        assert admin.basic_get(queue, auto_ack=True)[2] == b"plain"
+    finally:
+        admin.queue_delete(queue)
+
+
+def test_publish_says_when_the_broker_blocks_and_unblocks_it(amqp_url, broker, admin):
+    # A broker low on memory blocks publishers: the command said nothing and
+    # seemed to hang. It says so, waits, and finishes once unblocked.
+    queue = "fastio-cli-" + uuid.uuid4().hex[:8]
+    admin.queue_declare(queue)
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    broker.set_memory_watermark(0.0000001)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "fastio", "publish", "--url", amqp_url,
+                                 "--routing-key", queue, "held"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        ready, _, _ = select.select([proc.stderr], [], [], 60)
+        if not ready:
+            proc.kill()
+            proc.communicate()
+            pytest.fail("no line on stderr within 60 s while blocked")
+        line = proc.stderr.readline()
+        assert "the broker blocked publishing" in line, line
+    finally:
+        broker.set_memory_watermark(0.4)
+    out, err = proc.communicate(timeout=60)
+    try:
+        assert proc.returncode == 0, err
+        assert "unblocked" in err and out == " [x] Sent 'held'\n"
+        assert admin.basic_get(queue, auto_ack=True)[2] == b"held"
+    finally:
+        admin.queue_delete(queue)

@@ -129,6 +129,18 @@ def test_bad_retry_bounds_are_rejected(amqp_url):
         Publisher(amqp_url, retry_deadline=-1)
 
 
+def test_flush_and_close_refuse_a_timeout_out_of_range(amqp_url, queue):
+    # flush(nan) / close(nan) waited for ever; close(-1) gave up at once.
+    with Publisher(amqp_url) as pub:
+        future = pub.publish("", queue, b"x")
+        for bad in (float("nan"), -1, float("inf")):
+            with pytest.raises(ValueError, match="timeout"):
+                pub.flush(bad)
+            with pytest.raises(ValueError, match="timeout"):
+                pub.close(bad)
+        assert future.result(10) is None   # still open and working
+
+
 def test_unroutable_mandatory_message_fails_others_succeed(amqp_url, admin, queue):
     exchange = "fastio-nobind-" + uuid.uuid4().hex[:8]
     admin.exchange_declare(exchange, "direct")

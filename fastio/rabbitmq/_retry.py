@@ -24,6 +24,7 @@ carries them all. `RetryEngine` is a part of `Publisher` (its base class)
 and runs on the loop thread only.
 """
 
+import math
 import random
 import time
 from typing import Any, List, Optional, Tuple
@@ -31,7 +32,7 @@ from typing import Any, List, Optional, Tuple
 from fastio._log import get_logger
 from fastio.rabbitmq.errors import Attempt, NackError, UnroutableError
 
-__all__ = ["RetryEngine", "check_retry_options"]
+__all__ = ["RetryEngine", "check_retry_options", "check_options", "check_timeout"]
 
 logger = get_logger("fastio.rabbitmq")
 
@@ -49,16 +50,49 @@ def check_retry_options(retry_deadline: Optional[float], max_attempts: Optional[
     """
     if retry_deadline is not None and not retry_deadline >= 0:
         raise ValueError("retry_deadline must be None or >= 0, not %r" % (retry_deadline,))
-    if max_attempts is not None and max_attempts < 1:
+    if max_attempts is not None and not max_attempts >= 1:
         raise ValueError("max_attempts must be None or at least 1, not %r" % (max_attempts,))
+    _check_delays("retry_delay", retry_delay)
+
+
+def _check_delays(name: str, delays: Tuple[float, float]) -> None:
     try:
-        first, most = retry_delay
+        first, most = delays
         valid = 0 <= first <= most
     except (TypeError, ValueError):
         valid = False
     if not valid:
-        raise ValueError("retry_delay must be a pair (first, max) with 0 <= first <= max, "
-                         "not %r" % (retry_delay,))
+        raise ValueError("%s must be a pair (first, max) with 0 <= first <= max, "
+                         "not %r" % (name, delays))
+
+
+def check_timeout(name: str, timeout: Optional[float]) -> None:
+    """Raise ValueError unless `timeout` is None (no limit) or a finite number >= 0.
+
+    A NaN would wait for ever, a negative one not at all.
+    """
+    try:
+        valid = timeout is None or 0 <= timeout < math.inf
+    except TypeError:
+        valid = False
+    if not valid:
+        raise ValueError("%s must be None or a finite number of seconds >= 0, not %r"
+                         % (name, timeout))
+
+
+def check_options(max_in_flight: int, connect_timeout: Optional[float],
+                  close_timeout: Optional[float], reconnect_delay: Tuple[float, float],
+                  publish_timeout: Optional[float] = None) -> None:
+    """Raise ValueError for the other options no Publisher could honour.
+
+    Shared with `AsyncPublisher`, which has no `publish_timeout`.
+    """
+    if not max_in_flight >= 1:
+        raise ValueError("max_in_flight must be at least 1, not %r" % (max_in_flight,))
+    check_timeout("connect_timeout", connect_timeout)
+    check_timeout("close_timeout", close_timeout)
+    check_timeout("publish_timeout", publish_timeout)
+    _check_delays("reconnect_delay", reconnect_delay)
 
 
 class RetryEngine:

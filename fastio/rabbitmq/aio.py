@@ -35,7 +35,7 @@ from typing import (Any, Callable, Deque, List, Optional, Sequence, Tuple, Type,
 from fastio.rabbitmq import _params
 from fastio.rabbitmq._future import PublishFuture
 from fastio.rabbitmq.errors import BackPressureError, PublisherClosed
-from fastio.rabbitmq._retry import check_retry_options
+from fastio.rabbitmq._retry import check_options, check_retry_options, check_timeout
 from fastio.rabbitmq.publisher import Address, Body, Properties, Publisher
 
 __all__ = ["AsyncPublisher"]
@@ -166,8 +166,8 @@ class AsyncPublisher:
         nacked or returned message, seconds; doubles with each attempt.
         The retry options are the `Publisher`'s, with the same meaning.
     :raises ValueError: an address that is not an ``amqp://`` or
-        ``amqps://`` URL or pika connection parameters, or retry options
-        out of range.
+        ``amqps://`` URL or pika connection parameters, or options out of
+        range, as the `Publisher`'s.
     """
 
     def __init__(self, url_or_parameters: Union[Address, Sequence[Address]],
@@ -176,8 +176,7 @@ class AsyncPublisher:
                  reconnect_delay: Tuple[float, float] = (0.1, 5.0),
                  retry_deadline: Optional[float] = 120.0, max_attempts: Optional[int] = None,
                  retry_delay: Tuple[float, float] = (0.05, 2.0)) -> None:
-        if max_in_flight < 1:
-            raise ValueError("max_in_flight must be at least 1")
+        check_options(max_in_flight, connect_timeout, close_timeout, reconnect_delay)
         # Checked here, not only by the engine: bad options fail at once,
         # not at connect().
         check_retry_options(retry_deadline, max_attempts, retry_delay)
@@ -294,7 +293,9 @@ class AsyncPublisher:
         """Wait until every message published so far is confirmed (or failed).
 
         :raises TimeoutError: some are still outstanding after `timeout` s.
+        :raises ValueError: `timeout` is not None or a finite number >= 0.
         """
+        check_timeout("timeout", timeout)
         target = self._published
         if self._settled >= target:
             return
@@ -321,7 +322,9 @@ class AsyncPublisher:
 
         :raises CloseTimeoutError: messages were still unconfirmed when the
             time ran out; their futures failed with `PublisherClosed`.
+        :raises ValueError: `timeout` is not None or a finite number >= 0.
         """
+        check_timeout("timeout", timeout)
         self._closed = True
         engine = self._engine
         if engine is None:

@@ -70,7 +70,7 @@ from fastio._impl import amqp as _frames
 from fastio._log import get_logger
 from fastio.rabbitmq import _params
 from fastio.rabbitmq._future import PublishFuture, new_future
-from fastio.rabbitmq._retry import RetryEngine, check_retry_options
+from fastio.rabbitmq._retry import RetryEngine, check_options, check_retry_options, check_timeout
 from fastio.rabbitmq.connection import FastioConnection
 from fastio.rabbitmq.errors import (BackPressureError, ChannelClosedError, CloseTimeoutError,
                                     ConnectError, PublisherClosed)
@@ -197,7 +197,10 @@ class Publisher(RetryEngine):
         failed attempts.
     :param loop: a fastio Loop to attach to instead of a background thread.
     :raises ValueError: an address that is not an ``amqp://`` or
-        ``amqps://`` URL or pika connection parameters.
+        ``amqps://`` URL or pika connection parameters, or an option out
+        of range (a timeout that is not None or a finite number >= 0, a
+        back-off pair not 0 <= first <= max, a window or attempt bound
+        below 1).
     :raises ConnectError: (background-thread mode) no broker could be
         reached within `connect_timeout`, or the login or virtual host was
         refused.
@@ -211,8 +214,8 @@ class Publisher(RetryEngine):
                  retry_deadline: Optional[float] = 120.0, max_attempts: Optional[int] = None,
                  retry_delay: Tuple[float, float] = (0.05, 2.0),
                  loop: Optional["Loop"] = None) -> None:
-        if max_in_flight < 1:
-            raise ValueError("max_in_flight must be at least 1")
+        check_options(max_in_flight, connect_timeout, close_timeout, reconnect_delay,
+                      publish_timeout)
         check_retry_options(retry_deadline, max_attempts, retry_delay)
         self._init_retry(retry_deadline, max_attempts, retry_delay)
         self._params = _params.parameters_list(url_or_parameters)
@@ -331,7 +334,9 @@ class Publisher(RetryEngine):
 
         :raises TimeoutError: some are still outstanding after `timeout` s.
         :raises RuntimeError: called on the loop's own thread.
+        :raises ValueError: `timeout` is not None or a finite number >= 0.
         """
+        check_timeout("timeout", timeout)
         if self._on_loop_thread():
             raise RuntimeError("flush() on the Publisher's loop thread would never return")
         box = self._outbox
@@ -359,7 +364,9 @@ class Publisher(RetryEngine):
 
         :raises CloseTimeoutError: messages were still unconfirmed when the
             time ran out; their futures failed with `PublisherClosed`.
+        :raises ValueError: `timeout` is not None or a finite number >= 0.
         """
+        check_timeout("timeout", timeout)
         if self._forked:
             # A copy a fork() left in this process: its connection, loop and
             # thread are the parent's. Nothing is sent; the copies of the
