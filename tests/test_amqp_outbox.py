@@ -216,3 +216,26 @@ def test_publish_future_wakes_result_wait_and_callbacks():
     late = []
     a.add_done_callback(late.append)
     assert late == [a]
+
+
+def test_a_channel_close_reply_names_the_publishes_it_refused(amqp):
+    # The Publisher fails only the messages a non-transient channel.close
+    # names (by exchange or body size) and sends the others again.
+    from types import SimpleNamespace
+
+    from fastio.rabbitmq import publisher
+
+    frames = amqp.encode_publish(1, 4096, "ex-1", "rk", b"x" * 10000)
+    other = amqp.encode_publish(1, 4096, "", "rk", b"y" * 10)
+    assert publisher._exchange_of(frames) == b"ex-1"
+    assert publisher._body_size_of(frames) == 10000
+
+    def test(text):
+        return publisher._refused_test(SimpleNamespace(reply_code=0, reply_text=text))
+
+    no_exchange = test("NOT_FOUND - no exchange 'ex-1' in vhost '/'")
+    refused = test("ACCESS_REFUSED - access to exchange 'ex-1' in vhost '/' refused for user 'u'")
+    too_big = test("PRECONDITION_FAILED - message size 10000 is larger than configured max size 4096")
+    for check in (no_exchange, refused, too_big):
+        assert check(frames) and not check(other)
+    assert test("PRECONDITION_FAILED - inequivalent arg 'durable'") is None

@@ -524,3 +524,20 @@ def test_publisher_inherited_by_a_forked_child_fails_fast_and_leaves_the_parent_
         pub.flush(30)
         assert all(f.done() and f.exception() is None for f in futures)
     assert message_count(admin, queue) == 12
+
+
+def test_a_publish_to_a_missing_exchange_fails_alone(amqp_url, queue):
+    # The broker closes the channel (404) and discards what followed on it;
+    # every other message failed with the typo's ChannelClosedError.
+    missing = "fastio-missing-" + uuid.uuid4().hex[:8]
+    with Publisher(amqp_url) as pub:
+        before = [pub.publish("", queue, b"a%d" % i) for i in range(500)]
+        bad = pub.publish(missing, "k", b"typo")
+        after = [pub.publish("", queue, b"b%d" % i) for i in range(500)]
+        pub.flush(60)
+    with pytest.raises(ChannelClosedError, match=missing):
+        bad.result(0)
+    assert [f.exception(0) for f in before + after] == [None] * 1000
+    bodies = set(drain(amqp_url, queue))
+    # At least once: each good message is in the queue (some maybe twice).
+    assert bodies == {b"a%d" % i for i in range(500)} | {b"b%d" % i for i in range(500)}

@@ -45,15 +45,20 @@ Design (why it is fast and what it guarantees):
   ack arrives it is retried (see above) or, past the bound, its future
   fails with `UnroutableError`.
 * A channel error that is not transient (e.g. an unknown exchange) closes
-  the channel; the broker
-  does not say which message caused it, so every unconfirmed message fails
-  with `ChannelClosedError`, and a new channel is opened.
+  the channel, and a new one is opened. The broker does not say which
+  message caused it, but its reply names the exchange (404 no exchange, 403
+  access refused) or the body size (406 over max_message_size): the
+  unconfirmed messages that match fail with `ChannelClosedError`, the
+  others go out again on the new channel (after the first refused one the
+  broker discarded them). A reply naming neither fails every unconfirmed
+  message.
 """
 
 import collections
 import concurrent.futures
 import os
 import random
+import re
 import threading
 import time
 import weakref
@@ -99,6 +104,38 @@ CHANNEL = 1
 # INTERNAL_ERROR (e.g. a queue process gone with its node). The others
 # (NOT_FOUND, ACCESS_REFUSED, PRECONDITION_FAILED, ...) would fail again.
 _TRANSIENT_CLOSE = frozenset((320, 506, 541))
+# What the broker's reply names of the publish it refused: the exchange
+# (404 no exchange, 403 access refused) or the body size (406, over
+# max_message_size).
+_REFUSED_EXCHANGE = re.compile(r"exchange '(.*?)' in vhost")
+_REFUSED_SIZE = re.compile(r"message size (\d+) is larger than")
+
+
+def _exchange_of(frames: bytes) -> bytes:
+    # basic.publish: frame head (7), class and method (4), reserved (2),
+    # then the exchange as a short string.
+    return frames[14:14 + frames[13]]
+
+
+def _body_size_of(frames: bytes) -> int:
+    # The content header follows the method frame (head, payload, end
+    # byte): its head (7), class (2), weight (2), then the body size (8).
+    header = 7 + int.from_bytes(frames[3:7], "big") + 1
+    return int.from_bytes(frames[header + 11:header + 19], "big")
+
+
+def _refused_test(reason: Any) -> Optional[Callable[[bytes], bool]]:
+    """Return a test of a message's frames for the publish a channel.close refused, or None."""
+    text = getattr(reason, "reply_text", None) or ""
+    match = _REFUSED_EXCHANGE.search(text)
+    if match:
+        name = match.group(1).encode("utf-8")
+        return lambda frames: _exchange_of(frames) == name
+    match = _REFUSED_SIZE.search(text)
+    if match:
+        size = int(match.group(1))
+        return lambda frames: _body_size_of(frames) == size
+    return None
 # Longest a blocked publish()/flush() sleeps without re-checking (see _wait).
 _RECHECK = 0.05
 
@@ -569,8 +606,20 @@ class Publisher(RetryEngine):
             self._requeue(self._outbox.take_unconfirmed(), "channel closed: %r" % (reason,))
         else:
             logger.error("broker closed the channel: %r", reason)
-            self._fail_unconfirmed(ChannelClosedError(
-                "channel closed by the broker with the message in flight: %s" % (reason,)))
+            exc = ChannelClosedError(
+                "channel closed by the broker with the message in flight: %s" % (reason,))
+            msgs = self._outbox.take_unconfirmed()
+            refused = _refused_test(reason)
+            failed = [] if refused is None else [m for m in msgs if refused(m[1])]
+            if failed:
+                # The messages the reply names fail; the others on that
+                # channel were discarded (after the first refused) or not
+                # yet confirmed: they go out again on the next channel, not
+                # counted as a failed attempt of theirs.
+                self._fail_unconfirmed(exc, failed)
+                self._requeue([m for m in msgs if not refused(m[1])])
+            else:
+                self._fail_unconfirmed(exc, msgs)
         # pika unregisters the channel only after its close callbacks ran:
         # reopening number 1 from here would collide with the dying one.
         self._loop.call_soon(self._reopen_channel)
@@ -638,8 +687,9 @@ class Publisher(RetryEngine):
 
     # ------------------------------------------------------------ closing
 
-    def _fail_unconfirmed(self, exc):
-        msgs = self._outbox.take_unconfirmed()
+    def _fail_unconfirmed(self, exc, msgs=None):
+        if msgs is None:
+            msgs = self._outbox.take_unconfirmed()
         self._returnable.clear()
         self._returned.clear()
         for msg in msgs:
