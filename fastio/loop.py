@@ -223,8 +223,20 @@ class _LoopAPI(_LoopBase):
                 exc = None
 
     def add_callback(self, callback: Callable[[], object]) -> None:
-        """pika: call `callback()` on the loop; thread-safe."""
-        self.call_soon_threadsafe(callback)
+        """pika: call `callback()` on the loop; thread-safe.
+
+        As pika's IOLoop: a callback that is not callable is a TypeError,
+        and one added once the loop is closed is dropped, not an error
+        (pika's own threads, e.g. its address resolver, may call back
+        after the connection's loop was closed).
+        """
+        if not callable(callback):
+            raise TypeError("callback must be a callable, but got %r" % (callback,))
+        try:
+            self.call_soon_threadsafe(callback)
+        except RuntimeError:
+            if not self.is_closed():
+                raise
 
     # pika's own IOLoop spells it both ways; code written for
     # SelectConnection calls connection.ioloop.add_callback_threadsafe().

@@ -216,3 +216,19 @@ def test_callback_exception_propagates_from_start_which_can_run_again(ioloop, so
         loop.remove_timeout(guard)
         a.close()
         b.close()
+
+
+def test_add_callback_after_close_is_dropped_as_pikas_ioloop_does(fastio_loop):
+    # pika's resolver thread calls back after a connection's loop was
+    # closed; pika's IOLoop drops the callback, fastio's raised
+    # RuntimeError in that thread.
+    from pika.adapters.select_connection import IOLoop
+
+    ran = []
+    for loop in (IOLoop(), fastio_loop.loop):
+        with pytest.raises(TypeError, match="callable"):
+            loop.add_callback_threadsafe(5)
+        loop.close()
+        loop.add_callback_threadsafe(lambda: ran.append(loop))
+        loop.add_callback(lambda: ran.append(loop))
+    assert ran == []
