@@ -610,14 +610,16 @@ class Publisher(RetryEngine):
                 "channel closed by the broker with the message in flight: %s" % (reason,))
             msgs = self._outbox.take_unconfirmed()
             refused = _refused_test(reason)
-            failed = [] if refused is None else [m for m in msgs if refused(m[1])]
+            failed, others = [], []
+            for msg in msgs:
+                (failed if refused is not None and refused(msg[1]) else others).append(msg)
             if failed:
                 # The messages the reply names fail; the others on that
                 # channel were discarded (after the first refused) or not
                 # yet confirmed: they go out again on the next channel, not
                 # counted as a failed attempt of theirs.
                 self._fail_unconfirmed(exc, failed)
-                self._requeue([m for m in msgs if not refused(m[1])])
+                self._requeue(others)
             else:
                 self._fail_unconfirmed(exc, msgs)
         # pika unregisters the channel only after its close callbacks ran:
