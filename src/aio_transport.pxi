@@ -228,7 +228,7 @@ cdef int _aio_read_ready(object self) except -1:
     cdef bint fast = type(self) is _aio_transport_cls
     cdef PyObject **kept
     if fast:
-        kept = <PyObject **>(<char *><PyObject *>self + _TOFF_READ_ERROR)
+        kept = _aio_error_slot(self)
         if kept[0] != NULL:
             # What the read before pause_reading() got after its bytes (see
             # _aio_read_ready__data_received), reported as asyncio's read
@@ -260,6 +260,12 @@ def aio_read_ready__data_received(self):
 # its next read, in KiB (a small int, no object made); unset for small reads.
 cdef inline PyObject **_aio_hint_slot(object self):
     return <PyObject **>(<char *><PyObject *>self + _TOFF_RECV_HINT)
+
+
+# The transport's `_read_error` slot: an error a read got after the bytes
+# it handed to a data_received() that paused reading (unset: none).
+cdef inline PyObject **_aio_error_slot(object self):
+    return <PyObject **>(<char *><PyObject *>self + _TOFF_READ_ERROR)
 
 
 cdef inline Py_ssize_t _aio_recv_cap(object self, Py_ssize_t size):
@@ -294,7 +300,7 @@ cdef inline int _aio_note_recv(object self, Py_ssize_t n) except -1:
 
 
 cdef inline void _aio_keep_read_error(object self, object exc) noexcept:
-    cdef PyObject **kept = <PyObject **>(<char *><PyObject *>self + _TOFF_READ_ERROR)
+    cdef PyObject **kept = _aio_error_slot(self)
     Py_INCREF(exc)
     Py_XDECREF(kept[0])
     kept[0] = <PyObject *>exc
