@@ -116,8 +116,10 @@ def _make_class() -> Any:
                 self._stream.set_buffered(isinstance(protocol, protocols.BufferedProtocol))
 
         def _add_reader(self, fd: int, callback: Any, *args: Any) -> None:
-            # asyncio starts (and resumes) reading through this.
+            # asyncio starts (and resumes) reading through this; its
+            # loop._add_reader() refuses a closed loop.
             if self.is_reading():
+                self._loop._check_closed()
                 self._stream.resume()
 
         def pause_reading(self) -> None:

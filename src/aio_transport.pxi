@@ -230,9 +230,9 @@ cdef int _aio_read_ready(object self) except -1:
     if fast:
         kept = _aio_error_slot(self)
         if kept[0] != NULL:
-            # What the read before pause_reading() got after its bytes (see
-            # _aio_read_ready__data_received), reported as asyncio's read
-            # after resume_reading() would.
+            # What the read before got after its bytes (see
+            # _aio_read_ready__data_received), reported as asyncio's next
+            # read would.
             exc = <object>kept[0]
             kept[0] = NULL
             Py_DECREF(exc)
@@ -263,7 +263,7 @@ cdef inline PyObject **_aio_hint_slot(object self):
 
 
 # The transport's `_read_error` slot: an error a read got after the bytes
-# it handed to a data_received() that paused reading (unset: none).
+# it handed to data_received(), for the next read to report (unset: none).
 cdef inline PyObject **_aio_error_slot(object self):
     return <PyObject **>(<char *><PyObject *>self + _TOFF_READ_ERROR)
 
@@ -368,14 +368,13 @@ cdef object _aio_read_ready__data_received(object self):
         if later:
             # The second recv's error (see _recv_sized): the failure
             # asyncio's next read would report, unless the transport was
-            # closed in between; if data_received() paused reading, on the
-            # first read after it resumes (only `fast` transports get here).
+            # closed in between. That read does report it: the next turn's,
+            # behind the callbacks data_received() queued (the socket stays
+            # readable: recv(2) reports an error once, on a connection it
+            # ended), or the first after resume_reading() if data_received()
+            # paused reading (only `fast` transports get here).
             if not _aio_conn_lost(self, fast) and not _tget(self, fast, _TOFF_CLOSING, "_closing"):
-                exc = _aio_oserror(later)
-                if self.is_reading():
-                    self._fatal_error(exc, 'Fatal read error on socket transport')
-                else:
-                    _aio_keep_read_error(self, exc)
+                _aio_keep_read_error(self, _aio_oserror(later))
         return
     try:
         if reader is not None:

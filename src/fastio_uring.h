@@ -839,6 +839,8 @@ typedef struct fastio_uring_hub {
     int has_buffers;
     struct fastio_uring_cqe *done;
     size_t ndone, capdone;
+    /* Waits so far: the completions one wait brings share its number. */
+    unsigned long turn;
 } fastio_uring_hub;
 
 /* Keep a completion for the loop; return 0 or ENOMEM. */

@@ -49,6 +49,7 @@ cdef extern from "fastio_uring.h" nogil:
         fastio_uring_cqe *done
         size_t ndone
         size_t capdone
+        unsigned long turn
 
     int fastio_uring_fake_errno
     void fastio_uring_set_fake_errno(int err)

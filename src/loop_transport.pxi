@@ -125,7 +125,7 @@ cdef class TransportCore:
     cdef int _cfd
     cdef Py_ssize_t _max_size
     cdef Py_ssize_t _recv_cap   # the next read's capacity (_recv_sized); 0: the shared buffer
-    cdef int _read_err          # _recv_sized's later error, kept while reading is paused
+    cdef int _read_err          # _recv_sized's later error, kept for the next read
     cdef bint _protocol_paused
     cdef _ReadHandle _reader
     cdef _WriteHandle _writer
@@ -158,7 +158,7 @@ cdef class TransportCore:
         cdef int err = 0, later = 0
         data = None
         if self._read_err:
-            # What the read before pause_reading() got after its bytes.
+            # What the read before got after its bytes.
             err, self._read_err = self._read_err, 0
             self._fatal_error(OSError(err, _os.strerror(err)),
                               "Fatal read error on socket transport")
@@ -191,15 +191,12 @@ cdef class TransportCore:
                 self._fatal_error(exc, "protocol.data_received() call failed.")
                 return 0
             if later and not self._closing and not self._conn_lost:
-                # The second recv's error (see _recv_sized): reported now,
-                # or, if data_received() paused reading, on the first read
-                # after it resumes (a transport reading once would not have
-                # seen it before).
-                if self._reading_paused:
-                    self._read_err = later
-                else:
-                    self._fatal_error(OSError(later, _os.strerror(later)),
-                                      "Fatal read error on socket transport")
+                # The second recv's error (see _recv_sized): reported by the
+                # next read, as a transport reading once would see it: the
+                # next turn's, after the callbacks data_received() queued (the
+                # socket stays readable: recv(2) reports an error once, on a
+                # connection it ended), or the first after resume_reading().
+                self._read_err = later
             return 0
         self._loop._remove_io(self._fd, True)
         try:

@@ -300,6 +300,7 @@ cdef class UringPoller(Poller):
         cdef uint32_t gen, events
         cdef fdentry *e
         fastio_check_own_ring(ring)
+        self._hub.turn += 1
         self._rearm()
         grow_events(buf, bufcap, self._count)
         if self._hub.has_buffers:

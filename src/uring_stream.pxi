@@ -19,7 +19,11 @@
 #   stop_reading() cancels the recv; what was already received when the
 #   cancel lands is kept (`_held`) and handed over after start_reading(),
 #   so no data reaches a face that paused reading. ENOBUFS (the ring ran
-#   dry) ends a multishot recv: it is re-armed.
+#   dry) ends a multishot recv: it is re-armed. The EOF or error ending a
+#   recv whose bytes were handed over from the same wait goes the way of
+#   held input too, through the ready queue: a readiness transport reads
+#   one or the other per turn, so the callbacks data_received() queued run
+#   first, on a transport that is not closing yet.
 # * Sending: write() copies into the stream's collecting buffer; one send
 #   SQE per stream is in flight, from the other buffer, left untouched until
 #   its CQE (the kernel may read it any time before). A short send is
@@ -408,6 +412,8 @@ cdef class UringStream:
     cdef bytearray _held     # received while reading was paused
     cdef bint _held_eof      # ... and then the EOF
     cdef int _held_err       # ... or then this error (errno)
+    cdef bint _held_due      # _deliver_held() is scheduled
+    cdef unsigned long _data_turn   # the loop's wait whose bytes were last handed over
 
     def __dealloc__(self):
         # Nothing is in flight by now: the driver's slot held this stream
@@ -482,7 +488,7 @@ cdef class UringStream:
             return 0  # armed, or being cancelled: _on_recv re-arms then
         if PyByteArray_GET_SIZE(self._held) or self._held_eof or self._held_err:
             # Input kept while paused goes first, in order.
-            self._up_held()
+            self._deliver_held_soon()
             return 0
         if self._fd_gone(False):
             return 0
@@ -537,6 +543,7 @@ cdef class UringStream:
                     if self._holding() or PyByteArray_GET_SIZE(self._held):
                         self._hold(buf, res)
                     else:
+                        self._data_turn = self._drv._hub.turn
                         took = self._up_data(buf, res)
                         if took < res and not self._dead():
                             self._hold(buf + took, res - took)
@@ -549,18 +556,23 @@ cdef class UringStream:
             self._drv._release(self)
             return 0
         if res == 0 or (res < 0 and res != -ENOBUFS and res != -ECANCELED):
-            if PyByteArray_GET_SIZE(self._held) or self._holding():
+            if (PyByteArray_GET_SIZE(self._held) or self._holding()
+                    or self._data_turn == self._drv._hub.turn):
                 # The EOF or error comes after the bytes held before it, or,
                 # reading paused, once it resumes: asyncio's transport does
-                # not read (so sees neither) while paused.
+                # not read (so sees neither) while paused. After bytes of
+                # the same wait, it comes from the ready queue, behind the
+                # callbacks their data_received() queued: a readiness
+                # transport reads one or the other per turn, and sees the
+                # EOF at its next read, queued behind those callbacks.
                 if res == 0:
                     self._held_eof = True
                 else:
                     self._held_err = -res
                 if not self._holding():
-                    # Reading resumed while this recv was being cancelled
-                    # (start_reading() left the held bytes to us).
-                    self._up_held()
+                    # (also: reading resumed while this recv was being
+                    # cancelled; start_reading() left the held bytes to us)
+                    self._deliver_held_soon()
             elif res == 0:
                 self._up_eof()
             else:
@@ -573,12 +585,20 @@ cdef class UringStream:
         """Hand the loop's next completion, one of this stream's, to it."""
         self._drv._reap_c(1)
 
+    cdef int _deliver_held_soon(self) except -1:
+        # Once: a resume and an EOF of the same turn both ask.
+        if not self._held_due:
+            self._held_due = True
+            self._up_held()
+        return 0
+
     def _deliver_held(self):
         # After start_reading(): what came in while paused, then the EOF or
         # the error that ended the recv if one did, else reading goes on.
         cdef bytearray held
         cdef Py_ssize_t n, took
         cdef int err
+        self._held_due = False
         if self._dead() or self._holding():
             return
         n = PyByteArray_GET_SIZE(self._held)
@@ -646,6 +666,10 @@ cdef class UringStream:
                 return 0
             p += sent
             n -= sent
+            if self._drv._hub.ring.fd < 0:
+                # As a readiness transport's write() on a closed loop: what
+                # the kernel took is sent, the rest is not kept.
+                raise RuntimeError("Event loop is closed")
         if (self._send_busy and not self._plen and owner != 0 and not foreign
                 and self._slen - self._soff + n <= (1 << 30)
                 and fastio_ring_sqe_unsubmitted(&self._drv._hub.ring, self._send_pos)):

@@ -17,7 +17,7 @@ from asyncio import selector_events
 
 import pytest
 
-from eventloop_fixtures import aio_kind, aio_loop, run, selector_loop  # noqa: F401 (fixtures)
+from eventloop_fixtures import aio_kind, aio_loop, make_loop, run, selector_loop  # noqa: F401 (fixtures)
 from eventloop_fixtures import echo_stream, stream_round_trip
 
 
@@ -356,6 +356,83 @@ def test_a_reset_while_data_received_paused_reading_is_reported_after_resume(aio
     lost_while_paused, exc = run(aio_loop, main())
     assert lost_while_paused is False
     assert isinstance(exc, ConnectionResetError), exc
+
+
+@pytest.mark.parametrize("end", ["eof", "reset"])
+@pytest.mark.parametrize("first", [100, 5000], ids=["small-read", "hinted-read"])
+def test_the_end_of_a_connection_comes_after_the_callbacks_its_last_data_queued(aio_loop, first, end):
+    # A request and the peer's FIN (or RST) sent back to back: asyncio's
+    # transport reads one or the other per turn, so a reply that
+    # data_received() schedules with call_soon() runs on an open transport,
+    # before eof_received() (which, returning None, closes it) or
+    # connection_lost(). io_uring's receive completes with the bytes and the
+    # end together, and after a hinted read fastio's readiness transport
+    # reads on into the end; both must still report it after those
+    # callbacks (uvicorn answered no half-closed request on io_uring).
+    class Replying(Recorder):
+        def __init__(self, loop):
+            super().__init__(loop)
+            self.order = []
+
+        def data_received(self, data):
+            super().data_received(data)
+            self.order.append("data")
+            self.loop.call_soon(self.reply)
+
+        def reply(self):
+            self.order.append("reply closing=%s" % self.transport.is_closing())
+            if end == "eof":
+                self.transport.write(b"R")
+
+        def eof_received(self):
+            self.order.append("eof")
+            return super().eof_received()
+
+        def connection_lost(self, exc):
+            self.order.append("lost")
+            super().connection_lost(exc)
+
+    async def main():
+        sp = Replying(aio_loop)
+        server = await aio_loop.create_server(lambda: sp, "127.0.0.1", 0)
+        peer = socket.create_connection(server.sockets[0].getsockname())
+        await sp.made
+        peer.sendall(b"a" * first)
+        await sp.expect(first)
+        while sp.order[-1] == "data":
+            await asyncio.sleep(0)
+        del sp.order[:]
+        peer.sendall(b"b" * 8192)
+        if end == "eof":
+            peer.shutdown(socket.SHUT_WR)
+        else:
+            peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            peer.close()
+        exc = await sp.lost
+        got = b""
+        if end == "eof":
+            peer.setblocking(False)
+            while True:
+                chunk = await aio_loop.sock_recv(peer, 100)
+                if not chunk:
+                    break
+                got += chunk
+            peer.close()
+        server.close()
+        await server.wait_closed()
+        return sp.order, exc, got
+
+    order, exc, got = run(aio_loop, main())
+    # Each chunk's reply before the end, on an open transport.
+    assert order[-1] == "lost"
+    assert order[-2] == ("eof" if end == "eof" else "reply closing=False"), order
+    assert set(order[:-2]) <= {"data", "reply closing=False"}, order
+    assert order.count("data") == order.count("reply closing=False")
+    if end == "eof":
+        assert exc is None
+        assert got == b"R" * (1 + order.count("data"))
+    else:
+        assert isinstance(exc, ConnectionResetError), exc
 
 
 WHERE = contextvars.ContextVar("WHERE", default="unset")
@@ -1308,3 +1385,36 @@ def test_transport_calls_socket_subclass_methods(selector_loop, buffered):
     assert got == b"in"
     assert calls[0] == "send"
     assert calls.count("recv_into" if buffered else "recv") >= 2  # the data, then EOF
+
+
+def test_a_transport_of_a_closed_loop_refuses_to_resume_reading(aio_kind):
+    # asyncio's resume_reading() registers the reader again, which a closed
+    # loop refuses with RuntimeError.
+    loop = make_loop(aio_kind)
+    a, b = socket.socketpair()
+    try:
+        transport, _ = loop.run_until_complete(loop.connect_accepted_socket(asyncio.Protocol, a))
+        transport.pause_reading()
+        loop.close()
+        with pytest.raises(RuntimeError):
+            transport.resume_reading()
+    finally:
+        loop.close()
+        a.close()
+        b.close()
+
+
+def test_a_write_the_kernel_does_not_take_whole_on_a_closed_loop_is_not_buffered(selector_loop):
+    # asyncio's write() sends what the kernel takes, then fails to register
+    # its writer on the closed loop: RuntimeError, and nothing kept.
+    loop = selector_loop
+    a, b = socket.socketpair()
+    try:
+        transport, _ = loop.run_until_complete(loop.connect_accepted_socket(asyncio.Protocol, a))
+        loop.close()
+        with pytest.raises(RuntimeError, match="Event loop is closed"):
+            transport.write(b"x" * 20_000_000)
+        assert transport.get_write_buffer_size() == 0
+    finally:
+        a.close()
+        b.close()

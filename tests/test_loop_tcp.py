@@ -269,6 +269,63 @@ def test_a_reset_while_data_received_paused_reading_is_reported_after_resume(any
     listener.close()
 
 
+@pytest.mark.parametrize("end", ["eof", "reset"])
+@pytest.mark.parametrize("first", [100, 5000], ids=["small-read", "hinted-read"])
+def test_the_end_of_a_connection_comes_after_the_callbacks_its_last_data_queued(any_loop, first, end):
+    # Bytes and the peer's FIN (or RST) arriving together: a transport
+    # reading once per turn reports the end after the callbacks
+    # data_received() queued, on an open transport. io_uring's receive gets
+    # both in one completion batch, and after a hinted read the readiness
+    # transport reads on into the end: both must report it after those too.
+    loop = any_loop.loop
+    listener = socket.create_server(("127.0.0.1", 0))
+    order = []
+
+    class Replying(Collector):
+        def data_received(self, data):
+            super().data_received(data)
+            order.append("data")
+            loop.call_soon(self.reply)
+
+        def reply(self):
+            order.append("reply closing=%s" % self.transport.is_closing())
+
+        def eof_received(self):
+            order.append("eof")
+            return super().eof_received()
+
+        def connection_lost(self, exc):
+            order.append("lost")
+            super().connection_lost(exc)
+
+    client = Replying(loop, expect=first)
+    any_loop.connect(lambda: client, "127.0.0.1", listener.getsockname()[1])
+    listener.settimeout(5)
+    peer, _ = listener.accept()
+    peer.sendall(b"a" * first)
+    any_loop.run_until(client.got_all)
+    nap = loop.create_future()
+    loop.call_later(0.05, nap.set_result, None)
+    any_loop.run_until(nap)
+    del order[:]
+    peer.sendall(b"b" * 8192)
+    if end == "eof":
+        peer.shutdown(socket.SHUT_WR)
+    else:
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    peer.close()
+    exc = any_loop.run_until(client.lost)
+    listener.close()
+    assert order[-1] == "lost"
+    assert order[-2] == ("eof" if end == "eof" else "reply closing=False"), order
+    assert set(order[:-2]) <= {"data", "reply closing=False"}, order
+    assert order.count("data") == order.count("reply closing=False")
+    if end == "eof":
+        assert exc is None
+    else:
+        assert isinstance(exc, ConnectionResetError), exc
+
+
 def test_abort_drops_buffer_and_reports_connection_lost(any_loop):
     loop = any_loop.loop
 
