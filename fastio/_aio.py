@@ -95,6 +95,11 @@ _base_make: Any = getattr(selector_events.BaseSelectorEventLoop, "_make_socket_t
 _CHECKS_FD = "_ensure_fd_no_transport" in _base_make.__code__.co_names
 
 
+_BACKEND_OF = {"UringSelector": "io_uring", "UringBufferSelector": "io_uring", "EpollSelector": "epoll",
+               "PollSelector": "poll", "SelectSelector": "select", "DevpollSelector": "devpoll",
+               "KqueueSelector": "kqueue"}
+
+
 class SelectorEventLoop(asyncio.SelectorEventLoop):
     """asyncio's SelectorEventLoop over `fastio.selectors.DefaultSelector`.
 
@@ -132,8 +137,17 @@ class SelectorEventLoop(asyncio.SelectorEventLoop):
         elif selector is None:
             selector = fastio_selectors.DefaultSelector()
         super().__init__(selector)
+        name = type(selector).__name__
+        self._backend = _BACKEND_OF.get(name, name)
         if _aio_uring.UringBufferSelector is not None and isinstance(selector, _aio_uring.UringBufferSelector):
             _aio_uring.attach(self)
+
+    @property
+    def backend(self) -> str:
+        """Return what the loop waits with: "io_uring", "epoll", "poll",
+        "select", or its selector's class name (as `fastio.loop.Loop.backend`;
+        "io_uring" was refused where a loop asked for it says "epoll")."""
+        return self._backend
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         if _CHECKS_FD:

@@ -174,3 +174,26 @@ def test_fallback_without_extension_is_selector_event_loop():
 def test_policy_loop_factory_attribute():
     assert fastio.EventLoopPolicy._loop_factory is fastio.EventLoop
     assert _aio.EventLoopPolicy is fastio.EventLoopPolicy
+
+
+@pytest.mark.parametrize("cls", ["EventLoop", "SelectorEventLoop"])
+def test_backend_says_what_the_loop_waits_with(cls):
+    import selectors
+
+    from fastio import _pollers
+
+    make = getattr(fastio, cls)
+    cases = [({}, "epoll" if hasattr(selectors, "EpollSelector") else _pollers.fallback_name()),
+             ({"backend": "poll"}, "poll"), ({"backend": "select"}, "select"),
+             ({"selector": selectors.SelectSelector()}, "select")]
+    poller, _ = _pollers.uring_poller()
+    if poller is not None:
+        poller.close()
+        cases.append(({"backend": "io_uring"}, "io_uring"))
+    for kwargs, backend in cases:
+        loop = make(**kwargs)
+        try:
+            assert loop.backend == backend, kwargs
+        finally:
+            loop.close()
+        assert loop.backend == backend  # still known once closed

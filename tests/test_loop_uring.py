@@ -456,6 +456,7 @@ def test_eventloop_falls_back_with_one_notice_when_io_uring_is_refused(monkeypat
         loop = fastio.EventLoop(backend="io_uring")
     try:
         assert type(loop._selector).__name__ != "UringSelector"
+        assert loop.backend == _pollers.fallback_name()
 
         async def main():
             return await asyncio.sleep(0.01, "ran")
