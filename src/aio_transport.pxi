@@ -226,18 +226,12 @@ cdef int _aio_read_ready(object self) except -1:
     # `_read_ready_cb` is one of the two methods below bound to this
     # transport unless someone set it otherwise: then call those directly.
     cdef bint fast = type(self) is _aio_transport_cls
-    cdef PyObject **kept
-    if fast:
-        kept = _aio_error_slot(self)
-        if kept[0] != NULL:
-            # What the read before got after its bytes (see
-            # _aio_read_ready__data_received), reported as asyncio's next
-            # read would.
-            exc = <object>kept[0]
-            kept[0] = NULL
-            Py_DECREF(exc)
-            self._fatal_error(exc, 'Fatal read error on socket transport')
-            return 0
+    if fast and _aio_error_slot(self)[0] != NULL:
+        # What the read before got after its bytes (see
+        # _aio_read_ready__data_received), reported as asyncio's next
+        # read would.
+        self._fatal_error(_aio_take_read_error(self), 'Fatal read error on socket transport')
+        return 0
     cb = _tget(self, fast, _TOFF_READ_CB, "_read_ready_cb")
     if PyMethod_Check(cb) and PyMethod_GET_SELF(cb) == <PyObject *>self:
         func = <object>PyMethod_GET_FUNCTION(cb)
@@ -304,6 +298,17 @@ cdef inline void _aio_keep_read_error(object self, object exc) noexcept:
     Py_INCREF(exc)
     Py_XDECREF(kept[0])
     kept[0] = <PyObject *>exc
+
+
+cdef object _aio_take_read_error(object self):
+    # The error the slot keeps, taken out of it (None if it keeps none).
+    cdef PyObject **kept = _aio_error_slot(self)
+    if kept[0] == NULL:
+        return None
+    exc = <object>kept[0]
+    kept[0] = NULL
+    Py_DECREF(exc)
+    return exc
 
 
 cdef object _aio_read_ready__data_received(object self):
@@ -561,6 +566,11 @@ def aio_write(self, data):
 
     buffer = _tget(self, fast, _TOFF_BUFFER, "_buffer")
     if not buffer:
+        if fast and _aio_error_slot(self)[0] != NULL:
+            # The error a read took after its bytes, not reported yet: the
+            # kernel reports one once, and asyncio's send() would get it.
+            self._fatal_error(_aio_take_read_error(self), 'Fatal write error on socket transport')
+            return
         # Try to send now.
         if PyBytes_CheckExact(data):
             # (its bytes are the buffer send() would take)

@@ -210,10 +210,16 @@ cdef class TransportCore:
 
     cdef int _write_ready(self) except -1:
         cdef bytearray buf = self._buffer
-        cdef long long n = fastio_send(self._cfd, PyByteArray_AS_STRING(buf), len(buf))
-        cdef int err
+        cdef long long n = -1
+        cdef int err = self._read_err
+        if err:
+            # (see _send_now)
+            self._read_err = 0
+        else:
+            n = fastio_send(self._cfd, PyByteArray_AS_STRING(buf), len(buf))
+            if n < 0:
+                err = fastio_last_error()
         if n < 0:
-            err = fastio_last_error()
             if fastio_would_block(err):
                 return 0
             self._loop._remove_io(self._fd, False)
@@ -281,8 +287,15 @@ cdef class TransportCore:
     cdef long long _send_now(self, const char *p, Py_ssize_t size) except -2:
         """Send what the kernel takes of `size` bytes at `p` now; -1 after a
         fatal error."""
-        cdef long long n = fastio_send(self._cfd, p, size)
-        cdef int err
+        cdef long long n
+        cdef int err = self._read_err
+        if err:
+            # The error a read took after its bytes, not reported yet: the
+            # kernel reports one once, and this send(2) would get it.
+            self._read_err = 0
+            self._fatal_error(OSError(err, _os.strerror(err)), "Fatal write error on socket transport")
+            return -1
+        n = fastio_send(self._cfd, p, size)
         if n >= 0:
             return n
         err = fastio_last_error()

@@ -652,6 +652,14 @@ cdef class UringStream:
         cdef bint foreign = owner != 0 and owner != PyThread_get_thread_ident()
         if n == 0 or self._dropped:
             return 0
+        if self._held_err:
+            # An error a recv ended with, not reported yet (held behind
+            # bytes, a pause or the callbacks of its turn): the kernel
+            # reports one once, and on a readiness transport it is this
+            # write's send(2) that gets it.
+            err, self._held_err = self._held_err, 0
+            self._up_error(err, True)
+            return 0
         if (now or owner == 0 or foreign) and not self.owed():
             if self._fd_gone(True):
                 return 0

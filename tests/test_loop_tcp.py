@@ -269,7 +269,7 @@ def test_a_reset_while_data_received_paused_reading_is_reported_after_resume(any
     listener.close()
 
 
-@pytest.mark.parametrize("end", ["eof", "reset"])
+@pytest.mark.parametrize("end", ["eof", "reset", "reset-reply", "reset-reply-close"])
 @pytest.mark.parametrize("first", [100, 5000], ids=["small-read", "hinted-read"])
 def test_the_end_of_a_connection_comes_after_the_callbacks_its_last_data_queued(any_loop, first, end):
     # Bytes and the peer's FIN (or RST) arriving together: a transport
@@ -280,6 +280,7 @@ def test_the_end_of_a_connection_comes_after_the_callbacks_its_last_data_queued(
     loop = any_loop.loop
     listener = socket.create_server(("127.0.0.1", 0))
     order = []
+    last = False  # the burst before the end was sent
 
     class Replying(Collector):
         def data_received(self, data):
@@ -289,6 +290,12 @@ def test_the_end_of_a_connection_comes_after_the_callbacks_its_last_data_queued(
 
         def reply(self):
             order.append("reply closing=%s" % self.transport.is_closing())
+            if last and end.startswith("reset-reply"):
+                # The kernel reports the reset to this send: the error is
+                # the reset, not EPIPE, though a read took it.
+                self.transport.write(b"R")
+            if last and end == "reset-reply-close":
+                self.transport.close()
 
         def eof_received(self):
             order.append("eof")
@@ -308,10 +315,11 @@ def test_the_end_of_a_connection_comes_after_the_callbacks_its_last_data_queued(
     loop.call_later(0.05, nap.set_result, None)
     any_loop.run_until(nap)
     del order[:]
+    last = True
     peer.sendall(b"b" * 8192)
     if end == "eof":
         peer.shutdown(socket.SHUT_WR)
-    else:
+    else:  # reset
         peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     peer.close()
     exc = any_loop.run_until(client.lost)
