@@ -76,7 +76,7 @@
 # everything (fastio_ring_cancel_all waits for it), and the slot list goes
 # with the driver.
 
-from libc.errno cimport EAGAIN, EBADF, EBUSY, EEXIST, EINTR
+from libc.errno cimport EAGAIN, EBADF, EBUSY, EEXIST, EINTR, EPIPE
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memmove, memset
 from cpython.mem cimport PyMem_Realloc
@@ -780,6 +780,10 @@ cdef class UringStream:
             self._drv._release(self)
             return 0
         if res < 0:
+            if res == -EPIPE and self._held_err:
+                # A recv took the reset first (the kernel reports it once):
+                # the send fails with it, as a readiness transport's would.
+                res, self._held_err = -self._held_err, 0
             self._up_error(-res, True)
             return 0
         self._soff += res

@@ -1424,3 +1424,34 @@ def test_a_write_the_kernel_does_not_take_whole_on_a_closed_loop_is_not_buffered
     finally:
         a.close()
         b.close()
+
+
+def test_a_reset_meeting_a_send_in_flight_is_a_connection_reset(aio_loop):
+    # The peer sends a little, then resets, while the transport has
+    # megabytes to send it. The kernel reports the reset once, to the recv
+    # or to the send that comes first; either way asyncio's transport
+    # reports ConnectionResetError, never the EPIPE a later send gets.
+    async def main():
+        sp = Recorder(aio_loop)
+        server = await aio_loop.create_server(lambda: sp, "127.0.0.1", 0)
+        peer = socket.create_connection(server.sockets[0].getsockname())
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        await sp.made
+        sp.transport.write(b"x" * (8 << 20))
+        await asyncio.sleep(0.05)  # the send in flight, blocked on the full peer
+        # Reading again (on io_uring a new recv, waiting ahead of the send
+        # for the socket's wake-up): the recv is the first to see the reset.
+        sp.transport.pause_reading()
+        await asyncio.sleep(0.05)
+        sp.transport.resume_reading()
+        await asyncio.sleep(0.05)
+        peer.sendall(b"a" * 100)
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        peer.close()
+        exc = await sp.lost
+        server.close()
+        await server.wait_closed()
+        return exc
+
+    exc = run(aio_loop, main())
+    assert isinstance(exc, ConnectionResetError), exc
