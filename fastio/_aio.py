@@ -219,6 +219,34 @@ if _c is not None:
         write = _as_method(_c.aio_write, _AsyncioSocketTransport, "write")
         is_closing = _as_method(_c.aio_is_closing, _AsyncioSocketTransport, "is_closing")
 
+        def _send_failed_first(self) -> bool:
+            # The error a read took after its bytes, not reported yet
+            # (src/aio_transport.pxi): the kernel reports one once, and
+            # asyncio's send() of the buffer would have got it. Report it
+            # as asyncio's write callback reports its send()'s error.
+            exc = _c.aio_take_read_error(self)
+            if exc is None:
+                return False
+            self._loop._remove_writer(self._sock_fd)
+            self._buffer.clear()
+            self._fatal_error(exc, 'Fatal write error on socket transport')
+            if self._empty_waiter is not None:
+                self._empty_waiter.set_exception(exc)
+            return True
+
+        if hasattr(_AsyncioSocketTransport, "_write_send"):  # 3.12+: _write_ready is one of these
+            def _write_send(self) -> None:
+                if not self._send_failed_first():
+                    super()._write_send()
+
+            def _write_sendmsg(self) -> None:
+                if not self._send_failed_first():
+                    super()._write_sendmsg()
+        else:
+            def _write_ready(self) -> None:
+                if not self._send_failed_first():
+                    super()._write_ready()
+
     _c.aio_transport_class(_SelectorSocketTransport)
 
     class EventLoop(SelectorEventLoop):

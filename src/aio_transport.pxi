@@ -356,6 +356,16 @@ cdef object _aio_read_ready__data_received(object self):
     if n == 0:
         self._read_ready__on_eof()
         return
+    if later:
+        # The second recv's error (see _recv_sized), kept before the bytes
+        # are handed over: the failure asyncio's next read would report,
+        # or its next send() (a write in data_received() or after it, see
+        # aio_write and aio_take_read_error); the socket stays readable
+        # (recv(2) reports an error once, on a connection it ended), so the
+        # next turn's read reports it, behind the callbacks data_received()
+        # queued, or the first after resume_reading() (only `fast`
+        # transports get here).
+        _aio_keep_read_error(self, _aio_oserror(later))
     if plain:
         if fast:
             _aio_note_recv(self, <Py_ssize_t>n)
@@ -370,16 +380,6 @@ cdef object _aio_read_ready__data_received(object self):
         if r == NULL:
             return _aio_call_failed(self, 'Fatal error: protocol.data_received() call failed.')
         Py_DECREF(<object>r)
-        if later:
-            # The second recv's error (see _recv_sized): the failure
-            # asyncio's next read would report, unless the transport was
-            # closed in between. That read does report it: the next turn's,
-            # behind the callbacks data_received() queued (the socket stays
-            # readable: recv(2) reports an error once, on a connection it
-            # ended), or the first after resume_reading() if data_received()
-            # paused reading (only `fast` transports get here).
-            if not _aio_conn_lost(self, fast) and not _tget(self, fast, _TOFF_CLOSING, "_closing"):
-                _aio_keep_read_error(self, _aio_oserror(later))
         return
     try:
         if reader is not None:
@@ -533,6 +533,15 @@ cdef bint _aio_write_view(object self, object data, Py_buffer *view) except -1:
         self._fatal_error(exc, 'Fatal write error on socket transport')
         return False
     return True
+
+
+def aio_take_read_error(self):
+    """Return the error a read took after its bytes and did not report
+    yet, forgetting it (None if there is none): what asyncio's next send()
+    would fail with."""
+    if type(self) is not _aio_transport_cls:
+        return None
+    return _aio_take_read_error(self)
 
 
 def aio_write(self, data):

@@ -185,18 +185,20 @@ cdef class TransportCore:
             self._recv_cap = min(_recv_cap_after(n), self._max_size)
             if data is None:
                 data = PyBytes_FromStringAndSize(self._loop._rbuf, n)
+            if later:
+                # The second recv's error (see _recv_sized), kept before
+                # the bytes are handed over: reported by the next read, as
+                # a transport reading once would see it (the next turn's,
+                # after the callbacks data_received() queued: the socket
+                # stays readable, recv(2) reporting an error once, on a
+                # connection it ended), or the first after resume_reading();
+                # or by a send before that, which would have got it.
+                self._read_err = later
             try:
                 self._protocol.data_received(data)
             except Exception as exc:
                 self._fatal_error(exc, "protocol.data_received() call failed.")
                 return 0
-            if later and not self._closing and not self._conn_lost:
-                # The second recv's error (see _recv_sized): reported by the
-                # next read, as a transport reading once would see it: the
-                # next turn's, after the callbacks data_received() queued (the
-                # socket stays readable: recv(2) reports an error once, on a
-                # connection it ended), or the first after resume_reading().
-                self._read_err = later
             return 0
         self._loop._remove_io(self._fd, True)
         try:

@@ -21,6 +21,30 @@ from eventloop_fixtures import aio_kind, aio_loop, make_loop, run, selector_loop
 from eventloop_fixtures import echo_stream, stream_round_trip
 
 
+def reset(sock):
+    """Close `sock` with an RST (SO_LINGER 0) instead of a FIN."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+async def lost_then_closed(proto, server):
+    """Return what `proto`'s connection_lost() gets, once `server` is closed."""
+    exc = await proto.lost
+    server.close()
+    await server.wait_closed()
+    return exc
+
+
+async def slow_reading_peer(loop, proto):
+    """Serve `proto` on `loop`; return (server, peer socket) once it is
+    connected, the peer's receive buffer small."""
+    server = await loop.create_server(lambda: proto, "127.0.0.1", 0)
+    peer = socket.create_connection(server.sockets[0].getsockname())
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await proto.made
+    return server, peer
+
+
 class Recorder(asyncio.Protocol):
     """Record every callback; futures for the milestones."""
 
@@ -341,8 +365,7 @@ def test_a_reset_while_data_received_paused_reading_is_reported_after_resume(aio
         await sp.expect(first)
         # The burst and the RST, both in before the server's next read.
         peer.sendall(b"b" * 8192)
-        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        peer.close()
+        reset(peer)
         await sp.expect(first + 8192)
         assert not sp.transport.is_reading()
         await asyncio.sleep(0.3)
@@ -412,8 +435,7 @@ def test_the_end_of_a_connection_comes_after_the_callbacks_its_last_data_queued(
         if end == "eof":
             peer.shutdown(socket.SHUT_WR)
         else:  # reset
-            peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            peer.close()
+            reset(peer)
         exc = await sp.lost
         got = b""
         if end == "eof":
@@ -1433,10 +1455,7 @@ def test_a_reset_meeting_a_send_in_flight_is_a_connection_reset(aio_loop):
     # reports ConnectionResetError, never the EPIPE a later send gets.
     async def main():
         sp = Recorder(aio_loop)
-        server = await aio_loop.create_server(lambda: sp, "127.0.0.1", 0)
-        peer = socket.create_connection(server.sockets[0].getsockname())
-        peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        await sp.made
+        server, peer = await slow_reading_peer(aio_loop, sp)
         sp.transport.write(b"x" * (8 << 20))
         await asyncio.sleep(0.05)  # the send in flight, blocked on the full peer
         # Reading again (on io_uring a new recv, waiting ahead of the send
@@ -1446,12 +1465,49 @@ def test_a_reset_meeting_a_send_in_flight_is_a_connection_reset(aio_loop):
         sp.transport.resume_reading()
         await asyncio.sleep(0.05)
         peer.sendall(b"a" * 100)
-        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        peer.close()
-        exc = await sp.lost
-        server.close()
-        await server.wait_closed()
-        return exc
+        reset(peer)
+        return await lost_then_closed(sp, server)
+
+    exc = run(aio_loop, main())
+    assert isinstance(exc, ConnectionResetError), exc
+
+
+@pytest.mark.parametrize("how", ["write-in-data_received", "pause-then-write", "writes-queued-before"])
+@pytest.mark.parametrize("first", [100, 5000], ids=["small-read", "hinted-read"])
+def test_a_reset_after_data_fails_the_writes_around_it_as_a_reset(aio_loop, first, how):
+    # The kernel reports a peer's reset once, to the first recv or send.
+    # asyncio's transport reads once per turn, so a write made in the
+    # data_received() of the bytes before the reset, or a send of writes
+    # queued before it, gets the reset; fastio's transports read on after
+    # a hinted read (readiness) or take the bytes and the reset together
+    # (io_uring), so they must fail those writes with the reset they took,
+    # not with the EPIPE a send gets after it.
+    class Writing(Recorder):
+        last = False
+
+        def data_received(self, data):
+            super().data_received(data)
+            if self.last and how != "writes-queued-before":
+                if how == "pause-then-write":
+                    self.transport.pause_reading()
+                self.transport.write(b"R")
+
+    async def main():
+        sp = Writing(aio_loop)
+        server, peer = await slow_reading_peer(aio_loop, sp)
+        peer.sendall(b"a" * first)
+        await sp.expect(first)
+        if how == "writes-queued-before":
+            sp.transport.write(b"x" * (8 << 20))  # the peer reads none of it
+            await asyncio.sleep(0.05)
+        sp.last = True
+        peer.sendall(b"b" * 8192)
+        reset(peer)
+        if how == "pause-then-write":
+            await asyncio.sleep(0.1)
+            if not sp.lost.done():
+                sp.transport.resume_reading()
+        return await lost_then_closed(sp, server)
 
     exc = run(aio_loop, main())
     assert isinstance(exc, ConnectionResetError), exc

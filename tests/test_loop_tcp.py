@@ -334,6 +334,43 @@ def test_the_end_of_a_connection_comes_after_the_callbacks_its_last_data_queued(
         assert isinstance(exc, ConnectionResetError), exc
 
 
+@pytest.mark.parametrize("how", ["write-in-data_received", "writes-queued-before"])
+@pytest.mark.parametrize("first", [100, 5000], ids=["small-read", "hinted-read"])
+def test_a_reset_after_data_fails_the_writes_around_it_as_a_reset(any_loop, first, how):
+    # The kernel reports a peer's reset once: a write in the data_received()
+    # of the bytes before it, or a send of writes queued before it, must
+    # fail with the reset the read took, not with EPIPE.
+    loop = any_loop.loop
+    listener = socket.create_server(("127.0.0.1", 0))
+    last = False
+
+    class Writing(Collector):
+        def data_received(self, data):
+            super().data_received(data)
+            if last and how == "write-in-data_received":
+                self.transport.write(b"R")
+
+    client = Writing(loop, expect=first)
+    tr, _ = any_loop.connect(lambda: client, "127.0.0.1", listener.getsockname()[1])
+    listener.settimeout(5)
+    peer, _ = listener.accept()
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    peer.sendall(b"a" * first)
+    any_loop.run_until(client.got_all)
+    if how == "writes-queued-before":
+        tr.write(b"x" * (8 << 20))  # the peer reads none of it
+    nap = loop.create_future()
+    loop.call_later(0.05, nap.set_result, None)
+    any_loop.run_until(nap)
+    last = True
+    peer.sendall(b"b" * 8192)
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    peer.close()
+    exc = any_loop.run_until(client.lost)
+    listener.close()
+    assert isinstance(exc, ConnectionResetError), exc
+
+
 def test_abort_drops_buffer_and_reports_connection_lost(any_loop):
     loop = any_loop.loop
 
