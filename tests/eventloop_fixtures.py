@@ -99,3 +99,18 @@ async def stream_round_trip(reader, writer, body):
     writer.close()
     await writer.wait_closed()
     return got == body
+
+
+def assert_replies_before_the_end(order, end, exc):
+    """Check a connection's last events: each chunk's reply (recorded as
+    "data", then "reply closing=False") before the end, on an open
+    transport; then eof_received ("eof", `end` "eof") or not, then
+    connection_lost ("lost") with None after an EOF, else a reset."""
+    assert order[-1] == "lost"
+    assert order[-2] == ("eof" if end == "eof" else "reply closing=False"), order
+    assert set(order[:-2]) <= {"data", "reply closing=False"}, order
+    assert order.count("data") == order.count("reply closing=False")
+    if end == "eof":
+        assert exc is None
+    else:
+        assert isinstance(exc, ConnectionResetError), exc

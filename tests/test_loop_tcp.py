@@ -10,6 +10,7 @@ import struct
 import pytest
 
 from fastio.loop import Protocol
+from eventloop_fixtures import assert_replies_before_the_end
 from loop_fixtures import Collector
 
 
@@ -324,14 +325,7 @@ def test_the_end_of_a_connection_comes_after_the_callbacks_its_last_data_queued(
     peer.close()
     exc = any_loop.run_until(client.lost)
     listener.close()
-    assert order[-1] == "lost"
-    assert order[-2] == ("eof" if end == "eof" else "reply closing=False"), order
-    assert set(order[:-2]) <= {"data", "reply closing=False"}, order
-    assert order.count("data") == order.count("reply closing=False")
-    if end == "eof":
-        assert exc is None
-    else:
-        assert isinstance(exc, ConnectionResetError), exc
+    assert_replies_before_the_end(order, end, exc)
 
 
 @pytest.mark.parametrize("how", ["write-in-data_received", "writes-queued-before"])
