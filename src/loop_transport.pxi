@@ -157,9 +157,9 @@ cdef class TransportCore:
         cdef long long n
         cdef int err = 0, later = 0
         data = None
-        if self._read_err:
+        err = self._take_read_err()
+        if err:
             # What the read before got after its bytes.
-            err, self._read_err = self._read_err, 0
             self._fatal_error(OSError(err, _os.strerror(err)),
                               "Fatal read error on socket transport")
             return 0
@@ -210,14 +210,18 @@ cdef class TransportCore:
             self.close()
         return 0
 
+    cdef inline int _take_read_err(self):
+        # The error a read took after its bytes and did not report yet
+        # (0: none), forgotten: the next read or send reports it.
+        cdef int err = self._read_err
+        self._read_err = 0
+        return err
+
     cdef int _write_ready(self) except -1:
         cdef bytearray buf = self._buffer
         cdef long long n = -1
-        cdef int err = self._read_err
-        if err:
-            # (see _send_now)
-            self._read_err = 0
-        else:
+        cdef int err = self._take_read_err()  # (see _send_now)
+        if not err:
             n = fastio_send(self._cfd, PyByteArray_AS_STRING(buf), len(buf))
             if n < 0:
                 err = fastio_last_error()
@@ -290,11 +294,10 @@ cdef class TransportCore:
         """Send what the kernel takes of `size` bytes at `p` now; -1 after a
         fatal error."""
         cdef long long n
-        cdef int err = self._read_err
+        cdef int err = self._take_read_err()
         if err:
             # The error a read took after its bytes, not reported yet: the
             # kernel reports one once, and this send(2) would get it.
-            self._read_err = 0
             self._fatal_error(OSError(err, _os.strerror(err)), "Fatal write error on socket transport")
             return -1
         n = fastio_send(self._cfd, p, size)
