@@ -8,6 +8,8 @@ the echo servers only):
   connections, loaded by fastio's compiled load generator exactly as the echo
   suite does (`bench_echo.measure_once`: server pinned to CPU 0, client to
   CPU 1, every byte verified, server CPU read from /proc around the window);
+  the C epoll echo server of the echo suite runs in the protocol cells'
+  rounds as their reference (see REFERENCE);
 * an HTTP/1.1 keep-alive hello-world served by aiohttp's web server, loaded by
   `wrk` (one thread, 100 connections, pinned to CPU 1);
 * micro-benchmarks in this process: call_soon, call_later + cancel, timers
@@ -68,6 +70,14 @@ PROFILES = {
 
 #: The loops measured on the echo cases only (not aiohttp, not the micro-benchmarks).
 ECHO_ONLY = ("fastio-io_uring",)
+
+#: The C epoll echo server (benchmarks/c_echo), measured in the protocol cells'
+#: rounds beside the loops. It makes the same syscalls per request as a loop
+#: serving a protocol (a recv and a send, a share of an epoll_wait) and runs
+#: no Python, so no loop can spend less per request: its ratio to uvloop is
+#: the floor of what the protocol target asks, and it shows how much of the
+#: server's CPU is the kernel's on this machine.
+REFERENCE = "c-epoll"
 
 #: (what, style or "aiohttp", reference loop, goal as a max ratio of server CPU per
 #: request, the fastio loop held to it).
@@ -432,8 +442,11 @@ def evaluate_targets(cases):
                 continue
             me, other = case["loops"].get(mine), case["loops"].get(ref)
             ratio = bench_echo.paired_ratio(me, other, "server_cpu_us_per_req") if me and other else None
+            floor = case["loops"].get(REFERENCE)
             checks.append({"target": what, "case": case["label"], "loop": mine, "vs": ref, "goal": goal,
-                           "ratio": ratio, "pass": None if ratio is None else ratio <= goal})
+                           "ratio": ratio, "pass": None if ratio is None else ratio <= goal,
+                           "reference_ratio": bench_echo.paired_ratio(floor, other, "server_cpu_us_per_req")
+                           if floor and other else None})
     return checks
 
 
@@ -466,6 +479,11 @@ def run(config):
                 running[(loop, style)] = harness.RunningServer("%s-%s" % (loop, style), echo_server(loop, style))
             if loop in http_loops:
                 running[(loop, "aiohttp")] = harness.RunningServer("%s-aiohttp" % loop, http_server(loop))
+        reference = bench_echo.missing("cc")
+        if reference is None:
+            running[(REFERENCE, "protocol")] = harness.RunningServer(REFERENCE, bench_echo.SERVERS[REFERENCE])
+        else:
+            skipped.append({"server": REFERENCE, "reason": reference})
         with harness.pinned(harness.CLIENT_CPU) as cpu:
             machine = harness.machine_info()
             plan = [(style, size, conns) for size, conns in CELLS for style in STYLES]
@@ -474,9 +492,14 @@ def run(config):
                 for loop in http_loops:  # warm-up, unmeasured: one connection first
                     run_wrk(running[(loop, "aiohttp")].port, 1, connections=1)
                     run_wrk(running[(loop, "aiohttp")].port, 1)
-            total, done = len(plan) * rounds * len(loops), 0
+            def members_of(style):
+                if style == "aiohttp":
+                    return http_loops
+                return loops + [REFERENCE] if (REFERENCE, style) in running else loops
+
+            total, done = sum(len(members_of(style)) for style, _, _ in plan) * rounds, 0
             for style, size, conns in plan:
-                members = http_loops if style == "aiohttp" else loops
+                members = members_of(style)
                 runs = {loop: [] for loop in members}
                 for r in range(rounds):
                     for loop in rotate(list(members), r):
@@ -532,6 +555,7 @@ def run(config):
             "micro_repeats": profile["micro_repeats"], "micro_scale": profile["micro_scale"],
             "server_cpu": harness.SERVER_CPU, "client_cpu": cpu, "rlimit_nofile": nofile,
             "fastio_loop": fastio_name, "loops": loops, "micro_loops": micro_loops,
+            "reference": REFERENCE,
             "load_generators": {"echo": "fastio.echo.loadgen.bench (in-process, compiled core)",
                                 "http": "wrk -t1 -c%d --latency" % HTTP_CONNECTIONS},
         },
@@ -564,7 +588,9 @@ def write_plot(result, out_dir):
         return []
     loops = result["config"]["loops"]
     colors = {"fastio": "tab:red", "fastio-io_uring": "tab:orange", "uvloop": "tab:blue",
-              "asyncio": "tab:gray"}
+              "asyncio": "tab:gray", REFERENCE: "tab:green"}
+    if any(REFERENCE in case["loops"] for case in cases):
+        loops = loops + [REFERENCE]
     fig, ax = plt.subplots(figsize=(12, 4.8))
     width = 0.8 / max(1, len(loops))
     for i, loop in enumerate(loops):
@@ -617,13 +643,20 @@ def to_markdown(result):
         "",
         "## Targets (fastio's server CPU per request / the other loop's, same run)",
         "",
-        "| target | case | loop | vs | ratio | goal | result |",
-        "|---|---|---|---|---:|---:|---|",
+        "The last column is the C epoll echo server's ratio to the same loop in the same rounds "
+        "(protocol cells): it makes the syscalls a protocol server makes and runs no Python, so no "
+        "loop serving a protocol gets below it.",
+        "",
+        "| target | case | loop | vs | ratio | goal | result | C epoll server / vs |",
+        "|---|---|---|---|---:|---:|---|---:|",
     ]
     for c in result["targets"]:
-        lines.append("| %s | %s | %s | %s | %s | <= %.2fx | %s |" % (
+        lines.append("| %s | %s | %s | %s | %s | <= %.2fx | %s | %s |" % (
             c["target"], c["case"], c.get("loop", "fastio"), c["vs"], _num(c["ratio"], "%.2fx"), c["goal"],
-            "-" if c["pass"] is None else "PASS" if c["pass"] else "**FAIL**"))
+            "-" if c["pass"] is None else "PASS" if c["pass"] else "**FAIL**",
+            _num(c.get("reference_ratio"), "%.2fx")))
+    if any(REFERENCE in case["loops"] for case in result["cases"]):
+        loops = loops + [REFERENCE]
     ours = [loop for loop in loops if loop.startswith("fastio")]
     pairs = [(me, ref) for me in ours for ref in ("uvloop", "asyncio")]
     lines += ["", "## Servers: server CPU µs/request (req/s, p99 µs)", "",

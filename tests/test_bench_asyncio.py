@@ -129,3 +129,31 @@ def test_targets_compare_same_round_ratios_against_their_goals():
     # No uvloop in that case: no ratio, no verdict (reported as "-").
     assert checks[("streams 1 KiB × 100", "uvloop")]["ratio"] is None
     assert checks[("streams 1 KiB × 100", "uvloop")]["pass"] is None
+
+
+def test_targets_carry_the_c_servers_ratio_to_the_same_loop_where_it_ran():
+    cases = [
+        {"style": "protocol", "label": "protocol 1 KiB × 100",
+         "loops": {"fastio": _summary(4.6, 4.8), "uvloop": _summary(5.0, 5.0), "asyncio": _summary(6.0, 6.0),
+                   bench_asyncio.REFERENCE: _summary(4.5, 4.0)}},
+        {"style": "streams", "label": "streams 1 KiB × 100",
+         "loops": {"fastio": _summary(6.0), "uvloop": _summary(6.5)}},
+    ]
+    checks = {(c["case"], c["vs"]): c for c in bench_asyncio.evaluate_targets(cases)}
+    assert checks[("protocol 1 KiB × 100", "uvloop")]["reference_ratio"] == 0.85  # median of 0.9, 0.8
+    assert checks[("protocol 1 KiB × 100", "asyncio")]["reference_ratio"] == 0.708
+    assert checks[("streams 1 KiB × 100", "uvloop")]["reference_ratio"] is None
+
+
+def test_the_report_shows_the_c_server_beside_the_loops():
+    cases = [{"style": "protocol", "size": 1024, "connections": 100, "label": "protocol 1 KiB × 100",
+              "loops": {loop: dict(_summary(5.0), server_cpu_us_per_req=5.0, req_per_s=1000.0, p99_us=100.0,
+                                   client_cpu_pct=90.0)
+                        for loop in ("fastio", "uvloop", bench_asyncio.REFERENCE)}}]
+    result = {"warnings": [], "errors": [], "machine": harness.machine_info(), "cases": cases, "micro": {},
+              "skipped": [], "wall_s": 1.0, "targets": bench_asyncio.evaluate_targets(cases),
+              "config": {"loops": ["fastio", "uvloop"], "client_cpu": 1, "server_cpu": 0, "fastio_loop": "x",
+                         "duration_s": 1.0, "http_duration_s": 2.0, "rounds": 1, "micro_repeats": 1}}
+    text = bench_asyncio.to_markdown(result)
+    assert "| protocol echo | protocol 1 KiB × 100 | fastio | uvloop | 1.00x | <= 0.90x | **FAIL** | 1.00x |" in text
+    assert "| case | fastio | uvloop | c-epoll |" in text
