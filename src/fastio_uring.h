@@ -207,6 +207,7 @@ typedef char fastio_uring_params_is_120_bytes[sizeof(struct fastio_uring_params)
  * fastio asks for at most this many slots: fds above run as plain fds. */
 #define FASTIO_MAX_FILES 65536
 #define FASTIO_REGISTER_PBUF_RING 22
+#define FASTIO_REGISTER_SYNC_CANCEL 24
 #define FASTIO_OP_SUPPORTED (1U << 0)
 
 #define FASTIO_OFF_SQ_RING 0ULL
@@ -557,6 +558,37 @@ static inline int fastio_ring_setup_files(fastio_ring *r) {
     if (fastio_sys_uring_register(r->fd, FASTIO_REGISTER_FILES2, &reg, sizeof(reg)) < 0)
         return errno;
     r->files = n;
+    return 0;
+}
+
+/* IORING_REGISTER_SYNC_CANCEL's argument (struct io_uring_sync_cancel_reg). */
+struct fastio_uring_sync_cancel_reg {
+    uint64_t addr;
+    int32_t fd;
+    uint32_t flags;
+    struct fastio_kernel_timespec timeout;
+    uint8_t opcode;
+    uint8_t pad[7];
+    uint64_t pad2[3];
+};
+
+/* Cancel the op whose user_data is `ud` now, without an SQE
+ * (IORING_REGISTER_SYNC_CANCEL, 6.0): the kernel has stopped it when this
+ * returns, and its last CQE is posted as an async cancel's would be.
+ * Return 0 (cancelled, or nothing in flight by that user_data) or an errno:
+ * EINVAL where the kernel has no such call, EEXIST from a thread a
+ * single-issuer ring does not serve, EBADF in a forked child. */
+static inline int fastio_ring_cancel_now(fastio_ring *r, uint64_t ud) {
+    struct fastio_uring_sync_cancel_reg reg;
+    if (fastio_ring_inherited(r))
+        return EBADF;
+    memset(&reg, 0, sizeof(reg));
+    reg.addr = ud;
+    reg.fd = -1;
+    reg.timeout.tv_sec = -1;   /* no time limit: wait for an op mid-run */
+    reg.timeout.tv_nsec = -1;
+    if (fastio_sys_uring_register(r->fd, FASTIO_REGISTER_SYNC_CANCEL, &reg, 1) < 0)
+        return errno == ENOENT ? 0 : errno;
     return 0;
 }
 

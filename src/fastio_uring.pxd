@@ -58,6 +58,7 @@ cdef extern from "fastio_uring.h" nogil:
     int fastio_ring_init(fastio_ring *r, unsigned entries, int best_mode)
     void fastio_ring_close(fastio_ring *r)
     void fastio_ring_cancel_all(fastio_ring *r)
+    int fastio_ring_cancel_now(fastio_ring *r, uint64_t ud)
     int fastio_ring_inherited(const fastio_ring *r)
     int fastio_ring_probe(fastio_ring *r, unsigned op)
     int fastio_ring_setup_buffers(fastio_ring *r, unsigned entries, unsigned size)

@@ -76,7 +76,7 @@
 # everything (fastio_ring_cancel_all waits for it), and the slot list goes
 # with the driver.
 
-from libc.errno cimport EAGAIN, EBADF, EBUSY, EEXIST, EINTR, EPIPE
+from libc.errno cimport EAGAIN, EBADF, EBUSY, EEXIST, EINTR, EINVAL, EPIPE
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memmove, memset
 from cpython.mem cimport PyMem_Realloc
@@ -136,6 +136,7 @@ cdef class UringDriver:
     cdef Py_ssize_t _npool[URING_CLASSES]
     cdef Py_ssize_t _cappool[URING_CLASSES]
     cdef Py_ssize_t _poolbytes
+    cdef bint _no_sync_cancel  # the kernel has no IORING_REGISTER_SYNC_CANCEL (before 6.0)
 
     def __init__(self, poller):
         self._poller = poller
@@ -263,6 +264,29 @@ cdef class UringDriver:
         err = fastio_ring_submit_wait(ring, fastio_ring_publish(ring), 0, -1)
         if err and err != EINTR and err != EAGAIN and err != EBUSY:
             raise OSError(err, "io_uring_enter: " + _os.strerror(err))
+
+    cdef int _cancel_now(self, uint64_t target) except -1:
+        """Cancel the op `target` at once where the kernel can, else as
+        `_cancel` does (with the next wait).
+
+        A recv left armed until the next wait goes on taking whatever
+        arrives (the ring's task work runs at any syscall's exit, a send(2)
+        of the same turn's included) into the buffer ring, up to all of it:
+        a paused transport would hold it and its writer would never meet
+        backpressure, where a readiness transport stops reading at
+        pause_reading(). Not by submitting an async cancel now: that would
+        submit the sends queued before it too, which a close() or a write
+        of this turn may still take back (UringStream.flush_now)."""
+        cdef int err
+        if self._hub.ring.fd < 0 or fastio_ring_inherited(&self._hub.ring):
+            return 0
+        if not self._no_sync_cancel:
+            err = fastio_ring_cancel_now(&self._hub.ring, target)
+            if err == 0:
+                return 0
+            if err == EINVAL:
+                self._no_sync_cancel = True
+        return self._cancel(target)
 
     cdef int _cancel(self, uint64_t target) except -1:
         cdef fastio_uring_sqe *sqe
@@ -504,9 +528,10 @@ cdef class UringStream:
         return 0
 
     cdef int stop_reading(self) except -1:
-        """Cancel the recv; what it still completes with is held."""
+        """Cancel the recv, at once; what it still completes with is held."""
         if self._recv == UR_ARMED:
             self._drv._cancel(_uring_ud(FASTIO_UD_RECV, self._slot))
+            self._drv._cancel_now(_uring_ud(FASTIO_UD_RECV, self._slot))
             self._recv = UR_CANCELLING
         return 0
 

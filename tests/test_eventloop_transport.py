@@ -1501,3 +1501,33 @@ def test_a_reset_after_data_fails_the_writes_around_it_as_a_reset(aio_loop, firs
 
     exc = run(aio_loop, main())
     assert isinstance(exc, ConnectionResetError), exc
+
+
+def test_a_paused_reader_takes_no_more_than_the_kernel_holds_for_it(aio_loop):
+    # pause_reading() stops the reads at once: what a writer sends after it
+    # stays in the kernel's buffers and then in the writer's, which pauses
+    # writing. (An io_uring recv left armed until the loop's next wait took
+    # all of it into the loop's buffers: no backpressure.)
+    chunk, count = b"x" * 65536, 128
+
+    async def main():
+        server, sp, cp = await tcp_pair(aio_loop)
+        sp.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        cp.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+        sp.transport.pause_reading()
+        for _ in range(count):
+            cp.transport.write(chunk)
+        for _ in range(20):
+            await asyncio.sleep(0.005)
+        left = len(chunk) * count - cp.transport.get_write_buffer_size()
+        flow, taken = list(cp.flow), len(sp.data)
+        sp.transport.resume_reading()
+        got = await sp.expect(len(chunk) * count)
+        await finish(server, sp, cp)
+        return left, flow, taken, got
+
+    left, flow, taken, got = run(aio_loop, main())
+    assert taken == 0
+    assert flow[:1] == ["pause"]
+    assert left < 2 * 1024 * 1024, left
+    assert got == b"x" * (65536 * 128)

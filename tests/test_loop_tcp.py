@@ -544,3 +544,46 @@ def test_reset_right_after_a_read_filling_the_expected_size_is_reported(any_loop
     assert isinstance(exc, ConnectionResetError)
     assert bytes(proto.data) == _pattern(20000) + _pattern(20480, 1)
     assert "eof" not in proto.events
+
+
+
+
+def test_a_paused_reader_takes_no_more_than_the_kernel_holds_for_it(any_loop):
+    # pause_reading() stops the reads at once: what the peer sends after it
+    # fills the kernel's buffers, and then its send() would block. (An
+    # io_uring recv left armed until the loop's next wait went on taking
+    # whatever arrived into the loop's buffers whenever the thread made a
+    # syscall: here, the peer's sends took 8 MiB.)
+    loop = any_loop.loop
+    chunk, most = b"x" * 65536, 256
+    reader = Collector(loop)
+    server, peer = _accepted_pair(any_loop, reader)
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+    peer.setblocking(False)
+    sent = []
+
+    def pause_then_send():
+        reader.transport.pause_reading()
+        total = 0
+        while total < len(chunk) * most:
+            try:
+                total += peer.send(chunk)
+            except BlockingIOError:
+                break
+        sent.append(total)
+
+    while reader.transport is None:
+        nap = loop.create_future()
+        loop.call_later(0.005, nap.set_result, None)
+        any_loop.run_until(nap)
+    reader.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    done = loop.create_future()
+    loop.call_soon(lambda: (pause_then_send(), done.set_result(None)))
+    any_loop.run_until(done)
+    assert sent[0] < 2 * 1024 * 1024, sent
+    assert len(reader.data) == 0
+    reader.expect = sent[0]
+    reader.transport.resume_reading()
+    assert any_loop.run_until(reader.got_all) == b"x" * sent[0]
+    peer.close()
+    server.close()
