@@ -229,7 +229,10 @@ if _c is not None:
                 return False
             self._loop._remove_writer(self._sock_fd)
             self._buffer.clear()
-            self._fatal_error(exc, 'Fatal write error on socket transport')
+            try:
+                raise exc  # handled, with a traceback, as asyncio's send() error is
+            except OSError:
+                self._fatal_error(exc, 'Fatal write error on socket transport')
             if self._empty_waiter is not None:
                 self._empty_waiter.set_exception(exc)
             return True

@@ -187,6 +187,22 @@ cdef inline object _aio_oserror(int err):
     return OSError(err, _os.strerror(err))
 
 
+cdef int _aio_raise(object exc) except -1:
+    raise exc
+
+
+cdef object _aio_fatal(object self, object exc, str message):
+    # self._fatal_error(exc, message) as asyncio makes the call: from the
+    # `except` clause that caught `exc` where the socket call raised it. So
+    # `exc` has a traceback, and it is the exception being handled: a
+    # debug-mode loop's log of an OSError (exc_info=True) shows it, and the
+    # exception handler's log of any other error shows its traceback.
+    try:
+        _aio_raise(exc)
+    except BaseException as caught:
+        self._fatal_error(caught, message)
+
+
 cdef inline bint _aio_plain_sock(object sock) except -1:
     # True if the socket's recv/recv_into/send are socket.socket's own, so
     # calling recv(2)/send(2) on its fd is what they would do. A subclass
@@ -230,7 +246,7 @@ cdef int _aio_read_ready(object self) except -1:
         # What the read before got after its bytes (see
         # _aio_read_ready__data_received), reported as asyncio's next
         # read would.
-        self._fatal_error(_aio_take_read_error(self), 'Fatal read error on socket transport')
+        _aio_fatal(self, _aio_take_read_error(self), 'Fatal read error on socket transport')
         return 0
     cb = _tget(self, fast, _TOFF_READ_CB, "_read_ready_cb")
     if PyMethod_Check(cb) and PyMethod_GET_SELF(cb) == <PyObject *>self:
@@ -351,7 +367,7 @@ cdef object _aio_read_ready__data_received(object self):
     if n < 0:
         if fastio_would_block(err):
             return
-        self._fatal_error(_aio_oserror(err), 'Fatal read error on socket transport')
+        _aio_fatal(self, _aio_oserror(err), 'Fatal read error on socket transport')
         return
     if n == 0:
         self._read_ready__on_eof()
@@ -469,6 +485,7 @@ cdef object _aio_recv_into_any(object self, bint fast, object sock, object buf):
     cdef Py_buffer view
     cdef long long n
     cdef int err, fd
+    cdef bint unwritable = False
     try:
         if not len(buf):
             raise RuntimeError('get_buffer() returned an empty buffer')
@@ -482,7 +499,10 @@ cdef object _aio_recv_into_any(object self, bint fast, object sock, object buf):
     except (SystemExit, KeyboardInterrupt):
         raise
     except BaseException:
-        self._fatal_error(_aio_unwritable(buf), 'Fatal read error on socket transport')
+        unwritable = True
+    if unwritable:
+        # (out of the `except`: recv_into()'s TypeError has no context)
+        _aio_fatal(self, _aio_unwritable(buf), 'Fatal read error on socket transport')
         return
     try:
         fd = _aio_sock_fd(sock)
@@ -495,13 +515,9 @@ cdef object _aio_recv_into_any(object self, bint fast, object sock, object buf):
 
 cdef object _aio_unwritable(object buf):
     """Return what socket.recv_into() raises for a buffer it cannot write
-    (read-only, not contiguous, no buffer at all): raised, so that it has a
-    traceback, as there."""
-    try:
-        raise TypeError(f'recv_into() argument 1 must be read-write bytes-like '
-                        f'object, not {type(buf).__name__}')
-    except TypeError as exc:
-        return exc
+    (read-only, not contiguous, no buffer at all), for _aio_fatal."""
+    return TypeError(f'recv_into() argument 1 must be read-write bytes-like '
+                     f'object, not {type(buf).__name__}')
 
 
 cdef object _aio_buffer_received(object self, bint fast, long long n, int err):
@@ -510,7 +526,7 @@ cdef object _aio_buffer_received(object self, bint fast, long long n, int err):
     if n < 0:
         if fastio_would_block(err):
             return
-        self._fatal_error(_aio_oserror(err), 'Fatal read error on socket transport')
+        _aio_fatal(self, _aio_oserror(err), 'Fatal read error on socket transport')
         return
     if n == 0:
         self._read_ready__on_eof()
@@ -578,7 +594,7 @@ def aio_write(self, data):
         if fast and _aio_error_slot(self)[0] != NULL:
             # The error a read took after its bytes, not reported yet: the
             # kernel reports one once, and asyncio's send() would get it.
-            self._fatal_error(_aio_take_read_error(self), 'Fatal write error on socket transport')
+            _aio_fatal(self, _aio_take_read_error(self), 'Fatal write error on socket transport')
             return
         # Try to send now.
         if PyBytes_CheckExact(data):
@@ -597,7 +613,7 @@ def aio_write(self, data):
             PyBuffer_Release(&view)
         if n < 0:
             if not fastio_would_block(err):
-                self._fatal_error(_aio_oserror(err), 'Fatal write error on socket transport')
+                _aio_fatal(self, _aio_oserror(err), 'Fatal write error on socket transport')
                 return
             n = 0
         elif n >= total:

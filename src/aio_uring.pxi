@@ -55,6 +55,7 @@ cdef class AioUringStream(UringStream):
     cdef bint _r_closing
     cdef bint _r_eof
     cdef bint _r_waiter
+    cdef bint _r_ended    # the recv ended with an EOF the protocol kept the transport open for
     # The contexts asyncio's reader and writer Handles would run in (see
     # the Discussion above); None until reading starts / a write is owed.
     cdef object _rctx
@@ -100,6 +101,7 @@ cdef class AioUringStream(UringStream):
     cdef Py_ssize_t _up_buffered(self, char *buf, Py_ssize_t n) except -1:
         cdef Py_buffer view
         cdef Py_ssize_t took = 0, k
+        cdef bint unwritable = False
         t = self._t
         while took < n:
             protocol = t._protocol
@@ -117,7 +119,9 @@ cdef class AioUringStream(UringStream):
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException:
-                t._fatal_error(_aio_unwritable(b), 'Fatal read error on socket transport')
+                unwritable = True
+            if unwritable:
+                _aio_fatal(t, _aio_unwritable(b), 'Fatal read error on socket transport')
                 return n
             k = min(view.len, n - took)
             memcpy(view.buf, buf + took, k)
@@ -149,18 +153,21 @@ cdef class AioUringStream(UringStream):
         except BaseException as exc:
             t._fatal_error(exc, 'Fatal error: protocol.eof_received() call failed.')
             return 0
-        # keep_open: the recv has ended with the EOF; nothing more is read.
+        # keep_open: the recv has ended with the EOF; nothing more is read
+        # (asyncio removes its reader: its repr says read=idle).
         if not keep_open:
             t.close()
+        else:
+            self._r_ended = True
         return 0
 
     cdef int _up_error(self, int err, bint sending) except -1:
         t = self._t
         exc = _aio_oserror(err)
         if not sending:
-            t._fatal_error(exc, 'Fatal read error on socket transport')
+            _aio_fatal(t, exc, 'Fatal read error on socket transport')
             return 0
-        t._fatal_error(exc, 'Fatal write error on socket transport')
+        _aio_fatal(t, exc, 'Fatal write error on socket transport')
         waiter = t._empty_waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
@@ -228,6 +235,7 @@ cdef class AioUringStream(UringStream):
         asyncio's reader Handle made by this call would run.
         """
         self._r_paused = False
+        self._r_ended = False
         self._rctx = PyContext_CopyCurrent()
         self.start_reading()
 
@@ -256,7 +264,8 @@ cdef class AioUringStream(UringStream):
     def reading(self):
         """Return whether reading was started and is neither paused nor
         closed: where asyncio's transport has its reader registered."""
-        return self._rctx is not None and not self._r_paused and not self._r_closing
+        return (self._rctx is not None and not self._r_paused and not self._r_closing
+                and not self._r_ended)
 
     def unsent_bytes(self):
         """Return the write buffer's size: owed_bytes() less what the kernel

@@ -575,9 +575,10 @@ struct fastio_uring_sync_cancel_reg {
 /* Cancel the op whose user_data is `ud` now, without an SQE
  * (IORING_REGISTER_SYNC_CANCEL, 6.0): the kernel has stopped it when this
  * returns, and its last CQE is posted as an async cancel's would be.
- * Return 0 (cancelled, or nothing in flight by that user_data) or an errno:
- * EINVAL where the kernel has no such call, EEXIST from a thread a
- * single-issuer ring does not serve, EBADF in a forked child. */
+ * Return 0 or an errno: ENOENT when the kernel has no op of that user_data
+ * (done already, or its SQE is not submitted yet), EINVAL where the kernel
+ * has no such call, EEXIST from a thread a single-issuer ring does not
+ * serve, EBADF in a forked child. */
 static inline int fastio_ring_cancel_now(fastio_ring *r, uint64_t ud) {
     struct fastio_uring_sync_cancel_reg reg;
     if (fastio_ring_inherited(r))
@@ -588,7 +589,7 @@ static inline int fastio_ring_cancel_now(fastio_ring *r, uint64_t ud) {
     reg.timeout.tv_sec = -1;   /* no time limit: wait for an op mid-run */
     reg.timeout.tv_nsec = -1;
     if (fastio_sys_uring_register(r->fd, FASTIO_REGISTER_SYNC_CANCEL, &reg, 1) < 0)
-        return errno == ENOENT ? 0 : errno;
+        return errno;
     return 0;
 }
 

@@ -276,7 +276,10 @@ cdef class UringDriver:
         backpressure, where a readiness transport stops reading at
         pause_reading(). Not by submitting an async cancel now: that would
         submit the sends queued before it too, which a close() or a write
-        of this turn may still take back (UringStream.flush_now)."""
+        of this turn may still take back (UringStream.flush_now). An op the
+        kernel does not know (ENOENT) may be one whose SQE waits in the SQ
+        (a recv re-armed and paused in one turn): the async cancel queued
+        behind it stops it as soon as it is submitted."""
         cdef int err
         if self._hub.ring.fd < 0 or fastio_ring_inherited(&self._hub.ring):
             return 0
@@ -530,7 +533,6 @@ cdef class UringStream:
     cdef int stop_reading(self) except -1:
         """Cancel the recv, at once; what it still completes with is held."""
         if self._recv == UR_ARMED:
-            self._drv._cancel(_uring_ud(FASTIO_UD_RECV, self._slot))
             self._drv._cancel_now(_uring_ud(FASTIO_UD_RECV, self._slot))
             self._recv = UR_CANCELLING
         return 0

@@ -705,6 +705,22 @@ def test_transport_repr_shows_reading_and_writing_as_asyncio_does(selector_loop)
     assert reprs[3].startswith("closing ") and "read=idle" in reprs[3]
 
 
+def test_transport_repr_after_an_eof_kept_open_shows_reading_idle(selector_loop):
+    # asyncio removes its reader at an EOF that eof_received() keeps the
+    # transport open for: read=idle, while is_reading() stays True.
+    async def main():
+        server, sp, cp = await tcp_pair(selector_loop, server_proto=Recorder(selector_loop, keep_open=True))
+        cp.transport.write_eof()
+        await sp.eof
+        await asyncio.sleep(0)
+        shown, reading = repr(sp.transport), sp.transport.is_reading()
+        await finish(server, sp, cp)
+        return shown, reading
+
+    shown, reading = run(selector_loop, main())
+    assert " read=idle " in shown and reading is True
+
+
 def test_writelines_skips_empty_chunks(request, aio_loop, aio_kind):
     expect_stock_failure(
         request, aio_kind, sys.version_info >= (3, 12),
@@ -1531,3 +1547,32 @@ def test_a_paused_reader_takes_no_more_than_the_kernel_holds_for_it(aio_loop):
     assert flow[:1] == ["pause"]
     assert left < 2 * 1024 * 1024, left
     assert got == b"x" * (65536 * 128)
+
+
+@pytest.mark.parametrize("side", ["read", "write"])
+def test_a_socket_error_is_reported_as_the_exception_being_handled(selector_loop, side, caplog):
+    # asyncio calls _fatal_error() from the `except` clause that caught the
+    # recv()/send() error: the error has a traceback, and a debug-mode
+    # loop's log of it (exc_info=True) shows it. (fastio made the OSError
+    # without raising it: no traceback, and the log said "NoneType: None".)
+    selector_loop.set_debug(True)
+    proto = Recorder(selector_loop)
+
+    async def main():
+        server, peer = await connected_peer(selector_loop, proto)
+        if side == "write":
+            proto.transport.pause_reading()  # the reset is for the send to find
+        peer.sendall(b"x")
+        reset(peer)
+        if side == "write":
+            await asyncio.sleep(0.05)
+            proto.transport.write(b"reply")
+        return await lost_then_closed(proto, server)
+
+    with caplog.at_level("DEBUG", logger="asyncio"):
+        exc = run(selector_loop, main())
+    assert isinstance(exc, ConnectionError)
+    assert exc.__traceback__ is not None
+    message = "Fatal %s error on socket transport" % side
+    logged = [r for r in caplog.records if r.getMessage().endswith(message)]
+    assert logged and logged[0].exc_info[1] is exc
