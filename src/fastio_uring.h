@@ -736,17 +736,48 @@ static inline void fastio_ring_cq_advance(fastio_ring *r, unsigned head) {
 
 #define FASTIO_ASYNC_CANCEL_ANY (1U << 2)
 
+/* Drop what the CQ holds; return how many. */
+static inline int fastio_ring_cq_drop(fastio_ring *r) {
+    unsigned head = *r->cq_head;
+    int got = 0;
+    while (fastio_load_acquire(r->cq_tail) != head) {
+        head++;
+        got++;
+    }
+    fastio_store_release(r->cq_head, head);
+    return got;
+}
+
 /* Cancel every operation in flight and reap until the kernel is done with
- * them (a wait that times out with nothing new). A cancelled poll or recv
- * completes through task work queued on the thread that submitted it; left
- * to the ring's close, that work would interrupt the thread's next blocking
- * syscall with a spurious EINTR. */
+ * them. A cancelled poll or recv completes through task work queued on the
+ * thread that submitted it; left to the ring's close, that work would
+ * interrupt the thread's next blocking syscall with a spurious EINTR.
+ *
+ * From 6.0 the cancel is synchronous (IORING_REGISTER_SYNC_CANCEL): every
+ * op has stopped when it returns, and entering with nothing asked for runs
+ * the task work that posts their completions, with no wait. Before, an
+ * async cancel is reaped until a 1 ms wait brings nothing new: a closed
+ * loop cost at least that. */
 static inline void fastio_ring_cancel_all(fastio_ring *r) {
     struct fastio_uring_sqe *sqe;
-    unsigned head;
+    struct fastio_uring_sync_cancel_reg reg;
     int i, err, got;
     if (fastio_ring_inherited(r))
         return;   /* the parent's operations: not this process's to cancel */
+    memset(&reg, 0, sizeof(reg));
+    reg.fd = -1;
+    reg.flags = FASTIO_ASYNC_CANCEL_ANY;
+    reg.timeout.tv_sec = -1;
+    reg.timeout.tv_nsec = -1;
+    if (fastio_sys_uring_register(r->fd, FASTIO_REGISTER_SYNC_CANCEL, &reg, 1) >= 0 || errno == ENOENT) {
+        for (i = 0; i < 64; i++) {
+            err = fastio_ring_enter(r, 1, 0);
+            got = fastio_ring_cq_drop(r);
+            if (!got && err != EINTR && err != EAGAIN && err != EBUSY)
+                return;
+        }
+        return;
+    }
     sqe = fastio_ring_get_sqe(r);
     if (sqe == NULL) {
         (void)fastio_ring_enter(r, 0, -1);
@@ -760,13 +791,7 @@ static inline void fastio_ring_cancel_all(fastio_ring *r) {
     sqe->user_data = 0;
     for (i = 0; i < 64; i++) {
         err = fastio_ring_enter(r, 1, 1000000LL);
-        got = 0;
-        head = *r->cq_head;
-        while (fastio_load_acquire(r->cq_tail) != head) {
-            head++;
-            got++;
-        }
-        fastio_store_release(r->cq_head, head);
+        got = fastio_ring_cq_drop(r);
         if (!got && err == ETIME)
             break;
         if (err && err != ETIME && err != EINTR && err != EAGAIN && err != EBUSY)
