@@ -247,7 +247,7 @@ cdef class AioUringStream(UringStream):
     def close(self):
         """The transport is closing: cancel the recv; what it still brings is dropped."""
         self._r_closing = True
-        self.stop_reading()
+        self.stop_reading(False)
 
     def eof(self):
         """The transport's write_eof() was called."""

@@ -76,7 +76,7 @@ cdef class UringTransportCore(TransportCore):
         if reading:
             self._s.start_reading()
         else:
-            self._s.stop_reading()
+            self._s.stop_reading(not self._closing)
 
     def _set_writing(self, bint writing):
         pass  # sends are SQEs: there is no writability to watch

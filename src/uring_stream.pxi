@@ -530,10 +530,15 @@ cdef class UringStream:
         self._inflight += 1
         return 0
 
-    cdef int stop_reading(self) except -1:
-        """Cancel the recv, at once; what it still completes with is held."""
+    cdef int stop_reading(self, bint now=True) except -1:
+        """Cancel the recv (`now`: at once, for a pause; else with the next
+        wait, for a close, whose stream drops what arrives meanwhile); what
+        it still completes with is held."""
         if self._recv == UR_ARMED:
-            self._drv._cancel_now(_uring_ud(FASTIO_UD_RECV, self._slot))
+            if now:
+                self._drv._cancel_now(_uring_ud(FASTIO_UD_RECV, self._slot))
+            else:
+                self._drv._cancel(_uring_ud(FASTIO_UD_RECV, self._slot))
             self._recv = UR_CANCELLING
         return 0
 
