@@ -572,25 +572,31 @@ struct fastio_uring_sync_cancel_reg {
     uint64_t pad2[3];
 };
 
-/* Cancel the op whose user_data is `ud` now, without an SQE
- * (IORING_REGISTER_SYNC_CANCEL, 6.0): the kernel has stopped it when this
- * returns, and its last CQE is posted as an async cancel's would be.
- * Return 0 or an errno: ENOENT when the kernel has no op of that user_data
+/* IORING_REGISTER_SYNC_CANCEL (6.0) of the ops `ud` and `flags` match, as
+ * an async cancel SQE's addr and op_flags would: the kernel has stopped them
+ * when this returns, and their last CQEs are posted as an async cancel's
+ * would be. Return 0 or an errno: ENOENT when the kernel has no such op
  * (done already, or its SQE is not submitted yet), EINVAL where the kernel
  * has no such call, EEXIST from a thread a single-issuer ring does not
  * serve, EBADF in a forked child. */
-static inline int fastio_ring_cancel_now(fastio_ring *r, uint64_t ud) {
+static inline int fastio_ring_sync_cancel(fastio_ring *r, uint64_t ud, uint32_t flags) {
     struct fastio_uring_sync_cancel_reg reg;
     if (fastio_ring_inherited(r))
         return EBADF;
     memset(&reg, 0, sizeof(reg));
     reg.addr = ud;
     reg.fd = -1;
+    reg.flags = flags;
     reg.timeout.tv_sec = -1;   /* no time limit: wait for an op mid-run */
     reg.timeout.tv_nsec = -1;
     if (fastio_sys_uring_register(r->fd, FASTIO_REGISTER_SYNC_CANCEL, &reg, 1) < 0)
         return errno;
     return 0;
+}
+
+/* Cancel the op whose user_data is `ud` now, without an SQE (see above). */
+static inline int fastio_ring_cancel_now(fastio_ring *r, uint64_t ud) {
+    return fastio_ring_sync_cancel(r, ud, 0);
 }
 
 /* Set slot `fd` to `file` (`fd` itself, or -1 to empty it); return whether
@@ -760,16 +766,11 @@ static inline int fastio_ring_cq_drop(fastio_ring *r) {
  * loop cost at least that. */
 static inline void fastio_ring_cancel_all(fastio_ring *r) {
     struct fastio_uring_sqe *sqe;
-    struct fastio_uring_sync_cancel_reg reg;
     int i, err, got;
     if (fastio_ring_inherited(r))
         return;   /* the parent's operations: not this process's to cancel */
-    memset(&reg, 0, sizeof(reg));
-    reg.fd = -1;
-    reg.flags = FASTIO_ASYNC_CANCEL_ANY;
-    reg.timeout.tv_sec = -1;
-    reg.timeout.tv_nsec = -1;
-    if (fastio_sys_uring_register(r->fd, FASTIO_REGISTER_SYNC_CANCEL, &reg, 1) >= 0 || errno == ENOENT) {
+    err = fastio_ring_sync_cancel(r, 0, FASTIO_ASYNC_CANCEL_ANY);
+    if (err == 0 || err == ENOENT) {
         for (i = 0; i < 64; i++) {
             err = fastio_ring_enter(r, 1, 0);
             got = fastio_ring_cq_drop(r);
