@@ -235,6 +235,19 @@ class Broker:
     def purge(self, queue):
         self.ctl("purge_queue", queue, check=False)
 
-    def set_memory_watermark(self, value):
-        """Set vm_memory_high_watermark: tiny blocks publishers, 0.4 unblocks."""
+    def set_memory_watermark(self, value, timeout=60):
+        """Set vm_memory_high_watermark: tiny blocks publishers, 0.4 unblocks.
+
+        Returns once the node's memory alarm is raised (tiny) or cleared: the
+        node tells its connections after the command returns, and a publish
+        that reaches the broker before they know is not blocked (nor is the
+        connection.blocked a test waits for sent until the next one).
+        """
         self.ctl("set_vm_memory_high_watermark", str(value))
+        raised = float(value) < 0.01
+        deadline = time.monotonic() + timeout
+        while ("resource_limit,memory" in self.ctl("eval", "rabbit_alarm:get_alarms().")) != raised:
+            if time.monotonic() > deadline:
+                raise BrokerUnavailable("node %s: the memory alarm is not %s after %ss" % (
+                    self.node, "raised" if raised else "cleared", timeout))
+            time.sleep(0.1)
