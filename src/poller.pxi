@@ -50,9 +50,9 @@ cdef inline object _raise_errno(int err):
     raise OSError(err, _os.strerror(err))
 
 
-# 3.12+: select's epoll, poll and select() warn about a bool used as an fd
+# 3.13+: select's epoll, poll and select() warn about a bool used as an fd
 # (PyObject_AsFileDescriptor); fastio's pollers and selectors do where they do.
-cdef bint BOOL_FD_WARNS = _sys.version_info >= (3, 12)
+cdef bint BOOL_FD_WARNS = _sys.version_info >= (3, 13)
 
 
 cdef int warn_bool_fd() except -1:

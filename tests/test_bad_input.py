@@ -358,7 +358,7 @@ def test_bad_input_never_crashes_the_interpreter():
 
 
 def _bool_fd_story(cls):
-    # What each step does with a bool for an fd: the warnings it gives (3.12+:
+    # What each step does with a bool for an fd: the warnings it gives (3.13+:
     # "bool is used as a file descriptor") and what it raises, the warning
     # included once warnings are errors; then what is left registered.
     story = []
