@@ -18,6 +18,7 @@ The stdlib classes are captured when this file is imported, before any test
 can call `fastio.install()`, so "stdlib" always means the stdlib's own class.
 """
 
+import gc
 import os
 import selectors
 import signal
@@ -244,6 +245,16 @@ def open_fd_count():
         return len(os.listdir("/proc/self/fd"))
     except OSError:
         return 64
+
+
+def open_fds():
+    """Return the set of fds this process has open (Linux /proc), after a collection.
+
+    A test that checks for a leak compares these sets, not their sizes:
+    objects of earlier tests that a collection frees meanwhile close fds too.
+    """
+    gc.collect()
+    return set(os.listdir("/proc/self/fd"))
 
 
 def fill_send_buffer(sock):

@@ -30,7 +30,7 @@ import pytest
 
 import fastio._impl.core_py as py_selectors
 import fastio.selectors as fastio_selectors
-from conftest import STDLIB_CLASSES, open_fd_count
+from conftest import STDLIB_CLASSES, open_fds
 from loop_fixtures import child_exit_code
 
 pytestmark = pytest.mark.skipif(
@@ -360,7 +360,7 @@ def test_stale_kernel_entry_reported_while_two_threads_wait(name, edge, futex_nr
     # loop. Neither returns early or spins on the stale report, and both
     # then see an fd registered after it (a wait left blocked on the old set
     # would not: an edge-triggered report wakes one wait only).
-    fds_before = open_fd_count()
+    fds_before = open_fds()
     sel = _selector_or_skip(name)
     a, peer = socket.socketpair()
     dup = a.dup()
@@ -397,7 +397,7 @@ def test_stale_kernel_entry_reported_while_two_threads_wait(name, edge, futex_nr
         sel.close()
         for s in (peer, dup, late, late_peer):
             s.close()
-    assert open_fd_count() == fds_before, "close() left an fd open"
+    assert open_fds() <= fds_before, "close() left an fd open"
 
 
 @pytest.mark.forks
